@@ -1,0 +1,114 @@
+//! Command-line interface.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "huddle",
+    version,
+    about = "Real-time audio/video calling server: signalling, STUN/TURN, SFU and chat in one binary",
+    long_about = "Real-time audio/video calling server: signalling, STUN/TURN, SFU and chat in one binary.\n\n\
+Configuration comes from a TOML file (--config), overridden by HUDDLE_* environment variables \
+(HUDDLE_<SECTION>__<KEY>, e.g. HUDDLE_HTTP__LISTEN=0.0.0.0:8080), overridden by flags. \
+See docs/deployment.md for every key."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: HTTP API, WebSocket signalling and the web demo.
+    Serve(ServeArgs),
+    /// Run the STUN/TURN server alone, for a dedicated relay machine.
+    Turn(ConfigArgs),
+    /// Mint an access token with the configured token secret.
+    Token(TokenArgs),
+    /// Validate a configuration and print the effective one, secrets redacted.
+    CheckConfig(ConfigArgs),
+    /// Run call-quality and capacity benchmarks.
+    Bench(BenchArgs),
+}
+
+/// Where configuration comes from.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "HUDDLE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Development mode: bind to loopback only, use the documented fixed development
+    /// secrets, allow only localhost origins and enable the demo's token endpoint.
+    #[arg(long)]
+    pub dev: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Address for HTTP, WebSocket and the web demo [config: http.listen, default 0.0.0.0:8080;
+    /// 127.0.0.1:8080 with --dev]. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the SQLite store and uploads [config: store.data_dir, default ./data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL [config: store.url, default sqlite://<data_dir>/huddle.db].
+    #[arg(long, value_name = "URL")]
+    pub store_url: Option<String>,
+    /// Log format [config: log.format].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `huddle_signal=debug` [config: log.level; RUST_LOG wins].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Room the token may join; `*` for any room.
+    #[arg(long)]
+    pub room: Option<String>,
+    /// The user's identity (stable user id).
+    #[arg(long)]
+    pub identity: String,
+    /// Display name shown to others (defaults to the identity).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime, e.g. `30m`, `6h` [default: auth.token_ttl].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Option<Duration>,
+    /// Comma-separated grants from publish, subscribe, chat, admin.
+    #[arg(long, value_delimiter = ',', default_value = "publish,subscribe,chat")]
+    pub grants: Vec<Grant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Grant {
+    Publish,
+    Subscribe,
+    Chat,
+    Admin,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Scenario to run (call, sweep, sfu-load, turn-load, signal-load).
+    pub scenario: Option<String>,
+}

@@ -1,0 +1,247 @@
+//! The effective configuration: defaults, then the TOML file, then `HUDDLE_*` environment
+//! variables, then flags; then development defaults for `--dev`, then validation. Every
+//! error names the key it is about.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use huddle_signal::config::{
+    AuthConfig, CallsConfig, HttpConfig, IceConfig, RoomsConfig, Secret, SignalConfig, StoreConfig,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::LogFormat;
+
+/// Development secrets, documented in README and docs/deployment.md. Never for production.
+pub const DEV_TOKEN_SECRET: &str = "huddle-dev-token-secret-not-for-production";
+pub const DEV_API_SECRET: &str = "huddle-dev-api-secret";
+pub const DEV_TURN_SECRET: &str = "huddle-dev-turn-secret";
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter directive such as `info` or `huddle_signal=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Longest wait for connections to close after clients were told to go.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Delay clients are asked to wait before reconnecting.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_after: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(10),
+            reconnect_after: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+    pub signal: SignalConfig,
+    pub rooms: RoomsConfig,
+    pub calls: CallsConfig,
+    pub ice: IceConfig,
+    pub store: StoreConfig,
+    pub log: LogConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+/// Loads the layered configuration. `overrides` are flag values, as a partial config.
+pub fn load(file: Option<&Path>, overrides: serde_json::Value, dev: bool) -> anyhow::Result<Config> {
+    let mut fig = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(path) = file {
+        if !path.exists() {
+            bail!("config file {} does not exist", path.display());
+        }
+        fig = fig.merge(Toml::file_exact(path));
+    }
+    fig = fig
+        .merge(Env::prefixed("HUDDLE_").ignore(&["config"]).split("__"))
+        .merge(Serialized::defaults(overrides));
+    let mut cfg: Config = fig.extract().map_err(|e| {
+        let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
+    })?;
+    if dev {
+        apply_dev_defaults(&mut cfg);
+    }
+    validate(&cfg, dev)?;
+    Ok(cfg)
+}
+
+/// `--dev`: loopback only, fixed development secrets, local ICE servers.
+fn apply_dev_defaults(cfg: &mut Config) {
+    if !cfg.http.listen.ip().is_loopback() {
+        let port = cfg.http.listen.port();
+        cfg.http.listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    }
+    cfg.auth.token_secret.get_or_insert_with(|| Secret::new(DEV_TOKEN_SECRET));
+    cfg.auth.api_secret.get_or_insert_with(|| Secret::new(DEV_API_SECRET));
+    if cfg.ice.stun_urls.is_empty() && cfg.ice.turn_urls.is_empty() {
+        cfg.ice.stun_urls = vec!["stun:127.0.0.1:3478".into()];
+        cfg.ice.turn_urls = vec!["turn:127.0.0.1:3478?transport=udp".into()];
+        cfg.ice.turn_secret.get_or_insert_with(|| Secret::new(DEV_TURN_SECRET));
+    }
+}
+
+fn validate(cfg: &Config, dev: bool) -> anyhow::Result<()> {
+    let hint = "set it in the config file or the environment, or run with --dev for development";
+    match &cfg.auth.token_secret {
+        None => bail!("auth.token_secret is not set (HUDDLE_AUTH__TOKEN_SECRET); {hint}"),
+        Some(s) if s.expose().len() < 32 && !dev => {
+            bail!("auth.token_secret must be at least 32 bytes long")
+        }
+        _ => {}
+    }
+    match &cfg.auth.api_secret {
+        None => bail!("auth.api_secret is not set (HUDDLE_AUTH__API_SECRET); {hint}"),
+        Some(s) if s.expose().len() < 16 && !dev => bail!("auth.api_secret must be at least 16 bytes long"),
+        _ => {}
+    }
+    if cfg.auth.token_ttl.is_zero() || cfg.auth.token_ttl > cfg.auth.max_token_ttl {
+        bail!("auth.token_ttl must be positive and at most auth.max_token_ttl");
+    }
+    let s = &cfg.signal;
+    if s.heartbeat_interval.is_zero() {
+        bail!("signal.heartbeat_interval must be positive");
+    }
+    if s.heartbeat_timeout <= s.heartbeat_interval {
+        bail!("signal.heartbeat_timeout must be longer than signal.heartbeat_interval");
+    }
+    if !(1024..=16 * 1024 * 1024).contains(&s.max_message_bytes) {
+        bail!("signal.max_message_bytes must be between 1024 and 16777216");
+    }
+    if s.messages_per_second == 0 || s.message_burst == 0 {
+        bail!("signal.messages_per_second and signal.message_burst must be positive");
+    }
+    if s.max_connections == 0 || s.max_connections_per_ip == 0 {
+        bail!("signal.max_connections and signal.max_connections_per_ip must be positive");
+    }
+    if s.outbound_queue < 8 {
+        bail!("signal.outbound_queue must be at least 8");
+    }
+    if cfg.rooms.max_participants == 0 || cfg.rooms.max_rooms == 0 {
+        bail!("rooms.max_participants and rooms.max_rooms must be positive");
+    }
+    if cfg.calls.ring_timeout.is_zero() {
+        bail!("calls.ring_timeout must be positive");
+    }
+    for url in &cfg.ice.stun_urls {
+        if !url.starts_with("stun:") && !url.starts_with("stuns:") {
+            bail!("ice.stun_urls: {url:?} must start with stun: or stuns:");
+        }
+    }
+    for url in &cfg.ice.turn_urls {
+        if !url.starts_with("turn:") && !url.starts_with("turns:") {
+            bail!("ice.turn_urls: {url:?} must start with turn: or turns:");
+        }
+    }
+    if !cfg.ice.turn_urls.is_empty() && cfg.ice.turn_secret.is_none() {
+        bail!("ice.turn_secret must be set when ice.turn_urls is not empty");
+    }
+    let url = cfg.store.effective_url();
+    if !url.starts_with("sqlite:") {
+        bail!("store.url {url:?}: only sqlite:// URLs are supported by this version");
+    }
+    tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
+        .with_context(|| format!("log.level {:?} is not a valid filter", cfg.log.level))?;
+    for origin in &cfg.http.allowed_origins {
+        if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+            bail!("http.allowed_origins: {origin:?} must look like https://host[:port] or be \"*\"");
+        }
+    }
+    Ok(())
+}
+
+/// The effective configuration as TOML, secrets redacted.
+pub fn render(cfg: &Config) -> anyhow::Result<String> {
+    Ok(toml::to_string_pretty(cfg)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+        let p = dir.path().join("huddle.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const SECRETS: &str = "[auth]\ntoken_secret = \"0123456789abcdef0123456789abcdef\"\napi_secret = \"0123456789abcdef\"\n";
+
+    #[test]
+    fn missing_secrets_are_an_error_without_dev() {
+        let err = load(None, json!({}), false).unwrap_err().to_string();
+        assert!(err.contains("auth.token_secret"), "{err}");
+        let cfg = load(None, json!({}), true).unwrap();
+        assert!(cfg.http.listen.ip().is_loopback());
+        assert_eq!(cfg.auth.token_secret.unwrap().expose(), DEV_TOKEN_SECRET);
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, &format!("{SECRETS}[http]\nlisten = \"127.0.0.1:9000\"\n[signal]\nheartbeat_interval = \"5s\"\n"));
+        let cfg = load(Some(&p), json!({}), false).unwrap();
+        assert_eq!(cfg.http.listen.port(), 9000);
+        assert_eq!(cfg.signal.heartbeat_interval, Duration::from_secs(5));
+        let cfg = load(Some(&p), json!({"http": {"listen": "127.0.0.1:9001"}}), false).unwrap();
+        assert_eq!(cfg.http.listen.port(), 9001);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, &format!("{SECRETS}[http]\nlisten = \"not an address\"\n"));
+        let err = load(Some(&p), json!({}), false).unwrap_err().to_string();
+        assert!(err.contains("http.listen"), "{err}");
+        let p = write(&dir, &format!("{SECRETS}[rooms]\nmax_participantz = 3\n"));
+        let err = load(Some(&p), json!({}), false).unwrap_err().to_string();
+        assert!(err.contains("max_participantz"), "{err}");
+        let p = write(&dir, &format!("{SECRETS}[signal]\nheartbeat_interval = \"30s\"\nheartbeat_timeout = \"10s\"\n"));
+        let err = load(Some(&p), json!({}), false).unwrap_err().to_string();
+        assert!(err.contains("signal.heartbeat_timeout"), "{err}");
+        let p = write(&dir, "[auth]\ntoken_secret = \"short\"\napi_secret = \"0123456789abcdef\"\n");
+        let err = load(Some(&p), json!({}), false).unwrap_err().to_string();
+        assert!(err.contains("auth.token_secret"), "{err}");
+    }
+
+    #[test]
+    fn render_redacts_secrets() {
+        let cfg = load(None, json!({}), true).unwrap();
+        let text = render(&cfg).unwrap();
+        assert!(!text.contains(DEV_TOKEN_SECRET));
+        assert!(!text.contains(DEV_API_SECRET));
+        assert!(text.contains("<redacted>"));
+    }
+}
