@@ -52,3 +52,5 @@ pub mod metrics;
 pub mod protocol;
 pub mod service;
 pub mod store;
+#[cfg(test)]
+mod hub_tests;
