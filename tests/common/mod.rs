@@ -1,0 +1,190 @@
+//! Test harness: runs the real `huddle` binary on an ephemeral loopback port and talks to it
+//! with real WebSocket and HTTP clients.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use huddle_signal::auth::{TokenIssuer, TokenRequest, default_grants};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const TOKEN_SECRET: &str = "test-token-secret-0123456789abcdef-xyz";
+pub const API_SECRET: &str = "test-api-secret-0123456789";
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `huddle serve` with test secrets plus `extra` TOML (sections not otherwise set).
+    pub fn start(extra: &str) -> Server {
+        Self::start_with(extra, &[], &[])
+    }
+
+    pub fn start_with(extra: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = format!(
+            "[auth]\ntoken_secret = \"{TOKEN_SECRET}\"\napi_secret = \"{API_SECRET}\"\n\
+             [store]\ndata_dir = \"{}\"\n[log]\nlevel = \"warn\"\n{extra}",
+            dir.path().join("data").display()
+        );
+        let path = dir.path().join("huddle.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_huddle"));
+        cmd.arg("serve").arg("--config").arg(&path).args(args);
+        if !args.contains(&"--listen") {
+            cmd.arg("--listen").arg("127.0.0.1:0");
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let stderr = if std::env::var_os("HUDDLE_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
+        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("huddle exited before listening")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("huddle: listening on http://") {
+                break rest.parse().unwrap();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, addr, dir }
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/v1/ws?access_token={}", self.addr, token)
+    }
+
+    pub fn sigterm(&self) {
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Connects with a fresh token for `identity` that may join `room`.
+    pub async fn connect(&self, identity: &str, room: &str) -> Client {
+        Client::connect(&self.ws_url(&token(identity, room))).await.expect("connect")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn issuer(secret: &str) -> TokenIssuer {
+    TokenIssuer::new(secret.as_bytes(), Duration::from_secs(3600), Duration::from_secs(86400))
+}
+
+pub fn token(identity: &str, room: &str) -> String {
+    issuer(TOKEN_SECRET)
+        .mint(&TokenRequest {
+            identity: identity.into(),
+            name: None,
+            room: Some(room.into()),
+            grants: default_grants(),
+            ttl: None,
+        })
+        .unwrap()
+        .0
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub welcome: Value,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Result<Client, tungstenite::Error> {
+        Self::connect_request(url.into_client_request()?).await
+    }
+
+    pub async fn connect_request(
+        req: tungstenite::handshake::client::Request,
+    ) -> Result<Client, tungstenite::Error> {
+        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        let mut c = Client { ws, welcome: Value::Null };
+        c.welcome = c.recv().await;
+        assert_eq!(c.welcome["type"], "welcome", "first message must be welcome");
+        Ok(c)
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, m: Message) {
+        self.ws.send(m).await.unwrap();
+    }
+
+    /// Next JSON message within 5 s (pings are answered by the library).
+    pub async fn recv(&mut self) -> Value {
+        self.try_recv(Duration::from_secs(5)).await.expect("timed out waiting for a message")
+    }
+
+    pub async fn try_recv(&mut self, limit: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            match m {
+                Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Close(f))) => return Some(serde_json::json!({"type": "$close", "code": f.map(|f| u16::from(f.code))})),
+                Some(Ok(other)) => panic!("unexpected frame {other:?}"),
+                Some(Err(_)) | None => return Some(serde_json::json!({"type": "$closed"})),
+            }
+        }
+    }
+
+    /// Sends a request with `id` and returns the response that echoes it.
+    pub async fn request(&mut self, mut v: Value, id: i64) -> Value {
+        v["id"] = id.into();
+        self.send(v).await;
+        loop {
+            let m = self.recv().await;
+            if m["id"] == id {
+                return m;
+            }
+        }
+    }
+
+    /// Asserts that nothing arrives for `d` (other than what a ping round-trip proves).
+    pub async fn expect_silence(&mut self, d: Duration) {
+        if let Some(m) = self.try_recv(d).await {
+            panic!("expected no message, got {m}");
+        }
+    }
+}
