@@ -75,7 +75,11 @@ pub struct Config {
 }
 
 /// Loads the layered configuration. `overrides` are flag values, as a partial config.
-pub fn load(file: Option<&Path>, overrides: serde_json::Value, dev: bool) -> anyhow::Result<Config> {
+pub fn load(
+    file: Option<&Path>,
+    overrides: serde_json::Value,
+    dev: bool,
+) -> anyhow::Result<Config> {
     let mut fig = Figment::from(Serialized::defaults(Config::default()));
     if let Some(path) = file {
         if !path.exists() {
@@ -103,12 +107,18 @@ fn apply_dev_defaults(cfg: &mut Config) {
         let port = cfg.http.listen.port();
         cfg.http.listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
     }
-    cfg.auth.token_secret.get_or_insert_with(|| Secret::new(DEV_TOKEN_SECRET));
-    cfg.auth.api_secret.get_or_insert_with(|| Secret::new(DEV_API_SECRET));
+    cfg.auth
+        .token_secret
+        .get_or_insert_with(|| Secret::new(DEV_TOKEN_SECRET));
+    cfg.auth
+        .api_secret
+        .get_or_insert_with(|| Secret::new(DEV_API_SECRET));
     if cfg.ice.stun_urls.is_empty() && cfg.ice.turn_urls.is_empty() {
         cfg.ice.stun_urls = vec!["stun:127.0.0.1:3478".into()];
         cfg.ice.turn_urls = vec!["turn:127.0.0.1:3478?transport=udp".into()];
-        cfg.ice.turn_secret.get_or_insert_with(|| Secret::new(DEV_TURN_SECRET));
+        cfg.ice
+            .turn_secret
+            .get_or_insert_with(|| Secret::new(DEV_TURN_SECRET));
     }
 }
 
@@ -123,7 +133,9 @@ fn validate(cfg: &Config, dev: bool) -> anyhow::Result<()> {
     }
     match &cfg.auth.api_secret {
         None => bail!("auth.api_secret is not set (HUDDLE_AUTH__API_SECRET); {hint}"),
-        Some(s) if s.expose().len() < 16 && !dev => bail!("auth.api_secret must be at least 16 bytes long"),
+        Some(s) if s.expose().len() < 16 && !dev => {
+            bail!("auth.api_secret must be at least 16 bytes long")
+        }
         _ => {}
     }
     if cfg.auth.token_ttl.is_zero() || cfg.auth.token_ttl > cfg.auth.max_token_ttl {
@@ -175,7 +187,9 @@ fn validate(cfg: &Config, dev: bool) -> anyhow::Result<()> {
         .with_context(|| format!("log.level {:?} is not a valid filter", cfg.log.level))?;
     for origin in &cfg.http.allowed_origins {
         if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
-            bail!("http.allowed_origins: {origin:?} must look like https://host[:port] or be \"*\"");
+            bail!(
+                "http.allowed_origins: {origin:?} must look like https://host[:port] or be \"*\""
+            );
         }
     }
     Ok(())
@@ -211,27 +225,48 @@ mod tests {
     #[test]
     fn file_then_flags() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(&dir, &format!("{SECRETS}[http]\nlisten = \"127.0.0.1:9000\"\n[signal]\nheartbeat_interval = \"5s\"\n"));
+        let p = write(
+            &dir,
+            &format!(
+                "{SECRETS}[http]\nlisten = \"127.0.0.1:9000\"\n[signal]\nheartbeat_interval = \"5s\"\n"
+            ),
+        );
         let cfg = load(Some(&p), json!({}), false).unwrap();
         assert_eq!(cfg.http.listen.port(), 9000);
         assert_eq!(cfg.signal.heartbeat_interval, Duration::from_secs(5));
-        let cfg = load(Some(&p), json!({"http": {"listen": "127.0.0.1:9001"}}), false).unwrap();
+        let cfg = load(
+            Some(&p),
+            json!({"http": {"listen": "127.0.0.1:9001"}}),
+            false,
+        )
+        .unwrap();
         assert_eq!(cfg.http.listen.port(), 9001);
     }
 
     #[test]
     fn bad_values_name_their_key() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(&dir, &format!("{SECRETS}[http]\nlisten = \"not an address\"\n"));
+        let p = write(
+            &dir,
+            &format!("{SECRETS}[http]\nlisten = \"not an address\"\n"),
+        );
         let err = load(Some(&p), json!({}), false).unwrap_err().to_string();
         assert!(err.contains("http.listen"), "{err}");
         let p = write(&dir, &format!("{SECRETS}[rooms]\nmax_participantz = 3\n"));
         let err = load(Some(&p), json!({}), false).unwrap_err().to_string();
         assert!(err.contains("max_participantz"), "{err}");
-        let p = write(&dir, &format!("{SECRETS}[signal]\nheartbeat_interval = \"30s\"\nheartbeat_timeout = \"10s\"\n"));
+        let p = write(
+            &dir,
+            &format!(
+                "{SECRETS}[signal]\nheartbeat_interval = \"30s\"\nheartbeat_timeout = \"10s\"\n"
+            ),
+        );
         let err = load(Some(&p), json!({}), false).unwrap_err().to_string();
         assert!(err.contains("signal.heartbeat_timeout"), "{err}");
-        let p = write(&dir, "[auth]\ntoken_secret = \"short\"\napi_secret = \"0123456789abcdef\"\n");
+        let p = write(
+            &dir,
+            "[auth]\ntoken_secret = \"short\"\napi_secret = \"0123456789abcdef\"\n",
+        );
         let err = load(Some(&p), json!({}), false).unwrap_err().to_string();
         assert!(err.contains("auth.token_secret"), "{err}");
     }

@@ -72,7 +72,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token(args) => {
             let cfg = load(&args.config, json!({}))?;
-            let secret = cfg.auth.token_secret.as_ref().map(|s| s.expose().as_bytes()).unwrap_or_default();
+            let secret = cfg
+                .auth
+                .token_secret
+                .as_ref()
+                .map(|s| s.expose().as_bytes())
+                .unwrap_or_default();
             let issuer = TokenIssuer::new(secret, cfg.auth.token_ttl, cfg.auth.max_token_ttl);
             let grants = Permissions {
                 publish: args.grants.contains(&Grant::Publish),
@@ -91,11 +96,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Turn(_) => {
-            eprintln!("huddle turn: the standalone STUN/TURN server is not available in this version yet");
+            eprintln!(
+                "huddle turn: the standalone STUN/TURN server is not available in this version yet"
+            );
             Ok(ExitCode::from(2))
         }
         Command::Bench(_) => {
-            eprintln!("huddle bench: call-quality benchmarks are not available in this version yet");
+            eprintln!(
+                "huddle bench: call-quality benchmarks are not available in this version yet"
+            );
             Ok(ExitCode::from(2))
         }
     }

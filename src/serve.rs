@@ -39,9 +39,12 @@ pub async fn run(cfg: Config, dev: bool) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let timers = service.spawn_timers();
     let server = tokio::spawn(
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future(),
     );
     service.set_ready();
     tracing::info!(%addr, dev, "listening");

@@ -28,5 +28,8 @@ fn serve_asset(path: &str) -> Response {
 pub fn router() -> Router {
     Router::new()
         .route("/", get(|| async { serve_asset("index.html") }))
-        .route("/{*path}", get(|Path(path): Path<String>| async move { serve_asset(&path) }))
+        .route(
+            "/{*path}",
+            get(|Path(path): Path<String>| async move { serve_asset(&path) }),
+        )
 }

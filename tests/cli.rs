@@ -31,8 +31,14 @@ fn check_config_prints_effective_config_redacted() {
     );
     assert_eq!(code, 0);
     assert!(out.contains("max_participants = 12"), "{out}");
-    assert!(out.contains("idle_timeout = \"1m 30s\""), "env overrides the file: {out}");
-    assert!(!out.contains("super-secret-token-key"), "secrets must be redacted");
+    assert!(
+        out.contains("idle_timeout = \"1m 30s\""),
+        "env overrides the file: {out}"
+    );
+    assert!(
+        !out.contains("super-secret-token-key"),
+        "secrets must be redacted"
+    );
     assert!(out.contains("<redacted>"));
 }
 
@@ -41,7 +47,10 @@ fn bad_config_fails_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("h.toml");
     std::fs::write(&path, "[signal]\nmax_message_bytes = \"lots\"\n").unwrap();
-    let (code, _, err) = huddle(&["check-config", "--dev", "--config", path.to_str().unwrap()], &[]);
+    let (code, _, err) = huddle(
+        &["check-config", "--dev", "--config", path.to_str().unwrap()],
+        &[],
+    );
     assert_eq!(code, 1);
     assert!(err.contains("max_message_bytes"), "{err}");
 
@@ -49,7 +58,10 @@ fn bad_config_fails_naming_the_key() {
     assert_eq!(code, 1, "serve without secrets and without --dev must fail");
     assert!(err.contains("auth.token_secret"), "{err}");
 
-    let (code, _, err) = huddle(&["check-config", "--config", "/nonexistent/huddle.toml"], &[]);
+    let (code, _, err) = huddle(
+        &["check-config", "--config", "/nonexistent/huddle.toml"],
+        &[],
+    );
     assert_eq!(code, 1);
     assert!(err.contains("does not exist"), "{err}");
 }
@@ -57,9 +69,24 @@ fn bad_config_fails_naming_the_key() {
 #[test]
 fn token_command_mints_verifiable_tokens() {
     let secret = "cli-token-secret-0123456789abcdef0123";
-    let env = [("HUDDLE_AUTH__TOKEN_SECRET", secret), ("HUDDLE_AUTH__API_SECRET", "cli-api-secret-0123456789")];
+    let env = [
+        ("HUDDLE_AUTH__TOKEN_SECRET", secret),
+        ("HUDDLE_AUTH__API_SECRET", "cli-api-secret-0123456789"),
+    ];
     let (code, out, err) = huddle(
-        &["token", "--room", "r1", "--identity", "u1", "--name", "User One", "--ttl", "10m", "--grants", "subscribe,admin"],
+        &[
+            "token",
+            "--room",
+            "r1",
+            "--identity",
+            "u1",
+            "--name",
+            "User One",
+            "--ttl",
+            "10m",
+            "--grants",
+            "subscribe,admin",
+        ],
         &env,
     );
     assert_eq!(code, 0, "{err}");

@@ -15,16 +15,27 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 async fn upgrade_status(url: &str, origin: Option<&str>, bearer: Option<&str>) -> u16 {
     let mut req = url.into_client_request().unwrap();
     if let Some(o) = origin {
-        req.headers_mut().insert("Origin", HeaderValue::from_str(o).unwrap());
+        req.headers_mut()
+            .insert("Origin", HeaderValue::from_str(o).unwrap());
     }
     if let Some(b) = bearer {
-        req.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Bearer {b}")).unwrap());
+        req.headers_mut().insert(
+            "Authorization",
+            HeaderValue::from_str(&format!("Bearer {b}")).unwrap(),
+        );
     }
     match tokio_tungstenite::connect_async(req).await {
         Ok(_) => 101,
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let body = resp.body().as_ref().map(|b| String::from_utf8_lossy(b).to_string()).unwrap_or_default();
-            assert!(body.contains("\"type\":\"error\""), "error body must be JSON: {body}");
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).to_string())
+                .unwrap_or_default();
+            assert!(
+                body.contains("\"type\":\"error\""),
+                "error body must be JSON: {body}"
+            );
             resp.status().as_u16()
         }
         Err(e) => panic!("unexpected error {e}"),
@@ -34,8 +45,12 @@ async fn upgrade_status(url: &str, origin: Option<&str>, bearer: Option<&str>) -
 async fn upgrade_error_code(url: &str) -> (u16, String) {
     match tokio_tungstenite::connect_async(url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let body: serde_json::Value = serde_json::from_slice(resp.body().as_ref().unwrap()).unwrap();
-            (resp.status().as_u16(), body["code"].as_str().unwrap().to_owned())
+            let body: serde_json::Value =
+                serde_json::from_slice(resp.body().as_ref().unwrap()).unwrap();
+            (
+                resp.status().as_u16(),
+                body["code"].as_str().unwrap().to_owned(),
+            )
         }
         Ok(_) => (101, String::new()),
         Err(e) => panic!("unexpected error {e}"),
@@ -46,18 +61,28 @@ async fn upgrade_error_code(url: &str) -> (u16, String) {
 async fn tokens_are_checked_on_upgrade() {
     let server = Server::start("");
     let base = format!("ws://{}/v1/ws", server.addr);
-    assert_eq!(upgrade_error_code(&base).await, (401, "token_missing".into()));
+    assert_eq!(
+        upgrade_error_code(&base).await,
+        (401, "token_missing".into())
+    );
 
-    let forged = issuer("some-other-secret-0123456789abcdef").mint(&huddle_signal::auth::TokenRequest {
-        identity: "mallory".into(),
-        name: None,
-        room: Some("*".into()),
-        grants: default_grants(),
-        ttl: None,
-    });
+    let forged =
+        issuer("some-other-secret-0123456789abcdef").mint(&huddle_signal::auth::TokenRequest {
+            identity: "mallory".into(),
+            name: None,
+            room: Some("*".into()),
+            grants: default_grants(),
+            ttl: None,
+        });
     let forged = forged.unwrap().0;
-    assert_eq!(upgrade_error_code(&server.ws_url(&forged)).await, (401, "token_invalid".into()));
-    assert_eq!(upgrade_error_code(&server.ws_url("garbage")).await, (401, "token_invalid".into()));
+    assert_eq!(
+        upgrade_error_code(&server.ws_url(&forged)).await,
+        (401, "token_invalid".into())
+    );
+    assert_eq!(
+        upgrade_error_code(&server.ws_url("garbage")).await,
+        (401, "token_invalid".into())
+    );
 
     let expired = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
@@ -74,7 +99,10 @@ async fn tokens_are_checked_on_upgrade() {
         &jsonwebtoken::EncodingKey::from_secret(TOKEN_SECRET.as_bytes()),
     )
     .unwrap();
-    assert_eq!(upgrade_error_code(&server.ws_url(&expired)).await, (401, "token_expired".into()));
+    assert_eq!(
+        upgrade_error_code(&server.ws_url(&expired)).await,
+        (401, "token_expired".into())
+    );
 
     // A valid token works as a query parameter and as a Bearer header.
     let good = token("alice", "r");
@@ -88,12 +116,22 @@ async fn tokens_are_checked_on_upgrade() {
 async fn cross_site_upgrades_are_refused() {
     let server = Server::start("[http]\nallowed_origins = [\"https://app.example.com\"]\n");
     let url = server.ws_url(&token("a", "r"));
-    assert_eq!(upgrade_status(&url, Some("https://evil.example"), None).await, 403);
+    assert_eq!(
+        upgrade_status(&url, Some("https://evil.example"), None).await,
+        403
+    );
     assert_eq!(upgrade_status(&url, Some("null"), None).await, 403);
-    assert_eq!(upgrade_status(&url, Some("https://app.example.com"), None).await, 101);
+    assert_eq!(
+        upgrade_status(&url, Some("https://app.example.com"), None).await,
+        101
+    );
     let same = format!("http://{}", server.addr);
     assert_eq!(upgrade_status(&url, Some(&same), None).await, 101);
-    assert_eq!(upgrade_status(&url, None, None).await, 101, "native clients send no Origin");
+    assert_eq!(
+        upgrade_status(&url, None, None).await,
+        101,
+        "native clients send no Origin"
+    );
 }
 
 #[tokio::test]
@@ -102,14 +140,30 @@ async fn dev_mode_allows_only_localhost_origins() {
     let data = dir.path().join("data");
     let server = Server::start_with(
         "",
-        &["--dev", "--listen", "0.0.0.0:0", "--data-dir", data.to_str().unwrap()],
+        &[
+            "--dev",
+            "--listen",
+            "0.0.0.0:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
         &[],
     );
-    assert!(server.addr.ip().is_loopback(), "--dev must bind to loopback, got {}", server.addr);
+    assert!(
+        server.addr.ip().is_loopback(),
+        "--dev must bind to loopback, got {}",
+        server.addr
+    );
     let url = server.ws_url(&token("a", "r"));
     let port = server.addr.port();
-    assert_eq!(upgrade_status(&url, Some(&format!("http://localhost:{port}")), None).await, 101);
-    assert_eq!(upgrade_status(&url, Some("https://example.com"), None).await, 403);
+    assert_eq!(
+        upgrade_status(&url, Some(&format!("http://localhost:{port}")), None).await,
+        101
+    );
+    assert_eq!(
+        upgrade_status(&url, Some("https://example.com"), None).await,
+        403
+    );
     // The demo's token endpoint exists only in development mode.
     let resp = reqwest::Client::new()
         .post(server.http("/v1/dev/token"))
@@ -119,7 +173,9 @@ async fn dev_mode_allows_only_localhost_origins() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.unwrap();
-    let c = Client::connect(&server.ws_url(body["token"].as_str().unwrap())).await.unwrap();
+    let c = Client::connect(&server.ws_url(body["token"].as_str().unwrap()))
+        .await
+        .unwrap();
     assert_eq!(c.welcome["identity"], "demo");
 }
 
@@ -128,16 +184,26 @@ async fn join_leave_presence_and_admin_api() {
     let server = Server::start("");
     let mut a = server.connect("alice", "standup").await;
     let mut b = server.connect("bob", "standup").await;
-    let r = a.request(json!({"type":"join","metadata":{"avatar":"a.png"}}), 1).await;
+    let r = a
+        .request(json!({"type":"join","metadata":{"avatar":"a.png"}}), 1)
+        .await;
     assert_eq!(r["type"], "joined");
     assert_eq!(r["participants"].as_array().unwrap().len(), 1);
     let r = b.request(json!({"type":"join"}), 1).await;
     assert_eq!(r["participants"].as_array().unwrap().len(), 2);
     let ev = a.recv().await;
-    assert_eq!((ev["type"].as_str(), ev["participant"]["identity"].as_str()), (Some("participant_joined"), Some("bob")));
+    assert_eq!(
+        (ev["type"].as_str(), ev["participant"]["identity"].as_str()),
+        (Some("participant_joined"), Some("bob"))
+    );
 
     let r = a.request(json!({"type":"list_participants"}), 2).await;
-    let ids: Vec<&str> = r["participants"].as_array().unwrap().iter().map(|p| p["identity"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = r["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["identity"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["alice", "bob"]);
 
     let http = reqwest::Client::new();
@@ -181,15 +247,34 @@ async fn join_leave_presence_and_admin_api() {
         .unwrap();
     assert_eq!(removed.status(), 204);
     let m = b.recv().await;
-    assert_eq!((m["type"].as_str(), m["reason"].as_str()), (Some("removed"), Some("removed")));
+    assert_eq!(
+        (m["type"].as_str(), m["reason"].as_str()),
+        (Some("removed"), Some("removed"))
+    );
     let ev = a.recv().await;
-    assert_eq!((ev["type"].as_str(), ev["identity"].as_str()), (Some("participant_left"), Some("bob")));
+    assert_eq!(
+        (ev["type"].as_str(), ev["identity"].as_str()),
+        (Some("participant_left"), Some("bob"))
+    );
 
-    let closed = http.delete(server.http("/v1/rooms/standup")).bearer_auth(API_SECRET).send().await.unwrap();
+    let closed = http
+        .delete(server.http("/v1/rooms/standup"))
+        .bearer_auth(API_SECRET)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(closed.status(), 204);
     let m = a.recv().await;
-    assert_eq!((m["type"].as_str(), m["reason"].as_str()), (Some("removed"), Some("room_closed")));
-    let missing = http.delete(server.http("/v1/rooms/standup")).bearer_auth(API_SECRET).send().await.unwrap();
+    assert_eq!(
+        (m["type"].as_str(), m["reason"].as_str()),
+        (Some("removed"), Some("room_closed"))
+    );
+    let missing = http
+        .delete(server.http("/v1/rooms/standup"))
+        .bearer_auth(API_SECRET)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
 
     // Leaving a room the client is not in is an error, and the connection carries on.
@@ -228,7 +313,9 @@ async fn rest_endpoint_mints_working_tokens() {
         .json()
         .await
         .unwrap();
-    let mut c = Client::connect(&server.ws_url(ok["token"].as_str().unwrap())).await.unwrap();
+    let mut c = Client::connect(&server.ws_url(ok["token"].as_str().unwrap()))
+        .await
+        .unwrap();
     assert_eq!(c.welcome["name"], "Carol");
     assert_eq!(c.welcome["permissions"]["publish"], false);
     assert_eq!(c.welcome["permissions"]["subscribe"], true);
@@ -255,7 +342,10 @@ async fn one_to_one_call_negotiation() {
     );
 
     let r = alice
-        .request(json!({"type":"call_invite","to":"bob","sdp":{"type":"offer","sdp":"v=0\r\no=alice"}}), 1)
+        .request(
+            json!({"type":"call_invite","to":"bob","sdp":{"type":"offer","sdp":"v=0\r\no=alice"}}),
+            1,
+        )
         .await;
     assert_eq!(r["type"], "call_invited");
     let call_id = r["call_id"].as_str().unwrap().to_owned();
@@ -264,7 +354,8 @@ async fn one_to_one_call_negotiation() {
     assert_eq!(inc["from"]["identity"], "alice");
     assert_eq!(inc["sdp"]["sdp"], "v=0\r\no=alice");
 
-    bob.send(json!({"type":"call_ringing","call_id":call_id})).await;
+    bob.send(json!({"type":"call_ringing","call_id":call_id}))
+        .await;
     assert_eq!(alice.recv().await["type"], "call_ringing");
     alice.send(json!({"type":"call_ice","call_id":call_id,"candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}})).await;
     assert_eq!(bob.recv().await["candidate"]["sdpMid"], "0");
@@ -278,12 +369,17 @@ async fn one_to_one_call_negotiation() {
     assert_eq!(acc["sdp"]["sdp"], "v=0\r\no=bob");
     bob.send(json!({"type":"call_ice","call_id":call_id,"candidate":{"candidate":"candidate:2 1 udp 1 127.0.0.1 5001 typ host"}})).await;
     assert_eq!(alice.recv().await["type"], "call_ice");
-    bob.send(json!({"type":"call_ice","call_id":call_id,"candidate":null})).await;
+    bob.send(json!({"type":"call_ice","call_id":call_id,"candidate":null}))
+        .await;
     assert_eq!(alice.recv().await["candidate"], serde_json::Value::Null);
 
-    bob.send(json!({"type":"call_hangup","call_id":call_id})).await;
+    bob.send(json!({"type":"call_hangup","call_id":call_id}))
+        .await;
     let end = alice.recv().await;
-    assert_eq!((end["type"].as_str(), end["reason"].as_str()), (Some("call_ended"), Some("hangup")));
+    assert_eq!(
+        (end["type"].as_str(), end["reason"].as_str()),
+        (Some("call_ended"), Some("hangup"))
+    );
 }
 
 #[tokio::test]
@@ -291,11 +387,16 @@ async fn unanswered_call_times_out() {
     let server = Server::start("[calls]\nring_timeout = \"300ms\"\n");
     let mut alice = server.connect("alice", "r").await;
     let mut bob = server.connect("bob", "r").await;
-    alice.request(json!({"type":"call_invite","to":"bob"}), 1).await;
+    alice
+        .request(json!({"type":"call_invite","to":"bob"}), 1)
+        .await;
     assert_eq!(bob.recv().await["type"], "call_incoming");
     for c in [&mut alice, &mut bob] {
         let m = c.recv().await;
-        assert_eq!((m["type"].as_str(), m["reason"].as_str()), (Some("call_ended"), Some("timeout")));
+        assert_eq!(
+            (m["type"].as_str(), m["reason"].as_str()),
+            (Some("call_ended"), Some("timeout"))
+        );
     }
 }
 
@@ -312,9 +413,16 @@ async fn silent_connection_times_out_and_presence_updates() {
     // `a` stops reading: it no longer answers pings, so the server must give up on it.
     let started = std::time::Instant::now();
     let ev = b.recv().await;
-    assert_eq!((ev["type"].as_str(), ev["identity"].as_str()), (Some("participant_left"), Some("alice")));
+    assert_eq!(
+        (ev["type"].as_str(), ev["identity"].as_str()),
+        (Some("participant_left"), Some("alice"))
+    );
     assert_eq!(ev["reason"], "disconnected");
-    assert!(started.elapsed() >= Duration::from_millis(400), "left too early: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "left too early: {:?}",
+        started.elapsed()
+    );
     drop(a);
     // An answering client is never timed out.
     b.expect_silence(Duration::from_millis(800)).await;
@@ -334,15 +442,26 @@ async fn reconnect_within_grace_resumes_without_flapping() {
     // Drop the TCP connection without a close frame, as a network loss would.
     drop(a);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    b.request(json!({"type":"update_participant","metadata":{"hand":"up"}}), 2).await;
+    b.request(
+        json!({"type":"update_participant","metadata":{"hand":"up"}}),
+        2,
+    )
+    .await;
 
-    let url = format!("{}&resume_token={}", server.ws_url(&token("alice", "r")), resume);
+    let url = format!(
+        "{}&resume_token={}",
+        server.ws_url(&token("alice", "r")),
+        resume
+    );
     let mut a2 = Client::connect(&url).await.unwrap();
     assert_eq!(a2.welcome["resumed"], true);
     assert_eq!(a2.welcome["session_id"], sid);
     assert_eq!(a2.welcome["room"], "r");
     let missed = a2.recv().await;
-    assert_eq!(missed["type"], "participant_updated", "missed event replayed: {missed}");
+    assert_eq!(
+        missed["type"], "participant_updated",
+        "missed event replayed: {missed}"
+    );
     assert_eq!(missed["participant"]["metadata"]["hand"], "up");
 
     // Bob saw no leave/join: the next thing he gets is the answer to his own ping.
@@ -359,28 +478,50 @@ async fn bad_input_gets_errors_and_the_connection_survives() {
 
     c.send_raw(Message::text("this is not json")).await;
     assert_eq!(c.recv().await["code"], "bad_json");
-    c.send_raw(Message::text(r#"{"type":"launch_missiles","id":41}"#)).await;
+    c.send_raw(Message::text(r#"{"type":"launch_missiles","id":41}"#))
+        .await;
     let e = c.recv().await;
-    assert_eq!((e["code"].as_str(), e["id"].as_i64()), (Some("unknown_type"), Some(41)));
-    c.send_raw(Message::text(r#"{"type":"call_accept","id":"x1"}"#)).await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_i64()),
+        (Some("unknown_type"), Some(41))
+    );
+    c.send_raw(Message::text(r#"{"type":"call_accept","id":"x1"}"#))
+        .await;
     let e = c.recv().await;
-    assert_eq!((e["type"].as_str(), e["code"].as_str(), e["id"].as_str()), (Some("error"), Some("invalid_message"), Some("x1")));
-    c.send_raw(Message::text(format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(3000)))).await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str(), e["id"].as_str()),
+        (Some("error"), Some("invalid_message"), Some("x1"))
+    );
+    c.send_raw(Message::text(format!(
+        r#"{{"type":"ping","pad":"{}"}}"#,
+        "x".repeat(3000)
+    )))
+    .await;
     assert_eq!(c.recv().await["code"], "message_too_large");
     c.send_raw(Message::binary(vec![1u8, 2, 3])).await;
     assert_eq!(c.recv().await["code"], "binary_not_supported");
-    c.send_raw(Message::text(r#"{"type":"join","id":5,"room":"../../etc"}"#)).await;
+    c.send_raw(Message::text(
+        r#"{"type":"join","id":5,"room":"../../etc"}"#,
+    ))
+    .await;
     assert_eq!(c.recv().await["code"], "invalid_room");
     c.send_raw(Message::text("\u{0}\u{1}{{{{")).await;
     assert_eq!(c.recv().await["code"], "bad_json");
-    assert_eq!(c.request(json!({"type":"ping"}), 6).await["type"], "pong", "still usable");
+    assert_eq!(
+        c.request(json!({"type":"ping"}), 6).await["type"],
+        "pong",
+        "still usable"
+    );
 
     // Far beyond the hard frame limit the connection is closed (1009), and only it.
     let mut other = server.connect("bob", "r").await;
     c.send_raw(Message::text("x".repeat(300 * 1024))).await;
     let m = c.recv().await;
     assert!(m["type"] == "$close" || m["type"] == "$closed", "{m}");
-    assert_eq!(other.request(json!({"type":"ping"}), 1).await["type"], "pong");
+    assert_eq!(
+        other.request(json!({"type":"ping"}), 1).await["type"],
+        "pong"
+    );
 }
 
 #[tokio::test]
@@ -399,7 +540,10 @@ async fn rate_limit_drops_excess_messages_only() {
             t => panic!("unexpected {t}"),
         }
     }
-    assert!(pongs >= 5 && limited >= 10, "pongs={pongs} limited={limited}");
+    assert!(
+        pongs >= 5 && limited >= 10,
+        "pongs={pongs} limited={limited}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(c.request(json!({"type":"ping"}), 99).await["type"], "pong");
 }
@@ -409,7 +553,10 @@ async fn connections_per_ip_are_limited() {
     let server = Server::start("[signal]\nmax_connections_per_ip = 2\n");
     let _a = server.connect("a", "r").await;
     let _b = server.connect("b", "r").await;
-    assert_eq!(upgrade_error_code(&server.ws_url(&token("c", "r"))).await, (429, "too_many_connections".into()));
+    assert_eq!(
+        upgrade_error_code(&server.ws_url(&token("c", "r"))).await,
+        (429, "too_many_connections".into())
+    );
     drop(_a);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _c = server.connect("c", "r").await;
@@ -419,13 +566,34 @@ async fn connections_per_ip_are_limited() {
 async fn health_readiness_and_metrics() {
     let server = Server::start("");
     let http = reqwest::Client::new();
-    assert_eq!(http.get(server.http("/healthz")).send().await.unwrap().status(), 200);
-    assert_eq!(http.get(server.http("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(server.http("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(server.http("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let mut c = server.connect("alice", "r").await;
     c.request(json!({"type":"join"}), 1).await;
     c.send_raw(Message::text("nope")).await;
     c.recv().await;
-    let text = http.get(server.http("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = http
+        .get(server.http("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for needle in [
         "huddle_ws_connections 1",
         "huddle_rooms 1",
@@ -453,5 +621,9 @@ async fn graceful_shutdown_tells_clients_and_exits_zero() {
     assert_eq!(close["type"], "$close");
     assert_eq!(close["code"], 1001);
     assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
-    assert!(tokio_tungstenite::connect_async(server.ws_url(&token("b", "r"))).await.is_err());
+    assert!(
+        tokio_tungstenite::connect_async(server.ws_url(&token("b", "r")))
+            .await
+            .is_err()
+    );
 }

@@ -236,7 +236,11 @@ mod tests {
     use super::*;
 
     fn issuer(secret: &str) -> TokenIssuer {
-        TokenIssuer::new(secret.as_bytes(), Duration::from_secs(3600), Duration::from_secs(86400))
+        TokenIssuer::new(
+            secret.as_bytes(),
+            Duration::from_secs(3600),
+            Duration::from_secs(86400),
+        )
     }
 
     fn req(identity: &str) -> TokenRequest {
@@ -262,7 +266,9 @@ mod tests {
 
     #[test]
     fn wrong_secret_is_rejected() {
-        let (token, _) = issuer("secret-a-secret-a-secret-a-secret-a").mint(&req("a")).unwrap();
+        let (token, _) = issuer("secret-a-secret-a-secret-a-secret-a")
+            .mint(&req("a"))
+            .unwrap();
         assert_eq!(
             issuer("secret-b-secret-b-secret-b-secret-b").verify(&token),
             Err(TokenError::BadSignature)

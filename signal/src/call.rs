@@ -29,7 +29,10 @@ pub(crate) struct Call {
 fn call_not_found(call_id: &str) -> ProtocolError {
     let mut id = call_id.to_owned();
     id.truncate(64);
-    ProtocolError::new(ErrorCode::CallNotFound, format!("no call {id:?} for this session"))
+    ProtocolError::new(
+        ErrorCode::CallNotFound,
+        format!("no call {id:?} for this session"),
+    )
 }
 
 fn check_sdp(sdp: &Option<SessionDescription>, want: SdpType) -> Result<(), ProtocolError> {
@@ -58,9 +61,14 @@ impl Hub {
         now: Instant,
     ) -> Result<(), ProtocolError> {
         match msg {
-            ClientMessage::CallInvite { to, sdp, metadata } => self.invite(key, id, to, sdp, metadata, now),
+            ClientMessage::CallInvite { to, sdp, metadata } => {
+                self.invite(key, id, to, sdp, metadata, now)
+            }
             ClientMessage::CallRinging { call_id } => {
-                let call = self.calls.get(call_id.as_str()).ok_or_else(|| call_not_found(&call_id))?;
+                let call = self
+                    .calls
+                    .get(call_id.as_str())
+                    .ok_or_else(|| call_not_found(&call_id))?;
                 if !call.ringing.contains(&key) {
                     return Err(call_not_found(&call_id));
                 }
@@ -72,16 +80,26 @@ impl Hub {
             ClientMessage::CallAccept { call_id, sdp } => {
                 check_sdp(&sdp, SdpType::Answer)?;
                 let call_key: Arc<str> = call_id.as_str().into();
-                let call = self.calls.get(&call_key).ok_or_else(|| call_not_found(&call_id))?;
+                let call = self
+                    .calls
+                    .get(&call_key)
+                    .ok_or_else(|| call_not_found(&call_id))?;
                 if !call.ringing.contains(&key) {
                     return Err(call_not_found(&call_id));
                 }
                 if self.sessions.get(&key).is_some_and(|s| s.call.is_some()) {
-                    return Err(ProtocolError::new(ErrorCode::InvalidState, "this session is already in a call"));
+                    return Err(ProtocolError::new(
+                        ErrorCode::InvalidState,
+                        "this session is already in a call",
+                    ));
                 }
-                let call = self.calls.get_mut(&call_key).ok_or_else(|| internal("no call"))?;
+                let call = self
+                    .calls
+                    .get_mut(&call_key)
+                    .ok_or_else(|| internal("no call"))?;
                 call.callee = Some(key);
-                let others: Vec<SessionKey> = call.ringing.drain(..).filter(|k| *k != key).collect();
+                let others: Vec<SessionKey> =
+                    call.ringing.drain(..).filter(|k| *k != key).collect();
                 let caller = call.caller;
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.call = Some(call_key.clone());
@@ -103,7 +121,10 @@ impl Hub {
                 Ok(())
             }
             ClientMessage::CallReject { call_id, reason } => {
-                let call = self.calls.get(call_id.as_str()).ok_or_else(|| call_not_found(&call_id))?;
+                let call = self
+                    .calls
+                    .get(call_id.as_str())
+                    .ok_or_else(|| call_not_found(&call_id))?;
                 if !call.ringing.contains(&key) {
                     return Err(call_not_found(&call_id));
                 }
@@ -116,9 +137,16 @@ impl Hub {
                 Ok(())
             }
             ClientMessage::CallCancel { call_id } | ClientMessage::CallHangup { call_id } => {
-                let call = self.calls.get(call_id.as_str()).ok_or_else(|| call_not_found(&call_id))?;
+                let call = self
+                    .calls
+                    .get(call_id.as_str())
+                    .ok_or_else(|| call_not_found(&call_id))?;
                 let reason = if call.caller == key || call.callee == Some(key) {
-                    if call.callee.is_some() { CallEndReason::Hangup } else { CallEndReason::Cancelled }
+                    if call.callee.is_some() {
+                        CallEndReason::Hangup
+                    } else {
+                        CallEndReason::Cancelled
+                    }
                 } else if call.ringing.contains(&key) {
                     CallEndReason::Rejected
                 } else {
@@ -130,7 +158,8 @@ impl Hub {
             }
             ClientMessage::CallSdp { call_id, sdp } => {
                 let targets = self.relay_targets(key, &call_id)?;
-                let frame: Utf8Bytes = encode(&ServerMessage::CallSdp { call_id, sdp }, None).into();
+                let frame: Utf8Bytes =
+                    encode(&ServerMessage::CallSdp { call_id, sdp }, None).into();
                 for k in targets {
                     self.push(k, frame.clone());
                 }
@@ -144,7 +173,9 @@ impl Hub {
                         "candidate must be an RTCIceCandidateInit object or null",
                     ));
                 }
-                let len = serde_json::to_string(&candidate).map(|s| s.len()).unwrap_or(usize::MAX);
+                let len = serde_json::to_string(&candidate)
+                    .map(|s| s.len())
+                    .unwrap_or(usize::MAX);
                 if len > MAX_CANDIDATE_BYTES {
                     return Err(ProtocolError::new(
                         ErrorCode::InvalidMessage,
@@ -152,7 +183,8 @@ impl Hub {
                     ));
                 }
                 let targets = self.relay_targets(key, &call_id)?;
-                let frame: Utf8Bytes = encode(&ServerMessage::CallIce { call_id, candidate }, None).into();
+                let frame: Utf8Bytes =
+                    encode(&ServerMessage::CallIce { call_id, candidate }, None).into();
                 for k in targets {
                     self.push(k, frame.clone());
                 }
@@ -174,20 +206,37 @@ impl Hub {
     ) -> Result<(), ProtocolError> {
         check_sdp(&sdp, SdpType::Offer)?;
         if let Some(m) = &metadata {
-            let len = serde_json::to_string(m).map(|s| s.len()).unwrap_or(usize::MAX);
+            let len = serde_json::to_string(m)
+                .map(|s| s.len())
+                .unwrap_or(usize::MAX);
             if len > self.cfg.rooms.max_metadata_bytes {
-                return Err(ProtocolError::new(ErrorCode::InvalidMessage, "call metadata too large"));
+                return Err(ProtocolError::new(
+                    ErrorCode::InvalidMessage,
+                    "call metadata too large",
+                ));
             }
         }
-        let s = self.sessions.get(&key).ok_or_else(|| internal("no session"))?;
+        let s = self
+            .sessions
+            .get(&key)
+            .ok_or_else(|| internal("no session"))?;
         if !s.grants.publish {
-            return Err(ProtocolError::new(ErrorCode::Forbidden, "the access token does not grant publish"));
+            return Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                "the access token does not grant publish",
+            ));
         }
         if *s.identity == *to {
-            return Err(ProtocolError::new(ErrorCode::InvalidMessage, "cannot call yourself"));
+            return Err(ProtocolError::new(
+                ErrorCode::InvalidMessage,
+                "cannot call yourself",
+            ));
         }
         if s.call.is_some() {
-            return Err(ProtocolError::new(ErrorCode::InvalidState, "this session is already in a call"));
+            return Err(ProtocolError::new(
+                ErrorCode::InvalidState,
+                "this session is already in a call",
+            ));
         }
         let from = Peer {
             identity: s.identity.to_string(),
@@ -196,20 +245,44 @@ impl Hub {
         let devices: Vec<SessionKey> = self
             .by_identity
             .get(to.as_str())
-            .map(|v| v.iter().copied().filter(|k| self.is_connected(*k)).collect())
+            .map(|v| {
+                v.iter()
+                    .copied()
+                    .filter(|k| self.is_connected(*k))
+                    .collect()
+            })
             .unwrap_or_default();
         if devices.is_empty() {
-            return Err(ProtocolError::new(ErrorCode::CalleeUnavailable, format!("{to:?} is not connected")));
+            return Err(ProtocolError::new(
+                ErrorCode::CalleeUnavailable,
+                format!("{to:?} is not connected"),
+            ));
         }
         let mut raw = [0u8; 12];
         rand::fill(&mut raw[..]);
-        let call_id = format!("C_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
-        self.respond(key, id, &ServerMessage::CallInvited { call_id: call_id.clone() });
+        let call_id = format!(
+            "C_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        );
+        self.respond(
+            key,
+            id,
+            &ServerMessage::CallInvited {
+                call_id: call_id.clone(),
+            },
+        );
         let busy = devices
             .iter()
             .any(|k| self.sessions.get(k).is_some_and(|s| s.call.is_some()));
         if busy {
-            self.respond(key, None, &ServerMessage::CallEnded { call_id, reason: CallEndReason::Busy });
+            self.respond(
+                key,
+                None,
+                &ServerMessage::CallEnded {
+                    call_id,
+                    reason: CallEndReason::Busy,
+                },
+            );
             self.call_ended_metric(CallEndReason::Busy);
             return Ok(());
         }
@@ -249,8 +322,15 @@ impl Hub {
     }
 
     /// Who receives SDP/ICE that `key` sends on `call_id`.
-    fn relay_targets(&self, key: SessionKey, call_id: &str) -> Result<Vec<SessionKey>, ProtocolError> {
-        let call = self.calls.get(call_id).ok_or_else(|| call_not_found(call_id))?;
+    fn relay_targets(
+        &self,
+        key: SessionKey,
+        call_id: &str,
+    ) -> Result<Vec<SessionKey>, ProtocolError> {
+        let call = self
+            .calls
+            .get(call_id)
+            .ok_or_else(|| call_not_found(call_id))?;
         if call.caller == key {
             Ok(match call.callee {
                 Some(c) => vec![c],
@@ -259,7 +339,10 @@ impl Hub {
         } else if call.callee == Some(key) {
             Ok(vec![call.caller])
         } else if call.ringing.contains(&key) {
-            Err(ProtocolError::new(ErrorCode::InvalidState, "accept the call before sending SDP or ICE"))
+            Err(ProtocolError::new(
+                ErrorCode::InvalidState,
+                "accept the call before sending SDP or ICE",
+            ))
         } else {
             Err(call_not_found(call_id))
         }

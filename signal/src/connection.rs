@@ -63,7 +63,10 @@ pub(crate) async fn run(
     peer: SocketAddr,
 ) {
     let (tx, mut rx) = mpsc::channel(st.hub_config.signal.outbound_queue.max(1));
-    let attached = st.hub.lock().connect(&claims, resume_token.as_deref(), tx, Instant::now());
+    let attached = st
+        .hub
+        .lock()
+        .connect(&claims, resume_token.as_deref(), tx, Instant::now());
     st.wake_timers();
     st.metrics.connections_accepted.inc();
     let span = tracing::info_span!("conn", identity = %claims.sub, %peer, key = attached.key);
@@ -163,7 +166,10 @@ pub(crate) async fn run(
 
 /// Sends an error for a message that was not processed, echoing its id when it has one.
 fn reject(st: &AppState, key: crate::hub::SessionKey, text: &str, e: ProtocolError) {
-    st.metrics.messages_in.get_or_create(&TypeLabel { r#type: "invalid" }).inc();
+    st.metrics
+        .messages_in
+        .get_or_create(&TypeLabel { r#type: "invalid" })
+        .inc();
     let id = match decode(text) {
         Decoded::Request(id, _) | Decoded::Invalid(id, _) => id,
     };

@@ -50,7 +50,10 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
         .route("/v1/rooms", get(list_rooms))
         .route("/v1/rooms/{room}", delete(close_room))
         .route("/v1/rooms/{room}/participants", get(list_participants))
-        .route("/v1/rooms/{room}/participants/{identity}", delete(remove_participant))
+        .route(
+            "/v1/rooms/{room}/participants/{identity}",
+            delete(remove_participant),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
@@ -85,13 +88,19 @@ async fn ws_upgrade(
     let refuse = |status, code: ErrorCode, message: String| {
         st.metrics
             .connections_rejected
-            .get_or_create(&crate::metrics::CodeLabel { code: code.as_str() })
+            .get_or_create(&crate::metrics::CodeLabel {
+                code: code.as_str(),
+            })
             .inc();
         tracing::debug!(%peer, code = code.as_str(), %message, "upgrade refused");
         ApiError::new(status, code, message)
     };
     if st.shutdown.is_cancelled() {
-        return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ShuttingDown, "server is shutting down".into()));
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ShuttingDown,
+            "server is shutting down".into(),
+        ));
     }
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
@@ -99,7 +108,10 @@ async fn ws_upgrade(
         return Err(refuse(
             StatusCode::FORBIDDEN,
             ErrorCode::OriginNotAllowed,
-            format!("origin {:?} may not open a WebSocket here", origin.unwrap_or_default()),
+            format!(
+                "origin {:?} may not open a WebSocket here",
+                origin.unwrap_or_default()
+            ),
         ));
     }
     let token = q.access_token.as_deref().or_else(|| bearer(&headers));
@@ -128,17 +140,27 @@ async fn ws_upgrade(
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
         .on_upgrade(move |socket| {
-            tracker.track_future(crate::connection::run(socket, st, claims, resume, slot, peer))
+            tracker.track_future(crate::connection::run(
+                socket, st, claims, resume, slot, peer,
+            ))
         }))
 }
 
 fn require_api_secret(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let configured = st.api_secret.as_ref().ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unauthorized, "auth.api_secret is not configured")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unauthorized,
+            "auth.api_secret is not configured",
+        )
     })?;
     match bearer(headers) {
         Some(p) if api_secret_matches(p, configured.expose()) => Ok(()),
-        Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "wrong API secret")),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "wrong API secret",
+        )),
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             ErrorCode::Unauthorized,
@@ -153,12 +175,24 @@ fn require_admin(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
         return Ok(());
     }
     let token = bearer(headers).ok_or_else(|| {
-        ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "send the API secret or an admin token as a Bearer header")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "send the API secret or an admin token as a Bearer header",
+        )
     })?;
     match st.issuer.verify(token) {
         Ok(c) if c.grants.admin => Ok(()),
-        Ok(_) => Err(ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, "the token lacks the admin grant")),
-        Err(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "wrong API secret or invalid token")),
+        Ok(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "the token lacks the admin grant",
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "wrong API secret or invalid token",
+        )),
     }
 }
 
@@ -182,7 +216,13 @@ async fn mint_token(
     body: Result<Json<TokenRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_api_secret(&st, &headers)?;
-    let Json(req) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidMessage, e.body_text()))?;
+    let Json(req) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidMessage,
+            e.body_text(),
+        )
+    })?;
     mint_response(&st, &req)
 }
 
@@ -198,7 +238,13 @@ async fn dev_token(
     State(st): State<Arc<AppState>>,
     body: Result<Json<DevTokenRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidMessage, e.body_text()))?;
+    let Json(req) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidMessage,
+            e.body_text(),
+        )
+    })?;
     let identity = req.identity.unwrap_or_else(|| {
         let n: u32 = rand::random();
         format!("guest-{n:08x}")
@@ -213,7 +259,10 @@ async fn dev_token(
     mint_response(&st, &req)
 }
 
-async fn list_rooms(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_rooms(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&st, &headers)?;
     let rooms = st.hub.lock().rooms();
     Ok(Json(json!({ "rooms": rooms })))
@@ -228,7 +277,11 @@ async fn list_participants(
     let participants = st.hub.lock().participants(&room);
     match participants {
         Some(p) => Ok(Json(json!({ "room": room, "participants": p }))),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("no room {room:?}"))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("no room {room:?}"),
+        )),
     }
 }
 
@@ -238,7 +291,10 @@ async fn remove_participant(
     Path((room, identity)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     require_admin(&st, &headers)?;
-    let removed = st.hub.lock().remove_participant(&room, &identity, Instant::now());
+    let removed = st
+        .hub
+        .lock()
+        .remove_participant(&room, &identity, Instant::now());
     st.wake_timers();
     if removed {
         Ok(StatusCode::NO_CONTENT)
@@ -260,13 +316,21 @@ async fn close_room(
     if st.hub.lock().close_room(&room, Instant::now()) {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("no room {room:?}")))
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("no room {room:?}"),
+        ))
     }
 }
 
 async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     if !st.is_ready() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting or shutting down\n").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: starting or shutting down\n",
+        )
+            .into_response();
     }
     match st.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
@@ -284,9 +348,11 @@ pub(crate) fn encode_metrics(st: &AppState) -> String {
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         encode_metrics(&st),
     )
         .into_response()
 }
-

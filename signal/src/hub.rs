@@ -243,7 +243,10 @@ impl Hub {
         let (sid, secret) = token.split_once('.')?;
         let key = *self.by_sid.get(sid)?;
         let s = self.sessions.get(&key)?;
-        let secret_ok: bool = b64(&s.resume_secret).as_bytes().ct_eq(secret.as_bytes()).into();
+        let secret_ok: bool = b64(&s.resume_secret)
+            .as_bytes()
+            .ct_eq(secret.as_bytes())
+            .into();
         (secret_ok && *s.identity == *claims.sub).then_some(key)
     }
 
@@ -301,13 +304,21 @@ impl Hub {
     }
 
     /// Handles one decoded request from session `key`.
-    pub fn handle(&mut self, key: SessionKey, id: Option<RequestId>, msg: ClientMessage, now: Instant) {
+    pub fn handle(
+        &mut self,
+        key: SessionKey,
+        id: Option<RequestId>,
+        msg: ClientMessage,
+        now: Instant,
+    ) {
         let result = match msg {
             ClientMessage::Ping {} => {
                 self.respond(key, id.as_ref(), &ServerMessage::Pong {});
                 Ok(())
             }
-            ClientMessage::Join { room, metadata } => self.join(key, id.as_ref(), room, metadata, now),
+            ClientMessage::Join { room, metadata } => {
+                self.join(key, id.as_ref(), room, metadata, now)
+            }
             ClientMessage::Leave {} => self.leave(key, id.as_ref(), now),
             ClientMessage::ListParticipants {} => self.list_participants(key, id.as_ref()),
             ClientMessage::UpdateParticipant { name, metadata } => {
@@ -331,7 +342,12 @@ impl Hub {
 
     /// Sends an error to one session.
     pub fn send_error(&mut self, key: SessionKey, id: Option<&RequestId>, e: &ProtocolError) {
-        self.metrics.errors.get_or_create(&crate::metrics::CodeLabel { code: e.code.as_str() }).inc();
+        self.metrics
+            .errors
+            .get_or_create(&crate::metrics::CodeLabel {
+                code: e.code.as_str(),
+            })
+            .inc();
         self.respond(key, id, &e.to_message());
     }
 
@@ -421,7 +437,12 @@ impl Hub {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
-        let targets: Vec<SessionKey> = r.members.values().copied().filter(|k| Some(*k) != except).collect();
+        let targets: Vec<SessionKey> = r
+            .members
+            .values()
+            .copied()
+            .filter(|k| Some(*k) != except)
+            .collect();
         if targets.is_empty() {
             return;
         }
@@ -433,11 +454,16 @@ impl Hub {
 
     fn check_metadata(&self, metadata: &Option<Value>) -> Result<(), ProtocolError> {
         if let Some(m) = metadata {
-            let len = serde_json::to_string(m).map(|s| s.len()).unwrap_or(usize::MAX);
+            let len = serde_json::to_string(m)
+                .map(|s| s.len())
+                .unwrap_or(usize::MAX);
             if len > self.cfg.rooms.max_metadata_bytes {
                 return Err(ProtocolError::new(
                     ErrorCode::InvalidMessage,
-                    format!("metadata is {len} bytes; the limit is {}", self.cfg.rooms.max_metadata_bytes),
+                    format!(
+                        "metadata is {len} bytes; the limit is {}",
+                        self.cfg.rooms.max_metadata_bytes
+                    ),
                 ));
             }
         }
@@ -452,11 +478,20 @@ impl Hub {
         metadata: Option<Value>,
         now: Instant,
     ) -> Result<(), ProtocolError> {
-        let s = self.sessions.get(&key).ok_or_else(|| internal("no session"))?;
-        let room = match room.or_else(|| s.room_claim.clone().filter(|r| r != crate::auth::ANY_ROOM)) {
-            Some(r) => r,
-            None => return Err(ProtocolError::new(ErrorCode::InvalidMessage, "no room given and the token names none")),
-        };
+        let s = self
+            .sessions
+            .get(&key)
+            .ok_or_else(|| internal("no session"))?;
+        let room =
+            match room.or_else(|| s.room_claim.clone().filter(|r| r != crate::auth::ANY_ROOM)) {
+                Some(r) => r,
+                None => {
+                    return Err(ProtocolError::new(
+                        ErrorCode::InvalidMessage,
+                        "no room given and the token names none",
+                    ));
+                }
+            };
         check_room_name(&room).map_err(|m| ProtocolError::new(ErrorCode::InvalidRoom, m))?;
         let may_join = match s.room_claim.as_deref() {
             Some(crate::auth::ANY_ROOM) => true,
@@ -484,13 +519,19 @@ impl Hub {
                 if !replacing && r.members.len() >= self.cfg.rooms.max_participants {
                     return Err(ProtocolError::new(
                         ErrorCode::RoomFull,
-                        format!("room {room:?} has its maximum of {} participants", self.cfg.rooms.max_participants),
+                        format!(
+                            "room {room:?} has its maximum of {} participants",
+                            self.cfg.rooms.max_participants
+                        ),
                     ));
                 }
             }
             None => {
                 if self.rooms.len() >= self.cfg.rooms.max_rooms {
-                    return Err(ProtocolError::new(ErrorCode::TooManyRooms, "the server has its maximum number of rooms"));
+                    return Err(ProtocolError::new(
+                        ErrorCode::TooManyRooms,
+                        "the server has its maximum number of rooms",
+                    ));
                 }
                 let created_at = self.unix_ms(now);
                 self.rooms.insert(
@@ -505,21 +546,35 @@ impl Hub {
             }
         }
         // The same identity joining again replaces its older session in the room.
-        let older = self.rooms.get(&room_key).and_then(|r| r.members.get(&identity).copied());
+        let older = self
+            .rooms
+            .get(&room_key)
+            .and_then(|r| r.members.get(&identity).copied());
         if let Some(older) = older {
             self.leave_room(older, LeaveReason::DuplicateIdentity, now);
         }
         let joined_at = self.unix_ms(now);
-        let s = self.sessions.get_mut(&key).ok_or_else(|| internal("no session"))?;
+        let s = self
+            .sessions
+            .get_mut(&key)
+            .ok_or_else(|| internal("no session"))?;
         s.room = Some(room_key.clone());
         s.metadata = metadata;
         s.joined_at = joined_at;
         let sid = s.sid.clone();
-        let r = self.rooms.get_mut(&room_key).ok_or_else(|| internal("no room"))?;
+        let r = self
+            .rooms
+            .get_mut(&room_key)
+            .ok_or_else(|| internal("no room"))?;
         r.members.insert(identity.clone(), key);
         r.empty_since = None;
-        let participant = self.participant_info(key).ok_or_else(|| internal("no session"))?;
-        let r = self.rooms.get(&room_key).ok_or_else(|| internal("no room"))?;
+        let participant = self
+            .participant_info(key)
+            .ok_or_else(|| internal("no session"))?;
+        let r = self
+            .rooms
+            .get(&room_key)
+            .ok_or_else(|| internal("no room"))?;
         let participants = self.room_infos(r);
         let ice_servers = self.ice_servers(&identity, now);
         tracing::info!(room = %room_key, %identity, %sid, "participant joined");
@@ -533,15 +588,37 @@ impl Hub {
                 ice_servers,
             },
         );
-        self.broadcast(&room, &ServerMessage::ParticipantJoined { room: room.clone(), participant }, Some(key));
+        self.broadcast(
+            &room,
+            &ServerMessage::ParticipantJoined {
+                room: room.clone(),
+                participant,
+            },
+            Some(key),
+        );
         self.update_room_gauges();
         Ok(())
     }
 
-    fn leave(&mut self, key: SessionKey, id: Option<&RequestId>, now: Instant) -> Result<(), ProtocolError> {
-        let room = self.sessions.get(&key).and_then(|s| s.room.clone()).ok_or_else(not_in_room)?;
+    fn leave(
+        &mut self,
+        key: SessionKey,
+        id: Option<&RequestId>,
+        now: Instant,
+    ) -> Result<(), ProtocolError> {
+        let room = self
+            .sessions
+            .get(&key)
+            .and_then(|s| s.room.clone())
+            .ok_or_else(not_in_room)?;
         self.leave_room(key, LeaveReason::Left, now);
-        self.respond(key, id, &ServerMessage::Left { room: room.to_string() });
+        self.respond(
+            key,
+            id,
+            &ServerMessage::Left {
+                room: room.to_string(),
+            },
+        );
         Ok(())
     }
 
@@ -567,7 +644,14 @@ impl Hub {
             }
         }
         if !matches!(reason, LeaveReason::Left | LeaveReason::Disconnected) {
-            self.respond(key, None, &ServerMessage::Removed { room: room.to_string(), reason });
+            self.respond(
+                key,
+                None,
+                &ServerMessage::Removed {
+                    room: room.to_string(),
+                    reason,
+                },
+            );
         }
         tracing::info!(room = %room, %identity, %sid, ?reason, "participant left");
         self.broadcast(
@@ -583,10 +667,29 @@ impl Hub {
         self.update_room_gauges();
     }
 
-    fn list_participants(&mut self, key: SessionKey, id: Option<&RequestId>) -> Result<(), ProtocolError> {
-        let room = self.sessions.get(&key).and_then(|s| s.room.clone()).ok_or_else(not_in_room)?;
-        let participants = self.rooms.get(&room).map(|r| self.room_infos(r)).unwrap_or_default();
-        self.respond(key, id, &ServerMessage::Participants { room: room.to_string(), participants });
+    fn list_participants(
+        &mut self,
+        key: SessionKey,
+        id: Option<&RequestId>,
+    ) -> Result<(), ProtocolError> {
+        let room = self
+            .sessions
+            .get(&key)
+            .and_then(|s| s.room.clone())
+            .ok_or_else(not_in_room)?;
+        let participants = self
+            .rooms
+            .get(&room)
+            .map(|r| self.room_infos(r))
+            .unwrap_or_default();
+        self.respond(
+            key,
+            id,
+            &ServerMessage::Participants {
+                room: room.to_string(),
+                participants,
+            },
+        );
         Ok(())
     }
 
@@ -601,7 +704,10 @@ impl Hub {
             check_name("name", n).map_err(|m| ProtocolError::new(ErrorCode::InvalidMessage, m))?;
         }
         self.check_metadata(&metadata)?;
-        let s = self.sessions.get_mut(&key).ok_or_else(|| internal("no session"))?;
+        let s = self
+            .sessions
+            .get_mut(&key)
+            .ok_or_else(|| internal("no session"))?;
         let room = s.room.clone().ok_or_else(not_in_room)?;
         if let Some(n) = name {
             s.name = n;
@@ -609,8 +715,13 @@ impl Hub {
         if metadata.is_some() {
             s.metadata = metadata;
         }
-        let participant = self.participant_info(key).ok_or_else(|| internal("no session"))?;
-        let msg = ServerMessage::ParticipantUpdated { room: room.to_string(), participant };
+        let participant = self
+            .participant_info(key)
+            .ok_or_else(|| internal("no session"))?;
+        let msg = ServerMessage::ParticipantUpdated {
+            room: room.to_string(),
+            participant,
+        };
         self.respond(key, id, &msg);
         self.broadcast(&room, &msg, Some(key));
         Ok(())
@@ -634,7 +745,10 @@ impl Hub {
             CallEndReason::PeerDisconnected => "peer_disconnected",
             CallEndReason::ServerShutdown => "server_shutdown",
         };
-        self.metrics.calls_ended.get_or_create(&ReasonLabel { reason: label }).inc();
+        self.metrics
+            .calls_ended
+            .get_or_create(&ReasonLabel { reason: label })
+            .inc();
         self.metrics.calls_active.set(self.calls.len() as i64);
     }
 
@@ -660,7 +774,11 @@ impl Hub {
 
     /// Removes `identity` from `room`; false if it is not there.
     pub fn remove_participant(&mut self, room: &str, identity: &str, now: Instant) -> bool {
-        let Some(key) = self.rooms.get(room).and_then(|r| r.members.get(identity).copied()) else {
+        let Some(key) = self
+            .rooms
+            .get(room)
+            .and_then(|r| r.members.get(identity).copied())
+        else {
             return false;
         };
         self.leave_room(key, LeaveReason::Removed, now);

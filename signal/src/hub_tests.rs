@@ -25,7 +25,10 @@ impl Client {
         out
     }
     fn types(&mut self) -> Vec<String> {
-        self.drain().iter().map(|v| v["type"].as_str().unwrap().to_owned()).collect()
+        self.drain()
+            .iter()
+            .map(|v| v["type"].as_str().unwrap().to_owned())
+            .collect()
     }
 }
 
@@ -63,7 +66,14 @@ fn hub(t0: Instant) -> Hub {
     Hub::new(cfg, Arc::default(), t0)
 }
 
-fn connect(h: &mut Hub, identity: &str, room: Option<&str>, resume: Option<&str>, cap: usize, now: Instant) -> Client {
+fn connect(
+    h: &mut Hub,
+    identity: &str,
+    room: Option<&str>,
+    resume: Option<&str>,
+    cap: usize,
+    now: Instant,
+) -> Client {
     let (tx, rx) = mpsc::channel(cap);
     let at = h.connect(&claims(identity, room), resume, tx, now);
     Client { rx, at }
@@ -91,9 +101,19 @@ fn join_leave_and_presence() {
     assert_eq!(msgs[0]["id"], 1);
     assert_eq!(msgs[0]["room"], "r");
 
-    send(&mut h, &b, json!({"type":"join","id":"j","metadata":{"role":"host"}}), t0);
+    send(
+        &mut h,
+        &b,
+        json!({"type":"join","id":"j","metadata":{"role":"host"}}),
+        t0,
+    );
     let joined = b.drain();
-    let names: Vec<&str> = joined[0]["participants"].as_array().unwrap().iter().map(|p| p["identity"].as_str().unwrap()).collect();
+    let names: Vec<&str> = joined[0]["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["identity"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["alice", "bob"]);
     let ev = a.drain();
     assert_eq!(ev.len(), 1);
@@ -102,7 +122,12 @@ fn join_leave_and_presence() {
     assert_eq!(ev[0]["participant"]["metadata"]["role"], "host");
     assert!(ev[0].get("id").is_none(), "pushes carry no id");
 
-    send(&mut h, &b, json!({"type":"update_participant","id":2,"name":"Bobby"}), t0);
+    send(
+        &mut h,
+        &b,
+        json!({"type":"update_participant","id":2,"name":"Bobby"}),
+        t0,
+    );
     assert_eq!(b.drain()[0]["type"], "participant_updated");
     assert_eq!(a.drain()[0]["participant"]["name"], "Bobby");
 
@@ -121,21 +146,36 @@ fn token_room_is_enforced_and_rooms_fill_up() {
     let mut x = connect(&mut h, "x", Some("other"), None, 64, t0);
     send(&mut h, &x, json!({"type":"join","id":1,"room":"r"}), t0);
     let e = &x.drain()[1];
-    assert_eq!((e["type"].as_str(), e["code"].as_str(), e["id"].as_i64()), (Some("error"), Some("forbidden"), Some(1)));
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str(), e["id"].as_i64()),
+        (Some("error"), Some("forbidden"), Some(1))
+    );
 
     let mut none = connect(&mut h, "n", None, None, 64, t0);
     send(&mut h, &none, json!({"type":"join","id":1}), t0);
     assert_eq!(none.drain()[1]["code"], "invalid_message");
 
-    let mut cs: Vec<Client> = (0..4).map(|i| connect(&mut h, &format!("u{i}"), Some("*"), None, 64, t0)).collect();
+    let mut cs: Vec<Client> = (0..4)
+        .map(|i| connect(&mut h, &format!("u{i}"), Some("*"), None, 64, t0))
+        .collect();
     for c in &cs {
         send(&mut h, c, json!({"type":"join","id":1,"room":"small"}), t0);
     }
     assert_eq!(cs[3].drain()[1]["code"], "room_full");
     assert_eq!(cs[0].drain()[1]["type"], "joined");
-    send(&mut h, &cs[0], json!({"type":"join","id":1,"room":"small"}), t0);
+    send(
+        &mut h,
+        &cs[0],
+        json!({"type":"join","id":1,"room":"small"}),
+        t0,
+    );
     assert_eq!(cs[0].drain().last().unwrap()["code"], "invalid_state");
-    send(&mut h, &cs[0], json!({"type":"join","id":1,"room":"bad/name"}), t0);
+    send(
+        &mut h,
+        &cs[0],
+        json!({"type":"join","id":1,"room":"bad/name"}),
+        t0,
+    );
     assert_eq!(cs[0].drain().last().unwrap()["code"], "invalid_room");
 }
 
@@ -164,17 +204,36 @@ fn empty_room_closes_after_idle_timeout() {
     let mut h = hub(t0);
     let a = connect(&mut h, "alice", Some("r"), None, 64, t0);
     send(&mut h, &a, json!({"type":"join"}), t0);
-    send(&mut h, &a, json!({"type":"leave"}), t0 + Duration::from_secs(1));
+    send(
+        &mut h,
+        &a,
+        json!({"type":"leave"}),
+        t0 + Duration::from_secs(1),
+    );
     assert_eq!(h.rooms().len(), 1, "an empty room lingers");
     let due = h.next_timeout().unwrap();
     assert_eq!(due, t0 + Duration::from_secs(61));
     h.handle_timeouts(due - Duration::from_millis(1));
     assert_eq!(h.rooms().len(), 1);
     // Rejoining and leaving again restarts the idle clock.
-    send(&mut h, &a, json!({"type":"join"}), t0 + Duration::from_secs(30));
-    send(&mut h, &a, json!({"type":"leave"}), t0 + Duration::from_secs(40));
+    send(
+        &mut h,
+        &a,
+        json!({"type":"join"}),
+        t0 + Duration::from_secs(30),
+    );
+    send(
+        &mut h,
+        &a,
+        json!({"type":"leave"}),
+        t0 + Duration::from_secs(40),
+    );
     h.handle_timeouts(due);
-    assert_eq!(h.rooms().len(), 1, "stale idle timer must not close a reused room");
+    assert_eq!(
+        h.rooms().len(),
+        1,
+        "stale idle timer must not close a reused room"
+    );
     h.handle_timeouts(t0 + Duration::from_secs(100));
     assert!(h.rooms().is_empty());
 }
@@ -191,32 +250,74 @@ fn lost_connection_resumes_without_flapping() {
     a.drain();
     b.drain();
 
-    h.disconnect(a.at.key, a.at.generation, false, t0 + Duration::from_secs(1));
-    assert!(b.drain().is_empty(), "no leave while within the grace period");
-    send(&mut h, &b, json!({"type":"update_participant","metadata":{"m":1}}), t0 + Duration::from_secs(2));
+    h.disconnect(
+        a.at.key,
+        a.at.generation,
+        false,
+        t0 + Duration::from_secs(1),
+    );
+    assert!(
+        b.drain().is_empty(),
+        "no leave while within the grace period"
+    );
+    send(
+        &mut h,
+        &b,
+        json!({"type":"update_participant","metadata":{"m":1}}),
+        t0 + Duration::from_secs(2),
+    );
     b.drain();
 
     // A wrong secret or another identity cannot take the session over.
-    let mut thief = connect(&mut h, "mallory", Some("r"), Some(&token), 64, t0 + Duration::from_secs(3));
+    let mut thief = connect(
+        &mut h,
+        "mallory",
+        Some("r"),
+        Some(&token),
+        64,
+        t0 + Duration::from_secs(3),
+    );
     assert_eq!(thief.drain()[0]["resumed"], false);
     let forged = format!("{}.AAAA", token.split('.').next().unwrap());
-    let mut wrong = connect(&mut h, "alice", Some("r"), Some(&forged), 64, t0 + Duration::from_secs(3));
+    let mut wrong = connect(
+        &mut h,
+        "alice",
+        Some("r"),
+        Some(&forged),
+        64,
+        t0 + Duration::from_secs(3),
+    );
     assert_eq!(wrong.drain()[0]["resumed"], false);
 
-    let mut a2 = connect(&mut h, "alice", Some("r"), Some(&token), 64, t0 + Duration::from_secs(5));
+    let mut a2 = connect(
+        &mut h,
+        "alice",
+        Some("r"),
+        Some(&token),
+        64,
+        t0 + Duration::from_secs(5),
+    );
     assert_eq!(a2.at.key, a.at.key);
     let msgs = a2.drain();
     assert_eq!(msgs[0]["type"], "welcome");
     assert_eq!(msgs[0]["resumed"], true);
     assert_eq!(msgs[0]["room"], "r");
-    assert_eq!(msgs[1]["type"], "participant_updated", "missed pushes are replayed in order");
+    assert_eq!(
+        msgs[1]["type"], "participant_updated",
+        "missed pushes are replayed in order"
+    );
     // The grace timer of the old connection must not end the resumed session.
     h.handle_timeouts(t0 + Duration::from_secs(60));
     assert!(b.drain().is_empty());
     assert_eq!(h.participants("r").unwrap().len(), 2);
 
     // Without a resume, the grace period ends the session and others see it leave.
-    h.disconnect(a2.at.key, a2.at.generation, false, t0 + Duration::from_secs(70));
+    h.disconnect(
+        a2.at.key,
+        a2.at.generation,
+        false,
+        t0 + Duration::from_secs(70),
+    );
     h.handle_timeouts(t0 + Duration::from_secs(79));
     assert!(b.drain().is_empty());
     h.handle_timeouts(t0 + Duration::from_secs(80));
@@ -236,10 +337,18 @@ fn overflowing_replay_buffer_ends_the_session() {
     h.disconnect(a.at.key, a.at.generation, false, t0);
     b.drain();
     for i in 0..9 {
-        send(&mut h, &b, json!({"type":"update_participant","metadata":{"i":i}}), t0);
+        send(
+            &mut h,
+            &b,
+            json!({"type":"update_participant","metadata":{"i":i}}),
+            t0,
+        );
     }
     let ev = b.drain();
-    assert!(ev.iter().any(|m| m["type"] == "participant_left"), "alice must be gone: {ev:?}");
+    assert!(
+        ev.iter().any(|m| m["type"] == "participant_left"),
+        "alice must be gone: {ev:?}"
+    );
 }
 
 #[test]
@@ -252,7 +361,12 @@ fn slow_consumer_is_disconnected_and_others_unaffected() {
     send(&mut h, &b, json!({"type":"join"}), t0);
     b.drain();
     for _ in 0..20 {
-        send(&mut h, &b, json!({"type":"update_participant","metadata":{}}), t0);
+        send(
+            &mut h,
+            &b,
+            json!({"type":"update_participant","metadata":{}}),
+            t0,
+        );
         b.drain();
     }
     assert_eq!(h.participants("r").unwrap().len(), 1);
@@ -267,7 +381,12 @@ fn call_setup(h: &mut Hub, t0: Instant) -> (Client, Client, Client, String) {
     caller.drain();
     phone.drain();
     laptop.drain();
-    send(h, &caller, json!({"type":"call_invite","id":1,"to":"bob","sdp":{"type":"offer","sdp":"v=0 offer"}}), t0);
+    send(
+        h,
+        &caller,
+        json!({"type":"call_invite","id":1,"to":"bob","sdp":{"type":"offer","sdp":"v=0 offer"}}),
+        t0,
+    );
     let r = caller.drain();
     assert_eq!(r[0]["type"], "call_invited");
     let call_id = r[0]["call_id"].as_str().unwrap().to_owned();
@@ -285,17 +404,37 @@ fn call_is_answered_on_one_device_and_relays_both_ways() {
     let t0 = Instant::now();
     let mut h = hub(t0);
     let (mut caller, mut phone, mut laptop, call_id) = call_setup(&mut h, t0);
-    send(&mut h, &phone, json!({"type":"call_ringing","call_id":call_id}), t0);
+    send(
+        &mut h,
+        &phone,
+        json!({"type":"call_ringing","call_id":call_id}),
+        t0,
+    );
     assert_eq!(caller.types(), ["call_ringing"]);
     // Trickle ICE from the caller reaches every ringing device.
-    send(&mut h, &caller, json!({"type":"call_ice","call_id":call_id,"candidate":{"candidate":"c1","sdpMid":"0"}}), t0);
+    send(
+        &mut h,
+        &caller,
+        json!({"type":"call_ice","call_id":call_id,"candidate":{"candidate":"c1","sdpMid":"0"}}),
+        t0,
+    );
     assert_eq!(phone.types(), ["call_ice"]);
     assert_eq!(laptop.types(), ["call_ice"]);
     // A device that has not answered cannot send.
-    send(&mut h, &laptop, json!({"type":"call_ice","id":5,"call_id":call_id,"candidate":null}), t0);
+    send(
+        &mut h,
+        &laptop,
+        json!({"type":"call_ice","id":5,"call_id":call_id,"candidate":null}),
+        t0,
+    );
     assert_eq!(laptop.drain()[0]["code"], "invalid_state");
 
-    send(&mut h, &phone, json!({"type":"call_accept","id":2,"call_id":call_id,"sdp":{"type":"answer","sdp":"v=0 answer"}}), t0);
+    send(
+        &mut h,
+        &phone,
+        json!({"type":"call_accept","id":2,"call_id":call_id,"sdp":{"type":"answer","sdp":"v=0 answer"}}),
+        t0,
+    );
     assert_eq!(phone.drain()[0]["type"], "ok");
     let acc = caller.drain();
     assert_eq!(acc[0]["type"], "call_accepted");
@@ -304,26 +443,54 @@ fn call_is_answered_on_one_device_and_relays_both_ways() {
     assert_eq!(other[0]["type"], "call_ended");
     assert_eq!(other[0]["reason"], "answered_elsewhere");
 
-    send(&mut h, &phone, json!({"type":"call_ice","call_id":call_id,"candidate":{"candidate":"c2"}}), t0);
+    send(
+        &mut h,
+        &phone,
+        json!({"type":"call_ice","call_id":call_id,"candidate":{"candidate":"c2"}}),
+        t0,
+    );
     assert_eq!(caller.drain()[0]["candidate"]["candidate"], "c2");
-    send(&mut h, &caller, json!({"type":"call_sdp","call_id":call_id,"sdp":{"type":"offer","sdp":"re-offer"}}), t0);
+    send(
+        &mut h,
+        &caller,
+        json!({"type":"call_sdp","call_id":call_id,"sdp":{"type":"offer","sdp":"re-offer"}}),
+        t0,
+    );
     assert_eq!(phone.drain()[0]["sdp"]["sdp"], "re-offer");
     assert!(laptop.drain().is_empty());
 
     // A third party calling either of them is told they are busy.
     let mut carol = connect(&mut h, "carol", None, None, 64, t0);
     carol.drain();
-    send(&mut h, &carol, json!({"type":"call_invite","id":1,"to":"alice"}), t0);
+    send(
+        &mut h,
+        &carol,
+        json!({"type":"call_invite","id":1,"to":"alice"}),
+        t0,
+    );
     let r = carol.drain();
     assert_eq!(r[1]["type"], "call_ended");
     assert_eq!(r[1]["reason"], "busy");
 
-    send(&mut h, &caller, json!({"type":"call_hangup","call_id":call_id}), t0);
+    send(
+        &mut h,
+        &caller,
+        json!({"type":"call_hangup","call_id":call_id}),
+        t0,
+    );
     let end = phone.drain();
     assert_eq!(end[0]["type"], "call_ended");
     assert_eq!(end[0]["reason"], "hangup");
-    assert!(caller.drain().is_empty(), "no ack without a request id, no echo to the initiator");
-    send(&mut h, &caller, json!({"type":"call_hangup","id":9,"call_id":call_id}), t0);
+    assert!(
+        caller.drain().is_empty(),
+        "no ack without a request id, no echo to the initiator"
+    );
+    send(
+        &mut h,
+        &caller,
+        json!({"type":"call_hangup","id":9,"call_id":call_id}),
+        t0,
+    );
     assert_eq!(caller.drain()[0]["code"], "call_not_found");
 }
 
@@ -347,21 +514,51 @@ fn reject_cancel_and_unavailable() {
     let t0 = Instant::now();
     let mut h = hub(t0);
     let (mut caller, phone, mut laptop, call_id) = call_setup(&mut h, t0);
-    send(&mut h, &phone, json!({"type":"call_reject","call_id":call_id,"reason":"busy"}), t0);
+    send(
+        &mut h,
+        &phone,
+        json!({"type":"call_reject","call_id":call_id,"reason":"busy"}),
+        t0,
+    );
     assert_eq!(caller.drain()[0]["reason"], "busy");
     assert_eq!(laptop.drain()[0]["reason"], "rejected_elsewhere");
 
-    send(&mut h, &caller, json!({"type":"call_invite","id":1,"to":"bob"}), t0);
+    send(
+        &mut h,
+        &caller,
+        json!({"type":"call_invite","id":1,"to":"bob"}),
+        t0,
+    );
     let call_id = caller.drain()[0]["call_id"].as_str().unwrap().to_owned();
     laptop.drain();
-    send(&mut h, &caller, json!({"type":"call_cancel","call_id":call_id}), t0);
+    send(
+        &mut h,
+        &caller,
+        json!({"type":"call_cancel","call_id":call_id}),
+        t0,
+    );
     assert_eq!(laptop.drain()[0]["reason"], "cancelled");
 
-    send(&mut h, &caller, json!({"type":"call_invite","id":1,"to":"nobody"}), t0);
+    send(
+        &mut h,
+        &caller,
+        json!({"type":"call_invite","id":1,"to":"nobody"}),
+        t0,
+    );
     assert_eq!(caller.drain()[0]["code"], "callee_unavailable");
-    send(&mut h, &caller, json!({"type":"call_invite","id":1,"to":"alice"}), t0);
+    send(
+        &mut h,
+        &caller,
+        json!({"type":"call_invite","id":1,"to":"alice"}),
+        t0,
+    );
     assert_eq!(caller.drain()[0]["code"], "invalid_message");
-    send(&mut h, &caller, json!({"type":"call_invite","id":1,"to":"bob","sdp":{"type":"answer","sdp":""}}), t0);
+    send(
+        &mut h,
+        &caller,
+        json!({"type":"call_invite","id":1,"to":"bob","sdp":{"type":"answer","sdp":""}}),
+        t0,
+    );
     assert_eq!(caller.drain()[0]["code"], "invalid_message");
 }
 
@@ -370,7 +567,12 @@ fn caller_lost_beyond_grace_ends_call() {
     let t0 = Instant::now();
     let mut h = hub(t0);
     let (caller, mut phone, _laptop, call_id) = call_setup(&mut h, t0);
-    send(&mut h, &phone, json!({"type":"call_accept","call_id":call_id}), t0);
+    send(
+        &mut h,
+        &phone,
+        json!({"type":"call_accept","call_id":call_id}),
+        t0,
+    );
     h.disconnect(caller.at.key, caller.at.generation, false, t0);
     h.handle_timeouts(t0 + Duration::from_secs(9));
     assert!(phone.drain().is_empty(), "the call survives a short drop");
@@ -402,7 +604,10 @@ fn every_request_type_decodes_from_its_documented_example() {
     assert_eq!(examples.len(), ClientMessage::TYPES.len());
     for (ex, ty) in examples.iter().zip(ClientMessage::TYPES) {
         assert_eq!(ex["type"], *ty);
-        assert!(matches!(decode(&ex.to_string()), Decoded::Request(None, _)), "{ex}");
+        assert!(
+            matches!(decode(&ex.to_string()), Decoded::Request(None, _)),
+            "{ex}"
+        );
     }
     let _ = RequestId::Num(0);
 }

@@ -51,8 +51,12 @@ pub fn ice_servers(cfg: &IceConfig, identity: &str, now: SystemTime) -> Vec<IceS
     if !cfg.turn_urls.is_empty()
         && let Some(secret) = &cfg.turn_secret
     {
-        let (username, credential) =
-            turn_rest_credentials(secret.expose().as_bytes(), identity, cfg.credential_ttl, now);
+        let (username, credential) = turn_rest_credentials(
+            secret.expose().as_bytes(),
+            identity,
+            cfg.credential_ttl,
+            now,
+        );
         out.push(IceServer {
             urls: cfg.turn_urls.clone(),
             username: Some(username),

@@ -46,11 +46,11 @@ pub mod config;
 pub mod connection;
 pub mod http;
 pub mod hub;
+#[cfg(test)]
+mod hub_tests;
 pub mod ice;
 pub mod limits;
 pub mod metrics;
 pub mod protocol;
 pub mod service;
 pub mod store;
-#[cfg(test)]
-mod hub_tests;

@@ -98,7 +98,11 @@ impl OriginPolicy {
             return matches!(authority.host(), "localhost" | "127.0.0.1" | "[::1]");
         }
         let normalised = format!("{scheme}://{}", authority.as_str().to_ascii_lowercase());
-        if self.allowed.iter().any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(&normalised)) {
+        if self
+            .allowed
+            .iter()
+            .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(&normalised))
+        {
             return true;
         }
         self.allow_same_origin && host.is_some_and(|h| h.eq_ignore_ascii_case(authority.as_str()))
@@ -116,7 +120,10 @@ mod tests {
         let b: IpAddr = "127.0.0.2".parse().unwrap();
         let s1 = limits.try_acquire(a).unwrap();
         let _s2 = limits.try_acquire(a).unwrap();
-        assert_eq!(limits.try_acquire(a).err(), Some(ErrorCode::TooManyConnections));
+        assert_eq!(
+            limits.try_acquire(a).err(),
+            Some(ErrorCode::TooManyConnections)
+        );
         let _s3 = limits.try_acquire(b).unwrap();
         assert_eq!(limits.try_acquire(b).err(), Some(ErrorCode::ServerFull));
         drop(s1);
@@ -144,7 +151,10 @@ mod tests {
             allow_same_origin: true,
         };
         assert!(prod.allows(Some("https://APP.example.com"), Some("huddle.example.com")));
-        assert!(prod.allows(Some("https://huddle.example.com"), Some("huddle.example.com")));
+        assert!(prod.allows(
+            Some("https://huddle.example.com"),
+            Some("huddle.example.com")
+        ));
         assert!(!prod.allows(Some("https://evil.example"), Some("huddle.example.com")));
         assert!(!prod.allows(Some("http://app.example.com"), Some("huddle.example.com")));
         assert!(!prod.allows(Some("ftp://app.example.com"), None));

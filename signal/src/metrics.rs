@@ -53,7 +53,11 @@ impl Metrics {
     /// Registers every metric under the `huddle_` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("huddle");
-        r.register("ws_connections", "WebSocket connections open", self.connections.clone());
+        r.register(
+            "ws_connections",
+            "WebSocket connections open",
+            self.connections.clone(),
+        );
         r.register(
             "ws_connections_accepted",
             "WebSocket connections accepted",
@@ -64,15 +68,47 @@ impl Metrics {
             "WebSocket upgrades refused, by error code",
             self.connections_rejected.clone(),
         );
-        r.register("sessions", "Signalling sessions alive", self.sessions.clone());
-        r.register("sessions_resumed", "Sessions resumed after a lost connection", self.sessions_resumed.clone());
+        r.register(
+            "sessions",
+            "Signalling sessions alive",
+            self.sessions.clone(),
+        );
+        r.register(
+            "sessions_resumed",
+            "Sessions resumed after a lost connection",
+            self.sessions_resumed.clone(),
+        );
         r.register("rooms", "Rooms open", self.rooms.clone());
-        r.register("participants", "Participants in rooms", self.participants.clone());
-        r.register("calls_active", "One-to-one calls ringing or answered", self.calls_active.clone());
-        r.register("calls_ended", "One-to-one calls ended, by reason", self.calls_ended.clone());
-        r.register("signal_messages_in", "Client messages received, by type", self.messages_in.clone());
-        r.register("signal_messages_out", "Messages sent to clients", self.messages_out.clone());
-        r.register("signal_errors", "Errors sent to clients, by code", self.errors.clone());
+        r.register(
+            "participants",
+            "Participants in rooms",
+            self.participants.clone(),
+        );
+        r.register(
+            "calls_active",
+            "One-to-one calls ringing or answered",
+            self.calls_active.clone(),
+        );
+        r.register(
+            "calls_ended",
+            "One-to-one calls ended, by reason",
+            self.calls_ended.clone(),
+        );
+        r.register(
+            "signal_messages_in",
+            "Client messages received, by type",
+            self.messages_in.clone(),
+        );
+        r.register(
+            "signal_messages_out",
+            "Messages sent to clients",
+            self.messages_out.clone(),
+        );
+        r.register(
+            "signal_errors",
+            "Errors sent to clients, by code",
+            self.errors.clone(),
+        );
         r.register(
             "slow_consumers",
             "Connections closed for not reading their messages",

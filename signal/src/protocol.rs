@@ -452,7 +452,9 @@ pub fn decode(text: &str) -> Decoded {
                 None,
                 ProtocolError::new(
                     ErrorCode::BadJson,
-                    format!("expected a JSON object with a string \"type\" and an optional \"id\": {e}"),
+                    format!(
+                        "expected a JSON object with a string \"type\" and an optional \"id\": {e}"
+                    ),
                 ),
             );
         }
@@ -463,7 +465,10 @@ pub fn decode(text: &str) -> Decoded {
         kind.truncate(64);
         return Decoded::Invalid(
             id,
-            ProtocolError::new(ErrorCode::UnknownType, format!("unknown message type {kind:?}")),
+            ProtocolError::new(
+                ErrorCode::UnknownType,
+                format!("unknown message type {kind:?}"),
+            ),
         );
     }
     match serde_json::from_str::<ClientMessage>(text) {
@@ -506,7 +511,10 @@ mod tests {
         assert_eq!(code("[1,2]"), ErrorCode::BadJson);
         assert_eq!(code(r#"{"id":1}"#), ErrorCode::BadJson);
         assert_eq!(code(r#"{"type":"nope","id":1}"#), ErrorCode::UnknownType);
-        assert_eq!(code(r#"{"type":"call_invite","id":1}"#), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code(r#"{"type":"call_invite","id":1}"#),
+            ErrorCode::InvalidMessage
+        );
         assert_eq!(
             code(r#"{"type":"call_sdp","call_id":"c","sdp":{"type":"bogus","sdp":""}}"#),
             ErrorCode::InvalidMessage
@@ -537,13 +545,22 @@ mod tests {
     fn responses_echo_id_and_pushes_have_none() {
         let s = encode(&ServerMessage::Pong {}, Some(&RequestId::Num(3)));
         assert_eq!(s, r#"{"id":3,"type":"pong"}"#);
-        let s = encode(&ServerMessage::CallRinging { call_id: "c".into() }, None);
+        let s = encode(
+            &ServerMessage::CallRinging {
+                call_id: "c".into(),
+            },
+            None,
+        );
         assert_eq!(s, r#"{"type":"call_ringing","call_id":"c"}"#);
     }
 
     #[test]
     fn error_codes_serialise_as_documented() {
-        for code in [ErrorCode::BadJson, ErrorCode::RoomFull, ErrorCode::TokenExpired] {
+        for code in [
+            ErrorCode::BadJson,
+            ErrorCode::RoomFull,
+            ErrorCode::TokenExpired,
+        ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }

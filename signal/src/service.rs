@@ -70,10 +70,20 @@ pub struct SignalService {
 impl SignalService {
     /// `registry` receives the service's metrics and is served at `/metrics` as a whole,
     /// so register other components' metrics in it first.
-    pub fn new(opts: ServiceOptions, store: Store, mut registry: Registry, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        opts: ServiceOptions,
+        store: Store,
+        mut registry: Registry,
+        shutdown: CancellationToken,
+    ) -> Self {
         let metrics = Arc::new(Metrics::default());
         metrics.register(&mut registry);
-        let secret = opts.auth.token_secret.as_ref().map(|s| s.expose().as_bytes().to_vec()).unwrap_or_default();
+        let secret = opts
+            .auth
+            .token_secret
+            .as_ref()
+            .map(|s| s.expose().as_bytes().to_vec())
+            .unwrap_or_default();
         let issuer = TokenIssuer::new(&secret, opts.auth.token_ttl, opts.auth.max_token_ttl);
         let origins = OriginPolicy {
             localhost_only: opts.dev,
@@ -101,7 +111,9 @@ impl SignalService {
             tracker: TaskTracker::new(),
             ready: AtomicBool::new(false),
         };
-        Self { state: Arc::new(state) }
+        Self {
+            state: Arc::new(state),
+        }
     }
 
     /// The HTTP API: `/v1/...`, `/healthz`, `/readyz`, `/metrics`.
@@ -147,7 +159,9 @@ impl SignalService {
         };
         tracing::info!(sessions, "shutting down: clients told to reconnect");
         self.state.tracker.close();
-        let drained = tokio::time::timeout(drain, self.state.tracker.wait()).await.is_ok();
+        let drained = tokio::time::timeout(drain, self.state.tracker.wait())
+            .await
+            .is_ok();
         self.state.store.close().await;
         drained
     }

@@ -5,7 +5,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use crate::config::StoreConfig;
 
@@ -46,7 +48,10 @@ impl Store {
             })?;
         }
         let opts = SqliteConnectOptions::from_str(&url)
-            .map_err(|source| StoreError::Open { url: url.clone(), source })?
+            .map_err(|source| StoreError::Open {
+                url: url.clone(),
+                source,
+            })?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -55,16 +60,20 @@ impl Store {
             .max_connections(4)
             .connect_with(opts)
             .await
-            .map_err(|source| StoreError::Open { url: url.clone(), source })?;
+            .map_err(|source| StoreError::Open {
+                url: url.clone(),
+                source,
+            })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         let fresh = uuid::Uuid::new_v4().to_string();
         sqlx::query("INSERT OR IGNORE INTO server_meta (key, value) VALUES ('node_id', ?)")
             .bind(&fresh)
             .execute(&pool)
             .await?;
-        let node_id: String = sqlx::query_scalar("SELECT value FROM server_meta WHERE key = 'node_id'")
-            .fetch_one(&pool)
-            .await?;
+        let node_id: String =
+            sqlx::query_scalar("SELECT value FROM server_meta WHERE key = 'node_id'")
+                .fetch_one(&pool)
+                .await?;
         Ok(Self { pool, node_id })
     }
 
@@ -115,6 +124,9 @@ mod tests {
             data_dir: "./unused".into(),
             url: Some("postgres://localhost/x".into()),
         };
-        assert!(matches!(Store::open(&cfg).await, Err(StoreError::Unsupported(_))));
+        assert!(matches!(
+            Store::open(&cfg).await,
+            Err(StoreError::Unsupported(_))
+        ));
     }
 }

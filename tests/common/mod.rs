@@ -47,7 +47,11 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let stderr = if std::env::var_os("HUDDLE_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
+        let stderr = if std::env::var_os("HUDDLE_TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
         let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
@@ -74,7 +78,11 @@ impl Server {
     }
 
     pub fn sigterm(&self) {
-        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -94,7 +102,9 @@ impl Server {
 
     /// Connects with a fresh token for `identity` that may join `room`.
     pub async fn connect(&self, identity: &str, room: &str) -> Client {
-        Client::connect(&self.ws_url(&token(identity, room))).await.expect("connect")
+        Client::connect(&self.ws_url(&token(identity, room)))
+            .await
+            .expect("connect")
     }
 }
 
@@ -106,7 +116,11 @@ impl Drop for Server {
 }
 
 pub fn issuer(secret: &str) -> TokenIssuer {
-    TokenIssuer::new(secret.as_bytes(), Duration::from_secs(3600), Duration::from_secs(86400))
+    TokenIssuer::new(
+        secret.as_bytes(),
+        Duration::from_secs(3600),
+        Duration::from_secs(86400),
+    )
 }
 
 pub fn token(identity: &str, room: &str) -> String {
@@ -136,9 +150,15 @@ impl Client {
         req: tungstenite::handshake::client::Request,
     ) -> Result<Client, tungstenite::Error> {
         let (ws, _) = tokio_tungstenite::connect_async(req).await?;
-        let mut c = Client { ws, welcome: Value::Null };
+        let mut c = Client {
+            ws,
+            welcome: Value::Null,
+        };
         c.welcome = c.recv().await;
-        assert_eq!(c.welcome["type"], "welcome", "first message must be welcome");
+        assert_eq!(
+            c.welcome["type"], "welcome",
+            "first message must be welcome"
+        );
         Ok(c)
     }
 
@@ -152,17 +172,25 @@ impl Client {
 
     /// Next JSON message within 5 s (pings are answered by the library).
     pub async fn recv(&mut self) -> Value {
-        self.try_recv(Duration::from_secs(5)).await.expect("timed out waiting for a message")
+        self.try_recv(Duration::from_secs(5))
+            .await
+            .expect("timed out waiting for a message")
     }
 
     pub async fn try_recv(&mut self, limit: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let m = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            let m = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?;
             match m {
                 Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).unwrap()),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(Message::Close(f))) => return Some(serde_json::json!({"type": "$close", "code": f.map(|f| u16::from(f.code))})),
+                Some(Ok(Message::Close(f))) => {
+                    return Some(
+                        serde_json::json!({"type": "$close", "code": f.map(|f| u16::from(f.code))}),
+                    );
+                }
                 Some(Ok(other)) => panic!("unexpected frame {other:?}"),
                 Some(Err(_)) | None => return Some(serde_json::json!({"type": "$closed"})),
             }
