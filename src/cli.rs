@@ -109,6 +109,45 @@ pub enum Grant {
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Scenario to run (call, sweep, sfu-load, turn-load, signal-load).
-    pub scenario: Option<String>,
+    #[command(subcommand)]
+    pub scenario: BenchScenario,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum BenchScenario {
+    /// Many authenticated WebSocket clients join rooms: join latency and memory per idle
+    /// connection of the server.
+    SignalLoad(SignalLoadArgs),
+    /// Synthetic calls under packet loss, jitter and delay (not available yet).
+    Call,
+    /// `call` over a grid of impairments, with plots (not available yet).
+    Sweep,
+    /// SFU forwarding capacity (not available yet).
+    SfuLoad,
+    /// TURN relay throughput against huddle or another TURN server (not available yet).
+    TurnLoad,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SignalLoadArgs {
+    /// Connections to open; repeat or separate with commas to run several sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
+    pub connections: Vec<usize>,
+    /// Participants per room.
+    #[arg(long, default_value_t = 10)]
+    pub room_size: usize,
+    /// Connections set up concurrently.
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: usize,
+    /// Benchmark a running server at this URL (e.g. http://127.0.0.1:8080) instead of
+    /// starting one; memory is then not measured. Its per-IP connection limit must allow
+    /// the load.
+    #[arg(long, requires = "api_secret")]
+    pub url: Option<String>,
+    /// API secret of the server given by --url.
+    #[arg(long, env = "HUDDLE_BENCH_API_SECRET")]
+    pub api_secret: Option<String>,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "bench-signal-load.json")]
+    pub out: PathBuf,
 }

@@ -1,6 +1,7 @@
 //! The `huddle` binary: command-line interface, configuration loading and wiring of the
 //! services. Protocol logic lives in the workspace crates (`signal/`, `turn/`, `sfu/`, ...).
 
+mod bench;
 mod cli;
 mod config;
 mod logging;
@@ -14,7 +15,7 @@ use huddle_signal::auth::{TokenIssuer, TokenRequest};
 use huddle_signal::protocol::Permissions;
 use serde_json::json;
 
-use cli::{Cli, Command, ConfigArgs, Grant};
+use cli::{BenchScenario, Cli, Command, ConfigArgs, Grant};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -101,11 +102,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::from(2))
         }
-        Command::Bench(_) => {
-            eprintln!(
-                "huddle bench: call-quality benchmarks are not available in this version yet"
-            );
-            Ok(ExitCode::from(2))
-        }
+        Command::Bench(args) => match args.scenario {
+            BenchScenario::SignalLoad(a) => {
+                let runtime = tokio::runtime::Runtime::new()?;
+                runtime.block_on(bench::signal_load(a))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            other => {
+                eprintln!("huddle bench: scenario {other:?} is not available in this version yet");
+                Ok(ExitCode::from(2))
+            }
+        },
     }
 }

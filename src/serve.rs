@@ -12,6 +12,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 
 pub async fn run(cfg: Config, dev: bool) -> anyhow::Result<()> {
+    // Every connection is a file descriptor; the default soft limit (often 1024) is far
+    // below what one server holds.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
     let store = Store::open(&cfg.store).await.context("opening the store")?;
     tracing::info!(node_id = store.node_id(), url = %cfg.store.effective_url(), "store ready");
     let shutdown = CancellationToken::new();

@@ -1,6 +1,32 @@
 //! # huddle-bench
 //!
-//! `huddle bench`: synthetic calls under impairment, capacity and load runs, JSON reports
-//! and plots. Not built yet: this crate is empty until the benchmark work lands. The
-//! signalling load benchmark lives in `signal/benches/` for now.
+//! `huddle bench`: measurements of a running huddle, printed as a table and written as JSON.
+//! Today it has the signalling load scenario ([`signal_load`]): many authenticated
+//! WebSocket clients join rooms, and the server's memory per idle connection and the join
+//! latency are reported. Call-quality scenarios (synthetic calls under impairment), SFU and
+//! TURN load arrive with the client SDK and the media work.
+//!
+//! The benchmark talks to the server only over its public interfaces (REST token minting,
+//! WebSocket protocol v1), so it measures exactly what a deployment would see.
 #![forbid(unsafe_code)]
+
+pub mod report;
+pub mod server;
+pub mod signal_load;
+
+/// Errors of a benchmark run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("http: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("websocket: {0}")]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("server: {0}")]
+    Server(String),
+}
+
+pub type Result<T> = std::result::Result<T, BenchError>;

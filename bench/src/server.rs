@@ -1,0 +1,113 @@
+//! A huddle server under test: a child `huddle serve` started by the benchmark (so that its
+//! memory can be read from `/proc`), or an already running server given by URL.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::{BenchError, Result};
+
+/// A server the benchmark talks to.
+pub struct Target {
+    /// `http://host:port`
+    pub base: String,
+    pub api_secret: String,
+    child: Option<Child>,
+    _dir: Option<PathBuf>,
+}
+
+impl Target {
+    /// An external server; its memory cannot be measured.
+    pub fn external(base: String, api_secret: String) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            api_secret,
+            child: None,
+            _dir: None,
+        }
+    }
+
+    /// Starts `exe serve` on a free loopback port with fresh secrets and `env` overrides.
+    pub fn spawn(exe: &Path, env: &[(&str, String)]) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("huddle-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let api_secret = format!("bench-api-secret-{:016x}", rand_u64());
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "warn",
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .env(
+            "HUDDLE_AUTH__TOKEN_SECRET",
+            format!("bench-token-secret-{:016x}{:016x}", rand_u64(), rand_u64()),
+        )
+        .env("HUDDLE_AUTH__API_SECRET", &api_secret)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| BenchError::Server("no stdout".into()))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(addr) = line.strip_prefix("huddle: listening on ") {
+                        break addr.to_owned();
+                    }
+                }
+                _ => {
+                    return Err(BenchError::Server(
+                        "huddle serve exited before listening".into(),
+                    ));
+                }
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Self {
+            base,
+            api_secret,
+            child: Some(child),
+            _dir: Some(dir),
+        })
+    }
+
+    /// Resident memory of the server process in bytes, when it is our child.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("{}/v1/ws", self.base.replacen("http", "ws", 1))
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(d) = &self._dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}

@@ -1,0 +1,50 @@
+//! `huddle bench` wiring: starts servers of this same binary and runs the scenarios.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use huddle_bench::server::Target;
+use huddle_bench::signal_load::{self, Options};
+
+use crate::cli::SignalLoadArgs;
+
+pub async fn signal_load(args: SignalLoadArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the huddle binary")?;
+    let mut reports = Vec::new();
+    for &n in &args.connections {
+        let target = match &args.url {
+            Some(url) => Target::external(url.clone(), args.api_secret.clone().unwrap_or_default()),
+            None => Target::spawn(
+                &exe,
+                &[
+                    (
+                        "HUDDLE_SIGNAL__MAX_CONNECTIONS_PER_IP",
+                        (n + 1000).to_string(),
+                    ),
+                    (
+                        "HUDDLE_ROOMS__MAX_PARTICIPANTS",
+                        args.room_size.max(2).to_string(),
+                    ),
+                ],
+            )?,
+        };
+        eprintln!(
+            "signal-load: {n} connections, rooms of {} ...",
+            args.room_size
+        );
+        let opts = Options {
+            connections: n,
+            room_size: args.room_size,
+            concurrency: args.concurrency,
+            settle: Duration::from_secs(2),
+        };
+        let report = signal_load::run(&target, &opts).await?;
+        eprint!("{}", signal_load::summary(std::slice::from_ref(&report)));
+        reports.push(report);
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&reports)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    print!("{}", signal_load::summary(&reports));
+    println!("report written to {}", args.out.display());
+    Ok(())
+}
