@@ -43,6 +43,11 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Initial read buffer of a WebSocket. tungstenite zero-fills the whole buffer before each
+/// read, so every byte of it is resident for every idle connection; signalling messages are
+/// small, and larger frames grow the buffer on demand.
+const READ_BUFFER_BYTES: usize = 512;
+
 pub(crate) fn router(st: Arc<AppState>) -> Router {
     let mut api = Router::new()
         .route("/v1/ws", get(ws_upgrade))
@@ -134,7 +139,7 @@ async fn ws_upgrade(
     let tracker = st.tracker.clone();
     let resume = q.resume_token;
     Ok(ws
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
         .max_write_buffer_size(hard_limit.saturating_mul(4))
         .max_message_size(hard_limit)
