@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::{API_SECRET, Client, Server, TOKEN_SECRET, issuer, token};
 use huddle_signal::auth::{Claims, ISSUER, default_grants};
+use reqwest::Method;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -40,6 +41,14 @@ async fn upgrade_status(url: &str, origin: Option<&str>, bearer: Option<&str>) -
         }
         Err(e) => panic!("unexpected error {e}"),
     }
+}
+
+async fn admin(http: &reqwest::Client, method: Method, url: &str) -> reqwest::Response {
+    http.request(method, url)
+        .bearer_auth(API_SECRET)
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn upgrade_error_code(url: &str) -> (u16, String) {
@@ -209,26 +218,22 @@ async fn join_leave_presence_and_admin_api() {
     let http = reqwest::Client::new();
     let unauth = http.get(server.http("/v1/rooms")).send().await.unwrap();
     assert_eq!(unauth.status(), 401);
-    let rooms: serde_json::Value = http
-        .get(server.http("/v1/rooms"))
-        .bearer_auth(API_SECRET)
-        .send()
+    let rooms: serde_json::Value = admin(&http, Method::GET, &server.http("/v1/rooms"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(rooms["rooms"][0]["name"], "standup");
     assert_eq!(rooms["rooms"][0]["participants"], 2);
-    let parts: serde_json::Value = http
-        .get(server.http("/v1/rooms/standup/participants"))
-        .bearer_auth(API_SECRET)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let parts: serde_json::Value = admin(
+        &http,
+        Method::GET,
+        &server.http("/v1/rooms/standup/participants"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(parts["participants"].as_array().unwrap().len(), 2);
 
     // A normal user's token is not an admin credential.
@@ -239,12 +244,12 @@ async fn join_leave_presence_and_admin_api() {
         .await
         .unwrap();
     assert_eq!(not_admin.status(), 403);
-    let removed = http
-        .delete(server.http("/v1/rooms/standup/participants/bob"))
-        .bearer_auth(API_SECRET)
-        .send()
-        .await
-        .unwrap();
+    let removed = admin(
+        &http,
+        Method::DELETE,
+        &server.http("/v1/rooms/standup/participants/bob"),
+    )
+    .await;
     assert_eq!(removed.status(), 204);
     let m = b.recv().await;
     assert_eq!(
@@ -257,24 +262,14 @@ async fn join_leave_presence_and_admin_api() {
         (Some("participant_left"), Some("bob"))
     );
 
-    let closed = http
-        .delete(server.http("/v1/rooms/standup"))
-        .bearer_auth(API_SECRET)
-        .send()
-        .await
-        .unwrap();
+    let closed = admin(&http, Method::DELETE, &server.http("/v1/rooms/standup")).await;
     assert_eq!(closed.status(), 204);
     let m = a.recv().await;
     assert_eq!(
         (m["type"].as_str(), m["reason"].as_str()),
         (Some("removed"), Some("room_closed"))
     );
-    let missing = http
-        .delete(server.http("/v1/rooms/standup"))
-        .bearer_auth(API_SECRET)
-        .send()
-        .await
-        .unwrap();
+    let missing = admin(&http, Method::DELETE, &server.http("/v1/rooms/standup")).await;
     assert_eq!(missing.status(), 404);
 
     // Leaving a room the client is not in is an error, and the connection carries on.

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::Router;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -201,6 +202,15 @@ fn require_admin(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// A request body that is not the expected JSON.
+fn bad_body(e: JsonRejection) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidMessage,
+        e.body_text(),
+    )
+}
+
 fn mint_response(st: &AppState, req: &TokenRequest) -> Result<Json<serde_json::Value>, ApiError> {
     let (token, claims) = st
         .issuer
@@ -218,16 +228,10 @@ fn mint_response(st: &AppState, req: &TokenRequest) -> Result<Json<serde_json::V
 async fn mint_token(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Json<TokenRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<TokenRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_api_secret(&st, &headers)?;
-    let Json(req) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidMessage,
-            e.body_text(),
-        )
-    })?;
+    let Json(req) = body.map_err(bad_body)?;
     mint_response(&st, &req)
 }
 
@@ -241,15 +245,9 @@ struct DevTokenRequest {
 /// Development mode only: anyone may get a token, for the web demo.
 async fn dev_token(
     State(st): State<Arc<AppState>>,
-    body: Result<Json<DevTokenRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<DevTokenRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Json(req) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidMessage,
-            e.body_text(),
-        )
-    })?;
+    let Json(req) = body.map_err(bad_body)?;
     let identity = req.identity.unwrap_or_else(|| {
         let n: u32 = rand::random();
         format!("guest-{n:08x}")

@@ -410,6 +410,14 @@ impl Hub {
         self.metrics.sessions.set(self.sessions.len() as i64);
     }
 
+    /// The room `key` is in, or `not_in_room`.
+    fn current_room(&self, key: SessionKey) -> Result<Arc<str>, ProtocolError> {
+        self.sessions
+            .get(&key)
+            .and_then(|s| s.room.clone())
+            .ok_or_else(not_in_room)
+    }
+
     fn participant_info(&self, key: SessionKey) -> Option<ParticipantInfo> {
         let s = self.sessions.get(&key)?;
         Some(ParticipantInfo {
@@ -606,11 +614,7 @@ impl Hub {
         id: Option<&RequestId>,
         now: Instant,
     ) -> Result<(), ProtocolError> {
-        let room = self
-            .sessions
-            .get(&key)
-            .and_then(|s| s.room.clone())
-            .ok_or_else(not_in_room)?;
+        let room = self.current_room(key)?;
         self.leave_room(key, LeaveReason::Left, now);
         self.respond(
             key,
@@ -672,11 +676,7 @@ impl Hub {
         key: SessionKey,
         id: Option<&RequestId>,
     ) -> Result<(), ProtocolError> {
-        let room = self
-            .sessions
-            .get(&key)
-            .and_then(|s| s.room.clone())
-            .ok_or_else(not_in_room)?;
+        let room = self.current_room(key)?;
         let participants = self
             .rooms
             .get(&room)
