@@ -1,7 +1,25 @@
 //! # huddle-turn
 //!
-//! The STUN (RFC 8489) and TURN (RFC 8656) server, built on stun-rs with a sans-IO
-//! allocation core. Not built yet: this crate is empty until the TURN work lands. It
-//! depends on nothing else in huddle; the signalling service only hands out credentials
-//! for it (TURN REST scheme, see `huddle_signal::ice`).
+//! A STUN (RFC 8489) and TURN (RFC 8656) server. The protocol logic is a sans-IO core,
+//! [`server::TurnServer`]: feed it datagrams with the current time and it returns at most
+//! one datagram to send and where; it asks a [`server::RelayPorts`] implementation for
+//! relay sockets. Messages are encoded and decoded with stun-rs, except on the hot path
+//! (ChannelData, Send and Data indications), which [`wire`] parses without allocating.
+//!
+//! Authentication is by long-term credentials: static users and the TURN REST
+//! shared-secret scheme that coturn calls `use-auth-secret`, with stateless nonces.
+//! By default peers on loopback, private, link-local and other special-purpose
+//! networks are refused ([`policy::PeerPolicy`]).
+//!
+//! The crate depends on nothing else in huddle.
 #![forbid(unsafe_code)]
+
+pub mod allocation;
+pub mod auth;
+pub mod message;
+pub mod policy;
+mod requests;
+pub mod server;
+#[cfg(test)]
+mod server_tests;
+pub mod wire;

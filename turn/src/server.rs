@@ -1,0 +1,439 @@
+//! The sans-IO TURN server: datagrams in, at most one datagram out per input, timers by
+//! [`TurnServer::poll_timeout`]. It owns allocations, permissions, channels, nonces and
+//! quotas; binding relay sockets is delegated to a [`RelayPorts`] implementation so the
+//! logic can be driven with simulated time and fake ports in tests.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use stun_rs::attributes::stun::Software;
+
+use crate::allocation::Allocation;
+use crate::auth::{Credentials, Nonces};
+use crate::policy::PeerPolicy;
+use crate::wire::{self, Kind};
+
+/// Transport of the client leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// Stream transports pad ChannelData to 4 bytes (§12.5).
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+}
+
+/// The 5-tuple that identifies an allocation (§2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FiveTuple {
+    pub transport: Transport,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+}
+
+/// Where the output datagram goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// To a client over the listener (or stream) of this 5-tuple.
+    Client(FiveTuple),
+    /// From a relay socket to a peer.
+    Peer { relay: SocketAddr, peer: SocketAddr },
+}
+
+/// Which port a relay socket should get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortRequest {
+    Any,
+    /// An even port (EVEN-PORT, §14.6).
+    Even,
+    /// This exact port (a reservation made by EVEN-PORT with the R bit).
+    Exactly(u16),
+}
+
+/// Binds and releases relay sockets. The driver's implementation binds real UDP sockets
+/// in the relay port range and starts reading them.
+pub trait RelayPorts {
+    /// Binds a relay socket of the given family; `None` when no port is free or the
+    /// family is not configured.
+    fn bind(&mut self, ipv6: bool, port: PortRequest) -> Option<SocketAddr>;
+    fn release(&mut self, addr: SocketAddr);
+}
+
+/// Tunables of the server, with RFC 8656 defaults.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub software: String,
+    pub default_lifetime: Duration,
+    pub max_lifetime: Duration,
+    pub permission_lifetime: Duration,
+    pub channel_lifetime: Duration,
+    pub nonce_lifetime: Duration,
+    pub reservation_lifetime: Duration,
+    /// Allocations in total.
+    pub max_allocations: usize,
+    /// Allocations per username.
+    pub user_quota: usize,
+    pub max_permissions: usize,
+    pub max_channels: usize,
+    /// Failed authentications per client IP per minute before its requests are dropped.
+    pub auth_failures_per_minute: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            software: format!("huddle {}", env!("CARGO_PKG_VERSION")),
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            nonce_lifetime: Duration::from_secs(600),
+            reservation_lifetime: Duration::from_secs(30),
+            max_allocations: 100_000,
+            user_quota: 100,
+            max_permissions: 256,
+            max_channels: 256,
+            auth_failures_per_minute: 30,
+        }
+    }
+}
+
+/// Why a packet was dropped, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Drop {
+    Malformed,
+    NoAllocation,
+    NoPermission,
+    NoChannel,
+    PeerDenied,
+    AuthRateLimited,
+}
+
+impl Drop {
+    pub const ALL: [Drop; 6] = [
+        Drop::Malformed,
+        Drop::NoAllocation,
+        Drop::NoPermission,
+        Drop::NoChannel,
+        Drop::PeerDenied,
+        Drop::AuthRateLimited,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Drop::Malformed => "malformed",
+            Drop::NoAllocation => "no_allocation",
+            Drop::NoPermission => "no_permission",
+            Drop::NoChannel => "no_channel",
+            Drop::PeerDenied => "peer_denied",
+            Drop::AuthRateLimited => "auth_rate_limited",
+        }
+    }
+}
+
+/// Counters the driver exports as metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub packets_to_peers: u64,
+    pub bytes_to_peers: u64,
+    pub packets_to_clients: u64,
+    pub bytes_to_clients: u64,
+    pub auth_failures: u64,
+    pub allocations_created: u64,
+    pub drops: HashMap<Drop, u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    Allocation(FiveTuple),
+    Sweep,
+}
+
+pub struct TurnServer<R> {
+    pub(crate) cfg: ServerConfig,
+    pub(crate) software: Software,
+    pub(crate) creds: Credentials,
+    pub(crate) nonces: Nonces,
+    pub(crate) policy: PeerPolicy,
+    pub(crate) relays: R,
+    pub(crate) allocations: HashMap<FiveTuple, Allocation>,
+    pub(crate) by_relay: HashMap<SocketAddr, FiveTuple>,
+    pub(crate) per_user: HashMap<String, usize>,
+    /// EVEN-PORT reservations: token → (reserved relay address, expiry).
+    pub(crate) reservations: HashMap<[u8; 8], (SocketAddr, Instant)>,
+    pub(crate) timers: BTreeSet<(Instant, Timer)>,
+    /// Failed authentications per client IP in the current minute.
+    pub(crate) auth_failures: HashMap<IpAddr, (u32, Instant)>,
+    pub(crate) stats: Stats,
+    /// Transaction ids of Data indications.
+    next_tid: u64,
+    unix_base: SystemTime,
+    mono_base: Instant,
+}
+
+impl<R: RelayPorts> TurnServer<R> {
+    pub fn new(
+        cfg: ServerConfig,
+        creds: Credentials,
+        policy: PeerPolicy,
+        relays: R,
+        now: Instant,
+    ) -> Self {
+        let software = Software::new(&cfg.software)
+            .unwrap_or_else(|_| Software::new("huddle").expect("valid"));
+        let nonces = Nonces::new(cfg.nonce_lifetime.as_secs());
+        let mut timers = BTreeSet::new();
+        timers.insert((now + Duration::from_secs(60), Timer::Sweep));
+        Self {
+            cfg,
+            software,
+            creds,
+            nonces,
+            policy,
+            relays,
+            allocations: HashMap::new(),
+            by_relay: HashMap::new(),
+            per_user: HashMap::new(),
+            reservations: HashMap::new(),
+            timers,
+            auth_failures: HashMap::new(),
+            stats: Stats::default(),
+            next_tid: rand::random(),
+            unix_base: SystemTime::now(),
+            mono_base: now,
+        }
+    }
+
+    pub(crate) fn unix(&self, now: Instant) -> u64 {
+        (self.unix_base + now.saturating_duration_since(self.mono_base))
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    pub fn permission_count(&self) -> usize {
+        self.allocations
+            .values()
+            .map(Allocation::permission_count)
+            .sum()
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.allocations
+            .values()
+            .map(Allocation::channel_count)
+            .sum()
+    }
+
+    pub fn relays(&mut self) -> &mut R {
+        &mut self.relays
+    }
+
+    pub(crate) fn drop_packet(&mut self, why: Drop) -> Option<Route> {
+        *self.stats.drops.entry(why).or_default() += 1;
+        None
+    }
+
+    /// Handles a datagram (or a framed stream message) from a client; writes what to send
+    /// into `out` and says where.
+    pub fn handle_client(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<Route> {
+        match wire::classify(data) {
+            Kind::ChannelData => {
+                let Some((number, payload)) = wire::parse_channel_data(data) else {
+                    return self.drop_packet(Drop::Malformed);
+                };
+                let Some(alloc) = self.allocations.get(&tuple) else {
+                    return self.drop_packet(Drop::NoAllocation);
+                };
+                let Some(peer) = alloc.channel(number, now) else {
+                    return self.drop_packet(Drop::NoChannel);
+                };
+                if !alloc.has_permission(peer.ip(), now) {
+                    return self.drop_packet(Drop::NoPermission);
+                }
+                let relay = alloc.relay_for(peer)?;
+                out.clear();
+                out.extend_from_slice(payload);
+                self.stats.packets_to_peers += 1;
+                self.stats.bytes_to_peers += payload.len() as u64;
+                Some(Route::Peer { relay, peer })
+            }
+            Kind::Stun => {
+                if let Some(ind) = wire::parse_send_indication(data) {
+                    return self.send_indication(now, tuple, ind.peer, ind.data, out);
+                }
+                self.handle_stun(now, tuple, data, out)
+            }
+            Kind::Other => self.drop_packet(Drop::Malformed),
+        }
+    }
+
+    fn send_indication(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        peer: SocketAddr,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<Route> {
+        let Some(alloc) = self.allocations.get(&tuple) else {
+            return self.drop_packet(Drop::NoAllocation);
+        };
+        if !alloc.has_permission(peer.ip(), now) {
+            return self.drop_packet(Drop::NoPermission);
+        }
+        let Some(relay) = alloc.relay_for(peer) else {
+            return self.drop_packet(Drop::NoPermission);
+        };
+        if !self.policy.permits_destination(peer) {
+            return self.drop_packet(Drop::PeerDenied);
+        }
+        out.clear();
+        out.extend_from_slice(payload);
+        self.stats.packets_to_peers += 1;
+        self.stats.bytes_to_peers += payload.len() as u64;
+        Some(Route::Peer { relay, peer })
+    }
+
+    /// Handles a datagram that a peer sent to a relayed address (§11.3, §12.6).
+    pub fn handle_peer(
+        &mut self,
+        now: Instant,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<Route> {
+        let Some(tuple) = self.by_relay.get(&relay).copied() else {
+            return self.drop_packet(Drop::NoAllocation);
+        };
+        let Some(alloc) = self.allocations.get(&tuple) else {
+            return self.drop_packet(Drop::NoAllocation);
+        };
+        if !alloc.has_permission(peer.ip(), now) {
+            return self.drop_packet(Drop::NoPermission);
+        }
+        if data.len() > u16::MAX as usize - 64 {
+            return self.drop_packet(Drop::Malformed);
+        }
+        match alloc.channel_for(peer, now) {
+            Some(number) => {
+                wire::write_channel_data(out, number, data, tuple.transport.is_stream())
+            }
+            None => {
+                self.next_tid = self.next_tid.wrapping_add(1);
+                let mut tid = [0u8; 12];
+                tid[4..].copy_from_slice(&self.next_tid.to_be_bytes());
+                wire::write_data_indication(out, peer, data, &tid);
+            }
+        }
+        self.stats.packets_to_clients += 1;
+        self.stats.bytes_to_clients += data.len() as u64;
+        Some(Route::Client(tuple))
+    }
+
+    /// The next instant [`TurnServer::handle_timeout`] should be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// Expires allocations, and every minute prunes permissions, channels, reservations
+    /// and authentication-failure counters.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, _)) = self.timers.first() {
+            if *at > now {
+                break;
+            }
+            let (_, timer) = self.timers.pop_first().expect("non-empty");
+            match timer {
+                Timer::Allocation(tuple) => {
+                    if self
+                        .allocations
+                        .get(&tuple)
+                        .is_some_and(|a| a.expires <= now)
+                    {
+                        tracing::debug!(?tuple, "allocation expired");
+                        self.remove_allocation(&tuple);
+                    }
+                }
+                Timer::Sweep => {
+                    let grace = Duration::from_secs(300);
+                    for a in self.allocations.values_mut() {
+                        a.prune(now, grace);
+                    }
+                    let expired: Vec<[u8; 8]> = self
+                        .reservations
+                        .iter()
+                        .filter(|(_, (_, t))| *t <= now)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for token in expired {
+                        if let Some((addr, _)) = self.reservations.remove(&token) {
+                            self.relays.release(addr);
+                        }
+                    }
+                    self.auth_failures.retain(|_, (_, since)| {
+                        now.saturating_duration_since(*since) < Duration::from_secs(60)
+                    });
+                    self.timers
+                        .insert((now + Duration::from_secs(60), Timer::Sweep));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn remove_allocation(&mut self, tuple: &FiveTuple) {
+        if let Some(a) = self.allocations.remove(tuple) {
+            for r in &a.relays {
+                self.by_relay.remove(r);
+                self.relays.release(*r);
+            }
+            if let Some(n) = self.per_user.get_mut(&a.username) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_user.remove(&a.username);
+                }
+            }
+        }
+    }
+
+    /// Records a failed authentication; true when the IP is over its limit.
+    pub(crate) fn auth_failed(&mut self, ip: IpAddr, now: Instant) {
+        self.stats.auth_failures += 1;
+        if self.auth_failures.len() > 100_000 {
+            self.auth_failures.clear();
+        }
+        let entry = self.auth_failures.entry(ip).or_insert((0, now));
+        if now.saturating_duration_since(entry.1) >= Duration::from_secs(60) {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+    }
+
+    pub(crate) fn auth_blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        self.auth_failures.get(&ip).is_some_and(|(n, since)| {
+            *n >= self.cfg.auth_failures_per_minute
+                && now.saturating_duration_since(*since) < Duration::from_secs(60)
+        })
+    }
+}
