@@ -26,7 +26,7 @@ pub enum Command {
     /// Run the server: HTTP API, WebSocket signalling and the web demo.
     Serve(ServeArgs),
     /// Run the STUN/TURN server alone, for a dedicated relay machine.
-    Turn(ConfigArgs),
+    Turn(TurnArgs),
     /// Mint an access token with the configured token secret.
     Token(TokenArgs),
     /// Validate a configuration and print the effective one, secrets redacted.
@@ -76,6 +76,52 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `huddle_signal=debug` [config: log.level; RUST_LOG wins].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TurnArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// UDP and TCP listen address, repeatable [config: turn.listen_udp, turn.listen_tcp;
+    /// default 0.0.0.0:3478]. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+    /// Address relay sockets bind to [config: turn.relay_ip].
+    #[arg(long, value_name = "IP")]
+    pub relay_ip: Option<std::net::IpAddr>,
+    /// Public IP advertised in relayed addresses [config: turn.external_ip].
+    #[arg(long, value_name = "IP")]
+    pub external_ip: Option<std::net::IpAddr>,
+    /// Lowest relay port [config: turn.min_port, default 49152].
+    #[arg(long)]
+    pub min_port: Option<u16>,
+    /// Highest relay port [config: turn.max_port, default 65535].
+    #[arg(long)]
+    pub max_port: Option<u16>,
+    /// Realm [config: turn.realm, default huddle].
+    #[arg(long)]
+    pub realm: Option<String>,
+    /// Static user `name:password`, repeatable [config: turn.users].
+    #[arg(long, value_name = "NAME:PASSWORD")]
+    pub user: Vec<String>,
+    /// TURN REST shared secret (coturn's static-auth-secret) [config: turn.auth_secret].
+    #[arg(long, value_name = "SECRET", env = "HUDDLE_TURN_AUTH_SECRET")]
+    pub auth_secret: Option<String>,
+    /// Allow relaying to loopback peers (tests) [config: turn.allow_loopback_peers].
+    #[arg(long)]
+    pub allow_loopback_peers: bool,
+    /// Allocations in total [config: turn.max_allocations].
+    #[arg(long)]
+    pub max_allocations: Option<usize>,
+    /// Allocations per user [config: turn.user_quota].
+    #[arg(long)]
+    pub user_quota: Option<usize>,
+    /// Serve /metrics and /healthz on this address [config: turn.metrics_listen].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log format [config: log.format].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -60,6 +60,83 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// `[turn]`: the STUN/TURN server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnConfig {
+    /// Run the TURN server inside `huddle serve`.
+    pub enabled: bool,
+    /// UDP listeners for STUN/TURN.
+    pub listen_udp: Vec<SocketAddr>,
+    /// TCP listeners for STUN/TURN.
+    pub listen_tcp: Vec<SocketAddr>,
+    /// Address relay sockets bind to.
+    pub relay_ip: IpAddr,
+    /// Public address advertised for relays (needed when relay_ip is unspecified or private).
+    pub external_ip: Option<IpAddr>,
+    /// IPv6 relay address; absent means no IPv6 relaying.
+    pub relay_ip_v6: Option<IpAddr>,
+    /// Relay port range, inclusive.
+    pub min_port: u16,
+    pub max_port: u16,
+    pub realm: String,
+    /// Static users, `name:password`.
+    pub users: Vec<Secret>,
+    /// TURN REST shared secret; defaults to ice.turn_secret in `huddle serve`.
+    pub auth_secret: Option<Secret>,
+    /// Allow relaying to loopback peers (tests, single-machine setups).
+    pub allow_loopback_peers: bool,
+    /// Peer networks always allowed (CIDR), e.g. an internal media server.
+    pub allowed_peers: Vec<String>,
+    /// Peer networks always denied (CIDR).
+    pub denied_peers: Vec<String>,
+    /// Allocations in total.
+    pub max_allocations: usize,
+    /// Allocations per username.
+    pub user_quota: usize,
+    /// Failed authentications per client IP per minute before its requests are dropped.
+    pub auth_failures_per_minute: u32,
+    /// `huddle turn` only: serve /metrics and /healthz here.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        let any = SocketAddr::from(([0, 0, 0, 0], 3478));
+        Self {
+            enabled: true,
+            listen_udp: vec![any],
+            listen_tcp: vec![any],
+            relay_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            external_ip: None,
+            relay_ip_v6: None,
+            min_port: 49152,
+            max_port: 65535,
+            realm: "huddle".into(),
+            users: Vec::new(),
+            auth_secret: None,
+            allow_loopback_peers: false,
+            allowed_peers: Vec::new(),
+            denied_peers: Vec::new(),
+            max_allocations: 100_000,
+            user_quota: 100,
+            auth_failures_per_minute: 30,
+            metrics_listen: None,
+        }
+    }
+}
+
+/// What the loaded configuration will be used for; each checks what it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `huddle serve`: signalling (and TURN when enabled).
+    Serve,
+    /// `huddle turn`: TURN alone.
+    Turn,
+    /// `huddle token`: just the token secret.
+    Token,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -72,6 +149,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
+    pub turn: TurnConfig,
 }
 
 /// Loads the layered configuration. `overrides` are flag values, as a partial config.
@@ -79,6 +157,7 @@ pub fn load(
     file: Option<&Path>,
     overrides: serde_json::Value,
     dev: bool,
+    purpose: Purpose,
 ) -> anyhow::Result<Config> {
     let mut fig = Figment::from(Serialized::defaults(Config::default()));
     if let Some(path) = file {
@@ -97,7 +176,15 @@ pub fn load(
     if dev {
         apply_dev_defaults(&mut cfg);
     }
-    validate(&cfg, dev)?;
+    if cfg.turn.auth_secret.is_none() {
+        cfg.turn.auth_secret = cfg.ice.turn_secret.clone();
+    }
+    if purpose != Purpose::Turn {
+        validate(&cfg, dev)?;
+    }
+    if purpose == Purpose::Turn || (purpose == Purpose::Serve && cfg.turn.enabled) {
+        validate_turn(&cfg.turn)?;
+    }
     Ok(cfg)
 }
 
@@ -113,6 +200,19 @@ fn apply_dev_defaults(cfg: &mut Config) {
     cfg.auth
         .api_secret
         .get_or_insert_with(|| Secret::new(DEV_API_SECRET));
+    let loopback = |a: &mut Vec<SocketAddr>| {
+        for addr in a.iter_mut() {
+            if !addr.ip().is_loopback() {
+                addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            }
+        }
+    };
+    loopback(&mut cfg.turn.listen_udp);
+    loopback(&mut cfg.turn.listen_tcp);
+    if !cfg.turn.relay_ip.is_loopback() {
+        cfg.turn.relay_ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    }
+    cfg.turn.allow_loopback_peers = true;
     if cfg.ice.stun_urls.is_empty() && cfg.ice.turn_urls.is_empty() {
         cfg.ice.stun_urls = vec!["stun:127.0.0.1:3478".into()];
         cfg.ice.turn_urls = vec!["turn:127.0.0.1:3478?transport=udp".into()];
@@ -195,6 +295,38 @@ fn validate(cfg: &Config, dev: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn validate_turn(t: &TurnConfig) -> anyhow::Result<()> {
+    if t.min_port > t.max_port || t.min_port < 1024 {
+        bail!("turn.min_port must be at least 1024 and not above turn.max_port");
+    }
+    if t.listen_udp.is_empty() && t.listen_tcp.is_empty() {
+        bail!("turn.listen_udp and turn.listen_tcp are both empty");
+    }
+    if t.relay_ip.is_unspecified() && t.external_ip.is_none() {
+        bail!(
+            "turn.external_ip must be set when turn.relay_ip is unspecified (0.0.0.0): clients need the public address of relays"
+        );
+    }
+    for u in &t.users {
+        if !u.expose().contains(':') {
+            bail!("turn.users: each entry must be name:password");
+        }
+    }
+    if t.users.is_empty() && t.auth_secret.is_none() {
+        bail!(
+            "turn needs credentials: set turn.users, turn.auth_secret or ice.turn_secret (or run with --dev)"
+        );
+    }
+    for net in t.allowed_peers.iter().chain(&t.denied_peers) {
+        net.parse::<huddle_turn::policy::IpNet>()
+            .map_err(|e| anyhow::anyhow!("turn.allowed_peers/denied_peers: {e}"))?;
+    }
+    if t.max_allocations == 0 || t.user_quota == 0 {
+        bail!("turn.max_allocations and turn.user_quota must be positive");
+    }
+    Ok(())
+}
+
 /// The effective configuration as TOML, secrets redacted.
 pub fn render(cfg: &Config) -> anyhow::Result<String> {
     Ok(toml::to_string_pretty(cfg)?)
@@ -211,13 +343,15 @@ mod tests {
         p
     }
 
-    const SECRETS: &str = "[auth]\ntoken_secret = \"0123456789abcdef0123456789abcdef\"\napi_secret = \"0123456789abcdef\"\n";
+    const SECRETS: &str = "[auth]\ntoken_secret = \"0123456789abcdef0123456789abcdef\"\napi_secret = \"0123456789abcdef\"\n[turn]\nenabled = false\n";
 
     #[test]
     fn missing_secrets_are_an_error_without_dev() {
-        let err = load(None, json!({}), false).unwrap_err().to_string();
+        let err = load(None, json!({}), false, Purpose::Serve)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("auth.token_secret"), "{err}");
-        let cfg = load(None, json!({}), true).unwrap();
+        let cfg = load(None, json!({}), true, Purpose::Serve).unwrap();
         assert!(cfg.http.listen.ip().is_loopback());
         assert_eq!(cfg.auth.token_secret.unwrap().expose(), DEV_TOKEN_SECRET);
     }
@@ -231,13 +365,14 @@ mod tests {
                 "{SECRETS}[http]\nlisten = \"127.0.0.1:9000\"\n[signal]\nheartbeat_interval = \"5s\"\n"
             ),
         );
-        let cfg = load(Some(&p), json!({}), false).unwrap();
+        let cfg = load(Some(&p), json!({}), false, Purpose::Serve).unwrap();
         assert_eq!(cfg.http.listen.port(), 9000);
         assert_eq!(cfg.signal.heartbeat_interval, Duration::from_secs(5));
         let cfg = load(
             Some(&p),
             json!({"http": {"listen": "127.0.0.1:9001"}}),
             false,
+            Purpose::Serve,
         )
         .unwrap();
         assert_eq!(cfg.http.listen.port(), 9001);
@@ -250,10 +385,14 @@ mod tests {
             &dir,
             &format!("{SECRETS}[http]\nlisten = \"not an address\"\n"),
         );
-        let err = load(Some(&p), json!({}), false).unwrap_err().to_string();
+        let err = load(Some(&p), json!({}), false, Purpose::Serve)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("http.listen"), "{err}");
         let p = write(&dir, &format!("{SECRETS}[rooms]\nmax_participantz = 3\n"));
-        let err = load(Some(&p), json!({}), false).unwrap_err().to_string();
+        let err = load(Some(&p), json!({}), false, Purpose::Serve)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_participantz"), "{err}");
         let p = write(
             &dir,
@@ -261,19 +400,23 @@ mod tests {
                 "{SECRETS}[signal]\nheartbeat_interval = \"30s\"\nheartbeat_timeout = \"10s\"\n"
             ),
         );
-        let err = load(Some(&p), json!({}), false).unwrap_err().to_string();
+        let err = load(Some(&p), json!({}), false, Purpose::Serve)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("signal.heartbeat_timeout"), "{err}");
         let p = write(
             &dir,
             "[auth]\ntoken_secret = \"short\"\napi_secret = \"0123456789abcdef\"\n",
         );
-        let err = load(Some(&p), json!({}), false).unwrap_err().to_string();
+        let err = load(Some(&p), json!({}), false, Purpose::Serve)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("auth.token_secret"), "{err}");
     }
 
     #[test]
     fn render_redacts_secrets() {
-        let cfg = load(None, json!({}), true).unwrap();
+        let cfg = load(None, json!({}), true, Purpose::Serve).unwrap();
         let text = render(&cfg).unwrap();
         assert!(!text.contains(DEV_TOKEN_SECRET));
         assert!(!text.contains(DEV_API_SECRET));

@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod logging;
 mod serve;
+mod turn;
 mod web;
 
 use std::process::ExitCode;
@@ -28,8 +29,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(args: &ConfigArgs, overrides: serde_json::Value) -> anyhow::Result<config::Config> {
-    config::load(args.config.as_deref(), overrides, args.dev)
+fn load(
+    args: &ConfigArgs,
+    overrides: serde_json::Value,
+    purpose: config::Purpose,
+) -> anyhow::Result<config::Config> {
+    config::load(args.config.as_deref(), overrides, args.dev, purpose)
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -59,20 +64,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(v) = &args.log_level {
                 set("log", "level", json!(v));
             }
-            let cfg = load(&args.config, serde_json::Value::Object(overrides))?;
+            let cfg = load(
+                &args.config,
+                serde_json::Value::Object(overrides),
+                config::Purpose::Serve,
+            )?;
             logging::init(cfg.log.format, &cfg.log.level);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(serve::run(cfg, args.config.dev))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig(args) => {
-            let cfg = load(&args, json!({}))?;
+            let cfg = load(&args, json!({}), config::Purpose::Serve)?;
             print!("{}", config::render(&cfg)?);
             eprintln!("huddle: configuration is valid");
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(args) => {
-            let cfg = load(&args.config, json!({}))?;
+            let cfg = load(&args.config, json!({}), config::Purpose::Token)?;
             let secret = cfg
                 .auth
                 .token_secret
@@ -96,11 +105,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Turn(_) => {
-            eprintln!(
-                "huddle turn: the standalone STUN/TURN server is not available in this version yet"
-            );
-            Ok(ExitCode::from(2))
+        Command::Turn(args) => {
+            let mut overrides = turn::overrides(&args);
+            if let Some(f) = args.log_format {
+                overrides["log"] = json!({ "format": f });
+            }
+            let cfg = load(&args.config, overrides, config::Purpose::Turn)?;
+            logging::init(cfg.log.format, &cfg.log.level);
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(turn::run_standalone(cfg.turn))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => match args.scenario {
             BenchScenario::SignalLoad(a) => {

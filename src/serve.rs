@@ -2,6 +2,7 @@
 //! SIGINT/SIGTERM (stop accepting, tell clients, drain, exit 0).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use huddle_signal::hub::HubConfig;
@@ -21,7 +22,14 @@ pub async fn run(cfg: Config, dev: bool) -> anyhow::Result<()> {
     let store = Store::open(&cfg.store).await.context("opening the store")?;
     tracing::info!(node_id = store.node_id(), url = %cfg.store.effective_url(), "store ready");
     let shutdown = CancellationToken::new();
-    let registry = prometheus_client::registry::Registry::default();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let turn = if cfg.turn.enabled {
+        let service = crate::turn::start(&cfg.turn, shutdown.clone()).await?;
+        registry.register_collector(Box::new(service.collector()));
+        Some(service)
+    } else {
+        None
+    };
     let service = SignalService::new(
         ServiceOptions {
             http: cfg.http.clone(),
@@ -80,11 +88,14 @@ pub async fn run(cfg: Config, dev: bool) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("http connections still open after the drain timeout"),
     }
     timers.abort();
+    if let Some(turn) = turn {
+        let _ = tokio::time::timeout(Duration::from_secs(5), turn.stopped()).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn wait_for_signal(shutdown: &CancellationToken) {
+pub async fn wait_for_signal(shutdown: &CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let term = async {

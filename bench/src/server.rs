@@ -47,6 +47,7 @@ impl Target {
             format!("bench-token-secret-{:016x}{:016x}", rand_u64(), rand_u64()),
         )
         .env("HUDDLE_AUTH__API_SECRET", &api_secret)
+        .env("HUDDLE_TURN__ENABLED", "false")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
         for (k, v) in env {

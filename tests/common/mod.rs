@@ -37,6 +37,12 @@ impl Server {
              [store]\ndata_dir = \"{}\"\n[log]\nlevel = \"warn\"\n{extra}",
             dir.path().join("data").display()
         );
+        // Tests run in parallel: TURN listens only where a test asks for it.
+        let cfg = if extra.contains("[turn]") {
+            cfg
+        } else {
+            format!("{cfg}[turn]\nenabled = false\n")
+        };
         let path = dir.path().join("huddle.toml");
         std::fs::write(&path, cfg).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_huddle"));

@@ -16,7 +16,9 @@
 
 pub mod allocation;
 pub mod auth;
+pub mod driver;
 pub mod message;
+pub mod metrics;
 pub mod policy;
 mod requests;
 pub mod server;

@@ -402,6 +402,11 @@ impl<R: RelayPorts> TurnServer<R> {
         }
     }
 
+    /// A stream client leg closed: its allocation goes with it (RFC 8656 §3.1).
+    pub fn close_connection(&mut self, tuple: &FiveTuple) {
+        self.remove_allocation(tuple);
+    }
+
     pub(crate) fn remove_allocation(&mut self, tuple: &FiveTuple) {
         if let Some(a) = self.allocations.remove(tuple) {
             for r in &a.relays {

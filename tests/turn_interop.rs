@@ -1,0 +1,328 @@
+//! Interop of `huddle turn` with coturn's own clients (Debian package `coturn`):
+//! `turnutils_stunclient` for STUN Binding and `turnutils_uclient` relaying to
+//! `turnutils_peer` over UDP and TCP client legs, with channels and with Send/Data
+//! indications, static users and TURN REST credentials. Every run must lose nothing.
+//!
+//! The tools are looked up on PATH; CI installs them and sets HUDDLE_REQUIRE_INTEROP=1 so
+//! that their absence fails instead of skipping.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn tool(name: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("HUDDLE_REQUIRE_INTEROP").is_none(),
+            "{name} not found: install Debian's coturn package"
+        );
+        eprintln!("SKIPPED: {name} not found (apt-get install coturn)");
+    }
+    found
+}
+
+struct Turn {
+    child: Child,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    metrics: SocketAddr,
+}
+
+impl Turn {
+    fn start() -> Turn {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_huddle"))
+            .args([
+                "turn",
+                "--listen",
+                "127.0.0.1:0",
+                "--relay-ip",
+                "127.0.0.1",
+                "--min-port",
+                "41000",
+                "--max-port",
+                "48999",
+                "--realm",
+                "huddle.test",
+                "--user",
+                "alice:wonderland",
+                "--auth-secret",
+                "rest-secret",
+                "--allow-loopback-peers",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .env_remove("HUDDLE_CONFIG")
+            .env("HUDDLE_LOG__LEVEL", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut udp, mut tcp, mut metrics) = (None, None, None);
+        while udp.is_none() || tcp.is_none() || metrics.is_none() {
+            let line = lines.next().expect("huddle turn exited early").unwrap();
+            if let Some(a) = line.strip_prefix("huddle: turn listening on udp://") {
+                udp = Some(a.parse().unwrap());
+            } else if let Some(a) = line.strip_prefix("huddle: turn listening on tcp://") {
+                tcp = Some(a.parse().unwrap());
+            } else if let Some(a) = line.strip_prefix("huddle: turn metrics on http://") {
+                metrics = Some(a.parse().unwrap());
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Turn {
+            child,
+            udp: udp.unwrap(),
+            tcp: tcp.unwrap(),
+            metrics: metrics.unwrap(),
+        }
+    }
+
+    fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.metrics).unwrap();
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A UDP echo peer (`turnutils_peer`) on a free loopback port.
+struct Peer {
+    child: Child,
+    port: u16,
+}
+
+impl Peer {
+    fn start(bin: &std::path::Path) -> Peer {
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(bin)
+            .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        Peer { child, port }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs turnutils_uclient and returns (sent, received, lost).
+fn uclient(bin: &std::path::Path, server_port: u16, peer: u16, extra: &[&str]) -> (u64, u64, u64) {
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(bin)
+        .args(extra)
+        .args(["-n", "40", "-m", "2", "-l", "180", "-z", "5"])
+        .args([
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer.to_string(),
+            "-p",
+            &server_port.to_string(),
+            "127.0.0.1",
+        ])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let field = |key: &str| -> Option<u64> {
+        text.lines()
+            .rev()
+            .find_map(|l| l.split(key).nth(1))
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+    };
+    let sent =
+        field("tot_send_msgs=").unwrap_or_else(|| panic!("no totals in uclient output:\n{text}"));
+    let recv = field("tot_recv_msgs=").unwrap_or(0);
+    let lost = field("Total lost packets ").unwrap_or(u64::MAX);
+    (sent, recv, lost)
+}
+
+fn assert_lossless(label: &str, (sent, recv, lost): (u64, u64, u64), expected: u64) {
+    assert_eq!(sent, expected, "{label}: sent");
+    assert_eq!(recv, sent, "{label}: every message must come back");
+    assert_eq!(lost, 0, "{label}: lost packets");
+}
+
+#[test]
+fn stunclient_gets_its_reflexive_address() {
+    let Some(bin) = tool("turnutils_stunclient") else {
+        return;
+    };
+    let turn = Turn::start();
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg(bin)
+        .args(["-p", &turn.udp.port().to_string(), "127.0.0.1"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("UDP reflexive addr: 127.0.0.1:"), "{text}");
+}
+
+#[test]
+fn uclient_relays_over_udp_with_channels_and_indications() {
+    let (Some(uc), Some(pb)) = (tool("turnutils_uclient"), tool("turnutils_peer")) else {
+        return;
+    };
+    let turn = Turn::start();
+    let peer = Peer::start(&pb);
+    let port = turn.udp.port();
+    assert_lossless(
+        "udp channels, static user",
+        uclient(&uc, port, peer.port, &["-u", "alice", "-w", "wonderland"]),
+        80,
+    );
+    assert_lossless(
+        "udp send/data indications, REST",
+        uclient(
+            &uc,
+            port,
+            peer.port,
+            &["-s", "-u", "bob", "-W", "rest-secret"],
+        ),
+        80,
+    );
+    assert_lossless(
+        "udp with DONT-FRAGMENT",
+        uclient(
+            &uc,
+            port,
+            peer.port,
+            &["-g", "-u", "alice", "-w", "wonderland"],
+        ),
+        80,
+    );
+    // Two clients relayed by this same server talk through each other's relay address.
+    assert_lossless(
+        "udp client to client",
+        uclient(
+            &uc,
+            port,
+            peer.port,
+            &["-y", "-u", "alice", "-w", "wonderland"],
+        ),
+        160,
+    );
+    let m = turn.metrics();
+    assert!(m.contains("huddle_turn_packets_to_peers_total"), "{m}");
+    assert!(
+        !m.contains("huddle_turn_packets_to_peers_total 0\n"),
+        "relayed packets are counted:\n{m}"
+    );
+}
+
+#[test]
+fn uclient_relays_over_tcp_with_channels_and_indications() {
+    let (Some(uc), Some(pb)) = (tool("turnutils_uclient"), tool("turnutils_peer")) else {
+        return;
+    };
+    let turn = Turn::start();
+    let peer = Peer::start(&pb);
+    let port = turn.tcp.port();
+    assert_lossless(
+        "tcp channels",
+        uclient(
+            &uc,
+            port,
+            peer.port,
+            &["-t", "-u", "alice", "-w", "wonderland"],
+        ),
+        80,
+    );
+    assert_lossless(
+        "tcp indications, REST",
+        uclient(
+            &uc,
+            port,
+            peer.port,
+            &["-t", "-s", "-u", "bob", "-W", "rest-secret"],
+        ),
+        80,
+    );
+    assert_lossless(
+        "tcp padded channels",
+        uclient(
+            &uc,
+            port,
+            peer.port,
+            &["-t", "-D", "-u", "alice", "-w", "wonderland"],
+        ),
+        80,
+    );
+}
+
+#[test]
+fn wrong_password_is_refused_and_counted() {
+    let (Some(uc), Some(pb)) = (tool("turnutils_uclient"), tool("turnutils_peer")) else {
+        return;
+    };
+    let turn = Turn::start();
+    let peer = Peer::start(&pb);
+    let out = Command::new("timeout")
+        .args(["5"])
+        .arg(uc)
+        .args([
+            "-u",
+            "alice",
+            "-w",
+            "not-the-password",
+            "-n",
+            "5",
+            "-m",
+            "1",
+        ])
+        .args([
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer.port.to_string(),
+            "-p",
+            &turn.udp.port().to_string(),
+            "127.0.0.1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !text.contains("tot_recv_msgs=5"),
+        "nothing may be relayed:\n{text}"
+    );
+    let m = turn.metrics();
+    let failures: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("huddle_turn_auth_failures_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(failures >= 1, "auth failures are counted:\n{m}");
+    assert!(m.contains("huddle_turn_allocations 0"), "{m}");
+}

@@ -1,0 +1,121 @@
+//! Prometheus metrics of the TURN server, read from the core at scrape time.
+
+use std::sync::Weak;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::driver::Shared;
+use crate::server::Drop;
+
+/// Exports allocations, permissions, channels, relayed packets and bytes each way, auth
+/// failures and drops by reason under `huddle_turn_*`.
+#[derive(Debug)]
+pub struct TurnCollector(pub(crate) Weak<Shared>);
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("turn::Shared")
+    }
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    ConstCounter::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: usize) -> std::fmt::Result {
+    ConstGauge::new(v as i64).encode(e.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+impl Collector for TurnCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let Some(shared) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let (stats, allocations, permissions, channels) = {
+            let core = shared.core.lock();
+            (
+                core.stats().clone(),
+                core.allocation_count(),
+                core.permission_count(),
+                core.channel_count(),
+            )
+        };
+        gauge(
+            &mut e,
+            "huddle_turn_allocations",
+            "TURN allocations",
+            allocations,
+        )?;
+        gauge(
+            &mut e,
+            "huddle_turn_permissions",
+            "TURN permissions",
+            permissions,
+        )?;
+        gauge(
+            &mut e,
+            "huddle_turn_channels",
+            "TURN channel bindings",
+            channels,
+        )?;
+        counter(
+            &mut e,
+            "huddle_turn_allocations_created",
+            "TURN allocations created",
+            stats.allocations_created,
+        )?;
+        counter(
+            &mut e,
+            "huddle_turn_packets_to_peers",
+            "Datagrams relayed from clients to peers",
+            stats.packets_to_peers,
+        )?;
+        counter(
+            &mut e,
+            "huddle_turn_bytes_to_peers",
+            "Payload bytes relayed from clients to peers",
+            stats.bytes_to_peers,
+        )?;
+        counter(
+            &mut e,
+            "huddle_turn_packets_to_clients",
+            "Datagrams relayed from peers to clients",
+            stats.packets_to_clients,
+        )?;
+        counter(
+            &mut e,
+            "huddle_turn_bytes_to_clients",
+            "Payload bytes relayed from peers to clients",
+            stats.bytes_to_clients,
+        )?;
+        counter(
+            &mut e,
+            "huddle_turn_auth_failures",
+            "Failed TURN authentications",
+            stats.auth_failures,
+        )?;
+        let mut family = e.encode_descriptor(
+            "huddle_turn_drops",
+            "Packets dropped, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for why in Drop::ALL {
+            let labels = [("reason", why.as_str())];
+            let v = stats.drops.get(&why).copied().unwrap_or(0);
+            ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+impl crate::driver::TurnService {
+    /// A collector to register in the process's Prometheus registry.
+    pub fn collector(&self) -> TurnCollector {
+        TurnCollector(std::sync::Arc::downgrade(&self.shared()))
+    }
+}
