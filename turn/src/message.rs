@@ -1,7 +1,7 @@
 //! Building STUN responses with stun-rs into a reusable buffer.
 
 use stun_rs::attributes::stun::{
-    ErrorCode, Fingerprint, MessageIntegrity, Nonce, Realm, Software, UnknownAttributes,
+    ErrorCode, Fingerprint, MessageIntegrity, MessageIntegritySha256, Nonce, Realm, Software, UnknownAttributes,
 };
 use stun_rs::{
     HMACKey, MessageClass, MessageEncoderBuilder, StunAttribute, StunMessage, StunMessageBuilder,
@@ -74,6 +74,8 @@ impl Error {
 /// How to sign a response.
 pub struct Signing<'a> {
     pub key: Option<&'a HMACKey>,
+    /// Sign with MESSAGE-INTEGRITY-SHA256 (the client used only that, RFC 8489 §14.6).
+    pub sha256: bool,
     pub fingerprint: bool,
 }
 
@@ -92,8 +94,10 @@ pub fn write_response(
         b = b.with_attribute(a);
     }
     b = b.with_attribute(software.clone());
-    if let Some(key) = signing.key {
-        b = b.with_attribute(MessageIntegrity::new(key.clone()));
+    match signing.key {
+        Some(key) if signing.sha256 => b = b.with_attribute(MessageIntegritySha256::new(key.clone())),
+        Some(key) => b = b.with_attribute(MessageIntegrity::new(key.clone())),
+        None => {}
     }
     if signing.fingerprint {
         b = b.with_attribute(Fingerprint::default());
