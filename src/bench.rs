@@ -6,7 +6,7 @@ use anyhow::Context;
 use huddle_bench::server::Target;
 use huddle_bench::signal_load::{self, Options};
 
-use crate::cli::SignalLoadArgs;
+use crate::cli::{SignalLoadArgs, TurnLoadArgs};
 
 pub async fn signal_load(args: SignalLoadArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the huddle binary")?;
@@ -45,6 +45,24 @@ pub async fn signal_load(args: SignalLoadArgs) -> anyhow::Result<()> {
     std::fs::write(&args.out, serde_json::to_string_pretty(&reports)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
     print!("{}", signal_load::summary(&reports));
+    println!("report written to {}", args.out.display());
+    Ok(())
+}
+
+pub fn turn_load(args: TurnLoadArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the huddle binary")?;
+    let opts = huddle_bench::turn_load::Options {
+        clients: args.clients,
+        messages: args.messages,
+        length: args.length,
+        interval_ms: args.interval_ms,
+        threads: args.threads,
+        idle_allocations: args.idle_allocations,
+    };
+    let report = huddle_bench::turn_load::run(&exe, &opts, |p| eprintln!("turn-load: {p}"))?;
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    print!("{}", huddle_bench::turn_load::summary(&report));
     println!("report written to {}", args.out.display());
     Ok(())
 }

@@ -116,6 +116,9 @@ pub struct TurnArgs {
     /// Allocations per user [config: turn.user_quota].
     #[arg(long)]
     pub user_quota: Option<usize>,
+    /// Worker threads [config: turn.threads; default: one per core].
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Serve /metrics and /healthz on this address [config: turn.metrics_listen].
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
@@ -170,8 +173,34 @@ pub enum BenchScenario {
     Sweep,
     /// SFU forwarding capacity (not available yet).
     SfuLoad,
-    /// TURN relay throughput against huddle or another TURN server (not available yet).
-    TurnLoad,
+    /// TURN relay throughput, CPU and memory: huddle's TURN server against coturn's, with
+    /// coturn's turnutils_uclient as the load (needs Debian's coturn package).
+    TurnLoad(TurnLoadArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TurnLoadArgs {
+    /// Concurrent client sessions.
+    #[arg(long, default_value_t = 20)]
+    pub clients: usize,
+    /// Messages per session (each is echoed back by the peer).
+    #[arg(long, default_value_t = 5000)]
+    pub messages: usize,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 160)]
+    pub length: usize,
+    /// Milliseconds between a session's messages (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub interval_ms: u32,
+    /// Worker threads to compare at (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub threads: Vec<usize>,
+    /// Allocations held open to measure memory per allocation.
+    #[arg(long, default_value_t = 200)]
+    pub idle_allocations: usize,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "bench-turn-load.json")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -98,6 +98,8 @@ pub struct TurnConfig {
     pub auth_failures_per_minute: u32,
     /// `huddle turn` only: serve /metrics and /healthz here.
     pub metrics_listen: Option<SocketAddr>,
+    /// `huddle turn` only: worker threads (0: one per core).
+    pub threads: usize,
 }
 
 impl Default for TurnConfig {
@@ -122,6 +124,7 @@ impl Default for TurnConfig {
             user_quota: 100,
             auth_failures_per_minute: 30,
             metrics_listen: None,
+            threads: 0,
         }
     }
 }

@@ -112,14 +112,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let cfg = load(&args.config, overrides, config::Purpose::Turn)?;
             logging::init(cfg.log.format, &cfg.log.level);
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(turn::run_standalone(cfg.turn))?;
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if cfg.turn.threads > 0 {
+                runtime.worker_threads(cfg.turn.threads);
+            }
+            runtime
+                .enable_all()
+                .build()?
+                .block_on(turn::run_standalone(cfg.turn))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => match args.scenario {
             BenchScenario::SignalLoad(a) => {
                 let runtime = tokio::runtime::Runtime::new()?;
                 runtime.block_on(bench::signal_load(a))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            BenchScenario::TurnLoad(a) => {
+                bench::turn_load(a)?;
                 Ok(ExitCode::SUCCESS)
             }
             other => {

@@ -148,6 +148,9 @@ pub fn overrides(a: &crate::cli::TurnArgs) -> serde_json::Value {
     if let Some(v) = a.user_quota {
         t.insert("user_quota".into(), v.into());
     }
+    if let Some(v) = a.threads {
+        t.insert("threads".into(), v.into());
+    }
     if let Some(v) = a.metrics_listen {
         t.insert("metrics_listen".into(), v.to_string().into());
     }

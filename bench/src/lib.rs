@@ -13,6 +13,7 @@
 pub mod report;
 pub mod server;
 pub mod signal_load;
+pub mod turn_load;
 
 /// Errors of a benchmark run.
 #[derive(Debug, thiserror::Error)]

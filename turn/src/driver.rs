@@ -25,6 +25,28 @@ use crate::server::{
 const MAX_DATAGRAM: usize = 65_536;
 /// Frames queued toward one TCP client before newer ones are dropped.
 const TCP_QUEUE: usize = 256;
+/// Kernel buffer of listener sockets: they carry every client's traffic, in bursts.
+const LISTENER_BUFFER: usize = 4 << 20;
+/// Kernel buffer of relay sockets (kernel memory, used only while data waits).
+const RELAY_BUFFER: usize = 512 << 10;
+
+/// Binds a UDP socket with enlarged kernel buffers.
+fn bind_udp(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Best effort: the kernel caps these at net.core.[rw]mem_max.
+    let _ = socket.set_recv_buffer_size(buffer);
+    let _ = socket.set_send_buffer_size(buffer);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
 
 /// Where and how to run.
 #[derive(Debug, Clone)]
@@ -63,9 +85,7 @@ impl Ports {
         } else {
             (self.relay_v4, self.advertised_v4)
         };
-        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, port)).ok()?;
-        std_socket.set_nonblocking(true).ok()?;
-        let socket = Arc::new(UdpSocket::from_std(std_socket).ok()?);
+        let socket = Arc::new(bind_udp(SocketAddr::new(bind_ip, port), RELAY_BUFFER).ok()?);
         let advertised = SocketAddr::new(adv_ip, port);
         let shared = self.shared.upgrade()?;
         let stop = CancellationToken::new();
@@ -125,6 +145,8 @@ pub struct Shared {
     tcp: RwLock<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// Datagrams that found a full socket buffer (or a gone socket) when sent.
+    pub(crate) send_drops: std::sync::atomic::AtomicU64,
 }
 
 /// A running TURN server.
@@ -182,11 +204,12 @@ impl TurnService {
                 tcp: RwLock::new(HashMap::new()),
                 tracker: TaskTracker::new(),
                 shutdown: shutdown.clone(),
+                send_drops: Default::default(),
             }
         });
         let mut udp_addrs = Vec::new();
         for addr in &opts.listen_udp {
-            let socket = Arc::new(UdpSocket::bind(addr).await?);
+            let socket = Arc::new(bind_udp(*addr, LISTENER_BUFFER)?);
             let local = socket.local_addr()?;
             shared.udp.write().insert(local, socket.clone());
             shared
@@ -224,57 +247,80 @@ impl TurnService {
     }
 }
 
-/// Sends what the core produced.
-async fn deliver(shared: &Shared, route: Route, data: &[u8]) {
-    match route {
-        Route::Peer { relay, peer } => {
-            let socket = shared.relays.read().get(&relay).cloned();
-            if let Some(s) = socket {
-                let _ = s.send_to(data, peer).await;
-            }
-        }
+thread_local! {
+    /// Receive and output buffers of the worker thread. Datagram paths are synchronous
+    /// from receive to send, so one pair per thread serves every socket and an idle relay
+    /// socket holds no buffer at all.
+    static BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+        std::cell::RefCell::new((vec![0u8; MAX_DATAGRAM], Vec::with_capacity(MAX_DATAGRAM)));
+}
+
+/// Sends what the core produced, without waiting: a datagram that finds a full socket
+/// buffer is dropped, as the network would.
+fn deliver(shared: &Shared, route: Route, data: &[u8]) {
+    let sent = match route {
+        Route::Peer { relay, peer } => match shared.relays.read().get(&relay) {
+            Some(s) => s.try_send_to(data, peer).is_ok(),
+            None => false,
+        },
         Route::Client(tuple) => match tuple.transport {
-            Transport::Udp => {
-                let socket = shared.udp.read().get(&tuple.server).cloned();
-                if let Some(s) = socket {
-                    let _ = s.send_to(data, tuple.client).await;
-                }
-            }
+            Transport::Udp => match shared.udp.read().get(&tuple.server) {
+                Some(s) => s.try_send_to(data, tuple.client).is_ok(),
+                None => false,
+            },
             Transport::Tcp | Transport::Tls => {
                 let tx = shared.tcp.read().get(&tuple).cloned();
-                if let Some(tx) = tx {
-                    // A client that does not read loses datagrams, as it would over UDP.
-                    let _ = tx.try_send(data.to_vec());
-                }
+                // A client that does not read loses datagrams, as it would over UDP.
+                tx.is_some_and(|tx| tx.try_send(data.to_vec()).is_ok())
             }
         },
+    };
+    if !sent {
+        shared
+            .send_drops
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
-async fn udp_listener(shared: Arc<Shared>, local: SocketAddr, socket: Arc<UdpSocket>) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut out = Vec::with_capacity(MAX_DATAGRAM);
-    loop {
-        let (n, from) = tokio::select! {
-            _ = shared.shutdown.cancelled() => break,
-            r = socket.recv_from(&mut buf) => match r {
+/// Reads every datagram waiting on `socket` and hands each to `handle`.
+fn drain_socket(
+    shared: &Shared,
+    socket: &UdpSocket,
+    mut handle: impl FnMut(&mut TurnServer<Ports>, SocketAddr, &[u8], &mut Vec<u8>) -> Option<Route>,
+) {
+    BUFFERS.with(|b| {
+        let (buf, out) = &mut *b.borrow_mut();
+        // Bounded so one busy socket cannot starve the others on this thread.
+        for _ in 0..64 {
+            let (n, from) = match socket.try_recv_from(buf) {
                 Ok(x) => x,
-                // ICMP errors surface as recv errors on some systems; keep serving.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // ICMP errors surface as receive errors; keep serving.
                 Err(_) => continue,
-            },
-        };
-        let tuple = FiveTuple {
-            transport: Transport::Udp,
-            client: from,
-            server: local,
-        };
-        let route = shared
-            .core
-            .lock()
-            .handle_client(Instant::now(), tuple, &buf[..n], &mut out);
-        if let Some(route) = route {
-            deliver(&shared, route, &out).await;
+            };
+            let route = handle(&mut shared.core.lock(), from, &buf[..n], out);
+            if let Some(route) = route {
+                deliver(shared, route, out);
+            }
         }
+    });
+}
+
+async fn udp_listener(shared: Arc<Shared>, local: SocketAddr, socket: Arc<UdpSocket>) {
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            r = socket.readable() => if r.is_err() { continue },
+        }
+        drain_socket(&shared, &socket, |core, from, data, out| {
+            let tuple = FiveTuple {
+                transport: Transport::Udp,
+                client: from,
+                server: local,
+            };
+            core.handle_client(Instant::now(), tuple, data, out)
+        });
+        tokio::task::yield_now().await;
     }
 }
 
@@ -284,30 +330,20 @@ async fn relay_reader(
     socket: Arc<UdpSocket>,
     stop: CancellationToken,
 ) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut out = Vec::with_capacity(MAX_DATAGRAM);
     loop {
-        let (n, peer) = tokio::select! {
+        tokio::select! {
             _ = stop.cancelled() => break,
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(_) => continue,
-            },
-        };
+            r = socket.readable() => if r.is_err() { continue },
+        }
         let Some(shared) = shared.upgrade() else {
             break;
         };
         if shared.shutdown.is_cancelled() {
             break;
         }
-        let route =
-            shared
-                .core
-                .lock()
-                .handle_peer(Instant::now(), advertised, peer, &buf[..n], &mut out);
-        if let Some(route) = route {
-            deliver(&shared, route, &out).await;
-        }
+        drain_socket(&shared, &socket, |core, peer, data, out| {
+            core.handle_peer(Instant::now(), advertised, peer, data, out)
+        });
     }
 }
 
@@ -409,7 +445,7 @@ async fn tcp_connection(shared: Arc<Shared>, tuple: FiveTuple, stream: TcpStream
                     );
                     buf.drain(..len);
                     if let Some(route) = route {
-                        deliver(&shared, route, &out).await;
+                        deliver(&shared, route, &out);
                     }
                 }
             }

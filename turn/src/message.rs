@@ -1,7 +1,8 @@
 //! Building STUN responses with stun-rs into a reusable buffer.
 
 use stun_rs::attributes::stun::{
-    ErrorCode, Fingerprint, MessageIntegrity, MessageIntegritySha256, Nonce, Realm, Software, UnknownAttributes,
+    ErrorCode, Fingerprint, MessageIntegrity, MessageIntegritySha256, Nonce, Realm, Software,
+    UnknownAttributes,
 };
 use stun_rs::{
     HMACKey, MessageClass, MessageEncoderBuilder, StunAttribute, StunMessage, StunMessageBuilder,
@@ -95,7 +96,9 @@ pub fn write_response(
     }
     b = b.with_attribute(software.clone());
     match signing.key {
-        Some(key) if signing.sha256 => b = b.with_attribute(MessageIntegritySha256::new(key.clone())),
+        Some(key) if signing.sha256 => {
+            b = b.with_attribute(MessageIntegritySha256::new(key.clone()))
+        }
         Some(key) => b = b.with_attribute(MessageIntegrity::new(key.clone())),
         None => {}
     }

@@ -98,6 +98,13 @@ impl Collector for TurnCollector {
             "Failed TURN authentications",
             stats.auth_failures,
         )?;
+        let send_drops = shared.send_drops.load(std::sync::atomic::Ordering::Relaxed);
+        counter(
+            &mut e,
+            "huddle_turn_send_drops",
+            "Datagrams dropped because a socket buffer was full",
+            send_drops,
+        )?;
         let mut family = e.encode_descriptor(
             "huddle_turn_drops",
             "Packets dropped, by reason",

@@ -134,8 +134,13 @@ impl<R: RelayPorts> TurnServer<R> {
         key: Option<&HMACKey>,
         fingerprint: bool,
     ) -> Option<Route> {
-        let sha256 = req.get::<MessageIntegritySha256>().is_some() && req.get::<MessageIntegrity>().is_none();
-        let signing = Signing { key, sha256, fingerprint };
+        let sha256 = req.get::<MessageIntegritySha256>().is_some()
+            && req.get::<MessageIntegrity>().is_none();
+        let signing = Signing {
+            key,
+            sha256,
+            fingerprint,
+        };
         message::write_response(out, req, class, attrs, &self.software, signing)
             .then_some(Route::Client(tuple))
     }

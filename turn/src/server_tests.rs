@@ -648,8 +648,20 @@ fn sha256_integrity_is_answered_in_kind() {
     let t0 = Instant::now();
     let mut s = server(t0, ServerConfig::default());
     let mut c = Client::new(tuple(4000), "alice", "wonderland");
-    let r = send(&mut s, t0, c.tuple, &c.encode(ALLOCATE, vec![udp()], TransactionId::default(), false));
-    c.nonce = Some(r.get::<Nonce>().unwrap().as_nonce().unwrap().as_str().to_owned());
+    let r = send(
+        &mut s,
+        t0,
+        c.tuple,
+        &c.encode(ALLOCATE, vec![udp()], TransactionId::default(), false),
+    );
+    c.nonce = Some(
+        r.get::<Nonce>()
+            .unwrap()
+            .as_nonce()
+            .unwrap()
+            .as_str()
+            .to_owned(),
+    );
     let msg = StunMessageBuilder::new(ALLOCATE, MessageClass::Request)
         .with_attribute(udp())
         .with_attribute(UserName::new("alice").unwrap())
@@ -658,10 +670,20 @@ fn sha256_integrity_is_answered_in_kind() {
         .with_attribute(MessageIntegritySha256::new(c.key.clone()))
         .build();
     let mut buf = vec![0u8; 1500];
-    let n = MessageEncoderBuilder::default().build().encode(&mut buf, &msg).unwrap();
+    let n = MessageEncoderBuilder::default()
+        .build()
+        .encode(&mut buf, &msg)
+        .unwrap();
     let raw = send_raw(&mut s, t0, c.tuple, &buf[..n]);
-    let ctx = DecoderContextBuilder::default().with_key(c.key.clone()).with_validation().build();
-    let (resp, _) = MessageDecoderBuilder::default().with_context(ctx).build().decode(&raw).unwrap();
+    let ctx = DecoderContextBuilder::default()
+        .with_key(c.key.clone())
+        .with_validation()
+        .build();
+    let (resp, _) = MessageDecoderBuilder::default()
+        .with_context(ctx)
+        .build()
+        .decode(&raw)
+        .unwrap();
     assert_eq!(resp.class(), MessageClass::SuccessResponse);
     assert!(resp.get::<MessageIntegritySha256>().is_some());
     assert!(resp.get::<MessageIntegrity>().is_none());
