@@ -86,6 +86,16 @@ pub struct TurnArgs {
     /// default 0.0.0.0:3478]. Port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
+    /// TLS listen address, repeatable [config: turn.listen_tls; default 0.0.0.0:5349]; used
+    /// when a certificate is given.
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for TURN over TLS [config: turn.tls_cert].
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TURN over TLS [config: turn.tls_key].
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Address relay sockets bind to [config: turn.relay_ip].
     #[arg(long, value_name = "IP")]
     pub relay_ip: Option<std::net::IpAddr>,

@@ -70,6 +70,12 @@ pub struct TurnConfig {
     pub listen_udp: Vec<SocketAddr>,
     /// TCP listeners for STUN/TURN.
     pub listen_tcp: Vec<SocketAddr>,
+    /// TLS listeners (used when tls_cert and tls_key are set).
+    pub listen_tls: Vec<SocketAddr>,
+    /// PEM certificate chain for TURN over TLS.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for TURN over TLS.
+    pub tls_key: Option<std::path::PathBuf>,
     /// Address relay sockets bind to.
     pub relay_ip: IpAddr,
     /// Public address advertised for relays (needed when relay_ip is unspecified or private).
@@ -109,6 +115,9 @@ impl Default for TurnConfig {
             enabled: true,
             listen_udp: vec![any],
             listen_tcp: vec![any],
+            listen_tls: vec![SocketAddr::from(([0, 0, 0, 0], 5349))],
+            tls_cert: None,
+            tls_key: None,
             relay_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             external_ip: None,
             relay_ip_v6: None,
@@ -170,7 +179,13 @@ pub fn load(
         fig = fig.merge(Toml::file_exact(path));
     }
     fig = fig
-        .merge(Env::prefixed("HUDDLE_").ignore(&["config"]).split("__"))
+        // Only section-qualified variables (HUDDLE_<SECTION>__<KEY>) are configuration, so
+        // other HUDDLE_* variables (HUDDLE_CONFIG, tool settings) never clash with it.
+        .merge(
+            Env::prefixed("HUDDLE_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        )
         .merge(Serialized::defaults(overrides));
     let mut cfg: Config = fig.extract().map_err(|e| {
         let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
@@ -212,6 +227,7 @@ fn apply_dev_defaults(cfg: &mut Config) {
     };
     loopback(&mut cfg.turn.listen_udp);
     loopback(&mut cfg.turn.listen_tcp);
+    loopback(&mut cfg.turn.listen_tls);
     if !cfg.turn.relay_ip.is_loopback() {
         cfg.turn.relay_ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     }
@@ -301,6 +317,9 @@ fn validate(cfg: &Config, dev: bool) -> anyhow::Result<()> {
 fn validate_turn(t: &TurnConfig) -> anyhow::Result<()> {
     if t.min_port > t.max_port || t.min_port < 1024 {
         bail!("turn.min_port must be at least 1024 and not above turn.max_port");
+    }
+    if t.tls_cert.is_some() != t.tls_key.is_some() {
+        bail!("turn.tls_cert and turn.tls_key must be set together");
     }
     if t.listen_udp.is_empty() && t.listen_tcp.is_empty() {
         bail!("turn.listen_udp and turn.listen_tcp are both empty");

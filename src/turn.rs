@@ -38,9 +38,18 @@ pub fn options(t: &TurnConfig) -> anyhow::Result<TurnOptions> {
         own: Vec::new(),
         relay_ports: (t.min_port, t.max_port),
     };
+    let tls = match (&t.tls_cert, &t.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            huddle_turn::tls::load(cert, key)
+                .map_err(|e| anyhow::anyhow!("turn.tls_cert/tls_key: {e}"))?,
+        ),
+        _ => None,
+    };
     Ok(TurnOptions {
         listen_udp: t.listen_udp.clone(),
         listen_tcp: t.listen_tcp.clone(),
+        listen_tls: t.listen_tls.clone(),
+        tls,
         relay_ip: t.relay_ip,
         external_ip: t.external_ip,
         relay_ip_v6: t.relay_ip_v6,
@@ -66,6 +75,9 @@ pub async fn start(t: &TurnConfig, shutdown: CancellationToken) -> anyhow::Resul
     }
     for a in &service.tcp_addrs {
         println!("huddle: turn listening on tcp://{a}");
+    }
+    for a in &service.tls_addrs {
+        println!("huddle: turn listening on tls://{a}");
     }
     tracing::info!(udp = ?service.udp_addrs, tcp = ?service.tcp_addrs, realm = %t.realm, "turn server ready");
     Ok(service)
@@ -117,6 +129,16 @@ pub fn overrides(a: &crate::cli::TurnArgs) -> serde_json::Value {
         let l: Vec<String> = a.listen.iter().map(SocketAddr::to_string).collect();
         t.insert("listen_udp".into(), l.clone().into());
         t.insert("listen_tcp".into(), l.into());
+    }
+    if !a.tls_listen.is_empty() {
+        let l: Vec<String> = a.tls_listen.iter().map(SocketAddr::to_string).collect();
+        t.insert("listen_tls".into(), l.into());
+    }
+    if let Some(v) = &a.tls_cert {
+        t.insert("tls_cert".into(), v.display().to_string().into());
+    }
+    if let Some(v) = &a.tls_key {
+        t.insert("tls_key".into(), v.display().to_string().into());
     }
     if let Some(v) = a.relay_ip {
         t.insert("relay_ip".into(), v.to_string().into());

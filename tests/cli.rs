@@ -27,7 +27,10 @@ fn check_config_prints_effective_config_redacted() {
     .unwrap();
     let (code, out, _) = huddle(
         &["check-config", "--config", path.to_str().unwrap()],
-        &[("HUDDLE_ROOMS__IDLE_TIMEOUT", "90s")],
+        &[
+            ("HUDDLE_ROOMS__IDLE_TIMEOUT", "90s"),
+            ("HUDDLE_SOMETHING_ELSE", "not config"),
+        ],
     );
     assert_eq!(code, 0);
     assert!(out.contains("max_participants = 12"), "{out}");

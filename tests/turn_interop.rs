@@ -31,14 +31,26 @@ struct Turn {
     child: Child,
     udp: SocketAddr,
     tcp: SocketAddr,
+    tls: SocketAddr,
     metrics: SocketAddr,
+    _dir: tempfile::TempDir,
 }
 
 impl Turn {
     fn start() -> Turn {
+        // A self-signed certificate for the TLS listener (the client does not verify it).
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+        std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_huddle"))
+            .arg("turn")
+            .args(["--tls-listen", "127.0.0.1:0", "--tls-cert"])
+            .arg(&cert_path)
+            .arg("--tls-key")
+            .arg(&key_path)
             .args([
-                "turn",
                 "--listen",
                 "127.0.0.1:0",
                 "--relay-ip",
@@ -64,13 +76,15 @@ impl Turn {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut udp, mut tcp, mut metrics) = (None, None, None);
-        while udp.is_none() || tcp.is_none() || metrics.is_none() {
+        let (mut udp, mut tcp, mut tls, mut metrics) = (None, None, None, None);
+        while udp.is_none() || tcp.is_none() || tls.is_none() || metrics.is_none() {
             let line = lines.next().expect("huddle turn exited early").unwrap();
             if let Some(a) = line.strip_prefix("huddle: turn listening on udp://") {
                 udp = Some(a.parse().unwrap());
             } else if let Some(a) = line.strip_prefix("huddle: turn listening on tcp://") {
                 tcp = Some(a.parse().unwrap());
+            } else if let Some(a) = line.strip_prefix("huddle: turn listening on tls://") {
+                tls = Some(a.parse().unwrap());
             } else if let Some(a) = line.strip_prefix("huddle: turn metrics on http://") {
                 metrics = Some(a.parse().unwrap());
             }
@@ -80,7 +94,9 @@ impl Turn {
             child,
             udp: udp.unwrap(),
             tcp: tcp.unwrap(),
+            tls: tls.unwrap(),
             metrics: metrics.unwrap(),
+            _dir: dir,
         }
     }
 
@@ -276,6 +292,36 @@ fn uclient_relays_over_tcp_with_channels_and_indications() {
             port,
             peer.port,
             &["-t", "-D", "-u", "alice", "-w", "wonderland"],
+        ),
+        80,
+    );
+}
+
+#[test]
+fn uclient_relays_over_tls() {
+    let (Some(uc), Some(pb)) = (tool("turnutils_uclient"), tool("turnutils_peer")) else {
+        return;
+    };
+    let turn = Turn::start();
+    let peer = Peer::start(&pb);
+    let port = turn.tls.port();
+    assert_lossless(
+        "tls channels",
+        uclient(
+            &uc,
+            port,
+            peer.port,
+            &["-t", "-S", "-u", "alice", "-w", "wonderland"],
+        ),
+        80,
+    );
+    assert_lossless(
+        "tls indications, REST",
+        uclient(
+            &uc,
+            port,
+            peer.port,
+            &["-t", "-S", "-s", "-u", "bob", "-W", "rest-secret"],
         ),
         80,
     );

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -53,6 +53,10 @@ fn bind_udp(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
 pub struct TurnOptions {
     pub listen_udp: Vec<SocketAddr>,
     pub listen_tcp: Vec<SocketAddr>,
+    /// TLS listeners (RFC 8656 §3.1: TURN over TLS, usually port 5349); need `tls`.
+    pub listen_tls: Vec<SocketAddr>,
+    /// Certificate and key for the TLS listeners.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// Address relay sockets bind to (IPv4).
     pub relay_ip: IpAddr,
     /// Address advertised in XOR-RELAYED-ADDRESS; defaults to `relay_ip`.
@@ -156,6 +160,8 @@ pub struct TurnService {
     pub udp_addrs: Vec<SocketAddr>,
     /// Bound TCP listener addresses.
     pub tcp_addrs: Vec<SocketAddr>,
+    /// Bound TLS listener addresses.
+    pub tls_addrs: Vec<SocketAddr>,
 }
 
 impl TurnService {
@@ -221,13 +227,27 @@ impl TurnService {
         for addr in &opts.listen_tcp {
             let listener = TcpListener::bind(addr).await?;
             tcp_addrs.push(listener.local_addr()?);
-            shared.tracker.spawn(tcp_listener(shared.clone(), listener));
+            shared
+                .tracker
+                .spawn(tcp_listener(shared.clone(), listener, None));
+        }
+        let mut tls_addrs = Vec::new();
+        if let Some(tls) = &opts.tls {
+            for addr in &opts.listen_tls {
+                let listener = TcpListener::bind(addr).await?;
+                tls_addrs.push(listener.local_addr()?);
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+                shared
+                    .tracker
+                    .spawn(tcp_listener(shared.clone(), listener, Some(acceptor)));
+            }
         }
         shared.tracker.spawn(timers(shared.clone()));
         Ok(Self {
             shared,
             udp_addrs,
             tcp_addrs,
+            tls_addrs,
         })
     }
 
@@ -370,7 +390,11 @@ async fn timers(shared: Arc<Shared>) {
     }
 }
 
-async fn tcp_listener(shared: Arc<Shared>, listener: TcpListener) {
+async fn tcp_listener(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => break,
@@ -382,14 +406,42 @@ async fn tcp_listener(shared: Arc<Shared>, listener: TcpListener) {
         let Ok(server) = stream.local_addr() else {
             continue;
         };
-        let tuple = FiveTuple {
-            transport: Transport::Tcp,
-            client,
-            server,
-        };
-        shared
-            .tracker
-            .spawn(tcp_connection(shared.clone(), tuple, stream));
+        let _ = stream.set_nodelay(true);
+        match &tls {
+            None => {
+                let tuple = FiveTuple {
+                    transport: Transport::Tcp,
+                    client,
+                    server,
+                };
+                shared
+                    .tracker
+                    .spawn(stream_connection(shared.clone(), tuple, stream));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let shared2 = shared.clone();
+                shared.tracker.spawn(async move {
+                    // A handshake that stalls must not hold a task forever.
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(tls_stream)) => {
+                            let tuple = FiveTuple {
+                                transport: Transport::Tls,
+                                client,
+                                server,
+                            };
+                            stream_connection(shared2, tuple, tls_stream).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -409,13 +461,17 @@ fn frame_len(buf: &[u8]) -> Result<Option<usize>, ()> {
     Ok((buf.len() >= total).then_some(total))
 }
 
-async fn tcp_connection(shared: Arc<Shared>, tuple: FiveTuple, stream: TcpStream) {
+/// Serves one stream client leg (TCP or TLS).
+async fn stream_connection<S>(shared: Arc<Shared>, tuple: FiveTuple, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
     shared.tcp.write().insert(tuple, tx);
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let writer_task = tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
-            if writer.write_all(&frame).await.is_err() {
+            if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
                 break;
             }
         }

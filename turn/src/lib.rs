@@ -24,4 +24,5 @@ mod requests;
 pub mod server;
 #[cfg(test)]
 mod server_tests;
+pub mod tls;
 pub mod wire;
