@@ -1,0 +1,94 @@
+//! A real WebRTC stack through huddle's TURN server: headless Chromium (Debian's
+//! `chromium`, driven by playwright-core from `tests/browser/`) connects two peer
+//! connections with `iceTransportPolicy: "relay"` over UDP and over TCP to the server, and
+//! a data-channel message makes the round trip. Both ends must use relay candidates.
+//!
+//! Needs node, chromium and `npm ci` in tests/browser; CI provides them and sets
+//! HUDDLE_REQUIRE_BROWSER=1 so that their absence fails instead of skipping.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn browser_available() -> bool {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let ok = dir.join("node_modules/playwright-core").is_dir()
+        && Path::new(&std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()))
+            .exists()
+        && Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("HUDDLE_REQUIRE_BROWSER").is_none(),
+            "browser test needs node, /usr/bin/chromium and `npm ci` in tests/browser"
+        );
+        eprintln!("SKIPPED: node, chromium or tests/browser/node_modules missing");
+    }
+    ok
+}
+
+#[test]
+fn chromium_connects_relay_only_through_huddle_turn() {
+    if !browser_available() {
+        return;
+    }
+    let mut turn = Command::new(env!("CARGO_BIN_EXE_huddle"))
+        .args([
+            "turn",
+            "--listen",
+            "127.0.0.1:0",
+            "--relay-ip",
+            "127.0.0.1",
+            "--min-port",
+            "41000",
+            "--max-port",
+            "48999",
+        ])
+        .args(["--auth-secret", "browser-secret", "--allow-loopback-peers"])
+        .env("HUDDLE_LOG__LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(turn.stdout.take().unwrap()).lines();
+    let (mut udp, mut tcp) = (None, None);
+    while udp.is_none() || tcp.is_none() {
+        let line = lines.next().expect("huddle turn exited").unwrap();
+        if let Some(a) = line.strip_prefix("huddle: turn listening on udp://") {
+            udp = Some(a.to_owned());
+        } else if let Some(a) = line.strip_prefix("huddle: turn listening on tcp://") {
+            tcp = Some(a.to_owned());
+        }
+    }
+    // TURN REST credentials, exactly as the signalling service hands them to browsers.
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let username = format!("{expiry}:browser");
+    let password = huddle_signal::ice::turn_rest_password(b"browser-secret", &username);
+    for url in [
+        format!("turn:{}?transport=udp", udp.unwrap()),
+        format!("turn:{}?transport=tcp", tcp.unwrap()),
+    ] {
+        let out = Command::new("node")
+            .arg("turn-relay.mjs")
+            .args([&url, &username, &password])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let report: serde_json::Value =
+            serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}"))
+                .unwrap_or_else(|_| panic!("{url}: unreadable output: {stdout}"));
+        assert!(out.status.success(), "{url}: {report}");
+        assert_eq!(report["reply"], "echo:hello through the relay", "{url}");
+        assert_eq!(report["local"], "relay", "{url}");
+        assert_eq!(report["remote"], "relay", "{url}");
+    }
+    let _ = turn.kill();
+    let _ = turn.wait();
+}
