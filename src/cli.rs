@@ -126,6 +126,10 @@ pub struct TurnArgs {
     /// Allocations per user [config: turn.user_quota].
     #[arg(long)]
     pub user_quota: Option<usize>,
+    /// Relayed bytes per second per user, both directions; 0 for no limit
+    /// [config: turn.user_bandwidth].
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    pub user_bandwidth: Option<u64>,
     /// Worker threads [config: turn.threads; default: one per core].
     #[arg(long)]
     pub threads: Option<usize>,

@@ -102,6 +102,8 @@ pub struct TurnConfig {
     pub user_quota: usize,
     /// Failed authentications per client IP per minute before its requests are dropped.
     pub auth_failures_per_minute: u32,
+    /// Relayed bytes per second per username, both directions (0: no limit).
+    pub user_bandwidth: u64,
     /// `huddle turn` only: serve /metrics and /healthz here.
     pub metrics_listen: Option<SocketAddr>,
     /// `huddle turn` only: worker threads (0: one per core).
@@ -132,6 +134,7 @@ impl Default for TurnConfig {
             max_allocations: 100_000,
             user_quota: 100,
             auth_failures_per_minute: 30,
+            user_bandwidth: 0,
             metrics_listen: None,
             threads: 0,
         }

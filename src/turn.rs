@@ -58,6 +58,7 @@ pub fn options(t: &TurnConfig) -> anyhow::Result<TurnOptions> {
             max_allocations: t.max_allocations,
             user_quota: t.user_quota,
             auth_failures_per_minute: t.auth_failures_per_minute,
+            user_bandwidth: t.user_bandwidth,
             ..Default::default()
         },
         credentials,
@@ -169,6 +170,9 @@ pub fn overrides(a: &crate::cli::TurnArgs) -> serde_json::Value {
     }
     if let Some(v) = a.user_quota {
         t.insert("user_quota".into(), v.into());
+    }
+    if let Some(v) = a.user_bandwidth {
+        t.insert("user_bandwidth".into(), v.into());
     }
     if let Some(v) = a.threads {
         t.insert("threads".into(), v.into());

@@ -344,6 +344,13 @@ impl<R: RelayPorts> TurnServer<R> {
         attrs.push(LifeTime::from(lifetime.as_secs() as u32).into());
         attrs.push(XorMappedAddress::from(tuple.client).into());
         *self.per_user.entry(username.clone()).or_default() += 1;
+        if self.cfg.user_bandwidth > 0 {
+            let rate = self.cfg.user_bandwidth;
+            self.buckets
+                .entry(username.clone())
+                .or_insert_with(|| crate::server::Bucket::new(now, rate))
+                .refs += 1;
+        }
         tracing::debug!(?tuple, ?relays, %username, "allocation created");
         let alloc = Allocation::new(
             username,

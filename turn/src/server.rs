@@ -83,6 +83,8 @@ pub struct ServerConfig {
     pub max_channels: usize,
     /// Failed authentications per client IP per minute before its requests are dropped.
     pub auth_failures_per_minute: u32,
+    /// Relayed bytes per second per username, both directions together; 0 for no limit.
+    pub user_bandwidth: u64,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +102,7 @@ impl Default for ServerConfig {
             max_permissions: 256,
             max_channels: 256,
             auth_failures_per_minute: 30,
+            user_bandwidth: 0,
         }
     }
 }
@@ -113,16 +116,18 @@ pub enum Drop {
     NoChannel,
     PeerDenied,
     AuthRateLimited,
+    BandwidthQuota,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 6] = [
+    pub const ALL: [Drop; 7] = [
         Drop::Malformed,
         Drop::NoAllocation,
         Drop::NoPermission,
         Drop::NoChannel,
         Drop::PeerDenied,
         Drop::AuthRateLimited,
+        Drop::BandwidthQuota,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -133,6 +138,7 @@ impl Drop {
             Drop::NoChannel => "no_channel",
             Drop::PeerDenied => "peer_denied",
             Drop::AuthRateLimited => "auth_rate_limited",
+            Drop::BandwidthQuota => "bandwidth_quota",
         }
     }
 }
@@ -147,6 +153,37 @@ pub struct Stats {
     pub auth_failures: u64,
     pub allocations_created: u64,
     pub drops: HashMap<Drop, u64>,
+}
+
+/// A user's bandwidth allowance: a token bucket of bytes holding one second's worth.
+#[derive(Debug)]
+pub(crate) struct Bucket {
+    tokens: f64,
+    last: Instant,
+    /// Allocations of the user; the bucket goes with the last one.
+    pub(crate) refs: usize,
+}
+
+impl Bucket {
+    pub(crate) fn new(now: Instant, rate: u64) -> Self {
+        Self {
+            tokens: rate as f64,
+            last: now,
+            refs: 0,
+        }
+    }
+
+    fn take(&mut self, bytes: usize, rate: u64, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * rate as f64).min(rate as f64);
+        if self.tokens >= bytes as f64 {
+            self.tokens -= bytes as f64;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -165,6 +202,8 @@ pub struct TurnServer<R> {
     pub(crate) allocations: HashMap<FiveTuple, Allocation>,
     pub(crate) by_relay: HashMap<SocketAddr, FiveTuple>,
     pub(crate) per_user: HashMap<String, usize>,
+    /// Bandwidth buckets by username, when `user_bandwidth` is set.
+    pub(crate) buckets: HashMap<String, Bucket>,
     /// EVEN-PORT reservations: token → (reserved relay address, expiry).
     pub(crate) reservations: HashMap<[u8; 8], (SocketAddr, Instant)>,
     pub(crate) timers: BTreeSet<(Instant, Timer)>,
@@ -175,6 +214,22 @@ pub struct TurnServer<R> {
     next_tid: u64,
     unix_base: SystemTime,
     mono_base: Instant,
+}
+
+/// Takes `bytes` from the user's bucket; always true when there is no limit.
+fn charge(
+    buckets: &mut HashMap<String, Bucket>,
+    user: &str,
+    bytes: usize,
+    rate: u64,
+    now: Instant,
+) -> bool {
+    if rate == 0 {
+        return true;
+    }
+    buckets
+        .get_mut(user)
+        .is_none_or(|b| b.take(bytes, rate, now))
 }
 
 impl<R: RelayPorts> TurnServer<R> {
@@ -200,6 +255,7 @@ impl<R: RelayPorts> TurnServer<R> {
             allocations: HashMap::new(),
             by_relay: HashMap::new(),
             per_user: HashMap::new(),
+            buckets: HashMap::new(),
             reservations: HashMap::new(),
             timers,
             auth_failures: HashMap::new(),
@@ -272,6 +328,15 @@ impl<R: RelayPorts> TurnServer<R> {
                     return self.drop_packet(Drop::NoPermission);
                 }
                 let relay = alloc.relay_for(peer)?;
+                if !charge(
+                    &mut self.buckets,
+                    &alloc.username,
+                    payload.len(),
+                    self.cfg.user_bandwidth,
+                    now,
+                ) {
+                    return self.drop_packet(Drop::BandwidthQuota);
+                }
                 out.clear();
                 out.extend_from_slice(payload);
                 self.stats.packets_to_peers += 1;
@@ -308,6 +373,15 @@ impl<R: RelayPorts> TurnServer<R> {
         if !self.policy.permits_destination(peer) {
             return self.drop_packet(Drop::PeerDenied);
         }
+        if !charge(
+            &mut self.buckets,
+            &alloc.username,
+            payload.len(),
+            self.cfg.user_bandwidth,
+            now,
+        ) {
+            return self.drop_packet(Drop::BandwidthQuota);
+        }
         out.clear();
         out.extend_from_slice(payload);
         self.stats.packets_to_peers += 1;
@@ -335,6 +409,15 @@ impl<R: RelayPorts> TurnServer<R> {
         }
         if data.len() > u16::MAX as usize - 64 {
             return self.drop_packet(Drop::Malformed);
+        }
+        if !charge(
+            &mut self.buckets,
+            &alloc.username,
+            data.len(),
+            self.cfg.user_bandwidth,
+            now,
+        ) {
+            return self.drop_packet(Drop::BandwidthQuota);
         }
         match alloc.channel_for(peer, now) {
             Some(number) => {
@@ -412,6 +495,12 @@ impl<R: RelayPorts> TurnServer<R> {
             for r in &a.relays {
                 self.by_relay.remove(r);
                 self.relays.release(*r);
+            }
+            if let Some(b) = self.buckets.get_mut(&a.username) {
+                b.refs = b.refs.saturating_sub(1);
+                if b.refs == 0 {
+                    self.buckets.remove(&a.username);
+                }
             }
             if let Some(n) = self.per_user.get_mut(&a.username) {
                 *n = n.saturating_sub(1);

@@ -593,6 +593,60 @@ fn quotas_and_wrong_user() {
 }
 
 #[test]
+fn user_bandwidth_is_capped_across_allocations() {
+    let t0 = Instant::now();
+    let mut s = server(
+        t0,
+        ServerConfig {
+            user_bandwidth: 1000,
+            ..Default::default()
+        },
+    );
+    let mut out = Vec::new();
+    let peer: SocketAddr = "11.0.0.44:7000".parse().unwrap();
+    let mut relays = Vec::new();
+    let mut clients = Vec::new();
+    for port in [4000, 4001] {
+        let mut c = Client::new(tuple(port), "alice", "wonderland");
+        relays.push(relayed(&c.call(&mut s, t0, ALLOCATE, vec![udp()])));
+        let bind = vec![
+            ChannelNumber::new(0x4000).into(),
+            peer_attr("11.0.0.44:7000"),
+        ];
+        assert_eq!(
+            c.call(&mut s, t0, CHANNEL_BIND, bind).class(),
+            MessageClass::SuccessResponse
+        );
+        clients.push(c);
+    }
+    let mut cd = Vec::new();
+    wire::write_channel_data(&mut cd, 0x4000, &[0u8; 600], false);
+    assert!(
+        s.handle_client(t0, clients[0].tuple, &cd, &mut out)
+            .is_some()
+    );
+    // The second allocation of the same user shares the allowance: 400 bytes left.
+    assert_eq!(s.handle_client(t0, clients[1].tuple, &cd, &mut out), None);
+    // Peer-to-client traffic counts too.
+    assert!(
+        s.handle_peer(t0, relays[1], peer, &[0u8; 300], &mut out)
+            .is_some()
+    );
+    assert_eq!(
+        s.handle_peer(t0, relays[1], peer, &[0u8; 300], &mut out),
+        None
+    );
+    // 100 bytes are left; half a second refills 500.
+    let later = t0 + Duration::from_millis(500);
+    wire::write_channel_data(&mut cd, 0x4000, &[0u8; 550], false);
+    assert!(
+        s.handle_client(later, clients[1].tuple, &cd, &mut out)
+            .is_some()
+    );
+    assert_eq!(s.stats().drops[&crate::server::Drop::BandwidthQuota], 2);
+}
+
+#[test]
 fn even_port_reservation_and_address_families() {
     let t0 = Instant::now();
     let mut s = server(t0, ServerConfig::default());
