@@ -124,6 +124,12 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
 fn rss_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -321,6 +327,7 @@ fn memory_run(
     uclient(port, peer_port, &warm)?.output()?;
     std::thread::sleep(Duration::from_millis(500));
     let before = rss_bytes(pid);
+    let fds_before = fd_count(pid);
     let hold = vec![
         "-m".to_string(),
         opts.idle_allocations.to_string(),
@@ -334,9 +341,20 @@ fn memory_run(
             .stderr(Stdio::null())
             .spawn()?,
     );
-    std::thread::sleep(
-        Duration::from_secs(3) + Duration::from_millis(5 * opts.idle_allocations as u64),
-    );
+    // Wait until every allocation is made: each one binds a relay socket, so the
+    // server's descriptor count rises by the number of allocations.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fd_count(pid) < fds_before + opts.idle_allocations && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let made = fd_count(pid).saturating_sub(fds_before);
+    if made < opts.idle_allocations {
+        return Err(BenchError::Server(format!(
+            "{kind}: only {made} of {} allocations were made",
+            opts.idle_allocations
+        )));
+    }
+    std::thread::sleep(Duration::from_secs(1));
     let after = rss_bytes(pid);
     drop(holder);
     Ok(Memory {

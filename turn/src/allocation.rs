@@ -1,7 +1,6 @@
 //! One TURN allocation (RFC 8656 §2.2): relayed transport addresses, permissions and
 //! channel bindings, each with its own expiry.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -35,10 +34,12 @@ pub struct Allocation {
     pub created_by: [u8; 12],
     /// Lifetime granted by the last Allocate or Refresh, in seconds.
     pub lifetime: u32,
-    /// Permissions by peer IP (ports are ignored, §9).
-    permissions: HashMap<IpAddr, Instant>,
-    channels: HashMap<u16, Channel>,
-    by_peer: HashMap<SocketAddr, u16>,
+    /// Permissions by peer IP (ports are ignored, §9). A few per allocation, bounded by
+    /// the server (256): a vector costs far less memory than a map, and a scan only ever
+    /// costs this allocation's own client.
+    permissions: Vec<(IpAddr, Instant)>,
+    /// Channel bindings, bounded the same way.
+    channels: Vec<(u16, Channel)>,
 }
 
 impl Allocation {
@@ -57,9 +58,8 @@ impl Allocation {
             expires,
             created_by,
             lifetime,
-            permissions: HashMap::new(),
-            channels: HashMap::new(),
-            by_peer: HashMap::new(),
+            permissions: Vec::new(),
+            channels: Vec::new(),
         }
     }
 
@@ -72,7 +72,7 @@ impl Allocation {
     }
 
     pub fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
-        self.permissions.get(&ip).is_some_and(|t| *t > now)
+        self.permissions.iter().any(|(p, t)| *p == ip && *t > now)
     }
 
     pub fn permission_count(&self) -> usize {
@@ -81,21 +81,30 @@ impl Allocation {
 
     /// Installs or refreshes a permission.
     pub fn permit(&mut self, ip: IpAddr, until: Instant) {
-        self.permissions.insert(ip, until);
+        match self.permissions.iter_mut().find(|(p, _)| *p == ip) {
+            Some(entry) => entry.1 = until,
+            None => {
+                // Most allocations talk to one peer: grow one entry at a time.
+                self.permissions.reserve_exact(1);
+                self.permissions.push((ip, until));
+            }
+        }
     }
 
     /// The live channel with this number.
     pub fn channel(&self, number: u16, now: Instant) -> Option<SocketAddr> {
         self.channels
-            .get(&number)
-            .filter(|c| c.expires > now)
-            .map(|c| c.peer)
+            .iter()
+            .find(|(n, c)| *n == number && c.expires > now)
+            .map(|(_, c)| c.peer)
     }
 
     /// The live channel bound to `peer`.
     pub fn channel_for(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
-        let n = *self.by_peer.get(&peer)?;
-        self.channel(n, now).map(|_| n)
+        self.channels
+            .iter()
+            .find(|(_, c)| c.peer == peer && c.expires > now)
+            .map(|(n, _)| *n)
     }
 
     pub fn channel_count(&self) -> usize {
@@ -112,34 +121,38 @@ impl Allocation {
         until: Instant,
         max: usize,
     ) -> Result<(), BindError> {
-        match (self.channels.get(&number), self.by_peer.get(&peer)) {
-            (Some(c), _) if c.peer != peer => return Err(BindError::Conflict),
-            (_, Some(n)) if *n != number => return Err(BindError::Conflict),
-            (None, None) if self.channels.len() >= max => return Err(BindError::TooMany),
-            _ => {}
+        // A number stays tied to its peer, and the peer to its number.
+        if self
+            .channels
+            .iter()
+            .any(|(n, c)| (*n == number) != (c.peer == peer))
+        {
+            return Err(BindError::Conflict);
         }
-        self.channels.insert(
-            number,
-            Channel {
-                peer,
-                expires: until,
-            },
-        );
-        self.by_peer.insert(peer, number);
+        if let Some((_, c)) = self.channels.iter_mut().find(|(n, _)| *n == number) {
+            c.expires = until;
+        } else if self.channels.len() >= max {
+            return Err(BindError::TooMany);
+        } else {
+            self.channels.reserve_exact(1);
+            self.channels.push((
+                number,
+                Channel {
+                    peer,
+                    expires: until,
+                },
+            ));
+        }
         Ok(())
     }
 
     /// Drops expired permissions, and channels expired for longer than `channel_grace`.
     pub fn prune(&mut self, now: Instant, channel_grace: std::time::Duration) {
-        self.permissions.retain(|_, t| *t > now);
-        let by_peer = &mut self.by_peer;
-        self.channels.retain(|_, c| {
-            let keep = c.expires + channel_grace > now;
-            if !keep {
-                by_peer.remove(&c.peer);
-            }
-            keep
-        });
+        self.permissions.retain(|(_, t)| *t > now);
+        self.channels
+            .retain(|(_, c)| c.expires + channel_grace > now);
+        self.permissions.shrink_to_fit();
+        self.channels.shrink_to_fit();
     }
 }
 

@@ -77,8 +77,8 @@ pub struct Ports {
     advertised_v4: IpAddr,
     relay_v6: Option<IpAddr>,
     range: (u16, u16),
-    /// Sockets by advertised address, with the token that stops their reader.
-    open: HashMap<SocketAddr, CancellationToken>,
+    /// Sockets by advertised address, with the handle that stops their reader.
+    open: HashMap<SocketAddr, tokio::task::AbortHandle>,
 }
 
 impl Ports {
@@ -92,15 +92,10 @@ impl Ports {
         let socket = Arc::new(bind_udp(SocketAddr::new(bind_ip, port), RELAY_BUFFER).ok()?);
         let advertised = SocketAddr::new(adv_ip, port);
         let shared = self.shared.upgrade()?;
-        let stop = CancellationToken::new();
         shared.relays.write().insert(advertised, socket.clone());
-        self.open.insert(advertised, stop.clone());
-        shared.tracker.spawn(relay_reader(
-            Arc::downgrade(&shared),
-            advertised,
-            socket,
-            stop,
-        ));
+        // Aborted on release; an idle reader is one small task and nothing else.
+        let task = tokio::spawn(relay_reader(Arc::downgrade(&shared), advertised, socket));
+        self.open.insert(advertised, task.abort_handle());
         Some(advertised)
     }
 }
@@ -129,8 +124,8 @@ impl RelayPorts for Ports {
     }
 
     fn release(&mut self, addr: SocketAddr) {
-        if let Some(stop) = self.open.remove(&addr) {
-            stop.cancel();
+        if let Some(task) = self.open.remove(&addr) {
+            task.abort();
         }
         if let Some(shared) = self.shared.upgrade() {
             shared.relays.write().remove(&addr);
@@ -344,16 +339,10 @@ async fn udp_listener(shared: Arc<Shared>, local: SocketAddr, socket: Arc<UdpSoc
     }
 }
 
-async fn relay_reader(
-    shared: Weak<Shared>,
-    advertised: SocketAddr,
-    socket: Arc<UdpSocket>,
-    stop: CancellationToken,
-) {
+async fn relay_reader(shared: Weak<Shared>, advertised: SocketAddr, socket: Arc<UdpSocket>) {
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            r = socket.readable() => if r.is_err() { continue },
+        if socket.readable().await.is_err() {
+            continue;
         }
         let Some(shared) = shared.upgrade() else {
             break;
