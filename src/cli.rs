@@ -99,6 +99,9 @@ pub struct TurnArgs {
     /// Address relay sockets bind to [config: turn.relay_ip].
     #[arg(long, value_name = "IP")]
     pub relay_ip: Option<std::net::IpAddr>,
+    /// IPv6 address for IPv6 relays [config: turn.relay_ip_v6; none: no IPv6 relaying].
+    #[arg(long, value_name = "IP")]
+    pub relay_ip_v6: Option<std::net::IpAddr>,
     /// Public IP advertised in relayed addresses [config: turn.external_ip].
     #[arg(long, value_name = "IP")]
     pub external_ip: Option<std::net::IpAddr>,

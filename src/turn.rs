@@ -144,6 +144,9 @@ pub fn overrides(a: &crate::cli::TurnArgs) -> serde_json::Value {
     if let Some(v) = a.relay_ip {
         t.insert("relay_ip".into(), v.to_string().into());
     }
+    if let Some(v) = a.relay_ip_v6 {
+        t.insert("relay_ip_v6".into(), v.to_string().into());
+    }
     if let Some(v) = a.external_ip {
         t.insert("external_ip".into(), v.to_string().into());
     }

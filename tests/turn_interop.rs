@@ -55,6 +55,8 @@ impl Turn {
                 "127.0.0.1:0",
                 "--relay-ip",
                 "127.0.0.1",
+                "--relay-ip-v6",
+                "::1",
                 "--min-port",
                 "41000",
                 "--max-port",
@@ -125,13 +127,17 @@ struct Peer {
 
 impl Peer {
     fn start(bin: &std::path::Path) -> Peer {
-        let port = UdpSocket::bind("127.0.0.1:0")
+        Self::start_on(bin, "127.0.0.1")
+    }
+
+    fn start_on(bin: &std::path::Path, ip: &str) -> Peer {
+        let port = UdpSocket::bind((ip, 0))
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let child = Command::new(bin)
-            .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-L", ip, "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -150,6 +156,16 @@ impl Drop for Peer {
 
 /// Runs turnutils_uclient and returns (sent, received, lost).
 fn uclient(bin: &std::path::Path, server_port: u16, peer: u16, extra: &[&str]) -> (u64, u64, u64) {
+    uclient_to(bin, server_port, "127.0.0.1", peer, extra)
+}
+
+fn uclient_to(
+    bin: &std::path::Path,
+    server_port: u16,
+    peer_ip: &str,
+    peer: u16,
+    extra: &[&str],
+) -> (u64, u64, u64) {
     let out = Command::new("timeout")
         .arg("60")
         .arg(bin)
@@ -157,7 +173,7 @@ fn uclient(bin: &std::path::Path, server_port: u16, peer: u16, extra: &[&str]) -
         .args(["-n", "40", "-m", "2", "-l", "180", "-z", "5"])
         .args([
             "-e",
-            "127.0.0.1",
+            peer_ip,
             "-r",
             &peer.to_string(),
             "-p",
@@ -248,6 +264,19 @@ fn uclient_relays_over_udp_with_channels_and_indications() {
             &["-y", "-u", "alice", "-w", "wonderland"],
         ),
         160,
+    );
+    // An IPv6 relay (REQUESTED-ADDRESS-FAMILY) to an IPv6 peer, from an IPv4 client leg.
+    let peer6 = Peer::start_on(&pb, "::1");
+    assert_lossless(
+        "udp ipv6 relay",
+        uclient_to(
+            &uc,
+            port,
+            "::1",
+            peer6.port,
+            &["-x", "-u", "alice", "-w", "wonderland"],
+        ),
+        80,
     );
     let m = turn.metrics();
     assert!(m.contains("huddle_turn_packets_to_peers_total"), "{m}");

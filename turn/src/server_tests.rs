@@ -744,6 +744,60 @@ fn sha256_integrity_is_answered_in_kind() {
 }
 
 #[test]
+fn dual_allocation_relays_each_family() {
+    use stun_rs::attributes::turn::AdditionalAddressFamily;
+    let t0 = Instant::now();
+    let mut s = server(t0, ServerConfig::default());
+    s.relays().ipv6 = true;
+    let mut c = Client::new(tuple(4000), "alice", "wonderland");
+    let r = c.call(
+        &mut s,
+        t0,
+        ALLOCATE,
+        vec![
+            udp(),
+            AdditionalAddressFamily::new(AddressFamily::IPv6).into(),
+        ],
+    );
+    assert_eq!(r.class(), MessageClass::SuccessResponse, "{:?}", code(&r));
+    let relays: Vec<SocketAddr> = r
+        .attributes()
+        .iter()
+        .filter_map(|a| a.as_xor_relayed_address().ok())
+        .map(|a| *a.socket_address())
+        .collect();
+    assert_eq!(relays.len(), 2);
+    assert!(relays[0].is_ipv4() && relays[1].is_ipv6());
+    // Permissions for both families; each peer is reached from the relay of its family.
+    let r = c.call(
+        &mut s,
+        t0,
+        CREATE_PERMMISSION,
+        vec![peer_attr("11.0.0.1:1"), peer_attr("[2606:4700::1]:1")],
+    );
+    assert_eq!(r.class(), MessageClass::SuccessResponse, "{:?}", code(&r));
+    let mut out = Vec::new();
+    let v6_peer: SocketAddr = "[2606:4700::1]:9".parse().unwrap();
+    assert_eq!(
+        s.handle_peer(t0, relays[1], v6_peer, b"x", &mut out),
+        Some(Route::Client(c.tuple))
+    );
+    let mut send_ind = Vec::new();
+    wire::write_data_indication(&mut send_ind, v6_peer, b"y", &[1; 12]);
+    send_ind[0..2].copy_from_slice(&wire::SEND_INDICATION.to_be_bytes());
+    assert_eq!(
+        s.handle_client(t0, c.tuple, &send_ind, &mut out),
+        Some(Route::Peer {
+            relay: relays[1],
+            peer: v6_peer
+        })
+    );
+    // Both relayed addresses go when the allocation does.
+    c.call(&mut s, t0, REFRESH, vec![LifeTime::from(0).into()]);
+    assert!(s.relays().bound.is_empty());
+}
+
+#[test]
 fn unknown_comprehension_required_attribute_gets_420() {
     let t0 = Instant::now();
     let mut s = server(t0, ServerConfig::default());
