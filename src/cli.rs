@@ -26,7 +26,7 @@ pub enum Command {
     /// Run the server: HTTP API, WebSocket signalling and the web demo.
     Serve(ServeArgs),
     /// Run the STUN/TURN server alone, for a dedicated relay machine.
-    Turn(TurnArgs),
+    Turn(Box<TurnArgs>),
     /// Mint an access token with the configured token secret.
     Token(TokenArgs),
     /// Validate a configuration and print the effective one, secrets redacted.
