@@ -133,7 +133,8 @@ pub struct TurnArgs {
     /// [config: turn.user_bandwidth].
     #[arg(long, value_name = "BYTES_PER_SEC")]
     pub user_bandwidth: Option<u64>,
-    /// Worker threads [config: turn.threads; default: one per core].
+    /// Relay threads, each a shard with its own sockets [config: turn.threads; default:
+    /// one per core].
     #[arg(long)]
     pub threads: Option<usize>,
     /// Serve /metrics and /healthz on this address [config: turn.metrics_listen].

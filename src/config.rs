@@ -106,7 +106,7 @@ pub struct TurnConfig {
     pub user_bandwidth: u64,
     /// `huddle turn` only: serve /metrics and /healthz here.
     pub metrics_listen: Option<SocketAddr>,
-    /// `huddle turn` only: worker threads (0: one per core).
+    /// Relay threads, one shard each (0: one per core).
     pub threads: usize,
 }
 

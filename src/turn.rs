@@ -63,6 +63,7 @@ pub fn options(t: &TurnConfig) -> anyhow::Result<TurnOptions> {
         },
         credentials,
         policy,
+        threads: t.threads,
     })
 }
 

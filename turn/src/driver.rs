@@ -1,6 +1,8 @@
-//! The tokio driver of the TURN core: UDP and TCP listeners for the client leg, one UDP
-//! socket per relayed address, and a timer task. The core sits behind one mutex; packets
-//! are handled under the lock and sent after it is released.
+//! The tokio driver of the TURN core. The server runs as shards, one per thread, each a
+//! current-thread runtime with its own TURN core, its own SO_REUSEPORT listener sockets
+//! (the kernel keeps a client's 5-tuple on one of them) and the relay sockets its core
+//! binds, so a packet is handled from receive to send on one thread with no lock shared
+//! between shards. Quotas, bandwidth and the nonce key are shared ([`CoreShared`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -15,10 +17,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Credentials;
+use crate::auth::{Credentials, Nonces};
 use crate::policy::PeerPolicy;
 use crate::server::{
-    FiveTuple, PortRequest, RelayPorts, Route, ServerConfig, Transport, TurnServer,
+    CoreShared, FiveTuple, PortRequest, RelayPorts, Route, ServerConfig, Transport, TurnServer,
 };
 
 /// Largest datagram read.
@@ -30,8 +32,8 @@ const LISTENER_BUFFER: usize = 4 << 20;
 /// Kernel buffer of relay sockets (kernel memory, used only while data waits).
 const RELAY_BUFFER: usize = 512 << 10;
 
-/// Binds a UDP socket with enlarged kernel buffers.
-fn bind_udp(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
+/// Binds a UDP socket with enlarged kernel buffers (not yet registered with a runtime).
+fn bind_udp(addr: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
@@ -45,8 +47,11 @@ fn bind_udp(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
     let _ = socket.set_send_buffer_size(buffer);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
+
+/// Ports reserved by EVEN-PORT, held unregistered so that any shard can claim them.
+type Reserved = Arc<Mutex<HashMap<SocketAddr, std::net::UdpSocket>>>;
 
 /// Where and how to run.
 #[derive(Debug, Clone)]
@@ -68,6 +73,8 @@ pub struct TurnOptions {
     pub server: ServerConfig,
     pub credentials: Credentials,
     pub policy: PeerPolicy,
+    /// Shards, each a thread with its own sockets and core; 0 for one per core.
+    pub threads: usize,
 }
 
 /// Relay sockets, bound on demand by the core.
@@ -79,24 +86,46 @@ pub struct Ports {
     range: (u16, u16),
     /// Sockets by advertised address, with the handle that stops their reader.
     open: HashMap<SocketAddr, tokio::task::AbortHandle>,
+    /// Reserved ports of every shard.
+    reserved: Reserved,
 }
 
 impl Ports {
-    fn try_bind(&mut self, ipv6: bool, port: u16) -> Option<SocketAddr> {
+    /// Binds a relay socket; returns it and the address advertised for it.
+    fn bind_socket(&self, ipv6: bool, port: u16) -> Option<(std::net::UdpSocket, SocketAddr)> {
         let (bind_ip, adv_ip) = if ipv6 {
             let ip = self.relay_v6?;
             (ip, ip)
         } else {
             (self.relay_v4, self.advertised_v4)
         };
-        let socket = Arc::new(bind_udp(SocketAddr::new(bind_ip, port), RELAY_BUFFER).ok()?);
-        let advertised = SocketAddr::new(adv_ip, port);
+        match bind_udp(SocketAddr::new(bind_ip, port), RELAY_BUFFER) {
+            Ok(s) => Some((s, SocketAddr::new(adv_ip, port))),
+            Err(e) => {
+                tracing::debug!(%bind_ip, port, error = %e, "relay port not available");
+                None
+            }
+        }
+    }
+
+    /// Registers a relay socket with this shard and starts reading it.
+    fn activate(
+        &mut self,
+        socket: std::net::UdpSocket,
+        advertised: SocketAddr,
+    ) -> Option<SocketAddr> {
+        let socket = Arc::new(UdpSocket::from_std(socket).ok()?);
         let shared = self.shared.upgrade()?;
         shared.relays.write().insert(advertised, socket.clone());
         // Aborted on release; an idle reader is one small task and nothing else.
         let task = tokio::spawn(relay_reader(Arc::downgrade(&shared), advertised, socket));
         self.open.insert(advertised, task.abort_handle());
         Some(advertised)
+    }
+
+    fn try_bind(&mut self, ipv6: bool, port: u16) -> Option<SocketAddr> {
+        let (socket, advertised) = self.bind_socket(ipv6, port)?;
+        self.activate(socket, advertised)
     }
 }
 
@@ -131,6 +160,24 @@ impl RelayPorts for Ports {
             shared.relays.write().remove(&addr);
         }
     }
+
+    fn reserve(&mut self, ipv6: bool, port: u16) -> Option<SocketAddr> {
+        if !(self.range.0..=self.range.1).contains(&port) {
+            return None;
+        }
+        let (socket, advertised) = self.bind_socket(ipv6, port)?;
+        self.reserved.lock().insert(advertised, socket);
+        Some(advertised)
+    }
+
+    fn claim(&mut self, addr: SocketAddr) -> bool {
+        let socket = self.reserved.lock().remove(&addr);
+        socket.and_then(|s| self.activate(s, addr)).is_some()
+    }
+
+    fn unreserve(&mut self, addr: SocketAddr) {
+        self.reserved.lock().remove(&addr);
+    }
 }
 
 /// State shared by the driver's tasks.
@@ -148,9 +195,10 @@ pub struct Shared {
     pub(crate) send_drops: std::sync::atomic::AtomicU64,
 }
 
-/// A running TURN server.
+/// A running TURN server: one shard per thread.
 pub struct TurnService {
-    shared: Arc<Shared>,
+    shards: Vec<Arc<Shared>>,
+    threads: parking_lot::Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Bound UDP listener addresses.
     pub udp_addrs: Vec<SocketAddr>,
     /// Bound TCP listener addresses.
@@ -159,8 +207,75 @@ pub struct TurnService {
     pub tls_addrs: Vec<SocketAddr>,
 }
 
+/// The listener sockets of one shard, bound before its thread starts.
+#[derive(Default)]
+struct ShardSockets {
+    udp: Vec<std::net::UdpSocket>,
+    tcp: Vec<std::net::TcpListener>,
+    tls: Vec<std::net::TcpListener>,
+}
+
+fn socket_for(
+    addr: SocketAddr,
+    ty: socket2::Type,
+    reuse_port: bool,
+) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), ty, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        // Shards listen on the same address; the kernel keeps each client 5-tuple on one
+        // socket, so a client's allocation and its packets stay on one shard.
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// Binds `n` sockets to `addr` (port 0: the port the first one got); returns them and the
+/// bound address.
+fn bind_set<T>(
+    addr: SocketAddr,
+    n: usize,
+    bind: impl Fn(SocketAddr, bool) -> io::Result<(T, SocketAddr)>,
+) -> io::Result<(Vec<T>, SocketAddr)> {
+    let (first, local) = bind(addr, n > 1)?;
+    let mut all = vec![first];
+    for _ in 1..n {
+        all.push(bind(local, true)?.0);
+    }
+    Ok((all, local))
+}
+
+fn bind_udp_listener(
+    addr: SocketAddr,
+    reuse_port: bool,
+) -> io::Result<(std::net::UdpSocket, SocketAddr)> {
+    let socket = socket_for(addr, socket2::Type::DGRAM, reuse_port)?;
+    let _ = socket.set_recv_buffer_size(LISTENER_BUFFER);
+    let _ = socket.set_send_buffer_size(LISTENER_BUFFER);
+    socket.bind(&addr.into())?;
+    let socket: std::net::UdpSocket = socket.into();
+    let local = socket.local_addr()?;
+    Ok((socket, local))
+}
+
+fn bind_tcp_listener(
+    addr: SocketAddr,
+    reuse_port: bool,
+) -> io::Result<(std::net::TcpListener, SocketAddr)> {
+    let socket = socket_for(addr, socket2::Type::STREAM, reuse_port)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    let listener: std::net::TcpListener = socket.into();
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
 impl TurnService {
-    /// Binds every listener and starts the tasks.
+    /// Binds every listener and starts one shard per thread (`threads`, 0: one per core).
     pub async fn start(opts: TurnOptions, shutdown: CancellationToken) -> io::Result<Self> {
         let mut policy = opts.policy.clone();
         policy.relay_ports = opts.ports;
@@ -172,6 +287,7 @@ impl TurnService {
             .listen_udp
             .iter()
             .chain(&opts.listen_tcp)
+            .chain(&opts.listen_tls)
             .map(SocketAddr::ip);
         for ip in [opts.relay_ip, advertised]
             .into_iter()
@@ -183,83 +299,191 @@ impl TurnService {
                 policy.own.push(ip);
             }
         }
-        let shared = Arc::new_cyclic(|weak| {
-            let ports = Ports {
-                shared: weak.clone(),
-                relay_v4: opts.relay_ip,
-                advertised_v4: advertised,
-                relay_v6: opts.relay_ip_v6,
-                range: opts.ports,
-                open: HashMap::new(),
-            };
-            Shared {
-                core: Mutex::new(TurnServer::new(
-                    opts.server.clone(),
-                    opts.credentials.clone(),
-                    policy,
-                    ports,
-                    Instant::now(),
-                )),
-                relays: RwLock::new(HashMap::new()),
-                udp: RwLock::new(HashMap::new()),
-                tcp: RwLock::new(HashMap::new()),
-                tracker: TaskTracker::new(),
-                shutdown: shutdown.clone(),
-                send_drops: Default::default(),
-            }
-        });
-        let mut udp_addrs = Vec::new();
+        let n = match opts.threads {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        };
+        let mut per_shard: Vec<ShardSockets> = (0..n).map(|_| ShardSockets::default()).collect();
+        let (mut udp_addrs, mut tcp_addrs, mut tls_addrs) = (Vec::new(), Vec::new(), Vec::new());
         for addr in &opts.listen_udp {
-            let socket = Arc::new(bind_udp(*addr, LISTENER_BUFFER)?);
-            let local = socket.local_addr()?;
-            shared.udp.write().insert(local, socket.clone());
-            shared
-                .tracker
-                .spawn(udp_listener(shared.clone(), local, socket));
+            let (set, local) = bind_set(*addr, n, bind_udp_listener)?;
             udp_addrs.push(local);
-        }
-        let mut tcp_addrs = Vec::new();
-        for addr in &opts.listen_tcp {
-            let listener = TcpListener::bind(addr).await?;
-            tcp_addrs.push(listener.local_addr()?);
-            shared
-                .tracker
-                .spawn(tcp_listener(shared.clone(), listener, None));
-        }
-        let mut tls_addrs = Vec::new();
-        if let Some(tls) = &opts.tls {
-            for addr in &opts.listen_tls {
-                let listener = TcpListener::bind(addr).await?;
-                tls_addrs.push(listener.local_addr()?);
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
-                shared
-                    .tracker
-                    .spawn(tcp_listener(shared.clone(), listener, Some(acceptor)));
+            for (shard, s) in per_shard.iter_mut().zip(set) {
+                shard.udp.push(s);
             }
         }
-        shared.tracker.spawn(timers(shared.clone()));
+        for addr in &opts.listen_tcp {
+            let (set, local) = bind_set(*addr, n, bind_tcp_listener)?;
+            tcp_addrs.push(local);
+            for (shard, s) in per_shard.iter_mut().zip(set) {
+                shard.tcp.push(s);
+            }
+        }
+        if opts.tls.is_some() {
+            for addr in &opts.listen_tls {
+                let (set, local) = bind_set(*addr, n, bind_tcp_listener)?;
+                tls_addrs.push(local);
+                for (shard, s) in per_shard.iter_mut().zip(set) {
+                    shard.tls.push(s);
+                }
+            }
+        }
+        let common = Arc::new(CoreShared::default());
+        let reserved: Reserved = Arc::default();
+        let nonces = Nonces::new(opts.server.nonce_lifetime.as_secs());
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut threads = Vec::with_capacity(n);
+        for (i, sockets) in per_shard.into_iter().enumerate() {
+            let (opts, policy, shutdown, ready) = (
+                opts.clone(),
+                policy.clone(),
+                shutdown.clone(),
+                ready_tx.clone(),
+            );
+            let (common, nonces, reserved) = (common.clone(), nonces.clone(), reserved.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("turn-{i}"))
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    };
+                    runtime.block_on(async move {
+                        let core = |ports| {
+                            TurnServer::new(
+                                opts.server.clone(),
+                                opts.credentials.clone(),
+                                policy,
+                                ports,
+                                Instant::now(),
+                            )
+                            .with_shared(common, nonces)
+                        };
+                        let shard = match run_shard(
+                            &opts,
+                            sockets,
+                            advertised,
+                            reserved,
+                            shutdown.clone(),
+                            core,
+                        ) {
+                            Ok(shard) => shard,
+                            Err(e) => {
+                                let _ = ready.send(Err(e));
+                                return;
+                            }
+                        };
+                        let _ = ready.send(Ok(shard.clone()));
+                        shutdown.cancelled().await;
+                        shard.tracker.close();
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(5),
+                            shard.tracker.wait(),
+                        )
+                        .await;
+                    });
+                })?;
+            threads.push(thread);
+        }
+        drop(ready_tx);
+        // Each shard reports once (its sender lives as long as the shard).
+        let mut shards = Vec::with_capacity(n);
+        for _ in 0..n {
+            match ready_rx.recv().await {
+                Some(result) => shards.push(result?),
+                None => break,
+            }
+        }
+        if shards.len() != n {
+            return Err(io::Error::other("a TURN shard failed to start"));
+        }
         Ok(Self {
-            shared,
+            shards,
+            threads: parking_lot::Mutex::new(threads),
             udp_addrs,
             tcp_addrs,
             tls_addrs,
         })
     }
 
-    /// Runs `f` on the core (for metrics and tests).
-    pub fn with_core<T>(&self, f: impl FnOnce(&TurnServer<Ports>) -> T) -> T {
-        f(&self.shared.core.lock())
-    }
-
-    /// Waits for every task to end after the shutdown token was cancelled.
+    /// Waits for every shard to stop after the shutdown token was cancelled.
     pub async fn stopped(&self) {
-        self.shared.tracker.close();
-        self.shared.tracker.wait().await;
+        let threads = std::mem::take(&mut *self.threads.lock());
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
     }
 
-    pub fn shared(&self) -> Arc<Shared> {
-        self.shared.clone()
+    pub fn shards(&self) -> &[Arc<Shared>] {
+        &self.shards
     }
+}
+
+/// Builds one shard on the current (shard) runtime and starts its tasks.
+fn run_shard(
+    opts: &TurnOptions,
+    sockets: ShardSockets,
+    advertised: IpAddr,
+    reserved: Reserved,
+    shutdown: CancellationToken,
+    core: impl FnOnce(Ports) -> TurnServer<Ports>,
+) -> io::Result<Arc<Shared>> {
+    let shared = Arc::new_cyclic(|weak| {
+        let ports = Ports {
+            shared: weak.clone(),
+            relay_v4: opts.relay_ip,
+            advertised_v4: advertised,
+            relay_v6: opts.relay_ip_v6,
+            range: opts.ports,
+            open: HashMap::new(),
+            reserved,
+        };
+        Shared {
+            core: Mutex::new(core(ports)),
+            relays: RwLock::new(HashMap::new()),
+            udp: RwLock::new(HashMap::new()),
+            tcp: RwLock::new(HashMap::new()),
+            tracker: TaskTracker::new(),
+            shutdown,
+            send_drops: Default::default(),
+        }
+    });
+    for socket in sockets.udp {
+        let socket = Arc::new(UdpSocket::from_std(socket)?);
+        let local = socket.local_addr()?;
+        shared.udp.write().insert(local, socket.clone());
+        shared
+            .tracker
+            .spawn(udp_listener(shared.clone(), local, socket));
+    }
+    for listener in sockets.tcp {
+        let listener = TcpListener::from_std(listener)?;
+        shared
+            .tracker
+            .spawn(tcp_listener(shared.clone(), listener, None));
+    }
+    if let Some(tls) = &opts.tls {
+        for listener in sockets.tls {
+            let listener = TcpListener::from_std(listener)?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+            shared
+                .tracker
+                .spawn(tcp_listener(shared.clone(), listener, Some(acceptor)));
+        }
+    }
+    shared.tracker.spawn(timers(shared.clone()));
+    Ok(shared)
 }
 
 thread_local! {

@@ -14,7 +14,7 @@ use crate::server::Drop;
 /// Exports allocations, permissions, channels, relayed packets and bytes each way, auth
 /// failures and drops by reason under `huddle_turn_*`.
 #[derive(Debug)]
-pub struct TurnCollector(pub(crate) Weak<Shared>);
+pub struct TurnCollector(pub(crate) Vec<Weak<Shared>>);
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -32,18 +32,25 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: usize) -> std::fm
 
 impl Collector for TurnCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
-        let Some(shared) = self.0.upgrade() else {
-            return Ok(());
-        };
-        let (stats, allocations, permissions, channels) = {
-            let core = shared.core.lock();
-            (
-                core.stats().clone(),
-                core.allocation_count(),
-                core.permission_count(),
-                core.channel_count(),
-            )
-        };
+        let mut stats = crate::server::Stats::default();
+        let (mut allocations, mut permissions, mut channels, mut send_drops) = (0, 0, 0, 0);
+        for shard in self.0.iter().filter_map(Weak::upgrade) {
+            let core = shard.core.lock();
+            let s = core.stats();
+            stats.packets_to_peers += s.packets_to_peers;
+            stats.bytes_to_peers += s.bytes_to_peers;
+            stats.packets_to_clients += s.packets_to_clients;
+            stats.bytes_to_clients += s.bytes_to_clients;
+            stats.auth_failures += s.auth_failures;
+            stats.allocations_created += s.allocations_created;
+            for (why, n) in &s.drops {
+                *stats.drops.entry(*why).or_default() += n;
+            }
+            allocations += core.allocation_count();
+            permissions += core.permission_count();
+            channels += core.channel_count();
+            send_drops += shard.send_drops.load(std::sync::atomic::Ordering::Relaxed);
+        }
         gauge(
             &mut e,
             "huddle_turn_allocations",
@@ -98,7 +105,6 @@ impl Collector for TurnCollector {
             "Failed TURN authentications",
             stats.auth_failures,
         )?;
-        let send_drops = shared.send_drops.load(std::sync::atomic::Ordering::Relaxed);
         counter(
             &mut e,
             "huddle_turn_send_drops",
@@ -123,6 +129,11 @@ impl Collector for TurnCollector {
 impl crate::driver::TurnService {
     /// A collector to register in the process's Prometheus registry.
     pub fn collector(&self) -> TurnCollector {
-        TurnCollector(std::sync::Arc::downgrade(&self.shared()))
+        TurnCollector(
+            self.shards()
+                .iter()
+                .map(std::sync::Arc::downgrade)
+                .collect(),
+        )
     }
 }

@@ -273,10 +273,19 @@ impl<R: RelayPorts> TurnServer<R> {
         if additional.is_some() && (family.is_some() || additional != Some(AddressFamily::IPv6)) {
             return Err(Error::BadRequest);
         }
-        if self.allocations.len() >= self.cfg.max_allocations {
+        if self.shared.total.load(std::sync::atomic::Ordering::Relaxed) >= self.cfg.max_allocations
+        {
             return Err(Error::InsufficientCapacity);
         }
-        if self.per_user.get(&username).copied().unwrap_or(0) >= self.cfg.user_quota {
+        if self
+            .shared
+            .per_user
+            .lock()
+            .get(&username)
+            .copied()
+            .unwrap_or(0)
+            >= self.cfg.user_quota
+        {
             return Err(Error::AllocationQuotaReached);
         }
         let ipv6 = family == Some(AddressFamily::IPv6);
@@ -284,10 +293,11 @@ impl<R: RelayPorts> TurnServer<R> {
         let primary = match &token {
             Some(t) => {
                 let t: [u8; 8] = t.as_slice().try_into().map_err(|_| Error::BadRequest)?;
-                match self.reservations.remove(&t) {
-                    Some((addr, until)) if until > now => addr,
+                let reserved = self.shared.reservations.lock().remove(&t);
+                match reserved {
+                    Some((addr, until)) if until > now && self.relays.claim(addr) => addr,
                     Some((addr, _)) => {
-                        self.relays.release(addr);
+                        self.relays.unreserve(addr);
                         return Err(Error::InsufficientCapacity);
                     }
                     None => return Err(Error::InsufficientCapacity),
@@ -308,14 +318,13 @@ impl<R: RelayPorts> TurnServer<R> {
         };
         let mut relays = vec![primary];
         if even_port == Some(true) {
-            match self
-                .relays
-                .bind(ipv6, PortRequest::Exactly(primary.port() + 1))
-            {
+            match self.relays.reserve(ipv6, primary.port() + 1) {
                 Some(next) => {
                     let mut t = [0u8; 8];
                     rand::fill(&mut t[..]);
-                    self.reservations
+                    self.shared
+                        .reservations
+                        .lock()
                         .insert(t, (next, now + self.cfg.reservation_lifetime));
                     attrs.push(ReservationToken::from(t).into());
                 }
@@ -343,10 +352,20 @@ impl<R: RelayPorts> TurnServer<R> {
         }
         attrs.push(LifeTime::from(lifetime.as_secs() as u32).into());
         attrs.push(XorMappedAddress::from(tuple.client).into());
-        *self.per_user.entry(username.clone()).or_default() += 1;
+        *self
+            .shared
+            .per_user
+            .lock()
+            .entry(username.clone())
+            .or_default() += 1;
+        self.shared
+            .total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.cfg.user_bandwidth > 0 {
             let rate = self.cfg.user_bandwidth;
-            self.buckets
+            self.shared
+                .buckets
+                .lock()
                 .entry(username.clone())
                 .or_insert_with(|| crate::server::Bucket::new(now, rate))
                 .refs += 1;

@@ -63,6 +63,13 @@ pub trait RelayPorts {
     /// family is not configured.
     fn bind(&mut self, ipv6: bool, port: PortRequest) -> Option<SocketAddr>;
     fn release(&mut self, addr: SocketAddr);
+    /// Binds `port` and holds it unused (EVEN-PORT with R), so that any shard can later
+    /// [`RelayPorts::claim`] it for the allocation that presents the reservation token.
+    fn reserve(&mut self, ipv6: bool, port: u16) -> Option<SocketAddr>;
+    /// Turns a reserved port into a live relay of this shard; false if it is gone.
+    fn claim(&mut self, addr: SocketAddr) -> bool;
+    /// Gives up a reservation that expired.
+    fn unreserve(&mut self, addr: SocketAddr);
 }
 
 /// Tunables of the server, with RFC 8656 defaults.
@@ -201,11 +208,8 @@ pub struct TurnServer<R> {
     pub(crate) relays: R,
     pub(crate) allocations: HashMap<FiveTuple, Allocation>,
     pub(crate) by_relay: HashMap<SocketAddr, FiveTuple>,
-    pub(crate) per_user: HashMap<String, usize>,
-    /// Bandwidth buckets by username, when `user_bandwidth` is set.
-    pub(crate) buckets: HashMap<String, Bucket>,
-    /// EVEN-PORT reservations: token → (reserved relay address, expiry).
-    pub(crate) reservations: HashMap<[u8; 8], (SocketAddr, Instant)>,
+    /// Quotas and bandwidth buckets, shared with the other shards of the server.
+    pub(crate) shared: std::sync::Arc<CoreShared>,
     pub(crate) timers: BTreeSet<(Instant, Timer)>,
     /// Failed authentications per client IP in the current minute.
     pub(crate) auth_failures: HashMap<IpAddr, (u32, Instant)>,
@@ -216,18 +220,27 @@ pub struct TurnServer<R> {
     mono_base: Instant,
 }
 
+/// What the shards of one server share: allocation counts for the quotas and the
+/// per-user bandwidth buckets. Checks and updates are not one atomic step, so concurrent
+/// Allocates on different shards can overshoot a quota by at most the number of shards.
+#[derive(Debug, Default)]
+pub struct CoreShared {
+    pub(crate) total: std::sync::atomic::AtomicUsize,
+    pub(crate) per_user: parking_lot::Mutex<HashMap<String, usize>>,
+    pub(crate) buckets: parking_lot::Mutex<HashMap<String, Bucket>>,
+    /// EVEN-PORT reservations: token → (reserved relay address, expiry). Shared because
+    /// the allocation that redeems a token comes from another 5-tuple, maybe another shard.
+    pub(crate) reservations: parking_lot::Mutex<HashMap<[u8; 8], (SocketAddr, Instant)>>,
+}
+
 /// Takes `bytes` from the user's bucket; always true when there is no limit.
-fn charge(
-    buckets: &mut HashMap<String, Bucket>,
-    user: &str,
-    bytes: usize,
-    rate: u64,
-    now: Instant,
-) -> bool {
+fn charge(shared: &CoreShared, user: &str, bytes: usize, rate: u64, now: Instant) -> bool {
     if rate == 0 {
         return true;
     }
-    buckets
+    shared
+        .buckets
+        .lock()
         .get_mut(user)
         .is_none_or(|b| b.take(bytes, rate, now))
 }
@@ -254,9 +267,7 @@ impl<R: RelayPorts> TurnServer<R> {
             relays,
             allocations: HashMap::new(),
             by_relay: HashMap::new(),
-            per_user: HashMap::new(),
-            buckets: HashMap::new(),
-            reservations: HashMap::new(),
+            shared: Default::default(),
             timers,
             auth_failures: HashMap::new(),
             stats: Stats::default(),
@@ -264,6 +275,14 @@ impl<R: RelayPorts> TurnServer<R> {
             unix_base: SystemTime::now(),
             mono_base: now,
         }
+    }
+
+    /// Makes this core one shard of a server: quotas and bandwidth are counted in
+    /// `shared`, and nonces are issued and checked with the common `nonces` key.
+    pub fn with_shared(mut self, shared: std::sync::Arc<CoreShared>, nonces: Nonces) -> Self {
+        self.shared = shared;
+        self.nonces = nonces;
+        self
     }
 
     pub(crate) fn unix(&self, now: Instant) -> u64 {
@@ -329,7 +348,7 @@ impl<R: RelayPorts> TurnServer<R> {
                 }
                 let relay = alloc.relay_for(peer)?;
                 if !charge(
-                    &mut self.buckets,
+                    &self.shared,
                     &alloc.username,
                     payload.len(),
                     self.cfg.user_bandwidth,
@@ -374,7 +393,7 @@ impl<R: RelayPorts> TurnServer<R> {
             return self.drop_packet(Drop::PeerDenied);
         }
         if !charge(
-            &mut self.buckets,
+            &self.shared,
             &alloc.username,
             payload.len(),
             self.cfg.user_bandwidth,
@@ -411,7 +430,7 @@ impl<R: RelayPorts> TurnServer<R> {
             return self.drop_packet(Drop::Malformed);
         }
         if !charge(
-            &mut self.buckets,
+            &self.shared,
             &alloc.username,
             data.len(),
             self.cfg.user_bandwidth,
@@ -464,16 +483,16 @@ impl<R: RelayPorts> TurnServer<R> {
                     for a in self.allocations.values_mut() {
                         a.prune(now, grace);
                     }
-                    let expired: Vec<[u8; 8]> = self
-                        .reservations
-                        .iter()
-                        .filter(|(_, (_, t))| *t <= now)
-                        .map(|(k, _)| *k)
-                        .collect();
-                    for token in expired {
-                        if let Some((addr, _)) = self.reservations.remove(&token) {
-                            self.relays.release(addr);
+                    let mut expired = Vec::new();
+                    self.shared.reservations.lock().retain(|_, (addr, until)| {
+                        let keep = *until > now;
+                        if !keep {
+                            expired.push(*addr);
                         }
+                        keep
+                    });
+                    for addr in expired {
+                        self.relays.unreserve(addr);
                     }
                     self.auth_failures.retain(|_, (_, since)| {
                         now.saturating_duration_since(*since) < Duration::from_secs(60)
@@ -496,18 +515,24 @@ impl<R: RelayPorts> TurnServer<R> {
                 self.by_relay.remove(r);
                 self.relays.release(*r);
             }
-            if let Some(b) = self.buckets.get_mut(&a.username) {
+            let mut buckets = self.shared.buckets.lock();
+            if let Some(b) = buckets.get_mut(&a.username) {
                 b.refs = b.refs.saturating_sub(1);
                 if b.refs == 0 {
-                    self.buckets.remove(&a.username);
+                    buckets.remove(&a.username);
                 }
             }
-            if let Some(n) = self.per_user.get_mut(&a.username) {
+            drop(buckets);
+            let mut per_user = self.shared.per_user.lock();
+            if let Some(n) = per_user.get_mut(&a.username) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    self.per_user.remove(&a.username);
+                    per_user.remove(&a.username);
                 }
             }
+            self.shared
+                .total
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

@@ -61,6 +61,15 @@ impl RelayPorts for FakePorts {
     fn release(&mut self, addr: SocketAddr) {
         assert!(self.bound.remove(&addr), "released twice: {addr}");
     }
+    fn reserve(&mut self, ipv6: bool, port: u16) -> Option<SocketAddr> {
+        self.bind(ipv6, PortRequest::Exactly(port))
+    }
+    fn claim(&mut self, addr: SocketAddr) -> bool {
+        self.bound.contains(&addr)
+    }
+    fn unreserve(&mut self, addr: SocketAddr) {
+        self.release(addr);
+    }
 }
 
 const REALM: &str = "huddle.test";
