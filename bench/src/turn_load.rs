@@ -142,6 +142,17 @@ fn rss_bytes(pid: u32) -> u64 {
         * 1024
 }
 
+/// Starts a `turnutils_peer` UDP echo on a free loopback port.
+fn start_peer() -> Result<(Proc, u16)> {
+    let port = free_udp_port()?;
+    let child = Command::new(find("turnutils_peer")?)
+        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok((Proc(child), port))
+}
+
 /// Starts a server of `kind` with `threads` on a free port; returns it and its port.
 fn start_server(
     kind: &'static str,
@@ -258,14 +269,7 @@ fn load_run(
     opts: &Options,
     ports: (u16, u16),
 ) -> Result<Run> {
-    let peer_port = free_udp_port()?;
-    let _peer = Proc(
-        Command::new(find("turnutils_peer")?)
-            .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
+    let (_peer, peer_port) = start_peer()?;
     let (server, port) = start_server(kind, huddle, threads, ports)?;
     let pid = server.0.id();
     std::thread::sleep(Duration::from_millis(200));
@@ -312,14 +316,7 @@ fn memory_run(
     opts: &Options,
     ports: (u16, u16),
 ) -> Result<Memory> {
-    let peer_port = free_udp_port()?;
-    let _peer = Proc(
-        Command::new(find("turnutils_peer")?)
-            .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
+    let (_peer, peer_port) = start_peer()?;
     let (server, port) = start_server(kind, huddle, 1, ports)?;
     let pid = server.0.id();
     // Warm up with a few allocations that come and go.

@@ -233,6 +233,21 @@ pub struct CoreShared {
     pub(crate) reservations: parking_lot::Mutex<HashMap<[u8; 8], (SocketAddr, Instant)>>,
 }
 
+/// Copies a client's payload out for its peer and counts it.
+fn forward(
+    stats: &mut Stats,
+    out: &mut Vec<u8>,
+    payload: &[u8],
+    relay: SocketAddr,
+    peer: SocketAddr,
+) -> Option<Route> {
+    out.clear();
+    out.extend_from_slice(payload);
+    stats.packets_to_peers += 1;
+    stats.bytes_to_peers += payload.len() as u64;
+    Some(Route::Peer { relay, peer })
+}
+
 /// Takes `bytes` from the user's bucket; always true when there is no limit.
 fn charge(shared: &CoreShared, user: &str, bytes: usize, rate: u64, now: Instant) -> bool {
     if rate == 0 {
@@ -356,11 +371,7 @@ impl<R: RelayPorts> TurnServer<R> {
                 ) {
                     return self.drop_packet(Drop::BandwidthQuota);
                 }
-                out.clear();
-                out.extend_from_slice(payload);
-                self.stats.packets_to_peers += 1;
-                self.stats.bytes_to_peers += payload.len() as u64;
-                Some(Route::Peer { relay, peer })
+                forward(&mut self.stats, out, payload, relay, peer)
             }
             Kind::Stun => {
                 if let Some(ind) = wire::parse_send_indication(data) {
@@ -401,11 +412,7 @@ impl<R: RelayPorts> TurnServer<R> {
         ) {
             return self.drop_packet(Drop::BandwidthQuota);
         }
-        out.clear();
-        out.extend_from_slice(payload);
-        self.stats.packets_to_peers += 1;
-        self.stats.bytes_to_peers += payload.len() as u64;
-        Some(Route::Peer { relay, peer })
+        forward(&mut self.stats, out, payload, relay, peer)
     }
 
     /// Handles a datagram that a peer sent to a relayed address (§11.3, §12.6).
