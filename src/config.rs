@@ -104,6 +104,10 @@ pub struct TurnConfig {
     pub auth_failures_per_minute: u32,
     /// Relayed bytes per second per username, both directions (0: no limit).
     pub user_bandwidth: u64,
+    /// TCP and TLS client connections at once.
+    pub max_stream_connections: usize,
+    /// TCP and TLS client connections at once from one IP address.
+    pub max_stream_connections_per_ip: usize,
     /// `huddle turn` only: serve /metrics and /healthz here.
     pub metrics_listen: Option<SocketAddr>,
     /// Relay threads, one shard each (0: one per core).
@@ -135,6 +139,8 @@ impl Default for TurnConfig {
             user_quota: 100,
             auth_failures_per_minute: 30,
             user_bandwidth: 0,
+            max_stream_connections: 10_000,
+            max_stream_connections_per_ip: 100,
             metrics_listen: None,
             threads: 0,
         }
@@ -345,6 +351,11 @@ fn validate_turn(t: &TurnConfig) -> anyhow::Result<()> {
     for net in t.allowed_peers.iter().chain(&t.denied_peers) {
         net.parse::<huddle_turn::policy::IpNet>()
             .map_err(|e| anyhow::anyhow!("turn.allowed_peers/denied_peers: {e}"))?;
+    }
+    if t.max_stream_connections == 0 || t.max_stream_connections_per_ip == 0 {
+        bail!(
+            "turn.max_stream_connections and turn.max_stream_connections_per_ip must be positive"
+        );
     }
     if t.max_allocations == 0 || t.user_quota == 0 {
         bail!("turn.max_allocations and turn.user_quota must be positive");

@@ -64,6 +64,8 @@ pub fn options(t: &TurnConfig) -> anyhow::Result<TurnOptions> {
         credentials,
         policy,
         threads: t.threads,
+        max_stream_connections: t.max_stream_connections,
+        max_stream_connections_per_ip: t.max_stream_connections_per_ip,
     })
 }
 

@@ -50,6 +50,42 @@ fn bind_udp(addr: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocket> 
     Ok(socket.into())
 }
 
+/// Caps on stream (TCP/TLS) client connections, shared by all shards.
+struct StreamLimits {
+    max_total: usize,
+    max_per_ip: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// A stream connection's place under the caps, given back when dropped.
+struct StreamSlot(Arc<StreamLimits>, IpAddr);
+
+impl StreamLimits {
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<StreamSlot> {
+        let mut open = self.open.lock();
+        let per_ip = open.1.get(&ip).copied().unwrap_or(0);
+        if open.0 >= self.max_total || per_ip >= self.max_per_ip {
+            return None;
+        }
+        open.0 += 1;
+        open.1.insert(ip, per_ip + 1);
+        Some(StreamSlot(self.clone(), ip))
+    }
+}
+
+impl std::ops::Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.0.open.lock();
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// Ports reserved by EVEN-PORT, held unregistered so that any shard can claim them.
 type Reserved = Arc<Mutex<HashMap<SocketAddr, std::net::UdpSocket>>>;
 
@@ -75,6 +111,9 @@ pub struct TurnOptions {
     pub policy: PeerPolicy,
     /// Shards, each a thread with its own sockets and core; 0 for one per core.
     pub threads: usize,
+    /// TCP and TLS client connections at once, in total and per client IP.
+    pub max_stream_connections: usize,
+    pub max_stream_connections_per_ip: usize,
 }
 
 /// Relay sockets, bound on demand by the core.
@@ -193,6 +232,9 @@ pub struct Shared {
     shutdown: CancellationToken,
     /// Datagrams that found a full socket buffer (or a gone socket) when sent.
     pub(crate) send_drops: std::sync::atomic::AtomicU64,
+    /// Stream connections refused by the caps.
+    pub(crate) streams_refused: std::sync::atomic::AtomicU64,
+    stream_limits: Arc<StreamLimits>,
 }
 
 /// A running TURN server: one shard per thread.
@@ -332,6 +374,11 @@ impl TurnService {
         }
         let common = Arc::new(CoreShared::default());
         let reserved: Reserved = Arc::default();
+        let stream_limits = Arc::new(StreamLimits {
+            max_total: opts.max_stream_connections,
+            max_per_ip: opts.max_stream_connections_per_ip,
+            open: Mutex::new((0, HashMap::new())),
+        });
         let nonces = Nonces::new(opts.server.nonce_lifetime.as_secs());
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut threads = Vec::with_capacity(n);
@@ -343,6 +390,7 @@ impl TurnService {
                 ready_tx.clone(),
             );
             let (common, nonces, reserved) = (common.clone(), nonces.clone(), reserved.clone());
+            let stream_limits = stream_limits.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("turn-{i}"))
                 .spawn(move || {
@@ -372,6 +420,7 @@ impl TurnService {
                             sockets,
                             advertised,
                             reserved,
+                            stream_limits,
                             shutdown.clone(),
                             core,
                         ) {
@@ -436,6 +485,7 @@ fn run_shard(
     sockets: ShardSockets,
     advertised: IpAddr,
     reserved: Reserved,
+    stream_limits: Arc<StreamLimits>,
     shutdown: CancellationToken,
     core: impl FnOnce(Ports) -> TurnServer<Ports>,
 ) -> io::Result<Arc<Shared>> {
@@ -457,6 +507,8 @@ fn run_shard(
             tracker: TaskTracker::new(),
             shutdown,
             send_drops: Default::default(),
+            streams_refused: Default::default(),
+            stream_limits,
         }
     });
     for socket in sockets.udp {
@@ -619,6 +671,13 @@ async fn tcp_listener(
         let Ok(server) = stream.local_addr() else {
             continue;
         };
+        let Some(slot) = shared.stream_limits.acquire(client.ip()) else {
+            // Over the caps: the connection is closed at once.
+            shared
+                .streams_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         match &tls {
             None => {
@@ -627,9 +686,11 @@ async fn tcp_listener(
                     client,
                     server,
                 };
-                shared
-                    .tracker
-                    .spawn(stream_connection(shared.clone(), tuple, stream));
+                let conn = stream_connection(shared.clone(), tuple, stream);
+                shared.tracker.spawn(async move {
+                    conn.await;
+                    drop(slot);
+                });
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -652,6 +713,7 @@ async fn tcp_listener(
                         Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
                     }
+                    drop(slot);
                 });
             }
         }

@@ -33,7 +33,8 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: usize) -> std::fm
 impl Collector for TurnCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
         let mut stats = crate::server::Stats::default();
-        let (mut allocations, mut permissions, mut channels, mut send_drops) = (0, 0, 0, 0);
+        let (mut allocations, mut permissions, mut channels, mut send_drops, mut streams_refused) =
+            (0, 0, 0, 0, 0);
         for shard in self.0.iter().filter_map(Weak::upgrade) {
             let core = shard.core.lock();
             let s = core.stats();
@@ -50,6 +51,9 @@ impl Collector for TurnCollector {
             permissions += core.permission_count();
             channels += core.channel_count();
             send_drops += shard.send_drops.load(std::sync::atomic::Ordering::Relaxed);
+            streams_refused += shard
+                .streams_refused
+                .load(std::sync::atomic::Ordering::Relaxed);
         }
         gauge(
             &mut e,
@@ -110,6 +114,12 @@ impl Collector for TurnCollector {
             "huddle_turn_send_drops",
             "Datagrams dropped because a socket buffer was full",
             send_drops,
+        )?;
+        counter(
+            &mut e,
+            "huddle_turn_stream_connections_refused",
+            "TCP/TLS connections closed at once for exceeding the connection caps",
+            streams_refused,
         )?;
         let mut family = e.encode_descriptor(
             "huddle_turn_drops",
