@@ -6,9 +6,11 @@
 //! Needs node, chromium and `npm ci` in tests/browser; CI provides them and sets
 //! HUDDLE_REQUIRE_BROWSER=1 so that their absence fails instead of skipping.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+mod common;
+use common::TurnProcess;
 
 fn browser_available() -> bool {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
@@ -34,9 +36,8 @@ fn chromium_connects_relay_only_through_huddle_turn() {
     if !browser_available() {
         return;
     }
-    let mut turn = Command::new(env!("CARGO_BIN_EXE_huddle"))
-        .args([
-            "turn",
+    let turn = TurnProcess::start(
+        &[
             "--listen",
             "127.0.0.1:0",
             "--relay-ip",
@@ -45,23 +46,12 @@ fn chromium_connects_relay_only_through_huddle_turn() {
             "41000",
             "--max-port",
             "48999",
-        ])
-        .args(["--auth-secret", "browser-secret", "--allow-loopback-peers"])
-        .env("HUDDLE_LOG__LEVEL", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(turn.stdout.take().unwrap()).lines();
-    let (mut udp, mut tcp) = (None, None);
-    while udp.is_none() || tcp.is_none() {
-        let line = lines.next().expect("huddle turn exited").unwrap();
-        if let Some(a) = line.strip_prefix("huddle: turn listening on udp://") {
-            udp = Some(a.to_owned());
-        } else if let Some(a) = line.strip_prefix("huddle: turn listening on tcp://") {
-            tcp = Some(a.to_owned());
-        }
-    }
+            "--auth-secret",
+            "browser-secret",
+            "--allow-loopback-peers",
+        ],
+        &[],
+    );
     // TURN REST credentials, exactly as the signalling service hands them to browsers.
     let expiry = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -71,8 +61,8 @@ fn chromium_connects_relay_only_through_huddle_turn() {
     let username = format!("{expiry}:browser");
     let password = huddle_signal::ice::turn_rest_password(b"browser-secret", &username);
     for url in [
-        format!("turn:{}?transport=udp", udp.unwrap()),
-        format!("turn:{}?transport=tcp", tcp.unwrap()),
+        format!("turn:{}?transport=udp", turn.udp),
+        format!("turn:{}?transport=tcp", turn.tcp),
     ] {
         let out = Command::new("node")
             .arg("turn-relay.mjs")
@@ -89,6 +79,4 @@ fn chromium_connects_relay_only_through_huddle_turn() {
         assert_eq!(report["local"], "relay", "{url}");
         assert_eq!(report["remote"], "relay", "{url}");
     }
-    let _ = turn.kill();
-    let _ = turn.wait();
 }

@@ -6,10 +6,12 @@
 //! The tools are looked up on PATH; CI installs them and sets HUDDLE_REQUIRE_INTEROP=1 so
 //! that their absence fails instead of skipping.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+mod common;
+use common::TurnProcess;
 
 fn tool(name: &str) -> Option<std::path::PathBuf> {
     let found = std::env::var_os("PATH").and_then(|p| {
@@ -27,12 +29,13 @@ fn tool(name: &str) -> Option<std::path::PathBuf> {
     found
 }
 
+/// `huddle turn` with every listener (UDP, TCP, TLS with a self-signed certificate),
+/// an IPv6 relay, static and REST credentials, and metrics.
 struct Turn {
-    child: Child,
+    process: TurnProcess,
     udp: SocketAddr,
     tcp: SocketAddr,
     tls: SocketAddr,
-    metrics: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -44,78 +47,49 @@ impl Turn {
         let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         std::fs::write(&cert_path, cert.cert.pem()).unwrap();
         std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_huddle"))
-            .arg("turn")
-            .args(["--tls-listen", "127.0.0.1:0", "--tls-cert"])
-            .arg(&cert_path)
-            .arg("--tls-key")
-            .arg(&key_path)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--relay-ip",
-                "127.0.0.1",
-                "--relay-ip-v6",
-                "::1",
-                "--min-port",
-                "41000",
-                "--max-port",
-                "48999",
-                "--realm",
-                "huddle.test",
-                "--user",
-                "alice:wonderland",
-                "--auth-secret",
-                "rest-secret",
-                "--allow-loopback-peers",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .env_remove("HUDDLE_CONFIG")
-            .env("HUDDLE_LOG__LEVEL", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut udp, mut tcp, mut tls, mut metrics) = (None, None, None, None);
-        while udp.is_none() || tcp.is_none() || tls.is_none() || metrics.is_none() {
-            let line = lines.next().expect("huddle turn exited early").unwrap();
-            if let Some(a) = line.strip_prefix("huddle: turn listening on udp://") {
-                udp = Some(a.parse().unwrap());
-            } else if let Some(a) = line.strip_prefix("huddle: turn listening on tcp://") {
-                tcp = Some(a.parse().unwrap());
-            } else if let Some(a) = line.strip_prefix("huddle: turn listening on tls://") {
-                tls = Some(a.parse().unwrap());
-            } else if let Some(a) = line.strip_prefix("huddle: turn metrics on http://") {
-                metrics = Some(a.parse().unwrap());
-            }
+        let mut args: Vec<std::ffi::OsString> = vec!["--tls-listen".into(), "127.0.0.1:0".into()];
+        args.extend([
+            "--tls-cert".into(),
+            cert_path.into_os_string(),
+            "--tls-key".into(),
+            key_path.into_os_string(),
+        ]);
+        for a in [
+            "--listen",
+            "127.0.0.1:0",
+            "--relay-ip",
+            "127.0.0.1",
+            "--relay-ip-v6",
+            "::1",
+            "--min-port",
+            "41000",
+            "--max-port",
+            "48999",
+            "--realm",
+            "huddle.test",
+            "--user",
+            "alice:wonderland",
+            "--auth-secret",
+            "rest-secret",
+            "--allow-loopback-peers",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ] {
+            args.push(a.into());
         }
-        std::thread::spawn(move || for _ in lines {});
+        let process = TurnProcess::start(&args, &[]);
+        let (udp, tcp, tls) = (process.udp, process.tcp, process.tls.unwrap());
         Turn {
-            child,
-            udp: udp.unwrap(),
-            tcp: tcp.unwrap(),
-            tls: tls.unwrap(),
-            metrics: metrics.unwrap(),
+            process,
+            udp,
+            tcp,
+            tls,
             _dir: dir,
         }
     }
 
     fn metrics(&self) -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(self.metrics).unwrap();
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
-    }
-}
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.metrics_text()
     }
 }
 

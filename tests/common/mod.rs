@@ -222,3 +222,80 @@ impl Client {
         }
     }
 }
+
+/// A `huddle turn` process on loopback and the addresses it printed.
+pub struct TurnProcess {
+    child: Child,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    /// Present when started with `--tls-cert`.
+    pub tls: Option<SocketAddr>,
+    /// Present when started with `--metrics-listen`.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl TurnProcess {
+    /// Runs `huddle turn ARGS` and waits for every listener the arguments ask for.
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> TurnProcess {
+        let wants = |flag: &str| args.iter().any(|a| a.as_ref() == flag);
+        let (want_tls, want_metrics) = (wants("--tls-cert"), wants("--metrics-listen"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_huddle"));
+        cmd.arg("turn")
+            .args(args)
+            .env_remove("HUDDLE_CONFIG")
+            .env("HUDDLE_LOG__LEVEL", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut udp, mut tcp, mut tls, mut metrics) = (None, None, None, None);
+        while udp.is_none()
+            || tcp.is_none()
+            || (want_tls && tls.is_none())
+            || (want_metrics && metrics.is_none())
+        {
+            let line = lines.next().expect("huddle turn exited early").unwrap();
+            let addr = |prefix: &str| {
+                line.strip_prefix(prefix)
+                    .map(|a| a.parse::<SocketAddr>().unwrap())
+            };
+            udp = udp.or(addr("huddle: turn listening on udp://"));
+            tcp = tcp.or(addr("huddle: turn listening on tcp://"));
+            tls = tls.or(addr("huddle: turn listening on tls://"));
+            metrics = metrics.or(addr("huddle: turn metrics on http://"));
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        TurnProcess {
+            child,
+            udp: udp.unwrap(),
+            tcp: tcp.unwrap(),
+            tls,
+            metrics,
+        }
+    }
+
+    /// The Prometheus text of its metrics endpoint.
+    pub fn metrics_text(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s =
+            std::net::TcpStream::connect(self.metrics.expect("started without --metrics-listen"))
+                .unwrap();
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    }
+}
+
+impl Drop for TurnProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

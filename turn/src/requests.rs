@@ -53,42 +53,28 @@ impl<R: RelayPorts> TurnServer<R> {
             .filter(|a| a.is_unknown() && a.attribute_type().is_comprehension_required())
             .map(|a| a.attribute_type().as_u16())
             .collect();
-        if !unknown.is_empty() {
-            let attrs = message::unknown_attributes(&unknown);
-            return self.reply(
-                out,
-                tuple,
-                &msg,
-                MessageClass::ErrorResponse,
-                attrs,
-                None,
-                fingerprint,
-            );
-        }
         let method = msg.method();
-        if method == BINDING {
-            let attrs = vec![XorMappedAddress::from(tuple.client).into()];
-            return self.reply(
-                out,
-                tuple,
-                &msg,
-                MessageClass::SuccessResponse,
-                attrs,
-                None,
-                fingerprint,
-            );
-        }
-        if ![ALLOCATE, REFRESH, CREATE_PERMMISSION, CHANNEL_BIND].contains(&method) {
-            let attrs = vec![Error::BadRequest.attribute()];
-            return self.reply(
-                out,
-                tuple,
-                &msg,
+        // Answers that need no credentials: unknown attributes, Binding, unknown methods.
+        let unsigned = if !unknown.is_empty() {
+            Some((
                 MessageClass::ErrorResponse,
-                attrs,
-                None,
-                fingerprint,
-            );
+                message::unknown_attributes(&unknown),
+            ))
+        } else if method == BINDING {
+            Some((
+                MessageClass::SuccessResponse,
+                vec![XorMappedAddress::from(tuple.client).into()],
+            ))
+        } else if ![ALLOCATE, REFRESH, CREATE_PERMMISSION, CHANNEL_BIND].contains(&method) {
+            Some((
+                MessageClass::ErrorResponse,
+                vec![Error::BadRequest.attribute()],
+            ))
+        } else {
+            None
+        };
+        if let Some((class, attrs)) = unsigned {
+            return self.reply(out, tuple, &msg, class, attrs, None, fingerprint);
         }
         let (username, key) = match self.authenticate(now, tuple, data, &msg) {
             Ok(ok) => ok,

@@ -233,6 +233,31 @@ pub struct CoreShared {
     pub(crate) reservations: parking_lot::Mutex<HashMap<[u8; 8], (SocketAddr, Instant)>>,
 }
 
+/// Decides whether a client's payload may go to `peer`: a live permission, a relay of the
+/// peer's family, the destination policy (when not already checked at ChannelBind) and
+/// the user's bandwidth. Returns the relayed address to send from.
+fn admit(
+    alloc: &Allocation,
+    shared: &CoreShared,
+    policy: Option<&PeerPolicy>,
+    rate: u64,
+    peer: SocketAddr,
+    bytes: usize,
+    now: Instant,
+) -> Result<SocketAddr, Drop> {
+    if !alloc.has_permission(peer.ip(), now) {
+        return Err(Drop::NoPermission);
+    }
+    let relay = alloc.relay_for(peer).ok_or(Drop::NoPermission)?;
+    if policy.is_some_and(|p| !p.permits_destination(peer)) {
+        return Err(Drop::PeerDenied);
+    }
+    if !charge(shared, &alloc.username, bytes, rate, now) {
+        return Err(Drop::BandwidthQuota);
+    }
+    Ok(relay)
+}
+
 /// Copies a client's payload out for its peer and counts it.
 fn forward(
     stats: &mut Stats,
@@ -358,20 +383,19 @@ impl<R: RelayPorts> TurnServer<R> {
                 let Some(peer) = alloc.channel(number, now) else {
                     return self.drop_packet(Drop::NoChannel);
                 };
-                if !alloc.has_permission(peer.ip(), now) {
-                    return self.drop_packet(Drop::NoPermission);
-                }
-                let relay = alloc.relay_for(peer)?;
-                if !charge(
+                // The peer was checked against the policy when the channel was bound.
+                match admit(
+                    alloc,
                     &self.shared,
-                    &alloc.username,
-                    payload.len(),
+                    None,
                     self.cfg.user_bandwidth,
+                    peer,
+                    payload.len(),
                     now,
                 ) {
-                    return self.drop_packet(Drop::BandwidthQuota);
+                    Ok(relay) => forward(&mut self.stats, out, payload, relay, peer),
+                    Err(why) => self.drop_packet(why),
                 }
-                forward(&mut self.stats, out, payload, relay, peer)
             }
             Kind::Stun => {
                 if let Some(ind) = wire::parse_send_indication(data) {
@@ -394,25 +418,18 @@ impl<R: RelayPorts> TurnServer<R> {
         let Some(alloc) = self.allocations.get(&tuple) else {
             return self.drop_packet(Drop::NoAllocation);
         };
-        if !alloc.has_permission(peer.ip(), now) {
-            return self.drop_packet(Drop::NoPermission);
-        }
-        let Some(relay) = alloc.relay_for(peer) else {
-            return self.drop_packet(Drop::NoPermission);
-        };
-        if !self.policy.permits_destination(peer) {
-            return self.drop_packet(Drop::PeerDenied);
-        }
-        if !charge(
+        match admit(
+            alloc,
             &self.shared,
-            &alloc.username,
-            payload.len(),
+            Some(&self.policy),
             self.cfg.user_bandwidth,
+            peer,
+            payload.len(),
             now,
         ) {
-            return self.drop_packet(Drop::BandwidthQuota);
+            Ok(relay) => forward(&mut self.stats, out, payload, relay, peer),
+            Err(why) => self.drop_packet(why),
         }
-        forward(&mut self.stats, out, payload, relay, peer)
     }
 
     /// Handles a datagram that a peer sent to a relayed address (§11.3, §12.6).
