@@ -1,7 +1,13 @@
 //! # huddle-media
 //!
 //! RTP payload formats (Opus RFC 7587, H.264 RFC 6184), the adaptive audio jitter buffer,
-//! the video frame buffer, loss concealment and FEC, and codec wrappers (libopus,
-//! openh264). Pure code with time injected; no sockets. Not built yet: this crate is empty
-//! until the media work lands.
+//! the video frame buffer, loss concealment and FEC, codec wrappers (libopus, openh264) and
+//! call-quality metrics. Pure code with time injected; no sockets, no clocks inside.
+//! It does not parse RTP headers (the `rtp` crate does) and does no networking.
 #![forbid(unsafe_code)]
+
+pub mod audio;
+pub mod codec;
+pub mod quality;
+pub mod rtp;
+pub mod video;

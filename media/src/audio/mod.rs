@@ -1,0 +1,3 @@
+//! Audio receive path: the decoder interface and the adaptive jitter buffer.
+
+pub mod decoder;
