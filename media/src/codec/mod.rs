@@ -3,8 +3,17 @@
 //! Both wrap C libraries behind safe types: settings are validated before they reach the
 //! library, buffer sizes are checked, and library failures come back as [`CodecError`].
 
+pub mod h264;
+pub mod i420;
 pub mod opus;
 pub mod opus_toc;
+
+pub use h264::{EncodedVideo, H264Decoder, H264Encoder, H264EncoderConfig};
+pub use i420::I420Frame;
+pub use opus::{
+    EncodedAudio, OpusApplication, OpusChannels, OpusDecoder, OpusEncoder, OpusEncoderConfig,
+    OpusFrameDuration, OpusSignal,
+};
 
 /// Why a codec call failed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

@@ -56,6 +56,18 @@ pub enum OpusApplication {
     Audio,
 }
 
+/// A hint about the content, steering libopus between SILK (speech, with LBRR FEC) and
+/// CELT (music, no FEC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpusSignal {
+    /// Let the encoder classify the input.
+    Auto,
+    /// Speech: prefer SILK/hybrid modes.
+    Voice,
+    /// Music: prefer CELT.
+    Music,
+}
+
 /// Duration of one encoded frame. 2.5 and 5 ms frames are CELT-only and carry no FEC, so
 /// they are not offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +123,8 @@ pub struct OpusEncoderConfig {
     pub expected_loss_percent: u8,
     /// Discontinuous transmission: near-empty packets during silence.
     pub dtx: bool,
+    /// Content hint.
+    pub signal: OpusSignal,
     /// Frame duration.
     pub frame: OpusFrameDuration,
 }
@@ -125,6 +139,7 @@ impl Default for OpusEncoderConfig {
             inband_fec: true,
             expected_loss_percent: 10,
             dtx: false,
+            signal: OpusSignal::Auto,
             frame: OpusFrameDuration::Ms20,
         }
     }
@@ -173,6 +188,7 @@ impl OpusEncoder {
         encoder.set_inband_fec(config.inband_fec)?;
         encoder.set_expected_loss(config.expected_loss_percent)?;
         encoder.set_dtx(config.dtx)?;
+        encoder.set_signal(config.signal)?;
         encoder.set_frame_duration(config.frame);
         Ok(encoder)
     }
@@ -236,6 +252,18 @@ impl OpusEncoder {
     pub fn set_dtx(&mut self, on: bool) -> Result<(), CodecError> {
         self.inner.set_dtx(on).map_err(lib_error)?;
         self.config.dtx = on;
+        Ok(())
+    }
+
+    /// Changes the content hint.
+    pub fn set_signal(&mut self, signal: OpusSignal) -> Result<(), CodecError> {
+        let lib = match signal {
+            OpusSignal::Auto => ::opus::Signal::Auto,
+            OpusSignal::Voice => ::opus::Signal::Voice,
+            OpusSignal::Music => ::opus::Signal::Music,
+        };
+        self.inner.set_signal(lib).map_err(lib_error)?;
+        self.config.signal = signal;
         Ok(())
     }
 

@@ -1,0 +1,314 @@
+//! Safe OpenH264 wrappers: [`H264Encoder`] turns [`I420Frame`]s into Annex-B access units
+//! (constrained-baseline friendly: one slice, no B-frames) with bitrate, frame-rate and
+//! keyframe control; [`H264Decoder`] turns access units back into pictures.
+
+use openh264::OpenH264API;
+use openh264::decoder::{Decoder, DecoderConfig, Flush};
+use openh264::encoder::{
+    BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile,
+    RateControlMode, UsageType,
+};
+
+use super::CodecError;
+use super::i420::I420Frame;
+
+/// Largest access unit the decoder accepts; a 4K intra picture at high quality fits well.
+pub const MAX_ACCESS_UNIT_BYTES: usize = 8 << 20;
+
+/// NAL unit type of an IDR slice (H.264 Table 7-1).
+const NAL_IDR_SLICE: u8 = 5;
+
+/// Encoder settings. Defaults suit a 640x360 camera stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct H264EncoderConfig {
+    /// Target bitrate in bits per second (10 000..=100 000 000).
+    pub bitrate_bps: u32,
+    /// Highest frame rate the rate control plans for, in frames per second (1..=120).
+    pub max_fps: f32,
+    /// Let rate control drop frames to hold the bitrate (what a real-time sender wants).
+    pub skip_frames: bool,
+    /// Frames between periodic keyframes; `None` sends them only on request.
+    pub keyframe_interval: Option<u32>,
+    /// Encoder threads; 1 keeps the cost on one core.
+    pub threads: u16,
+}
+
+impl Default for H264EncoderConfig {
+    fn default() -> Self {
+        Self {
+            bitrate_bps: 800_000,
+            max_fps: 30.0,
+            skip_frames: true,
+            keyframe_interval: None,
+            threads: 1,
+        }
+    }
+}
+
+/// What one `encode` call produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodedVideo {
+    /// Bytes of the Annex-B access unit written to the output buffer (0 when skipped).
+    pub len: usize,
+    /// The access unit is an IDR picture (with SPS/PPS): decodable on its own.
+    pub keyframe: bool,
+    /// Rate control dropped this frame; nothing is to be sent.
+    pub skipped: bool,
+}
+
+/// An OpenH264 encoder producing one Annex-B access unit per input picture.
+pub struct H264Encoder {
+    /// The OpenH264 encoder.
+    inner: Encoder,
+    /// Settings in force.
+    config: H264EncoderConfig,
+    /// Size of the last picture encoded; OpenH264 needs one picture before it can take a
+    /// keyframe request, and starts with a keyframe on every size change anyway.
+    last_size: Option<(usize, usize)>,
+    /// A keyframe was requested (e.g. after a PLI) and not yet produced.
+    keyframe_pending: bool,
+}
+
+impl std::fmt::Debug for H264Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H264Encoder")
+            .field("config", &self.config)
+            .field("last_size", &self.last_size)
+            .field("keyframe_pending", &self.keyframe_pending)
+            .finish_non_exhaustive()
+    }
+}
+
+impl H264Encoder {
+    /// Creates an encoder after validating `config`.
+    pub fn new(config: H264EncoderConfig) -> Result<Self, CodecError> {
+        if !(10_000..=100_000_000).contains(&config.bitrate_bps) {
+            return Err(CodecError::Setting {
+                name: "bitrate",
+                value: config.bitrate_bps.into(),
+            });
+        }
+        if !(1.0..=120.0).contains(&config.max_fps) {
+            return Err(CodecError::Setting {
+                name: "max fps",
+                value: config.max_fps as i64,
+            });
+        }
+        if config.threads == 0 || config.threads > 16 {
+            return Err(CodecError::Setting {
+                name: "threads",
+                value: config.threads.into(),
+            });
+        }
+        let lib_config = EncoderConfig::new()
+            .bitrate(BitRate::from_bps(config.bitrate_bps))
+            .max_frame_rate(FrameRate::from_hz(config.max_fps))
+            .rate_control_mode(RateControlMode::Bitrate)
+            .usage_type(UsageType::CameraVideoRealTime)
+            .profile(Profile::Baseline)
+            .skip_frames(config.skip_frames)
+            .intra_frame_period(IntraFramePeriod::from_num_frames(
+                config.keyframe_interval.unwrap_or(0),
+            ))
+            .num_threads(config.threads);
+        let inner =
+            Encoder::with_api_config(OpenH264API::from_source(), lib_config).map_err(lib_error)?;
+        Ok(Self {
+            inner,
+            config,
+            last_size: None,
+            keyframe_pending: false,
+        })
+    }
+
+    /// Settings in force.
+    pub fn config(&self) -> &H264EncoderConfig {
+        &self.config
+    }
+
+    /// Makes the next encoded picture an IDR keyframe (the answer to a PLI or FIR).
+    pub fn request_keyframe(&mut self) {
+        self.keyframe_pending = true;
+    }
+
+    /// Encodes `frame`, captured at `timestamp_ms` (rate control paces by it), into `out`,
+    /// which is cleared first and holds the Annex-B access unit afterwards.
+    pub fn encode(
+        &mut self,
+        frame: &I420Frame,
+        timestamp_ms: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<EncodedVideo, CodecError> {
+        out.clear();
+        let size = (frame.width(), frame.height());
+        if self.keyframe_pending && self.last_size == Some(size) {
+            self.inner.force_intra_frame();
+        }
+        let stream = self
+            .inner
+            .encode_at(frame, openh264::Timestamp::from_millis(timestamp_ms))
+            .map_err(lib_error)?;
+        let frame_type = stream.frame_type();
+        if frame_type == FrameType::Invalid {
+            return Err(CodecError::Library {
+                library: "openh264",
+                detail: "encoder returned an invalid frame".into(),
+            });
+        }
+        stream.write_vec(out);
+        self.last_size = Some(size);
+        let skipped = frame_type == FrameType::Skip || out.is_empty();
+        let keyframe = !skipped && frame_type == FrameType::IDR;
+        if keyframe {
+            self.keyframe_pending = false;
+        }
+        Ok(EncodedVideo {
+            len: out.len(),
+            keyframe,
+            skipped,
+        })
+    }
+}
+
+/// An OpenH264 decoder for Annex-B access units.
+pub struct H264Decoder {
+    /// The OpenH264 decoder.
+    inner: Decoder,
+}
+
+impl std::fmt::Debug for H264Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H264Decoder").finish_non_exhaustive()
+    }
+}
+
+impl H264Decoder {
+    /// Creates a decoder.
+    pub fn new() -> Result<Self, CodecError> {
+        // Real-time streams have no B-frames, so every access unit yields its picture at
+        // once; flushing after each call would only add work.
+        let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
+        let inner =
+            Decoder::with_api_config(OpenH264API::from_source(), config).map_err(lib_error)?;
+        Ok(Self { inner })
+    }
+
+    /// Decodes one Annex-B access unit. Returns true when a picture was written to
+    /// `picture` (reshaped to the stream's size), false when the decoder needs more data
+    /// (e.g. SPS/PPS alone).
+    pub fn decode(
+        &mut self,
+        access_unit: &[u8],
+        picture: &mut I420Frame,
+    ) -> Result<bool, CodecError> {
+        if access_unit.len() > MAX_ACCESS_UNIT_BYTES {
+            return Err(CodecError::Malformed(format!(
+                "access unit of {} bytes exceeds {MAX_ACCESS_UNIT_BYTES}",
+                access_unit.len()
+            )));
+        }
+        if start_code_len(access_unit).is_none() {
+            return Err(CodecError::Malformed(
+                "access unit does not start with an Annex-B start code".into(),
+            ));
+        }
+        let Some(decoded) = self.inner.decode(access_unit).map_err(lib_error)? else {
+            return Ok(false);
+        };
+        use openh264::formats::YUVSource;
+        let (width, height) = decoded.dimensions();
+        let (y_stride, uv_stride, _) = decoded.strides();
+        picture.reshape(width, height)?;
+        picture.copy_from_strided(
+            (decoded.y(), y_stride),
+            (decoded.u(), decoded.v(), uv_stride),
+        )?;
+        Ok(true)
+    }
+}
+
+/// Length of the Annex-B start code (3 or 4 bytes) at the start of `data`.
+fn start_code_len(data: &[u8]) -> Option<usize> {
+    match data {
+        [0, 0, 1, ..] => Some(3),
+        [0, 0, 0, 1, ..] => Some(4),
+        _ => None,
+    }
+}
+
+/// NAL unit types in an Annex-B stream, in order (H.264 Annex B.2 byte stream).
+pub fn nal_types(stream: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let mut rest = stream;
+    std::iter::from_fn(move || {
+        loop {
+            let pos = rest.windows(3).position(|w| w == [0, 0, 1])?;
+            rest = rest.get(pos + 3..)?;
+            if let Some(&header) = rest.first() {
+                return Some(header & 0x1f);
+            }
+        }
+    })
+}
+
+/// Whether an Annex-B access unit holds an IDR slice, i.e. starts a decodable sequence.
+pub fn is_keyframe(access_unit: &[u8]) -> bool {
+    nal_types(access_unit).any(|t| t == NAL_IDR_SLICE)
+}
+
+fn lib_error(e: openh264::Error) -> CodecError {
+    CodecError::Library {
+        library: "openh264",
+        detail: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nal_types_of_an_annex_b_stream() {
+        let stream = [0, 0, 0, 1, 0x67, 1, 0, 0, 1, 0x68, 2, 0, 0, 1, 0x65, 3];
+        assert_eq!(nal_types(&stream).collect::<Vec<_>>(), vec![7, 8, 5]);
+        assert!(is_keyframe(&stream));
+        assert!(!is_keyframe(&[0, 0, 1, 0x41, 9]));
+        assert_eq!(nal_types(&[0, 0, 1]).count(), 0);
+        assert_eq!(start_code_len(&[0, 0, 1, 5]), Some(3));
+        assert_eq!(start_code_len(&[0, 1]), None);
+    }
+
+    #[test]
+    fn rejects_bad_settings() {
+        let bad = [
+            H264EncoderConfig {
+                bitrate_bps: 1_000,
+                ..Default::default()
+            },
+            H264EncoderConfig {
+                max_fps: 0.0,
+                ..Default::default()
+            },
+            H264EncoderConfig {
+                threads: 0,
+                ..Default::default()
+            },
+        ];
+        for config in bad {
+            assert!(matches!(
+                H264Encoder::new(config),
+                Err(CodecError::Setting { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn decoder_rejects_input_without_start_code() {
+        let mut dec = H264Decoder::new().unwrap();
+        let mut picture = I420Frame::new(2, 2).unwrap();
+        assert!(matches!(
+            dec.decode(&[0x65, 1, 2, 3], &mut picture),
+            Err(CodecError::Malformed(_))
+        ));
+        assert!(dec.decode(&[], &mut picture).is_err());
+    }
+}
