@@ -10,7 +10,8 @@ use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use huddle_signal::config::{
-    AuthConfig, CallsConfig, HttpConfig, IceConfig, RoomsConfig, Secret, SignalConfig, StoreConfig,
+    AuthConfig, CallsConfig, ChatConfig, HttpConfig, IceConfig, RoomsConfig, Secret, SignalConfig,
+    StoreConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -168,6 +169,7 @@ pub struct Config {
     pub calls: CallsConfig,
     pub ice: IceConfig,
     pub store: StoreConfig,
+    pub chat: ChatConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
     pub turn: TurnConfig,
@@ -308,8 +310,23 @@ fn validate(cfg: &Config, dev: bool) -> anyhow::Result<()> {
         bail!("ice.turn_secret must be set when ice.turn_urls is not empty");
     }
     let url = cfg.store.effective_url();
-    if !url.starts_with("sqlite:") {
-        bail!("store.url {url:?}: only sqlite:// URLs are supported by this version");
+    if huddle_signal::store::Backend::of_url(&url).is_none() {
+        bail!(
+            "store.url {:?}: use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB",
+            huddle_signal::store::redact(&url)
+        );
+    }
+    let chat = &cfg.chat;
+    if chat.max_text_bytes == 0 || chat.max_text_bytes > cfg.signal.max_message_bytes / 2 {
+        bail!("chat.max_text_bytes must be positive and at most half of signal.max_message_bytes");
+    }
+    if chat.messages_per_second == 0 || chat.max_history_page == 0 {
+        bail!("chat.messages_per_second and chat.max_history_page must be positive");
+    }
+    if let Some(hook) = &chat.webhook_url {
+        if !hook.starts_with("http://") && !hook.starts_with("https://") {
+            bail!("chat.webhook_url {hook:?} must be an http:// or https:// URL");
+        }
     }
     tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
         .with_context(|| format!("log.level {:?} is not a valid filter", cfg.log.level))?;

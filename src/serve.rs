@@ -20,7 +20,7 @@ pub async fn run(cfg: Config, dev: bool) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
     }
     let store = Store::open(&cfg.store).await.context("opening the store")?;
-    tracing::info!(node_id = store.node_id(), url = %cfg.store.effective_url(), "store ready");
+    tracing::info!(node_id = store.node_id(), url = %huddle_signal::store::redact(&cfg.store.effective_url()), "store ready");
     let shutdown = CancellationToken::new();
     let mut registry = prometheus_client::registry::Registry::default();
     let turn = if cfg.turn.enabled {
@@ -40,6 +40,8 @@ pub async fn run(cfg: Config, dev: bool) -> anyhow::Result<()> {
                 calls: cfg.calls.clone(),
                 ice: cfg.ice.clone(),
             },
+            chat: cfg.chat.clone(),
+            data_dir: cfg.store.data_dir.clone(),
             dev,
         },
         store,

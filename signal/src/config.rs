@@ -233,3 +233,71 @@ impl StoreConfig {
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("huddle.db").display()))
     }
 }
+
+/// `[chat]`: text chat, its limits, attachments, retention and the push webhook.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Longest message text, in bytes of UTF-8.
+    pub max_text_bytes: usize,
+    /// Largest client metadata of a message (serialised JSON).
+    pub max_metadata_bytes: usize,
+    /// Most attachments one message carries.
+    pub max_attachments: usize,
+    /// Messages (sends, edits, deletes) one identity may post per second, over all its devices.
+    pub messages_per_second: u32,
+    /// Burst allowed above `messages_per_second`.
+    pub message_burst: u32,
+    /// Most members of a named group.
+    pub max_group_members: usize,
+    /// Most messages returned by one history request.
+    pub max_history_page: usize,
+    /// A device seen for the first time gets this many recent messages of each conversation
+    /// on sync (older ones through history); a known device gets everything it missed.
+    pub new_device_backlog: usize,
+    /// Messages older than this are deleted; `0s` keeps them forever.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Largest attachment upload, in bytes.
+    pub max_attachment_bytes: u64,
+    /// Content types accepted for attachments.
+    pub attachment_types: Vec<String>,
+    /// Called (POST, JSON) for messages whose recipients had no device connected, so the
+    /// app server can send push notifications.
+    pub webhook_url: Option<String>,
+    /// Signs webhook bodies: header `X-Huddle-Signature: sha256=<hex HMAC-SHA256>`.
+    pub webhook_secret: Option<Secret>,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            max_text_bytes: 16 * 1024,
+            max_metadata_bytes: 4096,
+            max_attachments: 10,
+            messages_per_second: 20,
+            message_burst: 100,
+            max_group_members: 1000,
+            max_history_page: 200,
+            new_device_backlog: 100,
+            retention: Duration::ZERO,
+            max_attachment_bytes: 25 * 1024 * 1024,
+            attachment_types: [
+                "image/jpeg",
+                "image/png",
+                "image/gif",
+                "image/webp",
+                "audio/ogg",
+                "audio/webm",
+                "audio/mpeg",
+                "audio/mp4",
+                "audio/wav",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            webhook_url: None,
+            webhook_secret: None,
+        }
+    }
+}

@@ -41,6 +41,19 @@ fn type_label(msg: &ClientMessage) -> &'static str {
         ClientMessage::CallHangup { .. } => "call_hangup",
         ClientMessage::CallSdp { .. } => "call_sdp",
         ClientMessage::CallIce { .. } => "call_ice",
+        ClientMessage::ChatSync(_) => "chat_sync",
+        ClientMessage::ChatSend(_) => "chat_send",
+        ClientMessage::ChatEdit(_) => "chat_edit",
+        ClientMessage::ChatDelete(_) => "chat_delete",
+        ClientMessage::ChatReceived(_) => "chat_received",
+        ClientMessage::ChatRead(_) => "chat_read",
+        ClientMessage::ChatTyping(_) => "chat_typing",
+        ClientMessage::ChatHistory(_) => "chat_history",
+        ClientMessage::ChatConversations {} => "chat_conversations",
+        ClientMessage::ChatOpenDirect(_) => "chat_open_direct",
+        ClientMessage::ChatCreateGroup(_) => "chat_create_group",
+        ClientMessage::ChatAddMembers(_) => "chat_add_members",
+        ClientMessage::ChatRemoveMembers(_) => "chat_remove_members",
     }
 }
 
@@ -63,6 +76,7 @@ pub(crate) async fn run(
     peer: SocketAddr,
 ) {
     let (tx, mut rx) = mpsc::channel(st.hub_config.signal.outbound_queue.max(1));
+    let mut chat = st.chat.connection(&claims, tx.downgrade());
     let attached = st
         .hub
         .lock()
@@ -117,6 +131,10 @@ pub(crate) async fn run(
                                 continue;
                             }
                             match decode(&text) {
+                                Decoded::Request(id, msg) if msg.is_chat() => {
+                                    st.metrics.messages_in.get_or_create(&TypeLabel { r#type: type_label(&msg) }).inc();
+                                    st.chat.handle(&mut chat, id, msg).await;
+                                }
                                 Decoded::Request(id, msg) => {
                                     st.metrics.messages_in.get_or_create(&TypeLabel { r#type: type_label(&msg) }).inc();
                                     st.hub.lock().handle(attached.key, id, msg, Instant::now());
@@ -156,6 +174,7 @@ pub(crate) async fn run(
             }
         };
         tracing::debug!(clean, "disconnected");
+        st.chat.disconnect(&chat);
         st.hub.lock().disconnect(attached.key, attached.generation, clean, Instant::now());
         st.wake_timers();
         drop(slot);

@@ -66,10 +66,23 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
     if st.dev {
         api = api.route("/v1/dev/token", post(dev_token));
     }
-    api.layer(DefaultBodyLimit::max(64 * 1024)).with_state(st)
+    // Uploads stream to disk under their own limit (chat.max_attachment_bytes).
+    let uploads = Router::new()
+        .route(
+            "/v1/chat/attachments",
+            post(crate::chat::attachments::upload),
+        )
+        .layer(DefaultBodyLimit::disable());
+    api.route(
+        "/v1/chat/attachments/{id}",
+        get(crate::chat::attachments::download),
+    )
+    .layer(DefaultBodyLimit::max(64 * 1024))
+    .merge(uploads)
+    .with_state(st)
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
         .to_str()

@@ -600,6 +600,19 @@ fn every_request_type_decodes_from_its_documented_example() {
         json!({"type":"call_hangup","call_id":"c"}),
         json!({"type":"call_sdp","call_id":"c","sdp":{"type":"offer","sdp":"v=0"}}),
         json!({"type":"call_ice","call_id":"c","candidate":null}),
+        json!({"type":"chat_sync","device":"d1","cursors":{"room:r":3}}),
+        json!({"type":"chat_send","conversation":"room:r","client_msg_id":"m1","text":"hi"}),
+        json!({"type":"chat_edit","conversation":"room:r","client_msg_id":"m2","seq":1,"text":"hey"}),
+        json!({"type":"chat_delete","conversation":"room:r","client_msg_id":"m3","seq":1}),
+        json!({"type":"chat_received","conversation":"room:r","seq":1}),
+        json!({"type":"chat_read","conversation":"room:r","seq":1}),
+        json!({"type":"chat_typing","conversation":"room:r","typing":true}),
+        json!({"type":"chat_history","conversation":"room:r","before":10,"limit":20}),
+        json!({"type":"chat_conversations"}),
+        json!({"type":"chat_open_direct","with":"bob"}),
+        json!({"type":"chat_create_group","name":"team","members":["bob"]}),
+        json!({"type":"chat_add_members","conversation":"group:x","members":["carol"]}),
+        json!({"type":"chat_remove_members","conversation":"group:x","members":["carol"]}),
     ];
     assert_eq!(examples.len(), ClientMessage::TYPES.len());
     for (ex, ty) in examples.iter().zip(ClientMessage::TYPES) {

@@ -25,6 +25,8 @@
 //!     http: Default::default(),
 //!     auth: Default::default(),
 //!     hub: Default::default(),
+//!     chat: Default::default(),
+//!     data_dir: "./data".into(),
 //!     dev: true,
 //! };
 //! let shutdown = tokio_util::sync::CancellationToken::new();
@@ -42,6 +44,7 @@
 
 pub mod auth;
 pub mod call;
+pub mod chat;
 pub mod config;
 pub mod connection;
 pub mod http;

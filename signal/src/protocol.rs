@@ -6,6 +6,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::chat::wire as chat;
+
 /// Version of the wire protocol, sent in `welcome`. Bumped only on incompatible changes.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -91,7 +93,9 @@ pub enum ClientMessage {
         metadata: Option<Value>,
     },
     /// Callee: tell the caller that this device is ringing.
-    CallRinging { call_id: String },
+    CallRinging {
+        call_id: String,
+    },
     /// Callee: accept the call on this device, optionally with the SDP answer.
     CallAccept {
         call_id: String,
@@ -105,16 +109,38 @@ pub enum ClientMessage {
         reason: Option<RejectReason>,
     },
     /// Caller: withdraw an unanswered call.
-    CallCancel { call_id: String },
+    CallCancel {
+        call_id: String,
+    },
     /// Either party: end an answered call.
-    CallHangup { call_id: String },
+    CallHangup {
+        call_id: String,
+    },
     /// Relay an SDP offer or answer to the other party (renegotiation, ICE restart).
     CallSdp {
         call_id: String,
         sdp: SessionDescription,
     },
     /// Relay a trickle ICE candidate (`RTCIceCandidateInit`, or null for end of candidates).
-    CallIce { call_id: String, candidate: Value },
+    CallIce {
+        call_id: String,
+        candidate: Value,
+    },
+    /// Chat: name this device and start delivery (see [`crate::chat`]).
+    ChatSync(chat::SyncRequest),
+    ChatSend(chat::SendRequest),
+    ChatEdit(chat::EditRequest),
+    ChatDelete(chat::DeleteRequest),
+    /// Device delivery ack, cumulative per conversation; not answered.
+    ChatReceived(chat::CursorRequest),
+    ChatRead(chat::CursorRequest),
+    ChatTyping(chat::TypingRequest),
+    ChatHistory(chat::HistoryRequest),
+    ChatConversations {},
+    ChatOpenDirect(chat::OpenDirectRequest),
+    ChatCreateGroup(chat::CreateGroupRequest),
+    ChatAddMembers(chat::MembersRequest),
+    ChatRemoveMembers(chat::MembersRequest),
 }
 
 impl ClientMessage {
@@ -134,7 +160,40 @@ impl ClientMessage {
         "call_hangup",
         "call_sdp",
         "call_ice",
+        "chat_sync",
+        "chat_send",
+        "chat_edit",
+        "chat_delete",
+        "chat_received",
+        "chat_read",
+        "chat_typing",
+        "chat_history",
+        "chat_conversations",
+        "chat_open_direct",
+        "chat_create_group",
+        "chat_add_members",
+        "chat_remove_members",
     ];
+
+    /// Whether this request is handled by chat rather than by the hub.
+    pub fn is_chat(&self) -> bool {
+        matches!(
+            self,
+            ClientMessage::ChatSync(_)
+                | ClientMessage::ChatSend(_)
+                | ClientMessage::ChatEdit(_)
+                | ClientMessage::ChatDelete(_)
+                | ClientMessage::ChatReceived(_)
+                | ClientMessage::ChatRead(_)
+                | ClientMessage::ChatTyping(_)
+                | ClientMessage::ChatHistory(_)
+                | ClientMessage::ChatConversations {}
+                | ClientMessage::ChatOpenDirect(_)
+                | ClientMessage::ChatCreateGroup(_)
+                | ClientMessage::ChatAddMembers(_)
+                | ClientMessage::ChatRemoveMembers(_)
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -378,6 +437,14 @@ pub enum ErrorCode {
     CalleeUnavailable,
     /// The request does not fit the current state (e.g. answering an answered call).
     InvalidState,
+    /// Chat: the conversation does not exist or the identity is not a member.
+    NotMember,
+    /// Chat: the message referred to does not exist, is not one's own, or is deleted.
+    InvalidTarget,
+    /// Chat: the client message id was already used for another message.
+    DuplicateClientId,
+    /// The server could not store the request; nothing was changed, retry later.
+    Unavailable,
     Internal,
 }
 
@@ -407,6 +474,10 @@ impl ErrorCode {
             ErrorCode::CallNotFound => "call_not_found",
             ErrorCode::CalleeUnavailable => "callee_unavailable",
             ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::NotMember => "not_member",
+            ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::DuplicateClientId => "duplicate_client_id",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
     }

@@ -1,5 +1,6 @@
 //! The signalling service as a whole: shared state, the hub's timer task, and shutdown.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -12,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::TokenIssuer;
-use crate::config::{AuthConfig, HttpConfig, Secret};
+use crate::chat::Chat;
+use crate::config::{AuthConfig, ChatConfig, HttpConfig, Secret};
 use crate::hub::{Hub, HubConfig};
 use crate::limits::{ConnectionLimits, OriginPolicy};
 use crate::metrics::Metrics;
@@ -24,6 +26,9 @@ pub struct ServiceOptions {
     pub http: HttpConfig,
     pub auth: AuthConfig,
     pub hub: HubConfig,
+    pub chat: ChatConfig,
+    /// Where uploaded attachments are kept (`<data_dir>/attachments`).
+    pub data_dir: PathBuf,
     /// Development mode: localhost origins only, `/v1/dev/token` enabled.
     pub dev: bool,
 }
@@ -41,6 +46,7 @@ pub struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) registry: Registry,
     pub(crate) store: Store,
+    pub(crate) chat: Arc<Chat>,
     pub(crate) dev: bool,
     /// Cancelled when the server starts shutting down.
     pub(crate) shutdown: CancellationToken,
@@ -95,6 +101,13 @@ impl SignalService {
             opts.hub.signal.max_connections_per_ip,
             metrics.clone(),
         );
+        let chat = Chat::start(
+            opts.chat,
+            store.pool().clone(),
+            opts.data_dir,
+            &mut registry,
+            shutdown.clone(),
+        );
         let state = AppState {
             hub: Mutex::new(Hub::new(opts.hub.clone(), metrics.clone(), Instant::now())),
             hub_timers: Notify::new(),
@@ -106,6 +119,7 @@ impl SignalService {
             metrics,
             registry,
             store,
+            chat,
             dev: opts.dev,
             shutdown,
             tracker: TaskTracker::new(),

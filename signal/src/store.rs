@@ -1,19 +1,17 @@
-//! The embedded store: an SQLite database under the data directory, opened in WAL mode with
-//! full fsync (a write that returns is durable), migrations embedded and run at start.
-//! PostgreSQL by URL arrives with the chat history store.
+//! The durable store: SQLite under the data directory by default (WAL mode, full fsync, so
+//! a commit that returns is durable), or PostgreSQL by URL. Both run the same SQL through
+//! sqlx's `Any` driver; the schema's migrations are embedded and run at start.
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
 
 use crate::config::StoreConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store.url {0:?}: only sqlite:// URLs are supported by this version")]
+    #[error("store.url {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
     Unsupported(String),
     #[error("store.data_dir {path}: {source}")]
     DataDir {
@@ -28,9 +26,30 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
 }
 
+/// Which database engine the store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a store URL names, if it is one we support.
+    pub fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
     node_id: String,
 }
 
@@ -38,48 +57,78 @@ impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub async fn open(cfg: &StoreConfig) -> Result<Self, StoreError> {
         let url = cfg.effective_url();
-        if !url.starts_with("sqlite:") {
-            return Err(StoreError::Unsupported(url));
-        }
-        if cfg.url.is_none() {
-            std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StoreError::DataDir {
-                path: cfg.data_dir.display().to_string(),
-                source,
-            })?;
-        }
-        let opts = SqliteConnectOptions::from_str(&url)
-            .map_err(|source| StoreError::Open {
-                url: url.clone(),
-                source,
-            })?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await
-            .map_err(|source| StoreError::Open {
-                url: url.clone(),
-                source,
-            })?;
+        let backend = Backend::of_url(&url).ok_or_else(|| StoreError::Unsupported(url.clone()))?;
+        install_default_drivers();
+        let open_err = |source| StoreError::Open {
+            url: redact(&url),
+            source,
+        };
+        let pool = match backend {
+            Backend::Sqlite => {
+                if cfg.url.is_none() {
+                    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| {
+                        StoreError::DataDir {
+                            path: cfg.data_dir.display().to_string(),
+                            source,
+                        }
+                    })?;
+                }
+                let url = if url.contains('?') {
+                    url.clone()
+                } else {
+                    format!("{url}?mode=rwc")
+                };
+                AnyPoolOptions::new()
+                    .max_connections(4)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // WAL lets readers run beside the writer; FULL makes every
+                            // commit durable before it returns.
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                                 PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await
+                    .map_err(open_err)?
+            }
+            Backend::Postgres => AnyPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(&url)
+                .await
+                .map_err(open_err)?,
+        };
         sqlx::migrate!("./migrations").run(&pool).await?;
         let fresh = uuid::Uuid::new_v4().to_string();
-        sqlx::query("INSERT OR IGNORE INTO server_meta (key, value) VALUES ('node_id', ?)")
-            .bind(&fresh)
-            .execute(&pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO server_meta (key, value) VALUES ('node_id', $1) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&fresh)
+        .execute(&pool)
+        .await?;
         let node_id: String =
             sqlx::query_scalar("SELECT value FROM server_meta WHERE key = 'node_id'")
                 .fetch_one(&pool)
                 .await?;
-        Ok(Self { pool, node_id })
+        Ok(Self {
+            pool,
+            backend,
+            node_id,
+        })
     }
 
     /// A stable id for this server, created on first start.
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Whether the database answers.
@@ -92,8 +141,27 @@ impl Store {
         self.pool.close().await;
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+}
+
+/// A database URL with its password, if any, replaced, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:<redacted>{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -110,6 +178,7 @@ mod tests {
         };
         let a = Store::open(&cfg).await.unwrap();
         a.ping().await.unwrap();
+        assert_eq!(a.backend(), Backend::Sqlite);
         let id = a.node_id().to_owned();
         a.close().await;
         let b = Store::open(&cfg).await.unwrap();
@@ -122,11 +191,21 @@ mod tests {
     async fn refuses_other_urls() {
         let cfg = StoreConfig {
             data_dir: "./unused".into(),
-            url: Some("postgres://localhost/x".into()),
+            url: Some("mysql://localhost/x".into()),
         };
         assert!(matches!(
             Store::open(&cfg).await,
             Err(StoreError::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://u:secret@db:5432/h"),
+            "postgres://u:<redacted>@db:5432/h"
+        );
+        assert_eq!(redact("postgres://u@db/h"), "postgres://u@db/h");
+        assert_eq!(redact("sqlite://./data/x.db"), "sqlite://./data/x.db");
     }
 }

@@ -2,6 +2,8 @@
 //! with real WebSocket and HTTP clients.
 #![allow(dead_code)]
 
+pub mod chat;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -22,6 +24,9 @@ pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// How it was started, to start it again.
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -45,11 +50,33 @@ impl Server {
         };
         let path = dir.path().join("huddle.toml");
         std::fs::write(&path, cfg).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_huddle"));
-        cmd.arg("serve").arg("--config").arg(&path).args(args);
-        if !args.contains(&"--listen") {
-            cmd.arg("--listen").arg("127.0.0.1:0");
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if !args.iter().any(|a| a == "--listen") {
+            args.extend(["--listen".into(), "127.0.0.1:0".into()]);
         }
+        let mut full = vec![
+            "serve".to_string(),
+            "--config".into(),
+            path.display().to_string(),
+        ];
+        full.extend(args);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, addr) = Self::spawn(&full, &env);
+        Server {
+            child,
+            addr,
+            dir,
+            args: full,
+            env,
+        }
+    }
+
+    fn spawn(args: &[String], env: &[(String, String)]) -> (Child, SocketAddr) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_huddle"));
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -72,7 +99,30 @@ impl Server {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, addr, dir }
+        (child, addr)
+    }
+
+    /// Kills the process (SIGKILL: no graceful shutdown) and starts it again on the same
+    /// address, configuration and data.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut args = self.args.clone();
+        if let Some(i) = args.iter().position(|a| a == "--listen") {
+            args[i + 1] = self.addr.to_string();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            // The old socket may linger for a moment after the kill.
+            let probe = std::net::TcpListener::bind(self.addr);
+            if probe.is_ok() || std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (child, addr) = Self::spawn(&args, &self.env);
+        assert_eq!(addr, self.addr);
+        self.child = child;
     }
 
     pub fn http(&self, path: &str) -> String {
