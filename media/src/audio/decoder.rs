@@ -37,4 +37,10 @@ pub trait AudioDecoder {
     ) -> Result<usize, DecodeError>;
     /// Conceals one lost frame of `samples` per channel (packet-loss concealment).
     fn conceal(&mut self, samples: usize, out: &mut [i16]) -> Result<usize, DecodeError>;
+    /// Whether `payload` is a discontinuous-transmission (silence) packet, after which a
+    /// timestamp gap is a pause in talking rather than loss. Codecs without DTX keep `false`.
+    fn is_dtx(&self, payload: &[u8]) -> bool {
+        let _ = payload;
+        false
+    }
 }

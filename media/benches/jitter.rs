@@ -1,0 +1,2 @@
+//! Jitter buffer benchmark (being written).
+fn main() {}

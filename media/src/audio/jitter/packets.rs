@@ -1,0 +1,212 @@
+//! Received packets awaiting playout: RTP sequence/timestamp unwrapping, ordering by
+//! extended sequence number, duplicate detection, and payload storage reused across packets.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// Extends 16-bit sequence numbers and 32-bit timestamps to 64 bits across wraparound
+/// (RFC 3550 §A.1), relative to the highest value seen so far.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Unwrapper {
+    /// Highest extended sequence number seen.
+    seq: Option<i64>,
+    /// Highest extended timestamp seen.
+    ts: Option<i64>,
+}
+
+impl Unwrapper {
+    /// Extends `seq`; a difference of up to ±2^15 from the highest seen is taken as the
+    /// shortest way round.
+    pub(crate) fn seq(&mut self, seq: u16) -> i64 {
+        let ext = match self.seq {
+            None => i64::from(seq),
+            Some(last) => last + i64::from(seq.wrapping_sub(last as u16) as i16),
+        };
+        self.seq = Some(self.seq.map_or(ext, |last| last.max(ext)));
+        ext
+    }
+
+    /// Extends `ts` the same way with ±2^31.
+    pub(crate) fn ts(&mut self, ts: u32) -> i64 {
+        let ext = match self.ts {
+            None => i64::from(ts),
+            Some(last) => last + i64::from(ts.wrapping_sub(last as u32) as i32),
+        };
+        self.ts = Some(self.ts.map_or(ext, |last| last.max(ext)));
+        ext
+    }
+
+    /// Forgets the reference so that the next packet starts a new stream.
+    pub(crate) fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// One received packet.
+#[derive(Debug)]
+pub(crate) struct Packet {
+    /// Extended RTP sequence number.
+    pub seq: i64,
+    /// Extended RTP timestamp of its first sample.
+    pub ts: i64,
+    /// Samples per channel it decodes to.
+    pub samples: usize,
+    /// When it was received.
+    pub arrival: Instant,
+    /// Whether it carries in-band FEC for the packet before it.
+    pub has_fec: bool,
+    /// The encoded payload (a buffer taken from the pool).
+    pub payload: Vec<u8>,
+}
+
+/// Packets sorted by extended sequence number, at most one per sequence number.
+#[derive(Debug, Default)]
+pub(crate) struct PacketBuffer {
+    packets: VecDeque<Packet>,
+    /// Payload buffers of packets already played, reused so that steady-state insertion
+    /// does not allocate.
+    pool: Vec<Vec<u8>>,
+    /// Sum of `samples` over the packets held.
+    samples: usize,
+}
+
+/// Payload buffers kept for reuse at most; more would only hold memory after a burst.
+const POOL_LIMIT: usize = 64;
+
+impl PacketBuffer {
+    pub(crate) fn with_capacity(packets: usize) -> Self {
+        Self {
+            packets: VecDeque::with_capacity(packets + 1),
+            pool: Vec::with_capacity(POOL_LIMIT),
+            samples: 0,
+        }
+    }
+
+    /// Inserts in sequence order; returns false (and stores nothing) for a duplicate.
+    pub(crate) fn insert(
+        &mut self,
+        seq: i64,
+        ts: i64,
+        samples: usize,
+        arrival: Instant,
+        has_fec: bool,
+        payload: &[u8],
+    ) -> bool {
+        // Packets arrive mostly in order, so search from the back.
+        let pos = match self.packets.back() {
+            Some(last) if last.seq < seq => self.packets.len(),
+            _ => match self.packets.binary_search_by_key(&seq, |p| p.seq) {
+                Ok(_) => return false,
+                Err(pos) => pos,
+            },
+        };
+        let mut buf = self.pool.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(payload);
+        self.packets.insert(
+            pos,
+            Packet {
+                seq,
+                ts,
+                samples,
+                arrival,
+                has_fec,
+                payload: buf,
+            },
+        );
+        self.samples += samples;
+        true
+    }
+
+    pub(crate) fn front(&self) -> Option<&Packet> {
+        self.packets.front()
+    }
+
+    /// Removes the oldest packet; hand it back with [`PacketBuffer::recycle`].
+    pub(crate) fn pop_front(&mut self) -> Option<Packet> {
+        let p = self.packets.pop_front()?;
+        self.samples -= p.samples;
+        Some(p)
+    }
+
+    /// Returns a played packet's payload buffer to the pool.
+    pub(crate) fn recycle(&mut self, packet: Packet) {
+        if self.pool.len() < POOL_LIMIT {
+            self.pool.push(packet.payload);
+        }
+    }
+
+    /// Drops every packet; returns how many there were.
+    pub(crate) fn clear(&mut self) -> usize {
+        let n = self.packets.len();
+        while let Some(p) = self.pop_front() {
+            self.recycle(p);
+        }
+        n
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.packets.len()
+    }
+
+    /// Samples per channel held, counting each packet's own duration (gaps not included).
+    pub(crate) fn samples(&self) -> usize {
+        self.samples
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn sequence_numbers_unwrap_across_zero() {
+        let mut u = Unwrapper::default();
+        assert_eq!(u.seq(65534), 65534);
+        assert_eq!(u.seq(65535), 65535);
+        assert_eq!(u.seq(0), 65536);
+        // A reordered packet from before the wrap stays before it.
+        assert_eq!(u.seq(65533), 65533);
+        assert_eq!(u.seq(1), 65537);
+    }
+
+    #[test]
+    fn timestamps_unwrap_across_zero() {
+        let mut u = Unwrapper::default();
+        assert_eq!(u.ts(u32::MAX - 959), i64::from(u32::MAX) - 959);
+        assert_eq!(u.ts(0), 1 << 32);
+        assert_eq!(u.ts(960), (1 << 32) + 960);
+    }
+
+    proptest! {
+        /// Any arrival order of a run of packets comes out sorted with duplicates refused.
+        #[test]
+        fn packets_come_out_in_sequence_order(
+            start in any::<u16>(),
+            order in proptest::collection::vec(0u16..40, 1..120),
+        ) {
+            let now = Instant::now();
+            let mut u = Unwrapper::default();
+            let mut b = PacketBuffer::with_capacity(64);
+            let mut seen = std::collections::BTreeSet::new();
+            let base = u.seq(start);
+            for off in order {
+                let ext = u.seq(start.wrapping_add(off));
+                prop_assert_eq!(ext, base + i64::from(off));
+                let fresh = seen.insert(off);
+                prop_assert_eq!(b.insert(ext, ext * 960, 960, now, false, &[off as u8]), fresh);
+            }
+            prop_assert_eq!(b.len(), seen.len());
+            prop_assert_eq!(b.samples(), seen.len() * 960);
+            let mut out = Vec::new();
+            while let Some(p) = b.pop_front() {
+                out.push(p.seq - base);
+                b.recycle(p);
+            }
+            let want: Vec<i64> = seen.into_iter().map(i64::from).collect();
+            prop_assert_eq!(out, want);
+            prop_assert_eq!(b.samples(), 0);
+        }
+    }
+}
