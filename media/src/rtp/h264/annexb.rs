@@ -20,7 +20,9 @@ pub fn nal_units(data: &[u8]) -> Result<NalUnits<'_>, H264Error> {
     if zeros < 2 || data.get(zeros) != Some(&1) {
         return Err(H264Error::NoStartCode);
     }
-    Ok(NalUnits { rest: &data[zeros + 1..] })
+    Ok(NalUnits {
+        rest: &data[zeros + 1..],
+    })
 }
 
 /// Position of the next `00 00 01` in `data`.
@@ -67,15 +69,23 @@ mod tests {
 
     #[test]
     fn splits_three_and_four_byte_start_codes() {
-        let au = [0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 0, 1, 0x65, 4, 0, 0];
+        let au = [
+            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 0, 1, 0x65, 4, 0, 0,
+        ];
         let units: Vec<&[u8]> = nal_units(&au).unwrap().collect();
         assert_eq!(units, [&[0x67, 1, 2][..], &[0x68, 3], &[0x65, 4]]);
     }
 
     #[test]
     fn rejects_missing_start_code() {
-        assert_eq!(nal_units(&[0x65, 1, 2]).unwrap_err(), H264Error::NoStartCode);
-        assert_eq!(nal_units(&[0, 1, 0x65]).unwrap_err(), H264Error::NoStartCode);
+        assert_eq!(
+            nal_units(&[0x65, 1, 2]).unwrap_err(),
+            H264Error::NoStartCode
+        );
+        assert_eq!(
+            nal_units(&[0, 1, 0x65]).unwrap_err(),
+            H264Error::NoStartCode
+        );
         assert_eq!(nal_units(&[]).unwrap_err(), H264Error::NoStartCode);
     }
 

@@ -22,7 +22,11 @@ pub struct DepacketizerConfig {
 
 impl Default for DepacketizerConfig {
     fn default() -> Self {
-        Self { max_access_unit_bytes: 4 << 20, max_parameter_set_bytes: 1024, prepend_parameter_sets: true }
+        Self {
+            max_access_unit_bytes: 4 << 20,
+            max_parameter_set_bytes: 1024,
+            prepend_parameter_sets: true,
+        }
     }
 }
 
@@ -130,7 +134,10 @@ pub struct H264Depacketizer {
 impl H264Depacketizer {
     /// A depacketizer with the given limits.
     pub fn new(config: DepacketizerConfig) -> Self {
-        Self { config, ..Self::default() }
+        Self {
+            config,
+            ..Self::default()
+        }
     }
 
     /// Counters so far.
@@ -145,7 +152,13 @@ impl H264Depacketizer {
 
     /// Pushes one RTP payload with its header fields. An error means this packet was
     /// rejected; the access unit it belonged to is then reported as dropped.
-    pub fn push(&mut self, seq: u16, timestamp: u32, marker: bool, payload: &[u8]) -> Result<(), H264Error> {
+    pub fn push(
+        &mut self,
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> Result<(), H264Error> {
         let seq = self.seq.unwrap(seq);
         if self.last_seq.is_some_and(|last| seq <= last) {
             self.stats.out_of_order += 1;
@@ -154,7 +167,11 @@ impl H264Depacketizer {
         // The first packet of a stream has an unknown predecessor: treat it like a gap.
         let gap = self.last_seq.is_none_or(|last| seq != last + 1);
         self.last_seq = Some(seq);
-        if self.current.as_ref().is_some_and(|a| a.timestamp != timestamp) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|a| a.timestamp != timestamp)
+        {
             // A new timestamp without the marker: the old unit is complete only when no
             // packet is missing between them (some senders omit the marker).
             self.finish(!gap);
@@ -184,7 +201,14 @@ impl H264Depacketizer {
             // Still validate, so the caller learns of malformed input.
             inspect_payload(payload).map(|_| ())
         } else {
-            let r = append_payload(&mut self.buf, assembly, payload, &self.config, &mut self.sps, &mut self.pps);
+            let r = append_payload(
+                &mut self.buf,
+                assembly,
+                payload,
+                &self.config,
+                &mut self.sps,
+                &mut self.pps,
+            );
             if let Err(e) = &r {
                 assembly.broken = Some(DropReason::Malformed(e.clone()));
             }
@@ -203,11 +227,25 @@ impl H264Depacketizer {
         timestamp: u32,
         payloads: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<AccessUnit, H264Error> {
-        let mut assembly =
-            Assembly { timestamp, broken: None, open_fu: None, open_fu_at: 0, idr: false, sps: false, pps: false };
+        let mut assembly = Assembly {
+            timestamp,
+            broken: None,
+            open_fu: None,
+            open_fu_at: 0,
+            idr: false,
+            sps: false,
+            pps: false,
+        };
         self.buf.clear();
         for payload in payloads {
-            append_payload(&mut self.buf, &mut assembly, payload, &self.config, &mut self.sps, &mut self.pps)?;
+            append_payload(
+                &mut self.buf,
+                &mut assembly,
+                payload,
+                &self.config,
+                &mut self.sps,
+                &mut self.pps,
+            )?;
         }
         if assembly.open_fu.is_some() {
             return Err(H264Error::FuUnterminated);
@@ -222,7 +260,9 @@ impl H264Depacketizer {
 
     /// Closes the unit being assembled: outputs it whole, or reports it dropped.
     fn finish(&mut self, complete: bool) {
-        let Some(assembly) = self.current.take() else { return };
+        let Some(assembly) = self.current.take() else {
+            return;
+        };
         let reason = match (&assembly.broken, assembly.open_fu, complete) {
             (Some(reason), _, _) => Some(reason.clone()),
             (None, Some(_), true) => Some(DropReason::Malformed(H264Error::FuUnterminated)),
@@ -235,7 +275,10 @@ impl H264Depacketizer {
                     DropReason::MissingPackets => self.stats.dropped_missing += 1,
                     DropReason::Malformed(_) => self.stats.dropped_malformed += 1,
                 }
-                Output::Dropped { timestamp: assembly.timestamp, reason }
+                Output::Dropped {
+                    timestamp: assembly.timestamp,
+                    reason,
+                }
             }
             None => {
                 let au = self.build(&assembly);
@@ -320,14 +363,24 @@ fn append_payload(
                 count += 1;
             }
             // A STAP-A aggregates at least one unit (RFC 6184 §5.7.1).
-            if count == 0 { Err(H264Error::MalformedStapA) } else { Ok(()) }
+            if count == 0 {
+                Err(H264Error::MalformedStapA)
+            } else {
+                Ok(())
+            }
         }
         nal_type::FU_A => {
-            let [fu_header, data @ ..] = body else { return Err(H264Error::FuTooShort) };
+            let [fu_header, data @ ..] = body else {
+                return Err(H264Error::FuTooShort);
+            };
             if data.is_empty() {
                 return Err(H264Error::FuTooShort);
             }
-            let (start, end, t) = (fu_header & 0x80 != 0, fu_header & 0x40 != 0, nal_unit_type(*fu_header));
+            let (start, end, t) = (
+                fu_header & 0x80 != 0,
+                fu_header & 0x40 != 0,
+                nal_unit_type(*fu_header),
+            );
             if !(1..=23).contains(&t) {
                 return Err(H264Error::NestedNalType(t));
             }
@@ -374,7 +427,13 @@ fn append_payload(
 }
 
 /// Records the NAL unit's type and caches parameter sets (a copy: they are small and rare).
-fn note_nal(a: &mut Assembly, nal: &[u8], config: &DepacketizerConfig, sps: &mut Option<Bytes>, pps: &mut Option<Bytes>) {
+fn note_nal(
+    a: &mut Assembly,
+    nal: &[u8],
+    config: &DepacketizerConfig,
+    sps: &mut Option<Bytes>,
+    pps: &mut Option<Bytes>,
+) {
     let Some(&header) = nal.first() else { return };
     let t = nal_unit_type(header);
     match t {
@@ -385,7 +444,13 @@ fn note_nal(a: &mut Assembly, nal: &[u8], config: &DepacketizerConfig, sps: &mut
     }
     // Fragmented parameter sets are cached when their last fragment arrives.
     if nal.len() > 1 && nal.len() <= config.max_parameter_set_bytes {
-        let slot = if t == nal_type::SPS { sps } else if t == nal_type::PPS { pps } else { return };
+        let slot = if t == nal_type::SPS {
+            sps
+        } else if t == nal_type::PPS {
+            pps
+        } else {
+            return;
+        };
         *slot = Some(Bytes::copy_from_slice(nal));
     }
 }

@@ -29,7 +29,11 @@ impl H264Packetizer {
         if !(MIN_PAYLOAD..=MAX_PAYLOAD).contains(&max_payload) {
             return Err(H264Error::BadMaxPayload(max_payload));
         }
-        Ok(Self { max_payload, buf: BytesMut::new(), pending: Vec::with_capacity(8) })
+        Ok(Self {
+            max_payload,
+            buf: BytesMut::new(),
+            pending: Vec::with_capacity(8),
+        })
     }
 
     /// Packetizes one access unit (Annex-B, all NAL units of one picture) captured at
@@ -44,7 +48,8 @@ impl H264Packetizer {
         let first_out = out.len();
         // Payload bytes are at most the access unit plus a few header bytes per packet.
         let units = nal_units(access_unit)?;
-        self.buf.reserve(access_unit.len() + access_unit.len() / (self.max_payload - 2) * 2 + 64);
+        self.buf
+            .reserve(access_unit.len() + access_unit.len() / (self.max_payload - 2) * 2 + 64);
         let base = access_unit.as_ptr() as usize;
         self.pending.clear();
         let mut pending_size = 1; // STAP-A header byte
@@ -92,7 +97,11 @@ impl H264Packetizer {
         }
         self.pending.clear();
         let payload = self.buf.split().freeze();
-        out.push(PayloadPacket { timestamp, marker: false, payload });
+        out.push(PayloadPacket {
+            timestamp,
+            marker: false,
+            payload,
+        });
     }
 
     /// Splits one NAL unit into FU-A fragments of near-equal size (RFC 6184 §5.8).
@@ -114,7 +123,11 @@ impl H264Packetizer {
             self.buf.put_slice(&body[offset..offset + len]);
             offset += len;
             let payload = self.buf.split().freeze();
-            out.push(PayloadPacket { timestamp, marker: false, payload });
+            out.push(PayloadPacket {
+                timestamp,
+                marker: false,
+                payload,
+            });
         }
     }
 }
@@ -139,7 +152,8 @@ mod tests {
         let idr = [0x65, 0x88, 0x84];
         let mut p = H264Packetizer::new(1200).unwrap();
         let mut out = Vec::new();
-        p.packetize(&au(&[&sps, &pps, &idr]), 3000, &mut out).unwrap();
+        p.packetize(&au(&[&sps, &pps, &idr]), 3000, &mut out)
+            .unwrap();
         assert_eq!(out.len(), 1);
         let expect = [&[0x78u8, 0, 4][..], &sps, &[0, 4], &pps, &[0, 3], &idr].concat();
         assert_eq!(&out[0].payload[..], &expect[..]);
@@ -175,10 +189,19 @@ mod tests {
     #[test]
     fn errors_on_bad_input() {
         let mut out = Vec::new();
-        assert_eq!(H264Packetizer::new(8).unwrap_err(), H264Error::BadMaxPayload(8));
+        assert_eq!(
+            H264Packetizer::new(8).unwrap_err(),
+            H264Error::BadMaxPayload(8)
+        );
         let mut p = H264Packetizer::new(100).unwrap();
-        assert_eq!(p.packetize(&[1, 2, 3], 0, &mut out), Err(H264Error::NoStartCode));
-        assert_eq!(p.packetize(&[0, 0, 1, 0, 0], 0, &mut out), Err(H264Error::NoStartCode));
+        assert_eq!(
+            p.packetize(&[1, 2, 3], 0, &mut out),
+            Err(H264Error::NoStartCode)
+        );
+        assert_eq!(
+            p.packetize(&[0, 0, 1, 0, 0], 0, &mut out),
+            Err(H264Error::NoStartCode)
+        );
         assert!(out.is_empty());
     }
 }

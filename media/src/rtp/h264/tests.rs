@@ -11,7 +11,15 @@ fn inspect_finds_keyframe_parts() {
     // STAP-A with SPS, PPS, IDR.
     let stap = [0x78, 0, 2, 0x67, 1, 0, 2, 0x68, 2, 0, 2, 0x65, 3];
     let info = inspect_payload(&stap).unwrap();
-    assert_eq!(info, PayloadInfo { idr: true, sps: true, pps: true, starts_access_unit: true });
+    assert_eq!(
+        info,
+        PayloadInfo {
+            idr: true,
+            sps: true,
+            pps: true,
+            starts_access_unit: true
+        }
+    );
     // FU-A start of an IDR, then a middle fragment that says nothing.
     assert!(inspect_payload(&[0x7c, 0x85, 1]).unwrap().idr);
     assert!(!inspect_payload(&[0x7c, 0x05, 1]).unwrap().idr);
@@ -24,12 +32,30 @@ fn inspect_finds_keyframe_parts() {
 fn inspect_rejects_bad_payloads() {
     assert_eq!(inspect_payload(&[]), Err(H264Error::Empty));
     assert_eq!(inspect_payload(&[0x00]), Err(H264Error::ReservedNalType(0)));
-    assert_eq!(inspect_payload(&[0x1e]), Err(H264Error::ReservedNalType(30)));
-    assert_eq!(inspect_payload(&[0x79, 0, 0]), Err(H264Error::NotInMode1(25)));
-    assert_eq!(inspect_payload(&[0x7d, 0x85, 1]), Err(H264Error::NotInMode1(29)));
-    assert_eq!(inspect_payload(&[0x78, 0, 5, 0x67]), Err(H264Error::MalformedStapA));
-    assert_eq!(inspect_payload(&[0x78, 0, 0]), Err(H264Error::MalformedStapA));
-    assert_eq!(inspect_payload(&[0x78, 0, 1, 0x7c]), Err(H264Error::NestedNalType(28)));
+    assert_eq!(
+        inspect_payload(&[0x1e]),
+        Err(H264Error::ReservedNalType(30))
+    );
+    assert_eq!(
+        inspect_payload(&[0x79, 0, 0]),
+        Err(H264Error::NotInMode1(25))
+    );
+    assert_eq!(
+        inspect_payload(&[0x7d, 0x85, 1]),
+        Err(H264Error::NotInMode1(29))
+    );
+    assert_eq!(
+        inspect_payload(&[0x78, 0, 5, 0x67]),
+        Err(H264Error::MalformedStapA)
+    );
+    assert_eq!(
+        inspect_payload(&[0x78, 0, 0]),
+        Err(H264Error::MalformedStapA)
+    );
+    assert_eq!(
+        inspect_payload(&[0x78, 0, 1, 0x7c]),
+        Err(H264Error::NestedNalType(28))
+    );
     assert_eq!(inspect_payload(&[0x7c]), Err(H264Error::FuTooShort));
 }
 
@@ -58,7 +84,12 @@ fn access_unit(rng: &mut StdRng, keyframe: bool) -> Vec<u8> {
 }
 
 /// Packets of a stream of access units, with sequence numbers from `seq`.
-fn send(rng: &mut StdRng, count: usize, mtu: usize, seq: u16) -> (Vec<Vec<u8>>, Vec<(u16, PayloadPacket)>) {
+fn send(
+    rng: &mut StdRng,
+    count: usize,
+    mtu: usize,
+    seq: u16,
+) -> (Vec<Vec<u8>>, Vec<(u16, PayloadPacket)>) {
     let mut packetizer = H264Packetizer::new(mtu).unwrap();
     let mut units = Vec::new();
     let mut packets = Vec::new();
@@ -66,7 +97,9 @@ fn send(rng: &mut StdRng, count: usize, mtu: usize, seq: u16) -> (Vec<Vec<u8>>, 
     for i in 0..count {
         let au = access_unit(rng, i % 10 == 0);
         out.clear();
-        packetizer.packetize(&au, (i as u32).wrapping_mul(3000), &mut out).unwrap();
+        packetizer
+            .packetize(&au, (i as u32).wrapping_mul(3000), &mut out)
+            .unwrap();
         for p in out.drain(..) {
             assert!(p.payload.len() <= mtu);
             packets.push((seq.wrapping_add(packets.len() as u16), p));
@@ -81,7 +114,10 @@ fn drain(d: &mut H264Depacketizer) -> Vec<Output> {
 }
 
 fn no_prepend() -> H264Depacketizer {
-    H264Depacketizer::new(DepacketizerConfig { prepend_parameter_sets: false, ..Default::default() })
+    H264Depacketizer::new(DepacketizerConfig {
+        prepend_parameter_sets: false,
+        ..Default::default()
+    })
 }
 
 proptest! {

@@ -62,7 +62,11 @@ impl OpusPacketizer {
     /// A packetizer whose first packet has RTP timestamp `initial_timestamp` (random per
     /// RFC 3550 §5.1). DTX packets are not sent, as libopus recommends.
     pub fn new(initial_timestamp: u32) -> Self {
-        Self { next_timestamp: initial_timestamp, suppress_dtx: true, after_gap: false }
+        Self {
+            next_timestamp: initial_timestamp,
+            suppress_dtx: true,
+            after_gap: false,
+        }
     }
 
     /// Whether DTX packets (≤ 2 bytes) are skipped (default) or sent.
@@ -89,7 +93,11 @@ impl OpusPacketizer {
             return Ok(None);
         }
         let marker = std::mem::take(&mut self.after_gap);
-        Ok(Some(PayloadPacket { timestamp, marker, payload: packet }))
+        Ok(Some(PayloadPacket {
+            timestamp,
+            marker,
+            payload: packet,
+        }))
     }
 
     /// Lets `samples` at `input_rate` pass without sending (muted or paused sender). The
@@ -100,7 +108,9 @@ impl OpusPacketizer {
             other => return Err(OpusError::UnsupportedRate(other)),
         };
         if samples > 0 {
-            self.next_timestamp = self.next_timestamp.wrapping_add(samples.wrapping_mul(factor));
+            self.next_timestamp = self
+                .next_timestamp
+                .wrapping_add(samples.wrapping_mul(factor));
             self.after_gap = true;
         }
         Ok(())
@@ -170,7 +180,12 @@ impl OpusDepacketizer {
     }
 
     /// Validates one RTP payload (RFC 7587 §4.2) with its header fields.
-    pub fn push(&mut self, seq: u16, timestamp: u32, payload: &[u8]) -> Result<OpusPayload, OpusError> {
+    pub fn push(
+        &mut self,
+        seq: u16,
+        timestamp: u32,
+        payload: &[u8],
+    ) -> Result<OpusPayload, OpusError> {
         let info = parse_packet(payload)?;
         let seq = self.seq.unwrap(seq);
         let duration = info.duration_samples();
@@ -183,9 +198,14 @@ impl OpusDepacketizer {
                 let jump = timestamp.wrapping_sub(expected) as i32;
                 let missing = seq - last_seq - 1;
                 if missing > 0 {
-                    Gap::Lost { packets: missing, samples: u32::try_from(jump).ok() }
+                    Gap::Lost {
+                        packets: missing,
+                        samples: u32::try_from(jump).ok(),
+                    }
                 } else if jump > 0 {
-                    Gap::Silence { samples: jump as u32 }
+                    Gap::Silence {
+                        samples: jump as u32,
+                    }
                 } else {
                     Gap::None
                 }
@@ -194,7 +214,13 @@ impl OpusDepacketizer {
         if gap != Gap::Late {
             self.newest = Some((seq, timestamp, duration));
         }
-        Ok(OpusPayload { seq, timestamp, info, dtx: payload.len() <= DTX_MAX_BYTES, gap })
+        Ok(OpusPayload {
+            seq,
+            timestamp,
+            info,
+            dtx: payload.len() <= DTX_MAX_BYTES,
+            gap,
+        })
     }
 }
 

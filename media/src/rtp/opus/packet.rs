@@ -50,7 +50,11 @@ pub struct Toc {
 impl Toc {
     /// Splits a TOC byte into its fields.
     pub fn from_byte(byte: u8) -> Self {
-        Self { config: byte >> 3, stereo: byte & 0x04 != 0, code: byte & 0x03 }
+        Self {
+            config: byte >> 3,
+            stereo: byte & 0x04 != 0,
+            code: byte & 0x03,
+        }
     }
 
     /// Coding mode of this configuration.
@@ -129,7 +133,12 @@ pub fn parse_packet(packet: &[u8]) -> Result<OpusPacketInfo, OpusError> {
     // R1: at least the TOC byte.
     let (&toc_byte, rest) = packet.split_first().ok_or(OpusError::Empty)?;
     let toc = Toc::from_byte(toc_byte);
-    let mut info = OpusPacketInfo { toc, frame_count: 0, frame_lengths: [0; MAX_FRAMES], padding: 0 };
+    let mut info = OpusPacketInfo {
+        toc,
+        frame_count: 0,
+        frame_lengths: [0; MAX_FRAMES],
+        padding: 0,
+    };
     match toc.code {
         0 => {
             // One frame filling the packet (R2).
@@ -236,7 +245,18 @@ mod tests {
     #[test]
     fn durations_follow_the_configuration_table() {
         // SILK 10/20/40/60 ms, hybrid 10/20 ms, CELT 2.5/5/10/20 ms.
-        let expect = [(0, 480), (1, 960), (2, 1920), (3, 2880), (12, 480), (13, 960), (16, 120), (17, 240), (18, 480), (31, 960)];
+        let expect = [
+            (0, 480),
+            (1, 960),
+            (2, 1920),
+            (3, 2880),
+            (12, 480),
+            (13, 960),
+            (16, 120),
+            (17, 240),
+            (18, 480),
+            (31, 960),
+        ];
         for (config, samples) in expect {
             let info = parse_packet(&[toc(config, false, 0), 1, 2, 3]).unwrap();
             assert_eq!(info.duration_samples(), samples, "config {config}");
@@ -254,8 +274,16 @@ mod tests {
 
     #[test]
     fn code1_needs_an_even_remainder() {
-        assert_eq!(parse_packet(&[toc(1, false, 1), 1, 2]).unwrap().frame_lengths(), &[1, 1]);
-        assert_eq!(parse_packet(&[toc(1, false, 1), 1, 2, 3]), Err(OpusError::OddCbrLength));
+        assert_eq!(
+            parse_packet(&[toc(1, false, 1), 1, 2])
+                .unwrap()
+                .frame_lengths(),
+            &[1, 1]
+        );
+        assert_eq!(
+            parse_packet(&[toc(1, false, 1), 1, 2, 3]),
+            Err(OpusError::OddCbrLength)
+        );
     }
 
     #[test]
@@ -264,8 +292,14 @@ mod tests {
         let mut p = vec![toc(1, false, 2), 252, 1];
         p.extend(std::iter::repeat_n(0, 266));
         assert_eq!(parse_packet(&p).unwrap().frame_lengths(), &[256, 10]);
-        assert_eq!(parse_packet(&[toc(1, false, 2), 5, 1, 2]), Err(OpusError::FrameOverrun));
-        assert_eq!(parse_packet(&[toc(1, false, 2), 253]), Err(OpusError::Truncated));
+        assert_eq!(
+            parse_packet(&[toc(1, false, 2), 5, 1, 2]),
+            Err(OpusError::FrameOverrun)
+        );
+        assert_eq!(
+            parse_packet(&[toc(1, false, 2), 253]),
+            Err(OpusError::Truncated)
+        );
     }
 
     #[test]
@@ -284,18 +318,30 @@ mod tests {
         assert_eq!(info.frame_lengths(), &[2]);
         assert_eq!(info.padding, 255);
         // Padding longer than the packet.
-        assert_eq!(parse_packet(&[toc(16, false, 3), 0x40 | 1, 10, 1]), Err(OpusError::FrameOverrun));
+        assert_eq!(
+            parse_packet(&[toc(16, false, 3), 0x40 | 1, 10, 1]),
+            Err(OpusError::FrameOverrun)
+        );
     }
 
     #[test]
     fn code3_rejects_zero_frames_and_over_120_ms() {
-        assert_eq!(parse_packet(&[toc(16, false, 3), 0]), Err(OpusError::ZeroFrames));
+        assert_eq!(
+            parse_packet(&[toc(16, false, 3), 0]),
+            Err(OpusError::ZeroFrames)
+        );
         // 3 x 60 ms = 180 ms.
-        assert_eq!(parse_packet(&[toc(3, false, 3), 3, 0, 0, 0]), Err(OpusError::TooLong));
+        assert_eq!(
+            parse_packet(&[toc(3, false, 3), 3, 0, 0, 0]),
+            Err(OpusError::TooLong)
+        );
         // 48 x 2.5 ms = 120 ms is the limit.
         assert!(parse_packet(&[toc(16, false, 3), 48]).is_ok());
         assert_eq!(parse_packet(&[]), Err(OpusError::Empty));
-        assert_eq!(parse_packet(&[toc(16, false, 3)]), Err(OpusError::Truncated));
+        assert_eq!(
+            parse_packet(&[toc(16, false, 3)]),
+            Err(OpusError::Truncated)
+        );
     }
 
     #[test]

@@ -35,7 +35,10 @@ fn timestamps_wrap() {
 fn dtx_packets_are_skipped_and_the_talkspurt_is_marked() {
     let mut p = OpusPacketizer::new(0);
     let first = p.packetize(opus(1, 50, 1)).unwrap().unwrap();
-    assert!(!first.marker, "the first packet of a stream follows no silence");
+    assert!(
+        !first.marker,
+        "the first packet of a stream follows no silence"
+    );
     // Three 1-byte DTX packets (TOC only): 60 ms of silence not sent.
     for _ in 0..3 {
         assert_eq!(p.packetize(opus(1, 0, 0)).unwrap(), None);
@@ -71,7 +74,10 @@ fn malformed_payloads_are_errors() {
     let mut p = OpusPacketizer::new(0);
     assert_eq!(p.packetize(Bytes::new()), Err(OpusError::Empty));
     let mut d = OpusDepacketizer::new();
-    assert_eq!(d.push(1, 0, &[0x09, 1, 2, 3]).unwrap_err(), OpusError::OddCbrLength);
+    assert_eq!(
+        d.push(1, 0, &[0x09, 1, 2, 3]).unwrap_err(),
+        OpusError::OddCbrLength
+    );
 }
 
 #[test]
@@ -80,11 +86,17 @@ fn depacketizer_classifies_gaps() {
     let p = opus(1, 20, 3);
     assert_eq!(d.push(65_535, 0, &p).unwrap().gap, Gap::None);
     // Contiguous sequence across the wrap, 3 frames of DTX silence not sent.
-    assert_eq!(d.push(0, 4 * 960, &p).unwrap().gap, Gap::Silence { samples: 3 * 960 });
+    assert_eq!(
+        d.push(0, 4 * 960, &p).unwrap().gap,
+        Gap::Silence { samples: 3 * 960 }
+    );
     // Two packets lost.
     assert_eq!(
         d.push(3, 7 * 960, &p).unwrap().gap,
-        Gap::Lost { packets: 2, samples: Some(2 * 960) }
+        Gap::Lost {
+            packets: 2,
+            samples: Some(2 * 960)
+        }
     );
     // A late packet and a duplicate.
     assert_eq!(d.push(1, 5 * 960, &p).unwrap().gap, Gap::Late);
@@ -107,7 +119,11 @@ fn send_stream(rng: &mut StdRng, count: usize, start_seq: u16) -> Vec<Sent> {
     let mut sent = Vec::new();
     for _ in 0..count {
         let config = [0u8, 1, 2, 3, 13, 17, 19][rng.random_range(0..7)];
-        let len = if rng.random_bool(0.3) { rng.random_range(0..2) } else { rng.random_range(3..200) };
+        let len = if rng.random_bool(0.3) {
+            rng.random_range(0..2)
+        } else {
+            rng.random_range(3..200)
+        };
         if let Some(packet) = p.packetize(opus(config, len, rng.random())).unwrap() {
             sent.push(Sent { seq, packet });
             seq = seq.wrapping_add(1);
