@@ -386,6 +386,12 @@ impl AudioDecoder for OpusDecoder {
         let out = self.output(samples, out)?;
         self.inner.decode(&[], out, false).map_err(decode_error)
     }
+
+    fn is_dtx(&self, payload: &[u8]) -> bool {
+        // libopus marks silence with packets of at most two bytes (a TOC byte and at most
+        // one byte of frame data), which carry no audio.
+        payload.len() <= DTX_PACKET_BYTES && opus_toc::parse_layout(payload).is_ok()
+    }
 }
 
 fn setting(name: &'static str, value: impl Into<i64>) -> CodecError {

@@ -1,6 +1,6 @@
 //! Deterministic test signals for codec tests and call-quality benchmarks: a speech-like
 //! voice (harmonics of a moving pitch shaped by vowel formants, in syllables with pauses),
-//! pure tones, and a moving video test pattern.
+//! pure tones, and a moving video test pattern with optional sensor noise.
 
 use std::f64::consts::TAU;
 
@@ -152,6 +152,17 @@ pub fn moving_pattern(frame: &mut I420Frame, index: u64) {
     }
 }
 
+/// Adds camera-like sensor noise, uniform in ±`amplitude`, to the luma plane; `seed`
+/// picks the noise (use a different one per frame, as a sensor would).
+pub fn add_luma_noise(frame: &mut I420Frame, amplitude: u8, seed: u64) {
+    let mut rng = SplitMix(seed);
+    let span = u64::from(amplitude) * 2 + 1;
+    for s in frame.planes_mut().0.iter_mut() {
+        let offset = (rng.next_u64() % span) as i16 - i16::from(amplitude);
+        *s = (i16::from(*s) + offset).clamp(0, 255) as u8;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +200,16 @@ mod tests {
         moving_pattern(&mut b, 1);
         assert_ne!(a.y(), b.y());
         assert!(a.y().contains(&235));
+        let mut noisy = a.clone();
+        add_luma_noise(&mut noisy, 3, 9);
+        assert_ne!(noisy, a);
+        assert!(
+            noisy
+                .y()
+                .iter()
+                .zip(a.y())
+                .all(|(&n, &c)| n.abs_diff(c) <= 3)
+        );
         let mut again = I420Frame::new(64, 48).unwrap();
         moving_pattern(&mut again, 0);
         assert_eq!(a, again);

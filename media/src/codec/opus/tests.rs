@@ -157,10 +157,18 @@ fn dtx_marks_silence_packets() {
     });
     let mut out = [0u8; MAX_PACKET_BYTES];
     let silence = [0i16; 960];
+    let dec = OpusDecoder::new(OpusChannels::Mono).unwrap();
     let dtx = (0..50)
-        .filter(|_| enc.encode(&silence, &mut out).unwrap().dtx)
+        .filter(|_| {
+            let p = enc.encode(&silence, &mut out).unwrap();
+            assert_eq!(p.dtx, dec.is_dtx(&out[..p.len]));
+            p.dtx
+        })
         .count();
     assert!(dtx > 30, "only {dtx} of 50 silent frames were DTX");
+    let p = enc.encode(&tone(1, 960), &mut out).unwrap();
+    assert!(!p.dtx && !dec.is_dtx(&out[..p.len]));
+    assert!(!dec.is_dtx(&[]));
 }
 
 #[test]
