@@ -13,7 +13,7 @@
 //! use huddle_media::rtp::h264::{H264Depacketizer, H264Packetizer, Output};
 //!
 //! let access_unit = [0, 0, 0, 1, 0x67, 0x42, 0, 0x1f, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80,
-//!                    0, 0, 0, 1, 0x65, 0x88, 0x84, 0x00];
+//!                    0, 0, 0, 1, 0x65, 0x88, 0x84, 0x21];
 //! let mut packetizer = H264Packetizer::new(1200).unwrap();
 //! let mut packets = Vec::new();
 //! packetizer.packetize(&access_unit, 90_000, &mut packets).unwrap();
@@ -28,6 +28,8 @@
 //! ```
 
 pub mod audio_level;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod h264;
 pub mod opus;
 mod seq;

@@ -330,11 +330,11 @@ impl FrameBuffer {
         let mut frames = 0;
         let mut last_timestamp = None;
         for seq in from..to {
-            if let Some(slot) = self.take(seq) {
-                if last_timestamp != Some(slot.timestamp) {
-                    frames += 1;
-                    last_timestamp = Some(slot.timestamp);
-                }
+            if let Some(slot) = self.take(seq)
+                && last_timestamp != Some(slot.timestamp)
+            {
+                frames += 1;
+                last_timestamp = Some(slot.timestamp);
             }
         }
         (frames, last_timestamp)

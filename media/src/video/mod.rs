@@ -30,6 +30,8 @@
 //! fills it or the next keyframe arrives.
 
 mod frame_buffer;
+#[doc(hidden)]
+pub mod fuzz;
 mod nack;
 mod stats;
 

@@ -73,10 +73,10 @@ impl FrameTiming {
                     self.total_freezes_duration += interval;
                 }
             }
-            if self.intervals.len() == INTERVAL_WINDOW {
-                if let Some(old) = self.intervals.pop_front() {
-                    self.sum -= old;
-                }
+            if self.intervals.len() == INTERVAL_WINDOW
+                && let Some(old) = self.intervals.pop_front()
+            {
+                self.sum -= old;
             }
             self.intervals.push_back(interval);
             self.sum += interval;

@@ -56,7 +56,10 @@ fn in_order_frames_come_out_whole_and_in_order() {
     let sent = stream(&[5, 1, 3, 2], 65_530);
     for (i, f) in sent.iter().enumerate() {
         for p in f {
-            assert_eq!(b.insert(p.clone(), t0 + ms(33 * i as u64)), InsertOutcome::Buffered);
+            assert_eq!(
+                b.insert(p.clone(), t0 + ms(33 * i as u64)),
+                InsertOutcome::Buffered
+            );
         }
     }
     let out = frames(&mut b);
@@ -66,9 +69,20 @@ fn in_order_frames_come_out_whole_and_in_order() {
         assert_eq!(f.payloads, payloads);
     }
     assert!(out[0].keyframe && !out[1].keyframe);
-    assert_eq!(out[1].first_seq, out[0].last_seq + 1, "sequence unwrapped across 65535");
+    assert_eq!(
+        out[1].first_seq,
+        out[0].last_seq + 1,
+        "sequence unwrapped across 65535"
+    );
     let stats = b.stats(t0 + ms(100));
-    assert_eq!((stats.frames_received, stats.frames_decodable, stats.keyframes_decodable), (4, 4, 1));
+    assert_eq!(
+        (
+            stats.frames_received,
+            stats.frames_decodable,
+            stats.keyframes_decodable
+        ),
+        (4, 4, 1)
+    );
     assert_eq!(stats.frames_per_second, 4);
     assert_eq!(b.buffered_packets(), 0);
     assert!(!b.poll_keyframe_request(t0 + ms(5000)));
@@ -120,17 +134,26 @@ fn a_lost_packet_is_nacked_and_its_retransmission_releases_the_frames() {
     b.insert(all[3].clone(), t0 + ms(60));
     assert_eq!(timestamps(&frames(&mut b)), [1, 2, 3]);
     let stats = b.stats(t0 + ms(60));
-    assert_eq!((stats.nack_count, stats.packets_recovered, stats.pli_count), (1, 1, 0));
+    assert_eq!(
+        (stats.nack_count, stats.packets_recovered, stats.pli_count),
+        (1, 1, 0)
+    );
     nacks.clear();
     b.poll_nack(t0 + ms(500), &mut nacks);
-    assert!(nacks.is_empty(), "a recovered packet is not asked for again");
+    assert!(
+        nacks.is_empty(),
+        "a recovered packet is not asked for again"
+    );
 }
 
 #[test]
 fn an_unrepairable_gap_requests_a_keyframe_and_the_keyframe_resumes() {
     let t0 = Instant::now();
     let config = FrameBufferConfig {
-        nack: NackConfig { max_retries: 2, ..NackConfig::default() },
+        nack: NackConfig {
+            max_retries: 2,
+            ..NackConfig::default()
+        },
         ..FrameBufferConfig::default()
     };
     let mut b = FrameBuffer::new(config);
@@ -205,7 +228,11 @@ fn freezes_are_counted() {
 #[test]
 fn memory_is_bounded_behind_a_permanent_gap() {
     let t0 = Instant::now();
-    let config = FrameBufferConfig { max_packets: 64, max_frames: 8, ..FrameBufferConfig::default() };
+    let config = FrameBufferConfig {
+        max_packets: 64,
+        max_frames: 8,
+        ..FrameBufferConfig::default()
+    };
     let mut b = FrameBuffer::new(config);
     let mut all: Vec<VideoPacket> = stream(&[2; 200], 0).concat();
     all.remove(2);
@@ -260,13 +287,14 @@ fn simulate(seed: u64, loss: f64, jitter_ms: u64, seconds: u64) -> Simulation {
     let mut keyframe_due: Option<Duration> = Some(Duration::ZERO);
     let (mut output, mut max_buffered, mut nacks, mut order) = (Vec::new(), 0, Vec::new(), 0u64);
     let mut frames_sent = 0;
-    let transmit = |now: Duration, s: u16, rng: &mut StdRng, heap: &mut BinaryHeap<_>, order: &mut u64| {
-        if !rng.random_bool(loss) {
-            *order += 1;
-            let delay = ms(30 + rng.random_range(0..=jitter_ms));
-            heap.push(Reverse((now + delay, *order, s)));
-        }
-    };
+    let transmit =
+        |now: Duration, s: u16, rng: &mut StdRng, heap: &mut BinaryHeap<_>, order: &mut u64| {
+            if !rng.random_bool(loss) {
+                *order += 1;
+                let delay = ms(30 + rng.random_range(0..=jitter_ms));
+                heap.push(Reverse((now + delay, *order, s)));
+            }
+        };
     for step in 0..seconds * 1000 {
         let now = ms(step);
         if step % 33 == 0 {
@@ -279,14 +307,19 @@ fn simulate(seed: u64, loss: f64, jitter_ms: u64, seconds: u64) -> Simulation {
             let count = if keyframe { 8 } else { rng.random_range(1..5) };
             let packets = frame(index, seq, count, keyframe);
             seq = seq.wrapping_add(count);
-            sent.insert(index.wrapping_mul(3000), packets.iter().map(|p| p.payload.clone()).collect());
+            sent.insert(
+                index.wrapping_mul(3000),
+                packets.iter().map(|p| p.payload.clone()).collect(),
+            );
             for p in packets {
                 transmit(now, p.seq, &mut rng, &mut in_flight, &mut order);
                 by_seq.insert(p.seq, p);
             }
         }
         while in_flight.peek().is_some_and(|Reverse((t, _, _))| *t <= now) {
-            let Some(Reverse((_, _, s))) = in_flight.pop() else { break };
+            let Some(Reverse((_, _, s))) = in_flight.pop() else {
+                break;
+            };
             b.insert(by_seq[&s].clone(), t0 + now);
             max_buffered = max_buffered.max(b.buffered_packets());
         }
@@ -301,7 +334,13 @@ fn simulate(seed: u64, loss: f64, jitter_ms: u64, seconds: u64) -> Simulation {
             keyframe_due = Some(now + ms(30));
         }
     }
-    Simulation { output, sent, frames_sent, stats: b.stats(t0 + ms(seconds * 1000)), max_buffered }
+    Simulation {
+        output,
+        sent,
+        frames_sent,
+        stats: b.stats(t0 + ms(seconds * 1000)),
+        max_buffered,
+    }
 }
 
 /// What every simulation must show: frames in order, each equal to what was sent, each
@@ -339,7 +378,12 @@ fn nack_repairs_moderate_loss() {
     assert!(sim.stats.packets_recovered > 0);
     assert!(sim.stats.nack_count >= sim.stats.packets_recovered);
     // With retransmission nearly every frame survives 5% loss.
-    assert!(sim.output.len() as f64 >= 0.9 * f64::from(sim.frames_sent), "{} of {}", sim.output.len(), sim.frames_sent);
+    assert!(
+        sim.output.len() as f64 >= 0.9 * f64::from(sim.frames_sent),
+        "{} of {}",
+        sim.output.len(),
+        sim.frames_sent
+    );
 }
 
 proptest! {

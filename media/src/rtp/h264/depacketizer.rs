@@ -303,19 +303,21 @@ impl H264Depacketizer {
     fn build(&mut self, a: &Assembly) -> AccessUnit {
         let mut has_parameter_sets = a.sps && a.pps;
         let mut prepended = false;
-        if a.idr && !has_parameter_sets && self.config.prepend_parameter_sets {
-            if let (Some(sps), Some(pps)) = (&self.sps, &self.pps) {
-                let mut with = BytesMut::with_capacity(8 + sps.len() + pps.len() + self.buf.len());
-                for set in [sps, pps] {
-                    with.put_slice(&START_CODE);
-                    with.put_slice(set);
-                }
-                with.put_slice(&self.buf);
-                self.buf.clear();
-                self.buf.unsplit(with);
-                has_parameter_sets = true;
-                prepended = true;
+        if a.idr
+            && !has_parameter_sets
+            && self.config.prepend_parameter_sets
+            && let (Some(sps), Some(pps)) = (&self.sps, &self.pps)
+        {
+            let mut with = BytesMut::with_capacity(8 + sps.len() + pps.len() + self.buf.len());
+            for set in [sps, pps] {
+                with.put_slice(&START_CODE);
+                with.put_slice(set);
             }
+            with.put_slice(&self.buf);
+            self.buf.clear();
+            self.buf.unsplit(with);
+            has_parameter_sets = true;
+            prepended = true;
         }
         AccessUnit {
             timestamp: a.timestamp,

@@ -74,7 +74,7 @@ fn access_unit(rng: &mut StdRng, keyframe: bool) -> Vec<u8> {
         au.extend_from_slice(&START_CODE);
         au.push(0x60 | t);
         let len = match t {
-            7 | 8 | 9 => rng.random_range(1..20),
+            7..=9 => rng.random_range(1..20),
             _ if rng.random_bool(0.3) => rng.random_range(1..60),
             _ => rng.random_range(1..5000),
         };

@@ -146,7 +146,7 @@ pub fn parse_packet(packet: &[u8]) -> Result<OpusPacketInfo, OpusError> {
         }
         1 => {
             // Two frames of equal size: the remainder must be even (R3).
-            if rest.len() % 2 != 0 {
+            if !rest.len().is_multiple_of(2) {
                 return Err(OpusError::OddCbrLength);
             }
             let half = rest.len() / 2;
@@ -213,7 +213,7 @@ fn parse_code3(info: &mut OpusPacketInfo, rest: &[u8]) -> Result<(), OpusError> 
         lengths[count - 1] = body.checked_sub(explicit).ok_or(OpusError::FrameOverrun)?;
     } else {
         // R6: equal frames exactly filling the body.
-        if body % count != 0 {
+        if !body.is_multiple_of(count) {
             return Err(OpusError::OddCbrLength);
         }
         lengths[..count].fill(body / count);

@@ -1,0 +1,127 @@
+//! Fuzz target bodies for the RTP parsers, shared by the cargo-fuzz targets in
+//! `media/fuzz` and by the unit tests, which run them over random inputs in CI.
+//! Each one panics only when a parser breaks one of its own guarantees.
+
+use super::audio_level::{SILENCE, read_extension_block};
+use super::h264::{H264Depacketizer, H264Packetizer, Output, inspect_payload, nal_units};
+use super::opus::{MAX_PACKET_SAMPLES, OpusDepacketizer, parse_packet};
+
+/// Splits fuzz input into records: a length byte, a flags byte, then that many bytes.
+fn records(mut data: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || {
+        let (&len, rest) = data.split_first()?;
+        let (&flags, rest) = rest.split_first()?;
+        let len = usize::from(len).min(rest.len());
+        let (record, rest) = rest.split_at(len);
+        data = rest;
+        Some((flags, record))
+    })
+}
+
+/// Opus: every payload either fails to parse or describes frames that fit in it.
+pub fn opus_depacketizer(data: &[u8]) {
+    let mut depacketizer = OpusDepacketizer::new();
+    let mut seq = 0u16;
+    let mut timestamp = 0u32;
+    for (flags, payload) in records(data) {
+        seq = seq.wrapping_add(u16::from(flags & 0x3));
+        timestamp = timestamp.wrapping_add(u32::from(flags >> 2) * 120);
+        let parsed = parse_packet(payload);
+        match depacketizer.push(seq, timestamp, payload) {
+            Ok(got) => {
+                let info = parsed.expect("depacketizer accepted what the parser rejects");
+                let frames: usize = info.frame_lengths().iter().map(|&l| usize::from(l)).sum();
+                assert!(1 + frames + info.padding <= payload.len());
+                assert!(got.duration_samples() <= MAX_PACKET_SAMPLES && got.duration_samples() > 0);
+            }
+            Err(e) => assert_eq!(parsed.err(), Some(e)),
+        }
+    }
+}
+
+/// H.264: whatever comes out is a well-formed Annex-B stream, and a packetizer
+/// round trip of each output unit reproduces it.
+pub fn h264_depacketizer(data: &[u8]) {
+    let mut depacketizer = H264Depacketizer::default();
+    let mut packetizer = H264Packetizer::new(200).expect("valid size");
+    let mut seq = 0u16;
+    let mut timestamp = 0u32;
+    let mut packets = Vec::new();
+    for (flags, payload) in records(data) {
+        seq = seq.wrapping_add(u16::from(flags & 0x3));
+        timestamp = timestamp.wrapping_add(u32::from(flags >> 3 & 0x3) * 3000);
+        let _ = inspect_payload(payload);
+        let _ = depacketizer.push(seq, timestamp, flags & 0x4 != 0, payload);
+        while let Some(output) = depacketizer.poll_output() {
+            let Output::AccessUnit(au) = output else {
+                continue;
+            };
+            let units: Vec<&[u8]> = nal_units(&au.data)
+                .expect("output starts with a start code")
+                .collect();
+            assert!(!units.is_empty());
+            packets.clear();
+            packetizer
+                .packetize(&au.data, au.timestamp, &mut packets)
+                .expect("output packetizes");
+            let again = H264Depacketizer::default()
+                .depacketize_frame(au.timestamp, packets.iter().map(|p| &p.payload[..]));
+            // Units that contain emulated start codes split differently; compare units.
+            let again = again.expect("own packets depacketize");
+            let again_units: Vec<&[u8]> = nal_units(&again.data).expect("start code").collect();
+            assert_eq!(units, again_units);
+        }
+    }
+    let _ = depacketizer.depacketize_frame(0, records(data).map(|(_, p)| p));
+}
+
+/// Audio level: any block either fails or yields a level in range.
+pub fn audio_level(data: &[u8]) {
+    let Some((&[p0, p1, id], block)) = data.split_first_chunk::<3>() else {
+        return;
+    };
+    let profile = u16::from_be_bytes([p0, p1]);
+    if let Ok(Some(level)) = read_extension_block(profile, block, id) {
+        assert!(level.level() <= SILENCE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn opus_target(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            opus_depacketizer(&data);
+        }
+
+        #[test]
+        fn h264_target(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            h264_depacketizer(&data);
+        }
+
+        /// Mostly valid H.264 headers, so that the deeper paths are reached.
+        #[test]
+        fn h264_target_structured(records in proptest::collection::vec((0u8..32, any::<u8>(), prop_oneof![Just(0x7cu8), Just(0x78), Just(0x65), Just(0x41), Just(0x67)], any::<u8>(), proptest::collection::vec(any::<u8>(), 0..30)), 0..40)) {
+            let mut data = Vec::new();
+            for (len, flags, header, second, rest) in records {
+                let mut payload = vec![header, second];
+                payload.extend(rest);
+                payload.truncate(usize::from(len).max(1));
+                data.push(payload.len() as u8);
+                data.push(flags);
+                data.extend(payload);
+            }
+            h264_depacketizer(&data);
+        }
+
+        #[test]
+        fn audio_level_target(data in proptest::collection::vec(any::<u8>(), 0..64)) {
+            audio_level(&data);
+        }
+    }
+}
