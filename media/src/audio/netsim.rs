@@ -8,6 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::jitter::{JitterStats, Playout};
+use super::l16::encode_l16;
 
 /// Longest extra delay any model adds, so a heavy tail stays plausible.
 const MAX_EXTRA_DELAY_MS: f64 = 1000.0;
@@ -90,6 +91,29 @@ impl Default for TraceConfig {
             seed: 1,
         }
     }
+}
+
+/// The jitter profiles the adaptive and fixed-delay buffers are compared on: low jitter,
+/// 30 ms uniform jitter, heavy-tailed (Pareto) jitter, and bursty delivery (stalls of
+/// 100–300 ms every 2–5 s over low jitter); 1% random loss on each.
+pub fn comparison_profiles(packets: usize, seed: u64) -> Vec<(&'static str, TraceConfig)> {
+    let base = TraceConfig { packets, seed, loss: Loss::Random(0.01), ..TraceConfig::default() };
+    vec![
+        ("low (uniform 0-5 ms)", TraceConfig { jitter: Jitter::Uniform { max_ms: 5.0 }, ..base.clone() }),
+        ("30 ms (uniform 0-30 ms)", TraceConfig { jitter: Jitter::Uniform { max_ms: 30.0 }, ..base.clone() }),
+        (
+            "heavy tail (Pareto 10 ms, a=2)",
+            TraceConfig { jitter: Jitter::Pareto { scale_ms: 10.0, shape: 2.0 }, ..base.clone() },
+        ),
+        (
+            "bursty (stalls 100-300 ms / 2-5 s)",
+            TraceConfig {
+                jitter: Jitter::Uniform { max_ms: 5.0 },
+                stalls: Stalls::Random { every_ms: (2000.0, 5000.0), length_ms: (100.0, 300.0) },
+                ..base
+            },
+        ),
+    ]
 }
 
 /// One packet of a trace.
@@ -232,6 +256,64 @@ pub fn simulate<P: Playout>(
         on_frame(&frame, &playout.stats());
         now += step;
     }
+}
+
+/// Splits `signal` into packets of `samples_per_packet` samples, each an L16 payload.
+pub fn packetize_l16(signal: &[i16], samples_per_packet: usize) -> Vec<Vec<u8>> {
+    signal
+        .chunks(samples_per_packet.max(1))
+        .map(|c| {
+            let mut p = Vec::with_capacity(c.len() * 2);
+            encode_l16(c, &mut p);
+            p
+        })
+        .collect()
+}
+
+/// What a buffer made of a trace: its output and its statistics after every frame.
+#[derive(Debug, Clone, Default)]
+pub struct PlayoutRun {
+    pub output: Vec<i16>,
+    pub stats: Vec<JitterStats>,
+}
+
+impl PlayoutRun {
+    /// Statistics after the last frame.
+    pub fn last(&self) -> JitterStats {
+        self.stats.last().cloned().unwrap_or_default()
+    }
+
+    /// Mean buffering delay (ms) of the samples decoded between frames `from` and `to`.
+    pub fn mean_delay_between(&self, from: usize, to: usize) -> f64 {
+        let (a, b) = (&self.stats[from.min(to)], &self.stats[to.min(self.stats.len() - 1)]);
+        let n = b.jitter_buffer_emitted_count.saturating_sub(a.jitter_buffer_emitted_count);
+        if n == 0 {
+            return 0.0;
+        }
+        (b.jitter_buffer_delay - a.jitter_buffer_delay) * 1000.0 / n as f64
+    }
+}
+
+/// Plays `cfg`'s trace of `signal` (L16, one packet per `cfg.packet_ms`) through
+/// `playout` in 10 ms frames, pulling for `extra_ms` beyond the stream's duration.
+pub fn play_l16<P: Playout>(playout: &mut P, cfg: &TraceConfig, signal: &[i16], extra_ms: u64) -> PlayoutRun {
+    let packets = packetize_l16(signal, cfg.packet_samples());
+    let trace = cfg.generate();
+    let duration = Duration::from_millis(cfg.packets as u64 * u64::from(cfg.packet_ms) + extra_ms);
+    let mut run = PlayoutRun::default();
+    simulate(
+        playout,
+        &trace,
+        |i| packets.get(i).cloned().unwrap_or_default(),
+        Instant::now(),
+        duration,
+        10,
+        |frame, stats| {
+            run.output.extend_from_slice(frame);
+            run.stats.push(stats.clone());
+        },
+    );
+    run
 }
 
 /// A deterministic speech-like signal: a harmonic voice whose pitch glides between 100 and

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::delay::DelayEstimator;
-use super::packets::{PacketBuffer, Unwrapper};
+use super::packets::{PacketBuffer, PacketMeta, Unwrapper};
 use super::stretch::PeriodFinder;
 use super::sync::SyncBuffer;
 use super::{
@@ -27,7 +27,7 @@ const DELAY_SMOOTHING: f64 = 0.9;
 /// Least margin kept ahead of a packet's playout when the measured jitter is zero.
 const MIN_MARGIN_MS: f64 = 2.5;
 /// Width of the band around the target within which nothing is stretched.
-const BAND_MS: f64 = 20.0;
+const BAND_MS: f64 = 10.0;
 /// Packets measured before the target may fall below `initial_delay_ms`.
 const LEARNING_PACKETS: u32 = 50;
 /// Audio wanted ahead before analysing for acceleration: two of the longest pitch periods.
@@ -86,9 +86,10 @@ pub struct JitterBuffer<D: AudioDecoder> {
     unanchored: usize,
     /// The last decoded packet was a DTX packet: silence until the next one is expected.
     in_dtx: bool,
-    /// How long the latest decoded packet waited between arrival and decoding, in ms (its
-    /// margin against arriving too late), and its smoothed value: what stretching steers.
-    packet_wait_ms: f64,
+    /// How much later than the fastest recent packet would have needed the latest decoded
+    /// packet is played (its wait plus its relative delay), in ms, and its smoothed value:
+    /// the playout margin that stretching steers to the delay quantile.
+    packet_margin_ms: f64,
     buffered_ms: f64,
     /// Current target delay in milliseconds.
     target_ms: f64,
@@ -156,7 +157,7 @@ impl<D: AudioDecoder> JitterBuffer<D> {
             conceal_run: 0,
             unanchored: 0,
             in_dtx: false,
-            packet_wait_ms: 0.0,
+            packet_margin_ms: 0.0,
             buffered_ms: 0.0,
             target_ms: f64::from(
                 config
@@ -248,24 +249,21 @@ impl<D: AudioDecoder> JitterBuffer<D> {
             self.far_behind = 0;
         }
         if self.playing && ext_ts < self.next_ts {
+            // A late packet is the clearest sign that the target is too low: measure it.
+            self.measure(arrival, ext_ts, samples);
             self.stats.packets_discarded += 1;
             self.stats.late_packets += 1;
             return Err(InsertError::Late);
         }
-        let has_fec = self.decoder.has_fec(payload);
-        if !self
-            .packets
-            .insert(ext_seq, ext_ts, samples, arrival, has_fec, payload)
-        {
+        if self.packets.contains(ext_seq) {
             self.stats.duplicate_packets += 1;
             return Err(InsertError::Duplicate);
         }
+        let has_fec = self.decoder.has_fec(payload);
+        let relative_ms = self.measure(arrival, ext_ts, samples);
+        let meta = PacketMeta { seq: ext_seq, ts: ext_ts, samples, arrival, relative_ms, has_fec };
+        self.packets.insert(meta, payload);
         self.stats.packets_received += 1;
-
-        self.packet_ms = frames_to_ms(samples, self.rate);
-        self.delay.update(arrival, ext_ts, self.packet_ms);
-        self.measured = self.measured.saturating_add(1);
-        self.update_target();
         self.enforce_capacity();
         Ok(())
     }
@@ -295,6 +293,16 @@ impl<D: AudioDecoder> JitterBuffer<D> {
         self.far_behind = 0;
         self.unanchored = 0;
         self.in_dtx = false;
+    }
+
+    /// Feeds a packet's arrival to the delay estimate and updates the target; returns the
+    /// packet's relative delay in ms.
+    fn measure(&mut self, arrival: Instant, ts: i64, samples: usize) -> f64 {
+        self.packet_ms = frames_to_ms(samples, self.rate);
+        let relative_ms = self.delay.update(arrival, ts, self.packet_ms);
+        self.measured = self.measured.saturating_add(1);
+        self.update_target();
+        relative_ms
     }
 
     fn update_target(&mut self) {
@@ -370,8 +378,9 @@ impl<D: AudioDecoder> JitterBuffer<D> {
         }
         let Some(front) = self.packets.front() else {
             // Underrun: nothing to decode. In DTX this is the pause continuing; otherwise
-            // conceal while waiting. For up to one target delay the playout point waits
-            // too (the late packet will still be played); past that the schedule moves on,
+            // conceal while waiting. For up to the target delay and one packet (enough for
+            // the next packet and its FEC to arrive) the playout point waits too; past that
+            // the schedule moves on,
             // so a long stall cannot add more than that to the delay (the fixed schedule
             // always moves on).
             if self.in_dtx {
@@ -379,7 +388,7 @@ impl<D: AudioDecoder> JitterBuffer<D> {
             } else {
                 self.conceal(self.frame);
             }
-            let hold = ms_to_frames(self.target_ms, self.rate);
+            let hold = ms_to_frames(self.target_ms + self.packet_ms, self.rate);
             if self.fixed || self.unanchored >= hold {
                 self.next_ts += self.frame as i64;
             } else {
@@ -416,21 +425,23 @@ impl<D: AudioDecoder> JitterBuffer<D> {
             self.next_ts += n as i64;
             return;
         }
-        // Sequence numbers are missing: loss.
-        if has_fec && gap == samples {
+        // Sequence numbers are missing: loss. FEC restores the whole frame before the
+        // packet; if concealment already covered part of it, that part becomes extra delay
+        // (as concealment while waiting does), which beats concealing the rest.
+        let one_missing = seq == self.next_seq + 1;
+        if has_fec && (gap == samples || (one_missing && gap < samples)) {
             self.recover_fec(now);
             return;
         }
-        let credit = self.unanchored.min(gap);
+        // Conceal only up to the frame the FEC data can restore; concealment played while
+        // waiting counts towards that.
+        let fec_part = if has_fec && gap > samples { samples } else { 0 };
+        let credit = self.unanchored.min(gap - fec_part);
         self.unanchored = 0;
         self.next_ts += credit as i64;
-        let mut rest = gap - credit;
+        let rest = gap - credit - fec_part;
         if rest == 0 {
             return;
-        }
-        if has_fec && rest > samples {
-            // Conceal only up to the frame the FEC data can restore.
-            rest -= samples;
         }
         let n = rest.min(self.frame);
         self.conceal(n);
@@ -471,7 +482,7 @@ impl<D: AudioDecoder> JitterBuffer<D> {
         match decoded {
             Ok(n) if n > 0 => {
                 let n = n.min(self.scratch.len() / ch);
-                self.account_delay(now, p.arrival, n);
+                self.account_delay(now, p.arrival, p.relative_ms, n);
                 self.in_dtx = self.decoder.is_dtx(&p.payload);
                 self.queue_decoded(n, merge, Source::Decoded);
             }
@@ -489,7 +500,7 @@ impl<D: AudioDecoder> JitterBuffer<D> {
         let Some(p) = self.packets.front() else {
             return;
         };
-        let (ts, seq, samples, arrival) = (p.ts, p.seq, p.samples, p.arrival);
+        let (ts, seq, samples, arrival, rel) = (p.ts, p.seq, p.samples, p.arrival, p.relative_ms);
         let ch = self.channels;
         let out = &mut self.scratch[..samples * ch];
         let decoded = self.decoder.decode_fec(&p.payload, samples, out);
@@ -502,7 +513,7 @@ impl<D: AudioDecoder> JitterBuffer<D> {
         match decoded {
             Ok(n) if n > 0 => {
                 self.stats.fec_recovered_packets += 1;
-                self.account_delay(now, arrival, n.min(samples));
+                self.account_delay(now, arrival, rel, n.min(samples));
                 self.queue_decoded(n.min(samples), merge, Source::Fec);
             }
             _ => {

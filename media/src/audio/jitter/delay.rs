@@ -14,6 +14,8 @@ const WINDOW: Duration = Duration::from_secs(2);
 const WINDOW_MAX_ENTRIES: usize = 1024;
 /// Packet duration that `forget_factor` is specified for; shorter packets forget less each.
 const REFERENCE_PACKET_MS: f64 = 20.0;
+/// Packets arriving within this time of the previous one arrived as one burst.
+const BURST: Duration = Duration::from_millis(2);
 
 /// Histogram-based estimate of the delay that covers a quantile of packet arrivals.
 #[derive(Debug, Clone)]
@@ -35,6 +37,11 @@ pub(crate) struct DelayEstimator {
     window: VecDeque<(Instant, f64)>,
     /// Current quantile in milliseconds.
     quantile_ms: f64,
+    /// The current arrival burst: when its latest packet arrived and the bucket its
+    /// histogram entry is in (moved up if a later member was delayed more).
+    burst: Option<(Instant, usize)>,
+    /// Weight the latest entry was added with.
+    last_weight: f64,
 }
 
 impl DelayEstimator {
@@ -49,6 +56,8 @@ impl DelayEstimator {
             origin: None,
             window: VecDeque::with_capacity(64),
             quantile_ms: 0.0,
+            burst: None,
+            last_weight: 0.0,
         }
     }
 
@@ -74,11 +83,33 @@ impl DelayEstimator {
         self.window.push_back((arrival, raw));
         let fastest = self.window.front().map_or(raw, |&(_, d)| d);
         let relative = (raw - fastest).max(0.0);
-        self.add(relative, packet_ms);
+        let last = self.buckets.len() - 1;
+        let idx = ((relative / BUCKET_MS).round() as usize).min(last);
+        // A burst (typically the queue a stall released) is one event: it counts once, at
+        // its largest delay. Otherwise a single stall would fill the tail of the histogram
+        // and raise the target long after the stall, when it no longer helps.
+        match self.burst {
+            Some((t, b)) if arrival.saturating_duration_since(t) <= BURST => {
+                if idx > b {
+                    let w = self.buckets[b];
+                    let moved = w.min(self.last_weight);
+                    self.buckets[b] -= moved;
+                    self.buckets[idx] += moved;
+                    self.burst = Some((arrival, idx));
+                    self.update_quantile();
+                } else {
+                    self.burst = Some((arrival, b));
+                }
+            }
+            _ => {
+                self.add(idx, packet_ms);
+                self.burst = Some((arrival, idx));
+            }
+        }
         relative
     }
 
-    fn add(&mut self, relative_ms: f64, packet_ms: f64) {
+    fn add(&mut self, idx: usize, packet_ms: f64) {
         self.packets += 1;
         let per_packet = self
             .forget_factor
@@ -88,10 +119,13 @@ impl DelayEstimator {
         for b in &mut self.buckets {
             *b *= forget;
         }
-        let last = self.buckets.len() - 1;
-        let idx = ((relative_ms / BUCKET_MS).round() as usize).min(last);
         self.buckets[idx] += 1.0 - forget;
+        self.last_weight = 1.0 - forget;
+        self.update_quantile();
+    }
 
+    fn update_quantile(&mut self) {
+        let last = self.buckets.len() - 1;
         let mut cum = 0.0;
         let mut q = last;
         for (i, b) in self.buckets.iter().enumerate() {
@@ -113,6 +147,7 @@ impl DelayEstimator {
     pub(crate) fn restart_stream(&mut self) {
         self.origin = None;
         self.window.clear();
+        self.burst = None;
     }
 }
 
@@ -132,6 +167,26 @@ mod tests {
         let mut e = DelayEstimator::new(48_000, 1000, 0.983, 0.95);
         feed(&mut e, Instant::now(), 200, |_| 0);
         assert_eq!(e.quantile_ms(), 0.0);
+    }
+
+    #[test]
+    fn a_burst_released_by_a_stall_counts_once() {
+        let mut e = DelayEstimator::new(48_000, 1000, 0.983, 0.95);
+        let t0 = Instant::now();
+        feed(&mut e, t0, 100, |_| 0);
+        // Packets 100..115 are held by a 300 ms stall and arrive together.
+        for i in 100..115u64 {
+            let arrival = t0 + Duration::from_millis(115 * 20 + (i - 100) / 4);
+            e.update(arrival, (i * 960) as i64, 20.0);
+        }
+        assert_eq!(e.quantile_ms(), 0.0, "one late event is below the 5% tail");
+        // The same delays spread over time are fifteen late packets: the tail moves.
+        let mut spread = DelayEstimator::new(48_000, 1000, 0.983, 0.95);
+        feed(&mut spread, t0, 100, |_| 0);
+        for i in 100..115u64 {
+            spread.update(t0 + Duration::from_millis(i * 20 + 150), (i * 960) as i64, 20.0);
+        }
+        assert!(spread.quantile_ms() >= 150.0, "{}", spread.quantile_ms());
     }
 
     #[test]

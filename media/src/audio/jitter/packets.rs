@@ -42,6 +42,17 @@ impl Unwrapper {
     }
 }
 
+/// What is known about a packet besides its payload.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PacketMeta {
+    pub seq: i64,
+    pub ts: i64,
+    pub samples: usize,
+    pub arrival: Instant,
+    pub relative_ms: f64,
+    pub has_fec: bool,
+}
+
 /// One received packet.
 #[derive(Debug)]
 pub(crate) struct Packet {
@@ -53,6 +64,8 @@ pub(crate) struct Packet {
     pub samples: usize,
     /// When it was received.
     pub arrival: Instant,
+    /// Its delay relative to the fastest recent packet, in ms.
+    pub relative_ms: f64,
     /// Whether it carries in-band FEC for the packet before it.
     pub has_fec: bool,
     /// The encoded payload (a buffer taken from the pool).
@@ -82,16 +95,17 @@ impl PacketBuffer {
         }
     }
 
+    /// Whether a packet with this extended sequence number is held.
+    pub(crate) fn contains(&self, seq: i64) -> bool {
+        match self.packets.back() {
+            Some(last) if last.seq < seq => false,
+            _ => self.packets.binary_search_by_key(&seq, |p| p.seq).is_ok(),
+        }
+    }
+
     /// Inserts in sequence order; returns false (and stores nothing) for a duplicate.
-    pub(crate) fn insert(
-        &mut self,
-        seq: i64,
-        ts: i64,
-        samples: usize,
-        arrival: Instant,
-        has_fec: bool,
-        payload: &[u8],
-    ) -> bool {
+    pub(crate) fn insert(&mut self, meta: PacketMeta, payload: &[u8]) -> bool {
+        let PacketMeta { seq, ts, samples, arrival, relative_ms, has_fec } = meta;
         // Packets arrive mostly in order, so search from the back.
         let pos = match self.packets.back() {
             Some(last) if last.seq < seq => self.packets.len(),
@@ -110,6 +124,7 @@ impl PacketBuffer {
                 ts,
                 samples,
                 arrival,
+                relative_ms,
                 has_fec,
                 payload: buf,
             },
@@ -195,7 +210,11 @@ mod tests {
                 let ext = u.seq(start.wrapping_add(off));
                 prop_assert_eq!(ext, base + i64::from(off));
                 let fresh = seen.insert(off);
-                prop_assert_eq!(b.insert(ext, ext * 960, 960, now, false, &[off as u8]), fresh);
+                prop_assert_eq!(b.contains(ext), !fresh);
+                let meta = PacketMeta {
+                    seq: ext, ts: ext * 960, samples: 960, arrival: now, relative_ms: 0.0, has_fec: false,
+                };
+                prop_assert_eq!(b.insert(meta, &[off as u8]), fresh);
             }
             prop_assert_eq!(b.len(), seen.len());
             prop_assert_eq!(b.samples(), seen.len() * 960);

@@ -52,10 +52,11 @@ impl<D: AudioDecoder> JitterBuffer<D> {
         self.conceal_run = 0;
     }
 
-    pub(super) fn account_delay(&mut self, now: Instant, arrival: Instant, frames: usize) {
+    /// Accounts a decoded packet's delay (getStats sums it per sample) and its margin.
+    pub(super) fn account_delay(&mut self, now: Instant, arrival: Instant, relative_ms: f64, frames: usize) {
         let waited = now.saturating_duration_since(arrival).as_secs_f64();
         let queued = self.sync.pending_frames() as f64 / f64::from(self.rate);
-        self.packet_wait_ms = waited * 1000.0;
+        self.packet_margin_ms = waited * 1000.0 + relative_ms;
         self.stats.jitter_buffer_delay += (waited + queued) * frames as f64;
         self.stats.jitter_buffer_target_delay += self.target_ms / 1000.0 * frames as f64;
         self.stats.jitter_buffer_emitted_count += frames as u64;
@@ -127,20 +128,19 @@ impl<D: AudioDecoder> JitterBuffer<D> {
         self.source = Source::ComfortNoise;
     }
 
-    /// After a decode: compress time when packets have been waiting longer than the
-    /// jitter calls for, expand when they arrive just in time. The band's shape follows
-    /// NetEq (low at 3/4 of the target or 85 ms below it, high at least 20 ms above low),
-    /// applied to the measured wait of packets, which unlike a packet count is not
-    /// quantised to packet durations.
+    /// After a decode: steer the playout margin (how much later than the fastest recent
+    /// packet would need, packets are played) into `[quantile, quantile + 10 ms]`.
+    /// Above, compress time; below, expand. Unlike a count of buffered packets (NetEq's
+    /// level) the margin is not quantised to packet durations, so the band can be narrow.
     pub(super) fn steer(&mut self, now: Instant) {
         if self.fixed {
             return;
         }
         let d = DELAY_SMOOTHING;
-        self.buffered_ms = d * self.buffered_ms + (1.0 - d) * self.packet_wait_ms;
-        let target = (self.target_ms - self.packet_ms).max(0.0);
-        let low = (target * 0.75).max(target - 85.0).max(MIN_MARGIN_MS);
-        let high = target.max(low + BAND_MS);
+        self.buffered_ms = d * self.buffered_ms + (1.0 - d) * self.packet_margin_ms;
+        // The margin covering the delay quantile; below it packets start being late.
+        let target = (self.target_ms - self.packet_ms).max(MIN_MARGIN_MS);
+        let (low, high) = (target, target + BAND_MS);
         if self.buffered_ms > high {
             // Two long pitch periods make the analysis reliable; the packets are there.
             let want = ms_to_frames(STRETCH_WINDOW_MS, self.rate);
@@ -158,7 +158,7 @@ impl<D: AudioDecoder> JitterBuffer<D> {
                 self.buffered_ms -= frames_to_ms(removed, self.rate);
             }
         } else if self.buffered_ms < low {
-            let deficit = ms_to_frames(target.max(low) - self.buffered_ms, self.rate);
+            let deficit = ms_to_frames(target - self.buffered_ms, self.rate);
             if let Some(inserted) = self.stretch(deficit, false, false) {
                 self.stats.inserted_samples_for_deceleration += inserted as u64;
                 self.stats.preemptive_expand_operations += 1;
