@@ -109,3 +109,30 @@ fn decoder_survives_damaged_access_units() {
     assert!(fresh.decode(&au, &mut picture).expect("decode"));
     assert_eq!((picture.width(), picture.height()), (320, 240));
 }
+
+#[test]
+fn size_change_restarts_with_a_keyframe() {
+    let mut encoder = H264Encoder::new(H264EncoderConfig {
+        skip_frames: false,
+        ..H264EncoderConfig::default()
+    })
+    .expect("encoder");
+    let mut decoder = H264Decoder::new().expect("decoder");
+    let mut picture = I420Frame::new(2, 2).expect("frame");
+    let mut au = Vec::new();
+    for (index, (w, h)) in [(320, 240), (320, 240), (640, 360), (640, 360)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut source = I420Frame::new(w, h).expect("frame");
+        signal::moving_pattern(&mut source, index as u64);
+        let encoded = encoder
+            .encode(&source, index as u64 * 33, &mut au)
+            .expect("encode");
+        // A new size needs new parameter sets and an IDR picture.
+        assert_eq!(encoded.keyframe, index % 2 == 0, "frame {index}");
+        assert!(decoder.decode(&au, &mut picture).expect("decode"));
+        assert_eq!((picture.width(), picture.height()), (w, h));
+        assert!(psnr(&source, &picture).expect("psnr").y > 28.0);
+    }
+}

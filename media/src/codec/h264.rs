@@ -265,6 +265,16 @@ fn lib_error(e: openh264::Error) -> CodecError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn nal_scan_of_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(0u8..4, 0..300)) {
+            // Bytes drawn from 0..4 make start codes frequent.
+            prop_assert!(nal_types(&bytes).count() <= bytes.len() / 3);
+            let _ = is_keyframe(&bytes);
+        }
+    }
 
     #[test]
     fn nal_types_of_an_annex_b_stream() {

@@ -227,6 +227,23 @@ impl openh264::formats::YUVSource for I420Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn accepted_planes_have_every_visible_row(
+            w in 0usize..40, h in 0usize..40, ys in 0usize..50, uvs in 0usize..30,
+            yl in 0usize..2000, ul in 0usize..600, vl in 0usize..600,
+        ) {
+            let frame = I420Frame::from_planes(w, h, (vec![0; yl], ys), (vec![0; ul], vec![0; vl], uvs));
+            if let Ok(f) = frame {
+                prop_assert!(f.y_row(h - 1).is_some());
+                prop_assert!(f.chroma_row(1, h / 2 - 1).is_some());
+                prop_assert!(f.chroma_row(2, h / 2 - 1).is_some());
+                prop_assert!(f.y_row(h).is_none());
+            }
+        }
+    }
 
     #[test]
     fn rejects_odd_zero_and_oversized_pictures() {

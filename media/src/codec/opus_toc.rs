@@ -9,6 +9,9 @@ use std::ops::Range;
 /// Samples per channel in 120 ms at 48 kHz: the most one packet may hold (RFC 6716 §3.2.5).
 pub const MAX_PACKET_SAMPLES: usize = 5760;
 
+/// Largest frame, in bytes (RFC 6716 §3.4 [R2]).
+pub const MAX_FRAME_BYTES: usize = 1275;
+
 /// Why a packet's layout could not be read.
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
 pub enum TocError {
@@ -98,13 +101,13 @@ pub fn parse_layout(packet: &[u8]) -> Result<OpusPacketLayout, TocError> {
     };
     let (frame_count, first_frame) = match toc & 0x03 {
         // Code 0: one frame fills the rest of the packet (§3.2.2).
-        0 => (1, 1..packet.len()),
+        0 => (1, 1..implicit_length(rest.len())? + 1),
         // Code 1: two frames of equal size (§3.2.3, [R3]).
         1 => {
             if !rest.len().is_multiple_of(2) {
                 return Err(TocError::Invalid("code 1 packet with odd payload length"));
             }
-            (2, 1..1 + rest.len() / 2)
+            (2, 1..1 + implicit_length(rest.len() / 2)?)
         }
         // Code 2: two frames, the first one's length coded up front (§3.2.4, [R4]).
         2 => {
@@ -112,6 +115,7 @@ pub fn parse_layout(packet: &[u8]) -> Result<OpusPacketLayout, TocError> {
             if len > rest.len() - used {
                 return Err(TocError::Truncated);
             }
+            implicit_length(rest.len() - used - len)?;
             let start = 1 + used;
             (2, start..start + len)
         }
@@ -177,8 +181,9 @@ fn code3_layout(packet: &[u8], frame_samples: usize) -> Result<(usize, Range<usi
         if header_bytes + total > available {
             return Err(TocError::Truncated);
         }
+        let last_len = implicit_length(available - header_bytes - total)?;
         if count == 1 {
-            first_len = available - header_bytes;
+            first_len = last_len;
         }
         Ok((count, lengths_end..lengths_end + first_len))
     } else {
@@ -187,9 +192,17 @@ fn code3_layout(packet: &[u8], frame_samples: usize) -> Result<(usize, Range<usi
                 "CBR code 3 payload not a multiple of the frame count",
             ));
         }
-        let len = available / count;
+        let len = implicit_length(available / count)?;
         Ok((count, pos..pos + len))
     }
+}
+
+/// Checks a frame length implied by the packet size against [R2].
+fn implicit_length(len: usize) -> Result<usize, TocError> {
+    if len > MAX_FRAME_BYTES {
+        return Err(TocError::Invalid("frame longer than 1275 bytes"));
+    }
+    Ok(len)
 }
 
 /// A frame length coded in one or two bytes (§3.2.1); returns (length, bytes used).
@@ -252,6 +265,23 @@ mod tests {
         assert!(parse_layout(&[(1 << 3) | 3, 7, 0, 0, 0, 0, 0, 0, 0]).is_err());
         assert!(parse_layout(&[(1 << 3) | 3, 0]).is_err());
         assert_eq!(parse_layout(&[]), Err(TocError::Empty));
+    }
+
+    #[test]
+    fn implicit_frames_are_at_most_1275_bytes() {
+        let mut pkt = vec![1 << 3];
+        pkt.resize(1 + MAX_FRAME_BYTES, 0);
+        assert!(parse_layout(&pkt).is_ok());
+        pkt.push(0);
+        assert!(parse_layout(&pkt).is_err());
+        // Code 1: two frames of 1276 bytes.
+        let mut pkt = vec![(1 << 3) | 1];
+        pkt.resize(1 + 2 * 1276, 0);
+        assert!(parse_layout(&pkt).is_err());
+        // Code 2: a 1-byte first frame and a 1276-byte second one.
+        let mut pkt = vec![(1 << 3) | 2, 1, 0];
+        pkt.resize(3 + 1276, 0);
+        assert!(parse_layout(&pkt).is_err());
     }
 
     #[test]
