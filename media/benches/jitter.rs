@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use huddle_media::audio::jitter::{FixedDelayBuffer, JitterBuffer, JitterConfig, Playout};
 use huddle_media::audio::l16::{L16Decoder, encode_l16};
-use huddle_media::audio::netsim::{Jitter, TraceConfig, comparison_profiles, play_l16, speech_like};
+use huddle_media::audio::netsim::{
+    Jitter, TraceConfig, comparison_profiles, play_l16, speech_like,
+};
 
 const RATE: u32 = 16_000;
 const PACKET: usize = 320;
@@ -18,7 +20,12 @@ const PACKET: usize = 320;
 /// Feeds one 20 ms packet per iteration along a repeating trace (at its arrival time) and
 /// pulls the two 10 ms frames that its duration covers on the playout clock.
 fn per_packet(c: &mut Criterion, name: &str, mut p: impl Playout, jitter: Jitter) {
-    let cfg = TraceConfig { packets: 5000, jitter, seed: 3, ..TraceConfig::default() };
+    let cfg = TraceConfig {
+        packets: 5000,
+        jitter,
+        seed: 3,
+        ..TraceConfig::default()
+    };
     let trace = cfg.generate();
     let signal = speech_like(RATE, PACKET * 50);
     let payloads: Vec<Vec<u8>> = signal
@@ -43,7 +50,12 @@ fn per_packet(c: &mut Criterion, name: &str, mut p: impl Playout, jitter: Jitter
             let n = (lap * trace.len() as u64 + pkt.index as u64) as usize;
             let shift = lap_len * lap as u32;
             let arrival = t0 + shift + pkt.arrival.unwrap_or_default();
-            let _ = p.insert(n as u16, (n * PACKET) as u32, &payloads[n % payloads.len()], arrival);
+            let _ = p.insert(
+                n as u16,
+                (n * PACKET) as u32,
+                &payloads[n % payloads.len()],
+                arrival,
+            );
             // The playout clock runs at one packet duration per packet.
             let play = t0 + Duration::from_millis(20 * tick);
             tick += 1;
@@ -80,7 +92,8 @@ fn comparison_table() {
     println!("|---|---|---|---|");
     for (name, cfg) in comparison_profiles(3000, 1) {
         let signal = speech_like(RATE, cfg.packets * PACKET);
-        let mut adaptive = JitterBuffer::new(L16Decoder::new(RATE, 1), JitterConfig::default()).unwrap();
+        let mut adaptive =
+            JitterBuffer::new(L16Decoder::new(RATE, 1), JitterConfig::default()).unwrap();
         let mut row = format!("| {name} |{}", cell(&mut adaptive, &cfg, &signal));
         for delay in [40, 80] {
             let mut fixed = FixedDelayBuffer::new(L16Decoder::new(RATE, 1), delay, 10).unwrap();
@@ -96,8 +109,18 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let adaptive = || JitterBuffer::new(L16Decoder::new(RATE, 1), JitterConfig::default()).unwrap();
     per_packet(&mut c, "adaptive_steady", adaptive(), Jitter::None);
-    per_packet(&mut c, "adaptive_jitter30", adaptive(), Jitter::Uniform { max_ms: 30.0 });
+    per_packet(
+        &mut c,
+        "adaptive_jitter30",
+        adaptive(),
+        Jitter::Uniform { max_ms: 30.0 },
+    );
     let fixed = FixedDelayBuffer::new(L16Decoder::new(RATE, 1), 60, 10).unwrap();
-    per_packet(&mut c, "fixed60_jitter30", fixed, Jitter::Uniform { max_ms: 30.0 });
+    per_packet(
+        &mut c,
+        "fixed60_jitter30",
+        fixed,
+        Jitter::Uniform { max_ms: 30.0 },
+    );
     c.final_summary();
 }

@@ -2,7 +2,9 @@
 //! traces: mean buffering delay against the share of concealed audio. Prints the table
 //! (`cargo test -p huddle-media --test jitter_compare -- --nocapture`).
 
-use huddle_media::audio::jitter::{FixedDelayBuffer, JitterBuffer, JitterConfig, JitterStats, Playout};
+use huddle_media::audio::jitter::{
+    FixedDelayBuffer, JitterBuffer, JitterConfig, JitterStats, Playout,
+};
 use huddle_media::audio::l16::L16Decoder;
 use huddle_media::audio::netsim::{comparison_profiles, play_l16, speech_like};
 
@@ -15,15 +17,36 @@ fn measure(p: &mut impl Playout, cfg: &huddle_media::audio::netsim::TraceConfig)
 
 #[test]
 fn adaptive_is_never_worse_than_a_fixed_delay_on_both_axes() {
-    println!("{:<36} {:>22} {:>22} {:>22}", "profile", "adaptive", "fixed 40 ms", "fixed 80 ms");
-    println!("{:<36} {:>22} {:>22} {:>22}", "", "delay ms / conceal %", "delay ms / conceal %", "delay ms / conceal %");
+    println!(
+        "{:<36} {:>22} {:>22} {:>22}",
+        "profile", "adaptive", "fixed 40 ms", "fixed 80 ms"
+    );
+    println!(
+        "{:<36} {:>22} {:>22} {:>22}",
+        "", "delay ms / conceal %", "delay ms / conceal %", "delay ms / conceal %"
+    );
     for seed in [1, 2, 3] {
         for (name, cfg) in comparison_profiles(3000, seed) {
-            let a = measure(&mut JitterBuffer::new(L16Decoder::new(RATE, 1), JitterConfig::default()).unwrap(), &cfg);
-            let mut row = format!("{:<36} {:>12.1} / {:>6.2}", format!("{name} #{seed}"), a.mean_delay_ms(), a.concealed_percent());
+            let a = measure(
+                &mut JitterBuffer::new(L16Decoder::new(RATE, 1), JitterConfig::default()).unwrap(),
+                &cfg,
+            );
+            let mut row = format!(
+                "{:<36} {:>12.1} / {:>6.2}",
+                format!("{name} #{seed}"),
+                a.mean_delay_ms(),
+                a.concealed_percent()
+            );
             for delay in [40, 80] {
-                let f = measure(&mut FixedDelayBuffer::new(L16Decoder::new(RATE, 1), delay, 10).unwrap(), &cfg);
-                row += &format!(" {:>12.1} / {:>6.2}", f.mean_delay_ms(), f.concealed_percent());
+                let f = measure(
+                    &mut FixedDelayBuffer::new(L16Decoder::new(RATE, 1), delay, 10).unwrap(),
+                    &cfg,
+                );
+                row += &format!(
+                    " {:>12.1} / {:>6.2}",
+                    f.mean_delay_ms(),
+                    f.concealed_percent()
+                );
                 let worse_delay = a.mean_delay_ms() > f.mean_delay_ms();
                 // Concealment includes the 1% loss on every trace; a tenth of a percent
                 // is within the noise of where concealment boundaries fall.

@@ -51,55 +51,103 @@ impl AudioDecoder for WithoutFec {
     }
 }
 
-fn play(p: &mut impl Playout, trace: &[TracePacket], packets: &[Vec<u8>], seconds: u64) -> Vec<i16> {
+fn play(
+    p: &mut impl Playout,
+    trace: &[TracePacket],
+    packets: &[Vec<u8>],
+    seconds: u64,
+) -> Vec<i16> {
     let mut out = Vec::new();
-    simulate(p, trace, |i| packets[i].clone(), Instant::now(), Duration::from_secs(seconds), 10, |f, _| {
-        out.extend_from_slice(f)
-    });
+    simulate(
+        p,
+        trace,
+        |i| packets[i].clone(),
+        Instant::now(),
+        Duration::from_secs(seconds),
+        10,
+        |f, _| out.extend_from_slice(f),
+    );
     out
+}
+
+/// Plays `trace` through a 60 ms fixed-delay buffer over Opus, with or without FEC;
+/// returns the output and the number of frames recovered from FEC.
+fn through_fixed(
+    fec: bool,
+    trace: &[TracePacket],
+    packets: &[Vec<u8>],
+    seconds: u64,
+) -> (Vec<i16>, u64) {
+    let opus = OpusDecoder::new(OpusChannels::Mono).unwrap();
+    if fec {
+        let mut b = FixedDelayBuffer::new(opus, 60, 10).unwrap();
+        let out = play(&mut b, trace, packets, seconds);
+        (out, b.stats().fec_recovered_packets)
+    } else {
+        let mut b = FixedDelayBuffer::new(WithoutFec(opus), 60, 10).unwrap();
+        let out = play(&mut b, trace, packets, seconds);
+        (out, b.stats().fec_recovered_packets)
+    }
 }
 
 #[test]
 fn opus_fec_recovers_lost_frames_better_than_concealment() {
     let seconds = 20;
     let signal = speech_like(seconds as f64, 48_000, 12_000, 4);
-    let packets = encode(&signal, OpusEncoderConfig { expected_loss_percent: 15, ..Default::default() });
-    let cfg = TraceConfig { rate: 48_000, packets: packets.len(), loss: Loss::Random(0.1), seed: 8, ..Default::default() };
-    let lossy = cfg.generate();
-    let clean: Vec<TracePacket> = lossy.iter().map(|p| TracePacket { arrival: Some(p.sent + Duration::from_millis(30)), ..*p }).collect();
-    let fixed = |fec: bool| -> Box<dyn FnMut(&[TracePacket]) -> (Vec<i16>, u64)> {
-        let packets = packets.clone();
-        Box::new(move |trace| {
-            // A fixed schedule keeps the three outputs aligned sample for sample.
-            if fec {
-                let mut b = FixedDelayBuffer::new(OpusDecoder::new(OpusChannels::Mono).unwrap(), 60, 10).unwrap();
-                let out = play(&mut b, trace, &packets, seconds);
-                (out, b.stats().fec_recovered_packets)
-            } else {
-                let mut b = FixedDelayBuffer::new(WithoutFec(OpusDecoder::new(OpusChannels::Mono).unwrap()), 60, 10).unwrap();
-                let out = play(&mut b, trace, &packets, seconds);
-                (out, b.stats().fec_recovered_packets)
-            }
-        })
+    let packets = encode(
+        &signal,
+        OpusEncoderConfig {
+            expected_loss_percent: 15,
+            ..Default::default()
+        },
+    );
+    let cfg = TraceConfig {
+        rate: 48_000,
+        packets: packets.len(),
+        loss: Loss::Random(0.1),
+        seed: 8,
+        ..Default::default()
     };
-    let (reference, _) = fixed(true)(&clean);
-    let (with_fec, recovered) = fixed(true)(&lossy);
-    let (with_plc, none) = fixed(false)(&lossy);
+    let lossy = cfg.generate();
+    let clean: Vec<TracePacket> = lossy
+        .iter()
+        .map(|p| TracePacket {
+            arrival: Some(p.sent + Duration::from_millis(30)),
+            ..*p
+        })
+        .collect();
+    // A fixed schedule keeps the three outputs aligned sample for sample.
+    let (reference, _) = through_fixed(true, &clean, &packets, seconds);
+    let (with_fec, recovered) = through_fixed(true, &lossy, &packets, seconds);
+    let (with_plc, none) = through_fixed(false, &lossy, &packets, seconds);
     let lost = lossy.iter().filter(|p| p.arrival.is_none()).count() as u64;
     assert_eq!(none, 0);
     // libopus codes LBRR only for active speech frames, so pauses have none to recover.
-    assert!(recovered * 3 >= lost, "recovered {recovered} of {lost} lost");
+    assert!(
+        recovered * 3 >= lost,
+        "recovered {recovered} of {lost} lost"
+    );
     let snr_fec = snr_db(&reference, &with_fec).unwrap();
     let snr_plc = snr_db(&reference, &with_plc).unwrap();
     println!("Opus 10% loss: SNR with FEC {snr_fec:.1} dB, concealment only {snr_plc:.1} dB");
-    assert!(snr_fec > snr_plc + 1.0, "FEC {snr_fec:.1} dB vs PLC {snr_plc:.1} dB");
+    assert!(
+        snr_fec > snr_plc + 1.0,
+        "FEC {snr_fec:.1} dB vs PLC {snr_plc:.1} dB"
+    );
 
     // The adaptive buffer uses FEC on the same trace too.
-    let mut jb = JitterBuffer::new(OpusDecoder::new(OpusChannels::Mono).unwrap(), JitterConfig::default()).unwrap();
+    let mut jb = JitterBuffer::new(
+        OpusDecoder::new(OpusChannels::Mono).unwrap(),
+        JitterConfig::default(),
+    )
+    .unwrap();
     play(&mut jb, &lossy, &packets, seconds);
     let s = jb.stats();
     assert!(s.fec_recovered_packets * 3 >= lost, "{s:?}");
-    assert!(s.packets_lost + s.fec_recovered_packets >= lost - 2, "{s:?}");
+    assert!(
+        s.packets_lost + s.fec_recovered_packets >= lost - 2,
+        "{s:?}"
+    );
 }
 
 #[test]
@@ -110,7 +158,10 @@ fn opus_dtx_pauses_are_comfort_noise_not_loss() {
     let mut signal = talk.clone();
     signal.extend(std::iter::repeat_n(0i16, 96_000));
     signal.extend_from_slice(&talk);
-    let config = OpusEncoderConfig { dtx: true, ..Default::default() };
+    let config = OpusEncoderConfig {
+        dtx: true,
+        ..Default::default()
+    };
     let mut enc = OpusEncoder::new(config).unwrap();
     let mut buf = vec![0u8; 4000];
     let (mut sent, mut trace, mut run) = (Vec::new(), Vec::new(), 0usize);
@@ -130,8 +181,15 @@ fn opus_dtx_pauses_are_comfort_noise_not_loss() {
         });
         sent.push(buf[..e.len].to_vec());
     }
-    assert!(sent.len() < signal.len() / FRAME - 50, "DTX left out silent frames");
-    let mut jb = JitterBuffer::new(OpusDecoder::new(OpusChannels::Mono).unwrap(), JitterConfig::default()).unwrap();
+    assert!(
+        sent.len() < signal.len() / FRAME - 50,
+        "DTX left out silent frames"
+    );
+    let mut jb = JitterBuffer::new(
+        OpusDecoder::new(OpusChannels::Mono).unwrap(),
+        JitterConfig::default(),
+    )
+    .unwrap();
     let out = play(&mut jb, &trace, &sent, 5);
     let s = jb.stats();
     assert_eq!((s.packets_lost, s.late_packets), (0, 0), "{s:?}");
@@ -139,5 +197,8 @@ fn opus_dtx_pauses_are_comfort_noise_not_loss() {
     // Concealment stays at most a few frames (e.g. waiting for the first packet after
     // the pause), far from the 2 s the pause lasted.
     assert!(s.concealed_samples <= 48 * 100, "{s:?}");
-    assert!(out.iter().any(|&x| x.unsigned_abs() > 3000), "speech was played");
+    assert!(
+        out.iter().any(|&x| x.unsigned_abs() > 3000),
+        "speech was played"
+    );
 }

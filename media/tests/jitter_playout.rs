@@ -26,7 +26,10 @@ fn run(cfg: &TraceConfig) -> PlayoutRun {
 
 #[test]
 fn steady_stream_plays_without_concealment_near_minimum_delay() {
-    let cfg = TraceConfig { packets: 3000, ..Default::default() };
+    let cfg = TraceConfig {
+        packets: 3000,
+        ..Default::default()
+    };
     let r = run(&cfg);
     let s = r.last();
     assert_eq!(s.concealed_samples, 0);
@@ -36,7 +39,10 @@ fn steady_stream_plays_without_concealment_near_minimum_delay() {
     assert_eq!(s.target_delay_ms, 20.0);
     let settled = r.mean_delay_between(30 * PER_S, 60 * PER_S);
     assert!(settled < 25.0, "settled delay {settled:.1} ms");
-    assert!(r.mean_delay_between(0, 2 * PER_S) > settled, "start-up delay was worked off");
+    assert!(
+        r.mean_delay_between(0, 2 * PER_S) > settled,
+        "start-up delay was worked off"
+    );
 }
 
 #[test]
@@ -49,15 +55,26 @@ fn uniform_jitter_raises_the_target_and_keeps_concealment_low() {
     };
     let s = run(&cfg).last();
     // 95% of relative delays lie under 28.5 ms (10 ms buckets) plus one packet.
-    assert!((40.0..=60.0).contains(&s.target_delay_ms), "target {}", s.target_delay_ms);
-    assert!(s.concealed_percent() < 0.5, "concealed {:.2}%", s.concealed_percent());
+    assert!(
+        (40.0..=60.0).contains(&s.target_delay_ms),
+        "target {}",
+        s.target_delay_ms
+    );
+    assert!(
+        s.concealed_percent() < 0.5,
+        "concealed {:.2}%",
+        s.concealed_percent()
+    );
 }
 
 #[test]
 fn heavy_tailed_jitter_keeps_late_loss_near_the_quantile() {
     let cfg = TraceConfig {
         packets: 3000,
-        jitter: Jitter::Pareto { scale_ms: 10.0, shape: 2.0 },
+        jitter: Jitter::Pareto {
+            scale_ms: 10.0,
+            shape: 2.0,
+        },
         seed: 3,
         ..Default::default()
     };
@@ -66,7 +83,11 @@ fn heavy_tailed_jitter_keeps_late_loss_near_the_quantile() {
     // The 95% quantile leaves about 5% of packets late.
     let late = s.late_packets as f64 / cfg.packets as f64;
     assert!(late < 0.06, "late {:.3}", late);
-    assert!(s.concealed_percent() < 6.0, "concealed {:.2}%", s.concealed_percent());
+    assert!(
+        s.concealed_percent() < 6.0,
+        "concealed {:.2}%",
+        s.concealed_percent()
+    );
 }
 
 /// Arrivals for 20 ms packets whose extra delay is uniform in `[0, jitter(i)]`.
@@ -108,16 +129,38 @@ fn target_follows_jitter_up_quickly_and_back_down_within_seconds() {
     let target_at = |s: f64| stats[(s * PER_S as f64) as usize].target_delay_ms;
     assert_eq!(target_at(9.9), 20.0);
     // Up within a second of the jitter starting.
-    assert!(target_at(11.0) >= 60.0, "target 1 s into jitter {}", target_at(11.0));
-    assert!(target_at(19.9) >= 80.0, "target late in jitter {}", target_at(19.9));
+    assert!(
+        target_at(11.0) >= 60.0,
+        "target 1 s into jitter {}",
+        target_at(11.0)
+    );
+    assert!(
+        target_at(19.9) >= 80.0,
+        "target late in jitter {}",
+        target_at(19.9)
+    );
     // Down within seconds of it ending, and the held audio with it (by acceleration).
-    let down = (2000..4000).find(|&f| stats[f].target_delay_ms <= 30.0).expect("target came down");
-    assert!(down < 2600, "target down after {} s", down as f64 / 100.0 - 20.0);
+    let down = (2000..4000)
+        .find(|&f| stats[f].target_delay_ms <= 30.0)
+        .expect("target came down");
+    assert!(
+        down < 2600,
+        "target down after {} s",
+        down as f64 / 100.0 - 20.0
+    );
     let removed_before = stats[2000].removed_samples_for_acceleration;
     assert!(stats[3999].removed_samples_for_acceleration > removed_before);
-    let late_delay: f64 = stats[3500..4000].iter().map(|s| s.current_delay_ms).sum::<f64>() / 500.0;
+    let late_delay: f64 = stats[3500..4000]
+        .iter()
+        .map(|s| s.current_delay_ms)
+        .sum::<f64>()
+        / 500.0;
     assert!(late_delay < 45.0, "held {late_delay:.1} ms at the end");
-    assert!(stats[3999].concealed_percent() < 2.0, "concealed {:.2}%", stats[3999].concealed_percent());
+    assert!(
+        stats[3999].concealed_percent() < 2.0,
+        "concealed {:.2}%",
+        stats[3999].concealed_percent()
+    );
 }
 
 /// Noise cannot be time-stretched, so the output must be the input, shifted.
@@ -138,7 +181,10 @@ fn reordered_and_duplicated_packets_play_out_exactly() {
     for pair in 0..n / 2 {
         // Each pair arrives swapped, and the first of them twice.
         let t = t0 + Duration::from_millis(40 * pair as u64 + 20);
-        for (k, i) in [2 * pair + 1, 2 * pair, 2 * pair + 1].into_iter().enumerate() {
+        for (k, i) in [2 * pair + 1, 2 * pair, 2 * pair + 1]
+            .into_iter()
+            .enumerate()
+        {
             let r = jb.insert(i as u16, (i * 320) as u32, &packets[i], t);
             if k == 2 {
                 assert_eq!(r, Err(InsertError::Duplicate));
@@ -158,7 +204,10 @@ fn reordered_and_duplicated_packets_play_out_exactly() {
     // Align on a stretch after the 5 ms fade-in, then compare everything from there.
     let start = out.iter().position(|&x| x != 0).unwrap() + 100;
     let probe = &out[start..start + 32];
-    let at = signal.windows(32).position(|w| w == probe).expect("output is the input");
+    let at = signal
+        .windows(32)
+        .position(|w| w == probe)
+        .expect("output is the input");
     let played = &out[start..];
     let sent = &signal[at..(at + played.len()).min(signal.len())];
     assert_eq!(s.accelerate_operations + s.preemptive_expand_operations, 0);
@@ -178,7 +227,11 @@ fn a_jump_in_sequence_and_timestamp_resyncs_without_losing_playout() {
     for i in 0..400u32 {
         let t = t0 + Duration::from_millis(20 * u64::from(i));
         // The sender restarts at packet 200 with new sequence and timestamp bases.
-        let (seq, ts) = if i < 200 { (i, i * 320) } else { (i + 20_000, i * 320 + 1_000_000_000) };
+        let (seq, ts) = if i < 200 {
+            (i, i * 320)
+        } else {
+            (i + 20_000, i * 320 + 1_000_000_000)
+        };
         jb.insert(seq as u16, ts, &payload, t).unwrap();
         if i == 199 {
             concealed_before = jb.stats().concealed_samples;

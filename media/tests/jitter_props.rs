@@ -31,7 +31,12 @@ impl AudioDecoder for Erratic {
         }
         self.0.decode(payload, out)
     }
-    fn decode_fec(&mut self, payload: &[u8], samples: usize, out: &mut [i16]) -> Result<usize, DecodeError> {
+    fn decode_fec(
+        &mut self,
+        payload: &[u8],
+        samples: usize,
+        out: &mut [i16],
+    ) -> Result<usize, DecodeError> {
         if payload.first().is_some_and(|b| b % 3 == 0) {
             return Err(DecodeError::Codec("no fec".into()));
         }
@@ -48,17 +53,33 @@ impl AudioDecoder for Erratic {
 #[derive(Debug, Clone)]
 enum Op {
     /// A packet: sequence and timestamp steps from the previous one, payload, delay.
-    Insert { seq_step: i32, ts_step: i64, payload: Vec<u8>, after_ms: u64 },
-    Pull { after_ms: u64 },
+    Insert {
+        seq_step: i32,
+        ts_step: i64,
+        payload: Vec<u8>,
+        after_ms: u64,
+    },
+    Pull {
+        after_ms: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     let step = prop_oneof![8 => -3i32..4, 1 => any::<i32>()];
     let ts = prop_oneof![8 => -2i64..4, 1 => any::<i32>().prop_map(i64::from)];
     prop_oneof![
-        (step, ts, proptest::collection::vec(any::<u8>(), 0..1000), 0u64..40).prop_map(
-            |(seq_step, ts_step, payload, after_ms)| Op::Insert { seq_step, ts_step, payload, after_ms }
-        ),
+        (
+            step,
+            ts,
+            proptest::collection::vec(any::<u8>(), 0..1000),
+            0u64..40
+        )
+            .prop_map(|(seq_step, ts_step, payload, after_ms)| Op::Insert {
+                seq_step,
+                ts_step,
+                payload,
+                after_ms
+            }),
         (0u64..25).prop_map(|after_ms| Op::Pull { after_ms }),
     ]
 }
@@ -69,7 +90,12 @@ fn check(p: &mut impl Playout, ops: &[Op], rate: u32, channels: usize, max_ms: u
     let frame = p.frame_samples() * channels;
     for op in ops {
         match op {
-            Op::Insert { seq_step, ts_step, payload, after_ms } => {
+            Op::Insert {
+                seq_step,
+                ts_step,
+                payload,
+                after_ms,
+            } => {
                 now += Duration::from_millis(*after_ms);
                 seq = seq.wrapping_add(*seq_step as u16);
                 // Timestamp steps are in 10 ms units, or arbitrary when large.
@@ -83,7 +109,10 @@ fn check(p: &mut impl Playout, ops: &[Op], rate: u32, channels: usize, max_ms: u
             }
         }
         let s = p.stats();
-        assert!(s.current_delay_ms <= f64::from(max_ms) + 3.0 * 120.0, "{s:?}");
+        assert!(
+            s.current_delay_ms <= f64::from(max_ms) + 3.0 * 120.0,
+            "{s:?}"
+        );
         assert!(s.silent_concealed_samples <= s.concealed_samples);
         assert!(s.late_packets <= s.packets_discarded);
         assert!(s.packets_received <= ops.len() as u64);
@@ -91,7 +120,12 @@ fn check(p: &mut impl Playout, ops: &[Op], rate: u32, channels: usize, max_ms: u
 }
 
 fn small_config() -> JitterConfig {
-    JitterConfig { max_packets: 20, max_buffer_ms: 400, max_payload_bytes: 960, ..JitterConfig::default() }
+    JitterConfig {
+        max_packets: 20,
+        max_buffer_ms: 400,
+        max_payload_bytes: 960,
+        ..JitterConfig::default()
+    }
 }
 
 proptest! {

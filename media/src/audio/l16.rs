@@ -48,7 +48,7 @@ impl L16Decoder {
 
     fn frames_in(&self, payload: &[u8]) -> Result<usize, DecodeError> {
         let unit = 2 * self.channels;
-        if payload.len() % unit != 0 {
+        if !payload.len().is_multiple_of(unit) {
             return Err(DecodeError::Malformed(format!(
                 "{} bytes is not a whole number of {}-byte frames",
                 payload.len(),

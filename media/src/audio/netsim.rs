@@ -97,19 +97,45 @@ impl Default for TraceConfig {
 /// 30 ms uniform jitter, heavy-tailed (Pareto) jitter, and bursty delivery (stalls of
 /// 100–300 ms every 2–5 s over low jitter); 1% random loss on each.
 pub fn comparison_profiles(packets: usize, seed: u64) -> Vec<(&'static str, TraceConfig)> {
-    let base = TraceConfig { packets, seed, loss: Loss::Random(0.01), ..TraceConfig::default() };
+    let base = TraceConfig {
+        packets,
+        seed,
+        loss: Loss::Random(0.01),
+        ..TraceConfig::default()
+    };
     vec![
-        ("low (uniform 0-5 ms)", TraceConfig { jitter: Jitter::Uniform { max_ms: 5.0 }, ..base.clone() }),
-        ("30 ms (uniform 0-30 ms)", TraceConfig { jitter: Jitter::Uniform { max_ms: 30.0 }, ..base.clone() }),
+        (
+            "low (uniform 0-5 ms)",
+            TraceConfig {
+                jitter: Jitter::Uniform { max_ms: 5.0 },
+                ..base.clone()
+            },
+        ),
+        (
+            "30 ms (uniform 0-30 ms)",
+            TraceConfig {
+                jitter: Jitter::Uniform { max_ms: 30.0 },
+                ..base.clone()
+            },
+        ),
         (
             "heavy tail (Pareto 10 ms, a=2)",
-            TraceConfig { jitter: Jitter::Pareto { scale_ms: 10.0, shape: 2.0 }, ..base.clone() },
+            TraceConfig {
+                jitter: Jitter::Pareto {
+                    scale_ms: 10.0,
+                    shape: 2.0,
+                },
+                ..base.clone()
+            },
         ),
         (
             "bursty (stalls 100-300 ms / 2-5 s)",
             TraceConfig {
                 jitter: Jitter::Uniform { max_ms: 5.0 },
-                stalls: Stalls::Random { every_ms: (2000.0, 5000.0), length_ms: (100.0, 300.0) },
+                stalls: Stalls::Random {
+                    every_ms: (2000.0, 5000.0),
+                    length_ms: (100.0, 300.0),
+                },
                 ..base
             },
         ),
@@ -285,8 +311,13 @@ impl PlayoutRun {
 
     /// Mean buffering delay (ms) of the samples decoded between frames `from` and `to`.
     pub fn mean_delay_between(&self, from: usize, to: usize) -> f64 {
-        let (a, b) = (&self.stats[from.min(to)], &self.stats[to.min(self.stats.len() - 1)]);
-        let n = b.jitter_buffer_emitted_count.saturating_sub(a.jitter_buffer_emitted_count);
+        let (a, b) = (
+            &self.stats[from.min(to)],
+            &self.stats[to.min(self.stats.len() - 1)],
+        );
+        let n = b
+            .jitter_buffer_emitted_count
+            .saturating_sub(a.jitter_buffer_emitted_count);
         if n == 0 {
             return 0.0;
         }
@@ -296,7 +327,12 @@ impl PlayoutRun {
 
 /// Plays `cfg`'s trace of `signal` (L16, one packet per `cfg.packet_ms`) through
 /// `playout` in 10 ms frames, pulling for `extra_ms` beyond the stream's duration.
-pub fn play_l16<P: Playout>(playout: &mut P, cfg: &TraceConfig, signal: &[i16], extra_ms: u64) -> PlayoutRun {
+pub fn play_l16<P: Playout>(
+    playout: &mut P,
+    cfg: &TraceConfig,
+    signal: &[i16],
+    extra_ms: u64,
+) -> PlayoutRun {
     let packets = packetize_l16(signal, cfg.packet_samples());
     let trace = cfg.generate();
     let duration = Duration::from_millis(cfg.packets as u64 * u64::from(cfg.packet_ms) + extra_ms);

@@ -261,7 +261,14 @@ impl<D: AudioDecoder> JitterBuffer<D> {
         }
         let has_fec = self.decoder.has_fec(payload);
         let relative_ms = self.measure(arrival, ext_ts, samples);
-        let meta = PacketMeta { seq: ext_seq, ts: ext_ts, samples, arrival, relative_ms, has_fec };
+        let meta = PacketMeta {
+            seq: ext_seq,
+            ts: ext_ts,
+            samples,
+            arrival,
+            relative_ms,
+            has_fec,
+        };
         self.packets.insert(meta, payload);
         self.stats.packets_received += 1;
         self.enforce_capacity();

@@ -184,7 +184,11 @@ mod tests {
         let mut spread = DelayEstimator::new(48_000, 1000, 0.983, 0.95);
         feed(&mut spread, t0, 100, |_| 0);
         for i in 100..115u64 {
-            spread.update(t0 + Duration::from_millis(i * 20 + 150), (i * 960) as i64, 20.0);
+            spread.update(
+                t0 + Duration::from_millis(i * 20 + 150),
+                (i * 960) as i64,
+                20.0,
+            );
         }
         assert!(spread.quantile_ms() >= 150.0, "{}", spread.quantile_ms());
     }

@@ -122,7 +122,10 @@ impl JitterConfig {
         if self.frame_ms != 10 && self.frame_ms != 20 {
             return Err(ConfigError::FrameDuration(self.frame_ms));
         }
-        if !(8_000..=192_000).contains(&rate) || rate % 100 != 0 || !(1..=8).contains(&channels) {
+        if !(8_000..=192_000).contains(&rate)
+            || !rate.is_multiple_of(100)
+            || !(1..=8).contains(&channels)
+        {
             return Err(ConfigError::DecoderFormat { rate, channels });
         }
         if self.min_delay_ms > self.max_delay_ms || self.max_delay_ms > 10_000 {

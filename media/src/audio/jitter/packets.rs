@@ -105,7 +105,14 @@ impl PacketBuffer {
 
     /// Inserts in sequence order; returns false (and stores nothing) for a duplicate.
     pub(crate) fn insert(&mut self, meta: PacketMeta, payload: &[u8]) -> bool {
-        let PacketMeta { seq, ts, samples, arrival, relative_ms, has_fec } = meta;
+        let PacketMeta {
+            seq,
+            ts,
+            samples,
+            arrival,
+            relative_ms,
+            has_fec,
+        } = meta;
         // Packets arrive mostly in order, so search from the back.
         let pos = match self.packets.back() {
             Some(last) if last.seq < seq => self.packets.len(),

@@ -53,7 +53,13 @@ impl<D: AudioDecoder> JitterBuffer<D> {
     }
 
     /// Accounts a decoded packet's delay (getStats sums it per sample) and its margin.
-    pub(super) fn account_delay(&mut self, now: Instant, arrival: Instant, relative_ms: f64, frames: usize) {
+    pub(super) fn account_delay(
+        &mut self,
+        now: Instant,
+        arrival: Instant,
+        relative_ms: f64,
+        frames: usize,
+    ) {
         let waited = now.saturating_duration_since(arrival).as_secs_f64();
         let queued = self.sync.pending_frames() as f64 / f64::from(self.rate);
         self.packet_margin_ms = waited * 1000.0 + relative_ms;
