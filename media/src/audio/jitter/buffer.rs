@@ -14,10 +14,15 @@ use super::{
 use crate::audio::decoder::{AudioDecoder, DecodeError};
 
 mod synthesis;
+#[cfg(test)]
+mod tests;
 
 /// A jump of more than this many sequence numbers from the playout point is a new stream.
 const RESYNC_SEQ: i64 = 3000;
-/// Consecutive far-behind packets that mean the stream restarted rather than a stray.
+/// Consecutive packets far ahead of the stream that mean the sender restarted (new
+/// sequence and timestamp bases), rather than one stray packet.
+const RESYNC_AHEAD_PACKETS: u32 = 2;
+/// The same for packets far behind, where a stray (an old retransmission) is likelier.
 const RESYNC_BEHIND_PACKETS: u32 = 3;
 /// Crossfade and splice length, in milliseconds.
 const OVERLAP_MS: f64 = 5.0;
@@ -97,8 +102,8 @@ pub struct JitterBuffer<D: AudioDecoder> {
     packet_ms: f64,
     /// Packets fed to the delay estimator.
     measured: u32,
-    /// Consecutive packets far behind the playout point.
-    far_behind: u32,
+    /// Consecutive packets far from the stream.
+    far_run: u32,
     /// Fixed-delay policy (see [`super::FixedDelayBuffer`]): the target never moves, the
     /// playout schedule is set by the first packet, and nothing is time-stretched.
     fixed: bool,
@@ -166,7 +171,7 @@ impl<D: AudioDecoder> JitterBuffer<D> {
             ),
             packet_ms: 20.0,
             measured: 0,
-            far_behind: 0,
+            far_run: 0,
             fixed,
             rate,
             channels,
@@ -235,18 +240,26 @@ impl<D: AudioDecoder> JitterBuffer<D> {
             }
         };
         let (mut ext_seq, mut ext_ts) = (self.unwrap.seq(seq), self.unwrap.ts(rtp_ts));
-        if self.is_far(ext_seq, ext_ts) {
-            let behind = ext_ts < self.next_ts || ext_seq < self.next_seq;
-            self.far_behind = if behind { self.far_behind + 1 } else { 0 };
-            if behind && self.playing && self.far_behind < RESYNC_BEHIND_PACKETS {
+        if let Some(behind) = self.far_side(ext_seq, ext_ts) {
+            // One stray packet must not flush the stream; a few in a row mean a restart.
+            self.far_run += 1;
+            let needed = if behind {
+                RESYNC_BEHIND_PACKETS
+            } else {
+                RESYNC_AHEAD_PACKETS
+            };
+            if self.far_run < needed {
                 self.stats.packets_discarded += 1;
-                self.stats.late_packets += 1;
-                return Err(InsertError::Late);
+                if behind && self.playing {
+                    self.stats.late_packets += 1;
+                    return Err(InsertError::Late);
+                }
+                return Err(InsertError::Jump);
             }
             self.resync();
             (ext_seq, ext_ts) = (self.unwrap.seq(seq), self.unwrap.ts(rtp_ts));
         } else {
-            self.far_behind = 0;
+            self.far_run = 0;
         }
         if self.playing && ext_ts < self.next_ts {
             // A late packet is the clearest sign that the target is too low: measure it.
@@ -276,17 +289,18 @@ impl<D: AudioDecoder> JitterBuffer<D> {
     }
 
     /// Whether a packet is so far from the playout point (or, before playout, from the
-    /// packets held) that the stream must have restarted.
-    fn is_far(&self, seq: i64, ts: i64) -> bool {
+    /// packets held) that only a restarted stream explains it: `Some(true)` if behind,
+    /// `Some(false)` if ahead.
+    fn far_side(&self, seq: i64, ts: i64) -> Option<bool> {
         let max_ts = ms_to_frames(f64::from(self.config.max_buffer_ms), self.rate) as i64;
         let (ref_seq, ref_ts) = if self.playing {
             (self.next_seq, self.next_ts)
-        } else if let Some(p) = self.packets.front() {
-            (p.seq, p.ts)
         } else {
-            return false;
+            let p = self.packets.front()?;
+            (p.seq, p.ts)
         };
-        (seq - ref_seq).abs() > RESYNC_SEQ || (ts - ref_ts).abs() > max_ts
+        let far = (seq - ref_seq).abs() > RESYNC_SEQ || (ts - ref_ts).abs() > max_ts;
+        far.then_some(ts < ref_ts || seq < ref_seq)
     }
 
     /// Flushes everything held and starts over with the next packet; playout continues
@@ -297,7 +311,7 @@ impl<D: AudioDecoder> JitterBuffer<D> {
         self.unwrap.reset();
         self.delay.restart_stream();
         self.playing = false;
-        self.far_behind = 0;
+        self.far_run = 0;
         self.unanchored = 0;
         self.in_dtx = false;
     }
@@ -387,9 +401,8 @@ impl<D: AudioDecoder> JitterBuffer<D> {
             // Underrun: nothing to decode. In DTX this is the pause continuing; otherwise
             // conceal while waiting. For up to the target delay and one packet (enough for
             // the next packet and its FEC to arrive) the playout point waits too; past that
-            // the schedule moves on,
-            // so a long stall cannot add more than that to the delay (the fixed schedule
-            // always moves on).
+            // the schedule moves on, so a long stall cannot add more than that to the delay
+            // (the fixed schedule always moves on).
             if self.in_dtx {
                 self.comfort_noise(self.frame);
             } else {

@@ -164,6 +164,10 @@ pub enum InsertError {
     /// Its playout time has passed.
     #[error("packet arrived after its playout time")]
     Late,
+    /// Far from the stream's sequence numbers or timestamps: a stray, or the first packet
+    /// of a restarted stream (the buffer resyncs when more follow).
+    #[error("packet far from the stream")]
+    Jump,
     /// Larger than `max_payload_bytes`.
     #[error("payload of {0} bytes exceeds the limit")]
     Oversized(usize),
