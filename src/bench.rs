@@ -6,7 +6,56 @@ use anyhow::Context;
 use huddle_bench::server::Target;
 use huddle_bench::signal_load::{self, Options};
 
-use crate::cli::{SignalLoadArgs, TurnLoadArgs};
+use crate::cli::{ChatLoadArgs, SignalLoadArgs, TurnLoadArgs};
+
+pub async fn chat_load(args: ChatLoadArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the huddle binary")?;
+    let mut env = vec![
+        // The benchmark measures the store and delivery, not the abuse limits.
+        ("HUDDLE_SIGNAL__MESSAGES_PER_SECOND", "1000000".to_string()),
+        ("HUDDLE_SIGNAL__MESSAGE_BURST", "1000000".to_string()),
+        ("HUDDLE_CHAT__MESSAGES_PER_SECOND", "1000000".to_string()),
+        ("HUDDLE_CHAT__MESSAGE_BURST", "1000000".to_string()),
+        ("HUDDLE_ROOMS__MAX_PARTICIPANTS", "10000".to_string()),
+    ];
+    let store = match &args.store_url {
+        Some(url) => {
+            env.push(("HUDDLE_STORE__URL", url.clone()));
+            huddle_signal::store::Backend::of_url(url)
+                .map(|b| format!("{b:?}").to_lowercase())
+                .unwrap_or_else(|| "other".into())
+        }
+        None => "sqlite".into(),
+    };
+    let target = Target::spawn(&exe, &env)?;
+    let mut reports = Vec::new();
+    for &members in &args.members {
+        anyhow::ensure!(
+            members >= 2,
+            "--members: a conversation has at least 2 members"
+        );
+        let opts = huddle_bench::chat_load::Options {
+            members,
+            messages: args.messages,
+            window: args.window.max(1),
+            rate: args.rate,
+            latency_duration: Duration::from_secs(args.latency_seconds.max(1)),
+            store: store.clone(),
+        };
+        let report =
+            huddle_bench::chat_load::run(&target, &opts, |p| eprintln!("chat-load: {p}")).await?;
+        eprint!(
+            "{}",
+            huddle_bench::chat_load::summary(std::slice::from_ref(&report))
+        );
+        reports.push(report);
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&reports)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    print!("{}", huddle_bench::chat_load::summary(&reports));
+    println!("report written to {}", args.out.display());
+    Ok(())
+}
 
 pub async fn signal_load(args: SignalLoadArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the huddle binary")?;

@@ -191,6 +191,9 @@ pub enum BenchScenario {
     Sweep,
     /// SFU forwarding capacity (not available yet).
     SfuLoad,
+    /// Chat throughput and latency: send → durable → delivered to every member, for
+    /// conversations of several sizes.
+    ChatLoad(ChatLoadArgs),
     /// TURN relay throughput, CPU and memory: huddle's TURN server against coturn's, with
     /// coturn's turnutils_uclient as the load (needs Debian's coturn package).
     TurnLoad(TurnLoadArgs),
@@ -218,6 +221,33 @@ pub struct TurnLoadArgs {
     pub idle_allocations: usize,
     /// Where to write the JSON report.
     #[arg(long, default_value = "bench-turn-load.json")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChatLoadArgs {
+    /// Conversation sizes to measure (members, the sender included; 2 is a one-to-one
+    /// conversation).
+    #[arg(long, value_delimiter = ',', default_value = "2,100")]
+    pub members: Vec<usize>,
+    /// Messages in the throughput phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub messages: usize,
+    /// Unacked messages kept in flight in the throughput phase.
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    /// Messages per second in the latency phase (default: half the measured throughput).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Seconds of the latency phase.
+    #[arg(long, default_value_t = 5)]
+    pub latency_seconds: u64,
+    /// Store of the server started for the run: its default SQLite file, or this URL
+    /// (e.g. postgres://postgres@127.0.0.1:55432/bench, an empty database).
+    #[arg(long)]
+    pub store_url: Option<String>,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "bench-chat-load.json")]
     pub out: PathBuf,
 }
 

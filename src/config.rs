@@ -317,16 +317,19 @@ fn validate(cfg: &Config, dev: bool) -> anyhow::Result<()> {
         );
     }
     let chat = &cfg.chat;
-    if chat.max_text_bytes == 0 || chat.max_text_bytes > cfg.signal.max_message_bytes / 2 {
-        bail!("chat.max_text_bytes must be positive and at most half of signal.max_message_bytes");
+    // A text longer than what fits in one frame (signal.max_message_bytes) is refused as
+    // message_too_large by the frame limit first.
+    if chat.max_text_bytes == 0 {
+        bail!("chat.max_text_bytes must be positive");
     }
     if chat.messages_per_second == 0 || chat.max_history_page == 0 {
         bail!("chat.messages_per_second and chat.max_history_page must be positive");
     }
-    if let Some(hook) = &chat.webhook_url {
-        if !hook.starts_with("http://") && !hook.starts_with("https://") {
-            bail!("chat.webhook_url {hook:?} must be an http:// or https:// URL");
-        }
+    if let Some(hook) = &chat.webhook_url
+        && !hook.starts_with("http://")
+        && !hook.starts_with("https://")
+    {
+        bail!("chat.webhook_url {hook:?} must be an http:// or https:// URL");
     }
     tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
         .with_context(|| format!("log.level {:?} is not a valid filter", cfg.log.level))?;

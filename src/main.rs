@@ -128,6 +128,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 runtime.block_on(bench::signal_load(a))?;
                 Ok(ExitCode::SUCCESS)
             }
+            BenchScenario::ChatLoad(a) => {
+                let runtime = tokio::runtime::Runtime::new()?;
+                runtime.block_on(bench::chat_load(a))?;
+                Ok(ExitCode::SUCCESS)
+            }
             BenchScenario::TurnLoad(a) => {
                 bench::turn_load(a)?;
                 Ok(ExitCode::SUCCESS)

@@ -53,6 +53,13 @@ pub async fn run(cfg: Config, dev: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("http.listen: cannot bind {}", cfg.http.listen))?;
     let addr = listener.local_addr()?;
+    // Signalling and chat frames are small and latency-bound: no Nagle delay behind an
+    // unacknowledged segment.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+    });
     let timers = service.spawn_timers();
     let server = tokio::spawn(
         axum::serve(

@@ -43,3 +43,51 @@ fn signal_load_delivers_all_presence_and_reports_memory() {
     let stdout = String::from_utf8_lossy(&status.stdout);
     assert!(stdout.contains("RSS/idle conn"), "{stdout}");
 }
+
+#[test]
+fn chat_load_delivers_every_message_to_every_member_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("chat.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_huddle"))
+        .args([
+            "bench",
+            "chat-load",
+            "--members",
+            "2,6",
+            "--messages",
+            "400",
+            "--window",
+            "32",
+            "--rate",
+            "200",
+            "--latency-seconds",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let reports: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    for (r, members) in reports.as_array().unwrap().iter().zip([2, 6]) {
+        assert_eq!(r["members"], members);
+        assert_eq!(r["store"], "sqlite");
+        // The run fails unless every message reached every member; what it reports is
+        // consistent with that.
+        let mps = r["messages_per_second"].as_f64().unwrap();
+        assert!(mps > 0.0);
+        assert!(
+            (r["deliveries_per_second"].as_f64().unwrap() - mps * (members - 1) as f64).abs()
+                < 1e-6
+        );
+        assert_eq!(r["latency_rate"], 200.0);
+        assert_eq!(r["ack"]["count"], 200);
+        assert_eq!(r["delivery"]["count"], 200 * (members - 1));
+        assert!(r["delivery"]["p50_ms"].as_f64().unwrap() > 0.0);
+    }
+}

@@ -184,11 +184,11 @@ impl Device {
                     let conv = v["conversation"].as_str().unwrap().to_owned();
                     let seq = v["seq"].as_i64().unwrap();
                     let mut seen = self.seen.lock();
-                    if let Some(prev) = seen.acked.get(&id).cloned() {
-                        if prev != (conv.clone(), seq) {
-                            seen.violations
-                                .push(format!("{id} acked as {prev:?} and then ({conv}, {seq})"));
-                        }
+                    if let Some(prev) = seen.acked.get(&id).cloned()
+                        && prev != (conv.clone(), seq)
+                    {
+                        seen.violations
+                            .push(format!("{id} acked as {prev:?} and then ({conv}, {seq})"));
                     }
                     if seen.acked.insert(id.clone(), (conv, seq)).is_none() {
                         self.progress.fetch_add(1, Ordering::Relaxed);

@@ -1,7 +1,8 @@
 //! # huddle-bench
 //!
 //! `huddle bench`: measurements of a running huddle, printed as a table and written as JSON.
-//! Today it has the signalling load scenario ([`signal_load`]): many authenticated
+//! It has the chat throughput and latency scenario ([`chat_load`]), the signalling load
+//! scenario ([`signal_load`]): many authenticated
 //! WebSocket clients join rooms, and the server's memory per idle connection and the join
 //! latency are reported. Call-quality scenarios (synthetic calls under impairment), SFU and
 //! TURN load arrive with the client SDK and the media work.
@@ -10,6 +11,7 @@
 //! WebSocket protocol v1), so it measures exactly what a deployment would see.
 #![forbid(unsafe_code)]
 
+pub mod chat_load;
 pub mod report;
 pub mod server;
 pub mod signal_load;

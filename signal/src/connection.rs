@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::SinkExt;
 use governor::{Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -24,6 +25,8 @@ pub const CLOSE_HEARTBEAT_TIMEOUT: u16 = 4000;
 pub const CLOSE_SESSION_ENDED: u16 = 4001;
 /// Close code while the server shuts down ("going away").
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Most queued frames written before one flush.
+const WRITE_BATCH: usize = 64;
 
 fn type_label(msg: &ClientMessage) -> &'static str {
     match msg {
@@ -98,7 +101,17 @@ pub(crate) async fn run(
             tokio::select! {
                 out = rx.recv() => match out {
                     Some(frame) => {
-                        if socket.send(Message::Text(frame)).await.is_err() {
+                        // Write everything queued, then flush once: one syscall for a burst.
+                        let mut ok = socket.feed(Message::Text(frame)).await.is_ok();
+                        let mut more = 0;
+                        while ok && more < WRITE_BATCH {
+                            match rx.try_recv() {
+                                Ok(frame) => ok = socket.feed(Message::Text(frame)).await.is_ok(),
+                                Err(_) => break,
+                            }
+                            more += 1;
+                        }
+                        if !ok || socket.flush().await.is_err() {
                             break false;
                         }
                     }

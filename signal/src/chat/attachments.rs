@@ -105,7 +105,7 @@ pub(crate) async fn upload(
                 .to_ascii_lowercase()
         })
         .unwrap_or_default();
-    if !cfg.attachment_types.iter().any(|t| *t == content_type) {
+    if !cfg.attachment_types.contains(&content_type) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::InvalidMessage,

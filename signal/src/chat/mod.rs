@@ -18,6 +18,7 @@
 //! member's read marker is kept for unread counts.
 
 pub mod attachments;
+pub(crate) mod commit;
 pub(crate) mod feed;
 pub mod metrics;
 pub(crate) mod store;

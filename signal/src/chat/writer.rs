@@ -4,23 +4,27 @@
 //! before the commit that makes it durable. After a commit it acks the senders and hands
 //! the new entries to [`super::feed`] for delivery.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::AnyPool;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
+use super::commit::{Outcome, add_member, commit_batch, create_room};
 use super::feed::{DeviceFeed, Feeds, spawn_catch_up};
 use super::metrics::ChatMetrics;
 use super::store;
+use super::unix_ms;
 use super::webhook::Undelivered;
-use super::wire::{ChatEntry, ChatOut, ConversationInfo, EntryKind, encode};
-use super::{ROOM_PREFIX, unix_ms};
+use super::wire::{ChatOut, ConversationInfo, EntryKind, encode};
 use crate::protocol::{ErrorCode, ProtocolError, RequestId};
 
 /// Most requests committed in one transaction.
-const MAX_BATCH: usize = 512;
+const MAX_BATCH: usize = 256;
+/// How long a reply may wait for room in a slow client's queue.
+const REPLY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Who asked, and where the answer goes.
 #[derive(Debug, Clone)]
@@ -33,9 +37,20 @@ pub(crate) struct Origin {
 
 impl Origin {
     fn reply(&self, frame: String) {
-        if let Some(out) = self.out.upgrade() {
-            // A full queue loses only this reply; the client resends and is acked again.
-            let _ = out.try_send(frame.into());
+        let Some(out) = self.out.upgrade() else {
+            return;
+        };
+        if let Err(TrySendError::Full(frame)) = out.try_send(frame.into()) {
+            // The writer never waits for one client; a task does. Such tasks are bounded
+            // by the client's own requests in flight, and if the client stops reading
+            // this reply is dropped after a while: it resends and is acked again.
+            drop(out);
+            let weak = self.out.clone();
+            tokio::spawn(async move {
+                if let Some(out) = weak.upgrade() {
+                    let _ = out.send_timeout(frame, REPLY_PATIENCE).await;
+                }
+            });
         }
     }
 
@@ -163,25 +178,6 @@ fn store_failed(ctx: &WriterCtx, e: sqlx::Error) -> ProtocolError {
     )
 }
 
-/// The outcome of one post inside a transaction.
-enum Outcome {
-    Stored(ChatEntry),
-    Duplicate {
-        conversation: String,
-        seq: i64,
-        server_ts: i64,
-    },
-    Refused(ProtocolError),
-}
-
-/// A conversation as seen by the current transaction.
-struct ConvState {
-    room: bool,
-    next_seq: i64,
-    members_ok: HashSet<Arc<str>>,
-    touched: bool,
-}
-
 async fn flush(ctx: &WriterCtx, batch: Vec<WriteOp>) {
     if batch.is_empty() {
         return;
@@ -202,326 +198,6 @@ async fn flush(ctx: &WriterCtx, batch: Vec<WriteOp>) {
             }
         }
     }
-}
-
-async fn commit_batch(
-    pool: &AnyPool,
-    batch: &[WriteOp],
-    now: i64,
-) -> Result<Vec<Option<Outcome>>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mut convs: HashMap<Arc<str>, ConvState> = HashMap::new();
-    let mut seen: HashMap<(Arc<str>, String), (String, i64, i64)> = HashMap::new();
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let mut acks: HashMap<(Arc<str>, Arc<str>, Arc<str>), i64> = HashMap::new();
-    let mut reads: HashMap<(Arc<str>, Arc<str>), i64> = HashMap::new();
-    for op in batch {
-        match op {
-            WriteOp::Post(p) => {
-                let outcome = post(&mut tx, &mut convs, &mut seen, p, now).await?;
-                if let Outcome::Stored(e) = &outcome {
-                    seen.insert(
-                        (p.origin.identity.clone(), p.client_msg_id.clone()),
-                        (e.conversation.clone(), e.seq, e.server_ts),
-                    );
-                }
-                outcomes.push(Some(outcome));
-            }
-            WriteOp::DeviceAck {
-                identity,
-                device,
-                conversation,
-                seq,
-            } => {
-                let k = (identity.clone(), device.clone(), conversation.clone());
-                let v = acks.entry(k).or_insert(*seq);
-                *v = (*v).max(*seq);
-                outcomes.push(None);
-            }
-            WriteOp::Read {
-                origin,
-                conversation,
-                seq,
-            } => {
-                let k = (origin.identity.clone(), conversation.clone());
-                let v = reads.entry(k).or_insert(*seq);
-                *v = (*v).max(*seq);
-                outcomes.push(None);
-            }
-            WriteOp::EnsureRoom { .. } | WriteOp::Members(_) => outcomes.push(None),
-        }
-    }
-    for (id, c) in &convs {
-        if c.touched {
-            sqlx::query("UPDATE chat_conversations SET last_seq = $1 WHERE id = $2")
-                .bind(c.next_seq - 1)
-                .bind(id.as_ref())
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    for ((identity, device, conv), seq) in acks {
-        sqlx::query(
-            "INSERT INTO chat_device_cursors (identity, device, conversation_id, acked_seq, updated_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (identity, device, conversation_id) DO UPDATE \
-             SET acked_seq = CASE WHEN excluded.acked_seq > chat_device_cursors.acked_seq \
-             THEN excluded.acked_seq ELSE chat_device_cursors.acked_seq END, updated_at = excluded.updated_at",
-        )
-        .bind(identity.as_ref())
-        .bind(device.as_ref())
-        .bind(conv.as_ref())
-        .bind(seq)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    }
-    for ((identity, conv), seq) in reads {
-        sqlx::query(
-            "UPDATE chat_members SET read_seq = CASE WHEN $1 > read_seq THEN $1 ELSE read_seq END \
-             WHERE conversation_id = $2 AND identity = $3",
-        )
-        .bind(seq)
-        .bind(conv.as_ref())
-        .bind(identity.as_ref())
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(outcomes)
-}
-
-fn refused(code: ErrorCode, msg: impl Into<String>) -> Outcome {
-    Outcome::Refused(ProtocolError::new(code, msg))
-}
-
-async fn post(
-    tx: &mut Transaction<'static, Any>,
-    convs: &mut HashMap<Arc<str>, ConvState>,
-    seen: &mut HashMap<(Arc<str>, String), (String, i64, i64)>,
-    p: &Post,
-    now: i64,
-) -> Result<Outcome, sqlx::Error> {
-    let author = &p.origin.identity;
-    // Idempotency: a client message id is stored once per sender.
-    let earlier = match seen.get(&(author.clone(), p.client_msg_id.clone())) {
-        Some(hit) => Some(hit.clone()),
-        None => sqlx::query(
-            "SELECT conversation_id, seq, server_ts FROM chat_messages \
-             WHERE sender = $1 AND client_msg_id = $2",
-        )
-        .bind(author.as_ref())
-        .bind(&p.client_msg_id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .map(|r| -> Result<_, sqlx::Error> {
-            Ok((
-                r.try_get("conversation_id")?,
-                r.try_get("seq")?,
-                r.try_get("server_ts")?,
-            ))
-        })
-        .transpose()?,
-    };
-    if let Some((conversation, seq, server_ts)) = earlier {
-        if conversation != p.conversation.as_ref() {
-            return Ok(refused(
-                ErrorCode::DuplicateClientId,
-                "client_msg_id was already used for a message in another conversation",
-            ));
-        }
-        return Ok(Outcome::Duplicate {
-            conversation,
-            seq,
-            server_ts,
-        });
-    }
-    if !convs.contains_key(&p.conversation) {
-        let row = sqlx::query("SELECT kind, last_seq FROM chat_conversations WHERE id = $1")
-            .bind(p.conversation.as_ref())
-            .fetch_optional(&mut **tx)
-            .await?;
-        let room = p.conversation.starts_with(ROOM_PREFIX);
-        let last_seq = match row {
-            Some(r) => r.try_get::<i64, _>("last_seq")?,
-            None if room => {
-                create_room(&mut **tx, &p.conversation, now).await?;
-                0
-            }
-            None => {
-                return Ok(refused(
-                    ErrorCode::NotMember,
-                    "no such conversation, or not a member of it",
-                ));
-            }
-        };
-        convs.insert(
-            p.conversation.clone(),
-            ConvState {
-                room,
-                next_seq: last_seq + 1,
-                members_ok: HashSet::new(),
-                touched: false,
-            },
-        );
-    }
-    let conv = convs.get_mut(&p.conversation).expect("inserted above");
-    if !conv.members_ok.contains(author) {
-        if conv.room {
-            // The caller checked the token's room claim; membership is what makes the room's
-            // chat reach this identity's devices while they are offline.
-            add_member(&mut **tx, &p.conversation, author, now).await?;
-        } else {
-            let member: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM chat_members WHERE conversation_id = $1 AND identity = $2",
-            )
-            .bind(p.conversation.as_ref())
-            .bind(author.as_ref())
-            .fetch_optional(&mut **tx)
-            .await?;
-            if member.is_none() {
-                return Ok(refused(
-                    ErrorCode::NotMember,
-                    "no such conversation, or not a member of it",
-                ));
-            }
-        }
-        conv.members_ok.insert(author.clone());
-    }
-    let last = conv.next_seq - 1;
-    if let Some(r) = p.reply_to {
-        if r < 1 || r > last {
-            return Ok(refused(
-                ErrorCode::InvalidTarget,
-                format!("reply_to {r} is not a seq of this conversation"),
-            ));
-        }
-    }
-    if let Some(target) = p.target_seq {
-        let row = sqlx::query(
-            "SELECT sender, kind, deleted FROM chat_messages WHERE conversation_id = $1 AND seq = $2",
-        )
-        .bind(p.conversation.as_ref())
-        .bind(target)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let ok = match &row {
-            Some(r) => {
-                r.try_get::<String, _>("sender")? == author.as_ref()
-                    && r.try_get::<String, _>("kind")? == "text"
-                    && r.try_get::<i64, _>("deleted")? == 0
-            }
-            None => false,
-        };
-        if !ok {
-            return Ok(refused(
-                ErrorCode::InvalidTarget,
-                format!("seq {target} is not a message of yours that can be changed"),
-            ));
-        }
-    }
-    for a in &p.attachments {
-        let owned: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM chat_attachment_owners WHERE attachment_id = $1 AND identity = $2",
-        )
-        .bind(a)
-        .bind(author.as_ref())
-        .fetch_optional(&mut **tx)
-        .await?;
-        if owned.is_none() {
-            return Ok(refused(
-                ErrorCode::InvalidTarget,
-                format!("attachment {a} was not uploaded by this identity"),
-            ));
-        }
-    }
-    let seq = conv.next_seq;
-    conv.next_seq += 1;
-    conv.touched = true;
-    let attachments = if p.attachments.is_empty() {
-        None
-    } else {
-        Some(serde_json::to_string(&p.attachments).unwrap_or_else(|_| "[]".into()))
-    };
-    sqlx::query(
-        "INSERT INTO chat_messages (conversation_id, seq, sender, device, client_msg_id, kind, body, \
-         reply_to, target_seq, metadata, attachments, server_ts, deleted) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0)",
-    )
-    .bind(p.conversation.as_ref())
-    .bind(seq)
-    .bind(author.as_ref())
-    .bind(p.origin.device.as_ref())
-    .bind(&p.client_msg_id)
-    .bind(p.kind.as_str())
-    .bind(p.text.clone())
-    .bind(p.reply_to)
-    .bind(p.target_seq)
-    .bind(p.metadata.clone())
-    .bind(attachments)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    for a in &p.attachments {
-        sqlx::query(
-            "INSERT INTO chat_message_attachments (attachment_id, conversation_id, seq) \
-             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(a)
-        .bind(p.conversation.as_ref())
-        .bind(seq)
-        .execute(&mut **tx)
-        .await?;
-    }
-    match (p.kind, p.target_seq) {
-        (EntryKind::Edit, Some(t)) => {
-            sqlx::query(
-                "UPDATE chat_messages SET body = $1, edited_ts = $2 WHERE conversation_id = $3 AND seq = $4",
-            )
-            .bind(p.text.clone())
-            .bind(now)
-            .bind(p.conversation.as_ref())
-            .bind(t)
-            .execute(&mut **tx)
-            .await?;
-        }
-        (EntryKind::Delete, Some(t)) => {
-            sqlx::query(
-                "UPDATE chat_messages SET body = NULL, metadata = NULL, attachments = NULL, deleted = 1, \
-                 edited_ts = $1 WHERE conversation_id = $2 AND seq = $3",
-            )
-            .bind(now)
-            .bind(p.conversation.as_ref())
-            .bind(t)
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query(
-                "DELETE FROM chat_message_attachments WHERE conversation_id = $1 AND seq = $2",
-            )
-            .bind(p.conversation.as_ref())
-            .bind(t)
-            .execute(&mut **tx)
-            .await?;
-        }
-        _ => {}
-    }
-    Ok(Outcome::Stored(ChatEntry {
-        conversation: p.conversation.to_string(),
-        seq,
-        kind: p.kind,
-        sender: author.to_string(),
-        client_msg_id: p.client_msg_id.clone(),
-        server_ts: now,
-        text: p.text.clone(),
-        reply_to: p.reply_to,
-        target_seq: p.target_seq,
-        metadata: p
-            .metadata
-            .as_deref()
-            .and_then(|m| serde_json::from_str(m).ok()),
-        attachments: p.attachments.clone(),
-        edited_ts: None,
-        deleted: false,
-    }))
 }
 
 fn after_commit(ctx: &WriterCtx, batch: Vec<WriteOp>, outcomes: Vec<Option<Outcome>>) {
@@ -599,47 +275,6 @@ fn after_commit(ctx: &WriterCtx, batch: Vec<WriteOp>, outcomes: Vec<Option<Outco
             _ => {}
         }
     }
-}
-
-async fn create_room<'c, E>(exec: E, conversation: &str, now: i64) -> Result<(), sqlx::Error>
-where
-    E: sqlx::Executor<'c, Database = Any>,
-{
-    sqlx::query(
-        "INSERT INTO chat_conversations (id, kind, name, owner, last_seq, created_at) \
-         VALUES ($1, 'room', $2, NULL, 0, $3) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(conversation)
-    .bind(
-        conversation
-            .strip_prefix(ROOM_PREFIX)
-            .unwrap_or(conversation),
-    )
-    .bind(now)
-    .execute(exec)
-    .await?;
-    Ok(())
-}
-
-async fn add_member<'c, E>(
-    exec: E,
-    conversation: &str,
-    identity: &str,
-    now: i64,
-) -> Result<(), sqlx::Error>
-where
-    E: sqlx::Executor<'c, Database = Any>,
-{
-    sqlx::query(
-        "INSERT INTO chat_members (conversation_id, identity, joined_at, read_seq) \
-         VALUES ($1, $2, $3, 0) ON CONFLICT (conversation_id, identity) DO NOTHING",
-    )
-    .bind(conversation)
-    .bind(identity)
-    .bind(now)
-    .execute(exec)
-    .await?;
-    Ok(())
 }
 
 async fn ensure_room(
