@@ -357,10 +357,15 @@ impl Chat {
                     seq: req.seq,
                 })
                 .await?;
-                Self::reply(
-                    conn,
-                    crate::protocol::encode(&crate::protocol::ServerMessage::Ok {}, id.as_ref()),
-                );
+                if id.is_some() {
+                    Self::reply(
+                        conn,
+                        crate::protocol::encode(
+                            &crate::protocol::ServerMessage::Ok {},
+                            id.as_ref(),
+                        ),
+                    );
+                }
                 Ok(())
             }
             ClientMessage::ChatTyping(req) => {
