@@ -91,9 +91,10 @@ pub struct JitterBuffer<D: AudioDecoder> {
     unanchored: usize,
     /// The last decoded packet was a DTX packet: silence until the next one is expected.
     in_dtx: bool,
-    /// How much later than the fastest recent packet would have needed the latest decoded
-    /// packet is played (its wait plus its relative delay), in ms, and its smoothed value:
-    /// the playout margin that stretching steers to the delay quantile.
+    /// Playout margin of the latest decoded packet: its wait in the buffer plus its delay
+    /// relative to the fastest recent packet, i.e. how late it could have arrived and still
+    /// been played, in ms; and the smoothed margin, which stretching steers to the delay
+    /// quantile.
     packet_margin_ms: f64,
     buffered_ms: f64,
     /// Current target delay in milliseconds.
@@ -239,7 +240,7 @@ impl<D: AudioDecoder> JitterBuffer<D> {
                 return Err(e.into());
             }
         };
-        let (mut ext_seq, mut ext_ts) = (self.unwrap.seq(seq), self.unwrap.ts(rtp_ts));
+        let (mut ext_seq, mut ext_ts) = self.unwrap.extend(seq, rtp_ts);
         if let Some(behind) = self.far_side(ext_seq, ext_ts) {
             // One stray packet must not flush the stream; a few in a row mean a restart.
             self.far_run += 1;
@@ -257,10 +258,11 @@ impl<D: AudioDecoder> JitterBuffer<D> {
                 return Err(InsertError::Jump);
             }
             self.resync();
-            (ext_seq, ext_ts) = (self.unwrap.seq(seq), self.unwrap.ts(rtp_ts));
+            (ext_seq, ext_ts) = self.unwrap.extend(seq, rtp_ts);
         } else {
             self.far_run = 0;
         }
+        self.unwrap.accept(ext_seq, ext_ts);
         if self.playing && ext_ts < self.next_ts {
             // A late packet is the clearest sign that the target is too low: measure it.
             self.measure(arrival, ext_ts, samples);

@@ -7,15 +7,19 @@
 //! - packets are ordered by unwrapped sequence number; duplicates, packets behind the
 //!   playout point and undecodable ones are dropped and counted; capacity is bounded in
 //!   packets and milliseconds (oldest evicted first), and a large jump flushes and resyncs;
-//! - each packet's delay relative to the fastest recent packet feeds a histogram with a
-//!   forgetting factor; its 95% quantile plus one packet is the target delay, which rises
-//!   within a few late packets and falls back over seconds;
+//! - each packet's delay relative to the fastest packet of the last two seconds feeds a
+//!   histogram with a forgetting factor (a burst released by a stall counts once); its 95%
+//!   quantile plus one packet is the target delay, which rises within a few late packets
+//!   and falls back over seconds;
 //! - playout decodes in order; a missing packet is recovered from the next packet's in-band
 //!   FEC when present, else concealed by the decoder, fading to silence on long gaps; a
 //!   timestamp gap without a sequence gap is a pause in talking (DTX), not loss;
-//! - when the buffer holds more than the target it accelerates (drops a pitch period, or a
-//!   stretch of silence), and when it holds less it expands (repeats a period); every
-//!   change of source is spliced or crossfaded, so no step reaches the output.
+//! - each decoded packet's playout margin (its wait plus its relative delay: how late it
+//!   could have been) is steered to the quantile: above it the buffer accelerates (drops a
+//!   pitch period, or a stretch of silence or of a DTX pause), below it expands (repeats a
+//!   period); an underrun conceals while waiting, for at most the target delay plus one
+//!   packet, then moves the schedule on so a stall cannot add more delay than that;
+//! - every change of source is spliced or crossfaded, so no step reaches the output.
 //!
 //! [`FixedDelayBuffer`] is the classic alternative (plays each packet a fixed time after
 //! the first one's arrival) for comparison on the same traces.

@@ -15,25 +15,25 @@ pub(crate) struct Unwrapper {
 }
 
 impl Unwrapper {
-    /// Extends `seq`; a difference of up to ±2^15 from the highest seen is taken as the
-    /// shortest way round.
-    pub(crate) fn seq(&mut self, seq: u16) -> i64 {
-        let ext = match self.seq {
+    /// Extends `seq` and `ts` (a difference of up to ±2^15 and ±2^31 from the highest seen
+    /// is taken as the shortest way round) without accepting them as the new reference:
+    /// a packet refused as a stray must not move it.
+    pub(crate) fn extend(&self, seq: u16, ts: u32) -> (i64, i64) {
+        let seq = match self.seq {
             None => i64::from(seq),
             Some(last) => last + i64::from(seq.wrapping_sub(last as u16) as i16),
         };
-        self.seq = Some(self.seq.map_or(ext, |last| last.max(ext)));
-        ext
-    }
-
-    /// Extends `ts` the same way with ±2^31.
-    pub(crate) fn ts(&mut self, ts: u32) -> i64 {
-        let ext = match self.ts {
+        let ts = match self.ts {
             None => i64::from(ts),
             Some(last) => last + i64::from(ts.wrapping_sub(last as u32) as i32),
         };
-        self.ts = Some(self.ts.map_or(ext, |last| last.max(ext)));
-        ext
+        (seq, ts)
+    }
+
+    /// Accepts extended values as seen, moving the reference forward.
+    pub(crate) fn accept(&mut self, seq: i64, ts: i64) {
+        self.seq = Some(self.seq.map_or(seq, |last| last.max(seq)));
+        self.ts = Some(self.ts.map_or(ts, |last| last.max(ts)));
     }
 
     /// Forgets the reference so that the next packet starts a new stream.
@@ -182,23 +182,41 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn unwrap(u: &mut Unwrapper, seq: u16, ts: u32) -> (i64, i64) {
+        let (s, t) = u.extend(seq, ts);
+        u.accept(s, t);
+        (s, t)
+    }
+
     #[test]
     fn sequence_numbers_unwrap_across_zero() {
         let mut u = Unwrapper::default();
-        assert_eq!(u.seq(65534), 65534);
-        assert_eq!(u.seq(65535), 65535);
-        assert_eq!(u.seq(0), 65536);
+        assert_eq!(unwrap(&mut u, 65534, 0).0, 65534);
+        assert_eq!(unwrap(&mut u, 65535, 0).0, 65535);
+        assert_eq!(unwrap(&mut u, 0, 0).0, 65536);
         // A reordered packet from before the wrap stays before it.
-        assert_eq!(u.seq(65533), 65533);
-        assert_eq!(u.seq(1), 65537);
+        assert_eq!(unwrap(&mut u, 65533, 0).0, 65533);
+        assert_eq!(unwrap(&mut u, 1, 0).0, 65537);
     }
 
     #[test]
     fn timestamps_unwrap_across_zero() {
         let mut u = Unwrapper::default();
-        assert_eq!(u.ts(u32::MAX - 959), i64::from(u32::MAX) - 959);
-        assert_eq!(u.ts(0), 1 << 32);
-        assert_eq!(u.ts(960), (1 << 32) + 960);
+        assert_eq!(
+            unwrap(&mut u, 0, u32::MAX - 959).1,
+            i64::from(u32::MAX) - 959
+        );
+        assert_eq!(unwrap(&mut u, 1, 0).1, 1 << 32);
+        assert_eq!(unwrap(&mut u, 2, 960).1, (1 << 32) + 960);
+    }
+
+    #[test]
+    fn a_value_not_accepted_does_not_move_the_reference() {
+        let mut u = Unwrapper::default();
+        unwrap(&mut u, 100, 1000);
+        // Half-way round and back: only consistent if the stray was not accepted.
+        assert_eq!(u.extend(100 + 32_000, 1000 + (1 << 30)).0, 32_100);
+        assert_eq!(u.extend(101, 1320), (101, 1320));
     }
 
     proptest! {
@@ -212,9 +230,9 @@ mod tests {
             let mut u = Unwrapper::default();
             let mut b = PacketBuffer::with_capacity(64);
             let mut seen = std::collections::BTreeSet::new();
-            let base = u.seq(start);
+            let base = unwrap(&mut u, start, 0).0;
             for off in order {
-                let ext = u.seq(start.wrapping_add(off));
+                let ext = unwrap(&mut u, start.wrapping_add(off), 0).0;
                 prop_assert_eq!(ext, base + i64::from(off));
                 let fresh = seen.insert(off);
                 prop_assert_eq!(b.contains(ext), !fresh);

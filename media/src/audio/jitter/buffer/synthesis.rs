@@ -22,7 +22,7 @@ impl<D: AudioDecoder> JitterBuffer<D> {
                     if self.decoder.conceal(self.overlap, tail).is_err() {
                         tail.fill(0);
                     }
-                    self.apply_fade(0, self.overlap, true);
+                    self.apply_fade(self.overlap, true);
                 }
                 true
             }
@@ -81,12 +81,12 @@ impl<D: AudioDecoder> JitterBuffer<D> {
         }
     }
 
-    /// Applies the concealment fade to `frames` frames of `tail` (or `scratch`) starting
-    /// `offset` frames after the current run.
-    pub(super) fn apply_fade(&mut self, offset: usize, frames: usize, to_tail: bool) {
+    /// Applies the concealment fade to the first `frames` frames of `tail` (or `scratch`),
+    /// which continue the current concealment run.
+    pub(super) fn apply_fade(&mut self, frames: usize, to_tail: bool) {
         let ch = self.channels;
         for i in 0..frames {
-            let g = self.conceal_gain(self.conceal_run + offset + i);
+            let g = self.conceal_gain(self.conceal_run + i);
             let buf = if to_tail {
                 &mut self.tail
             } else {
@@ -115,7 +115,7 @@ impl<D: AudioDecoder> JitterBuffer<D> {
             if self.decoder.conceal(n, out).is_err() {
                 out.fill(0);
             }
-            self.apply_fade(0, n, false);
+            self.apply_fade(n, false);
             let silent = (self.conceal_run + n).saturating_sub(silent_from);
             self.stats.silent_concealed_samples += silent as u64;
         }
@@ -134,10 +134,10 @@ impl<D: AudioDecoder> JitterBuffer<D> {
         self.source = Source::ComfortNoise;
     }
 
-    /// After a decode: steer the playout margin (how much later than the fastest recent
-    /// packet would need, packets are played) into `[quantile, quantile + 10 ms]`.
-    /// Above, compress time; below, expand. Unlike a count of buffered packets (NetEq's
-    /// level) the margin is not quantised to packet durations, so the band can be narrow.
+    /// After a decode: steer the playout margin (how late a packet could arrive and still
+    /// be played) into `[quantile, quantile + 10 ms]` of the relative delay: above, compress
+    /// time; below, expand. Unlike a count of buffered packets (NetEq's level) the margin is
+    /// not quantised to packet durations, so the band can be narrow.
     pub(super) fn steer(&mut self, now: Instant) {
         if self.fixed {
             return;
