@@ -90,6 +90,36 @@ fn heavy_tailed_jitter_keeps_late_loss_near_the_quantile() {
     );
 }
 
+#[test]
+fn gaussian_jitter_and_ten_ms_packets_play_smoothly() {
+    for (packet_ms, seed) in [(20, 12), (10, 13)] {
+        let cfg = TraceConfig {
+            packets: 60_000 / packet_ms as usize,
+            packet_ms,
+            jitter: Jitter::Gaussian { sigma_ms: 15.0 },
+            seed,
+            ..Default::default()
+        };
+        let s = run(&cfg).last();
+        // Half-normal with sigma 15 ms: the 95% quantile is about 29 ms.
+        let q = s.target_delay_ms - f64::from(packet_ms);
+        assert!(
+            (20.0..=40.0).contains(&q),
+            "{packet_ms} ms packets: quantile {q}"
+        );
+        assert!(
+            s.concealed_percent() < 1.0,
+            "{packet_ms} ms: {:.2}%",
+            s.concealed_percent()
+        );
+        assert!(
+            s.mean_delay_ms() < 50.0,
+            "{packet_ms} ms: {:.1} ms",
+            s.mean_delay_ms()
+        );
+    }
+}
+
 /// Arrivals for 20 ms packets whose extra delay is uniform in `[0, jitter(i)]`.
 fn phased_trace(n: usize, jitter: impl Fn(usize) -> f64, seed: u64) -> Vec<TracePacket> {
     let mut rng = StdRng::seed_from_u64(seed);
