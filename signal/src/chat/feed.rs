@@ -62,12 +62,21 @@ impl DeviceFeed {
 
     /// Starts following `conv` from `delivered`, with a catch-up pending. Entries offered
     /// before [`DeviceFeed::start`] only raise `latest`.
-    pub(crate) fn hold(&self, conv: &Arc<str>) {
-        self.cursors.lock().entry(conv.clone()).or_insert(Cursor {
-            delivered: -1,
-            latest: 0,
-            catching_up: true,
-        });
+    /// Returns false if the device already followed `conv` (then nothing changes).
+    pub(crate) fn hold(&self, conv: &Arc<str>) -> bool {
+        let mut cursors = self.cursors.lock();
+        if cursors.contains_key(conv) {
+            return false;
+        }
+        cursors.insert(
+            conv.clone(),
+            Cursor {
+                delivered: -1,
+                latest: 0,
+                catching_up: true,
+            },
+        );
+        true
     }
 
     /// Sets where delivery starts; a catch-up must follow.
@@ -82,11 +91,6 @@ impl DeviceFeed {
         c.latest = c.latest.max(last_seq);
         // The caller starts a catch-up, which hands over to the live path once level.
         c.catching_up = true;
-    }
-
-    /// The conversations the device follows.
-    pub(crate) fn conversations(&self) -> Vec<Arc<str>> {
-        self.cursors.lock().keys().cloned().collect()
     }
 
     pub(crate) fn unfollow(&self, conv: &str) {
@@ -119,6 +123,30 @@ impl DeviceFeed {
         }
         c.catching_up = true;
         true
+    }
+
+    /// The range a catch-up should send next, `(delivered, latest]`; `None` (and the live
+    /// path takes over again) once the device is level or stopped following.
+    fn catch_up_range(&self, conv: &str) -> Option<(i64, i64)> {
+        let mut cursors = self.cursors.lock();
+        let c = cursors.get_mut(conv)?;
+        if c.delivered >= c.latest {
+            c.catching_up = false;
+            return None;
+        }
+        Some((c.delivered, c.latest))
+    }
+
+    /// Records that everything up to `seq` is on the connection; false if the device no
+    /// longer follows `conv`.
+    fn mark_delivered(&self, conv: &str, seq: i64) -> bool {
+        match self.cursors.lock().get_mut(conv) {
+            Some(c) => {
+                c.delivered = c.delivered.max(seq);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Sends a frame that is not part of the log (receipts, typing): best effort.
@@ -245,18 +273,7 @@ pub(crate) fn spawn_catch_up(
     metrics: Arc<ChatMetrics>,
 ) {
     tokio::spawn(async move {
-        loop {
-            let (from, upto) = {
-                let mut cursors = feed.cursors.lock();
-                let Some(c) = cursors.get_mut(&conv) else {
-                    return;
-                };
-                if c.delivered >= c.latest {
-                    c.catching_up = false;
-                    return;
-                }
-                (c.delivered, c.latest)
-            };
+        while let Some((from, upto)) = feed.catch_up_range(&conv) {
             let page = match store::entries_between(&pool, &conv, from, upto, CATCH_UP_PAGE).await {
                 Ok(page) => page,
                 Err(e) => {
@@ -281,15 +298,134 @@ pub(crate) fn spawn_catch_up(
                     return;
                 }
                 metrics.delivered_catch_up.inc();
-                if let Some(c) = feed.cursors.lock().get_mut(&conv) {
-                    c.delivered = c.delivered.max(entry.seq);
-                } else {
+                if !feed.mark_delivered(&conv, entry.seq) {
                     return;
                 }
             }
-            if let Some(c) = feed.cursors.lock().get_mut(&conv) {
-                c.delivered = c.delivered.max(reached);
-            }
+            feed.mark_delivered(&conv, reached);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tokio::sync::mpsc;
+
+    fn frame(seq: i64) -> Utf8Bytes {
+        seq.to_string().into()
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// The writer commits the next seq and offers it.
+        Commit,
+        /// The connection writes up to n queued frames to the socket.
+        Drain(usize),
+        /// The catch-up task sends one entry from the store, if it has room.
+        CatchUpStep,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => Just(Op::Commit),
+            2 => (1usize..6).prop_map(Op::Drain),
+            2 => Just(Op::CatchUpStep),
+        ]
+    }
+
+    /// Drives one feed through an arbitrary interleaving of commits, queue drains and
+    /// catch-up steps (the store holds every committed seq) and returns what reached the
+    /// socket.
+    fn run(ops: &[Op], queue: usize, from: i64, preexisting: i64) -> (Vec<i64>, i64) {
+        let metrics = ChatMetrics::default();
+        let (tx, mut rx) = mpsc::channel(queue);
+        let feed = DeviceFeed::new("alice".into(), "d".into(), tx.downgrade());
+        let conv: Arc<str> = "room:r".into();
+        let mut committed = preexisting;
+        feed.hold(&conv);
+        feed.start(&conv, from, committed);
+        let mut runner = true;
+        let mut socket = Vec::new();
+        let step = |runner: &mut bool| {
+            if !*runner {
+                return;
+            }
+            match feed.catch_up_range(&conv) {
+                None => *runner = false,
+                Some((delivered, _)) => {
+                    if tx.try_send(frame(delivered + 1)).is_ok() {
+                        assert!(feed.mark_delivered(&conv, delivered + 1));
+                    }
+                }
+            }
+        };
+        for op in ops {
+            match op {
+                Op::Commit => {
+                    committed += 1;
+                    if feed.offer(&conv, committed, &frame(committed), &metrics) {
+                        assert!(!runner, "a second catch-up would duplicate entries");
+                        runner = true;
+                    }
+                }
+                Op::Drain(n) => {
+                    for _ in 0..*n {
+                        match rx.try_recv() {
+                            Ok(f) => socket.push(f.as_str().parse().unwrap()),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Op::CatchUpStep => step(&mut runner),
+            }
+        }
+        // Quiesce: the connection keeps reading and the catch-up finishes.
+        for _ in 0..10_000 {
+            while let Ok(f) = rx.try_recv() {
+                socket.push(f.as_str().parse().unwrap());
+            }
+            if !runner {
+                break;
+            }
+            step(&mut runner);
+        }
+        (socket, committed)
+    }
+
+    proptest! {
+        #[test]
+        fn every_entry_reaches_the_device_once_in_order(
+            ops in proptest::collection::vec(op(), 0..200),
+            queue in 1usize..8,
+            preexisting in 0i64..20,
+            behind in 0i64..20,
+        ) {
+            let from = (preexisting - behind).max(0);
+            let (socket, committed) = run(&ops, queue, from, preexisting);
+            let want: Vec<i64> = (from + 1..=committed).collect();
+            prop_assert_eq!(socket, want);
+        }
+    }
+
+    #[test]
+    fn the_live_path_sends_directly_when_level() {
+        let metrics = ChatMetrics::default();
+        let (tx, mut rx) = mpsc::channel(4);
+        let feed = DeviceFeed::new("a".into(), "d".into(), tx.downgrade());
+        let conv: Arc<str> = "room:r".into();
+        feed.hold(&conv);
+        feed.start(&conv, 0, 0);
+        assert_eq!(feed.catch_up_range(&conv), None);
+        assert!(!feed.offer(&conv, 1, &frame(1), &metrics));
+        assert_eq!(rx.try_recv().unwrap().as_str(), "1");
+        assert_eq!(metrics.delivered_live.get(), 1);
+        // A skipped seq hands over to a catch-up instead of leaving a gap.
+        assert!(feed.offer(&conv, 3, &frame(3), &metrics));
+        assert!(rx.try_recv().is_err());
+        assert_eq!(feed.catch_up_range(&conv), Some((1, 3)));
+        // Offers for a conversation the device does not follow are ignored.
+        assert!(!feed.offer("dm:x", 1, &frame(1), &metrics));
+    }
 }

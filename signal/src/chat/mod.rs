@@ -26,6 +26,7 @@ pub mod webhook;
 pub mod wire;
 pub(crate) mod writer;
 
+use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -668,37 +669,39 @@ impl Chat {
             .clone()
             .filter(|r| r != crate::auth::ANY_ROOM && check_room_name(r).is_ok());
         tokio::spawn(async move {
-            let frame = match this.catch_up(&feed, room, req, id.as_ref()).await {
-                Ok(frame) => frame,
-                Err(e) => crate::protocol::encode(&e.to_message(), id.as_ref()),
-            };
-            feed.send(frame.into()).await;
-            // Each conversation's catch-up runs only after chat_synced is queued.
-            for conv in this.feeds_convs(&feed) {
-                spawn_catch_up(feed.clone(), conv, this.pool.clone(), this.metrics.clone());
+            match this.catch_up(&feed, room, req, id.as_ref()).await {
+                Ok((frame, started)) => {
+                    feed.send(frame.into()).await;
+                    // Each conversation's catch-up runs only after chat_synced is queued.
+                    for conv in started {
+                        spawn_catch_up(feed.clone(), conv, this.pool.clone(), this.metrics.clone());
+                    }
+                }
+                Err(e) => {
+                    this.feeds.remove_device(&feed);
+                    feed.send(crate::protocol::encode(&e.to_message(), id.as_ref()).into())
+                        .await;
+                }
             }
         });
         Ok(())
     }
 
-    fn feeds_convs(&self, feed: &Arc<DeviceFeed>) -> Vec<Arc<str>> {
-        feed.conversations()
-    }
-
     /// Subscribes the device to its conversations and works out where each resumes.
+    /// Returns `chat_synced` and the conversations whose catch-up must start.
     async fn catch_up(
         &self,
         feed: &Arc<DeviceFeed>,
         room: Option<String>,
         req: wire::SyncRequest,
         id: Option<&RequestId>,
-    ) -> Result<String, ProtocolError> {
+    ) -> Result<(String, Vec<Arc<str>>), ProtocolError> {
         let fail = |e: sqlx::Error| {
             tracing::warn!(error = %e, "chat sync read failed");
             self.metrics.store_errors.inc();
             ProtocolError::new(
                 ErrorCode::Unavailable,
-                "the message store is unavailable; sync again",
+                "the message store is unavailable; reconnect and sync again",
             )
         };
         if let Some(room) = room {
@@ -715,17 +718,29 @@ impl Chat {
         }
         // Subscribe first, then read where each log ends: an entry committed in between
         // is then either in what we read or offered to the feed.
-        let before = store::memberships(&self.pool, &feed.identity)
+        // Hold every conversation, then read again until no new one appears: the last
+        // read then saw every held conversation's log end after it was held.
+        let mut ours: HashSet<Arc<str>> = HashSet::new();
+        let mut members = store::memberships(&self.pool, &feed.identity)
             .await
             .map_err(fail)?;
-        for m in &before {
-            let conv: Arc<str> = m.id.as_str().into();
-            feed.hold(&conv);
-            self.feeds.subscribe(feed, &conv);
+        for _ in 0..8 {
+            let mut new = false;
+            for m in &members {
+                let conv: Arc<str> = m.id.as_str().into();
+                if feed.hold(&conv) {
+                    self.feeds.subscribe(feed, &conv);
+                    ours.insert(conv);
+                    new = true;
+                }
+            }
+            members = store::memberships(&self.pool, &feed.identity)
+                .await
+                .map_err(fail)?;
+            if !new {
+                break;
+            }
         }
-        let members = store::memberships(&self.pool, &feed.identity)
-            .await
-            .map_err(fail)?;
         let stored: std::collections::HashMap<String, i64> =
             store::device_cursors(&self.pool, &feed.identity, &feed.device)
                 .await
@@ -736,16 +751,16 @@ impl Chat {
         let mut out = Vec::with_capacity(members.len());
         for m in &members {
             let conv: Arc<str> = m.id.as_str().into();
-            if !feed.follows(&conv) {
-                // Joined between the two reads: follow it from here.
-                feed.hold(&conv);
-                self.feeds.subscribe(feed, &conv);
-            }
             let from = match req.cursors.get(&m.id).or_else(|| stored.get(&m.id)) {
                 Some(&seq) => seq.clamp(0, m.last_seq),
                 None => (m.last_seq - backlog).max(0),
             };
-            feed.start(&conv, from, m.last_seq);
+            if ours.contains(&conv) {
+                feed.start(&conv, from, m.last_seq);
+            } else if !feed.follows(&conv) {
+                // Left again, or joined after the last read (then followed by the writer).
+                continue;
+            }
             out.push(SyncedConversation {
                 id: m.id.clone(),
                 kind: m.kind.clone(),
@@ -757,13 +772,20 @@ impl Chat {
                     .map_err(fail)?,
             });
         }
-        Ok(encode(
+        let frame = encode(
             &ChatOut::ChatSynced {
                 device: &feed.device,
                 conversations: &out,
             },
             id,
-        ))
+        );
+        // Held but no longer a member (left between the reads): let go.
+        let current: HashSet<&str> = members.iter().map(|m| m.id.as_str()).collect();
+        for conv in ours.iter().filter(|c| !current.contains(c.as_ref())) {
+            self.feeds.unsubscribe(feed, conv);
+        }
+        ours.retain(|c| current.contains(c.as_ref()));
+        Ok((frame, ours.into_iter().collect()))
     }
 
     async fn history(
