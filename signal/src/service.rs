@@ -104,6 +104,7 @@ impl SignalService {
         let chat = Chat::start(
             opts.chat,
             store.pool().clone(),
+            store.backend(),
             opts.data_dir,
             &mut registry,
             shutdown.clone(),

@@ -14,10 +14,11 @@ use super::ROOM_PREFIX;
 use super::wire::{ChatEntry, EntryKind};
 use super::writer::{Post, WriteOp};
 use crate::protocol::{ErrorCode, ProtocolError};
+use crate::store::Backend;
 
-/// Rows per multi-row INSERT (13 parameters each; well under SQLite's and PostgreSQL's
-/// parameter limits).
-const INSERT_CHUNK: usize = 200;
+/// Rows per multi-row INSERT statement, largest first (13 parameters per row, well under
+/// SQLite's and PostgreSQL's limits); any count is a sum of these.
+const INSERT_SHAPES: [usize; 4] = [64, 16, 4, 1];
 /// Client message ids per idempotency lookup.
 const LOOKUP_CHUNK: usize = 500;
 
@@ -51,6 +52,7 @@ fn refused(code: ErrorCode, msg: impl Into<String>) -> Outcome {
 /// Applies `batch` in one transaction; `None` for requests that have no outcome to report.
 pub(crate) async fn commit_batch(
     pool: &AnyPool,
+    backend: Backend,
     batch: &[WriteOp],
     now: i64,
 ) -> Result<Vec<Option<Outcome>>, sqlx::Error> {
@@ -74,7 +76,7 @@ pub(crate) async fn commit_batch(
             WriteOp::Post(p) => {
                 if p.target_seq.is_some() || !p.attachments.is_empty() {
                     // Row-level checks read what this batch wrote so far.
-                    insert_entries(&mut tx, &pending, &devices).await?;
+                    insert_entries(&mut tx, backend, &pending, &devices).await?;
                     pending.clear();
                     devices.clear();
                 }
@@ -86,11 +88,6 @@ pub(crate) async fn commit_batch(
                     );
                     pending.push(e.clone());
                     devices.push(p.origin.device.clone());
-                    if pending.len() >= INSERT_CHUNK {
-                        insert_entries(&mut tx, &pending, &devices).await?;
-                        pending.clear();
-                        devices.clear();
-                    }
                 }
                 outcomes.push(Some(outcome));
             }
@@ -118,7 +115,7 @@ pub(crate) async fn commit_batch(
             WriteOp::EnsureRoom { .. } | WriteOp::Members(_) => outcomes.push(None),
         }
     }
-    insert_entries(&mut tx, &pending, &devices).await?;
+    insert_entries(&mut tx, backend, &pending, &devices).await?;
     for (id, c) in &convs {
         if c.touched {
             sqlx::query("UPDATE chat_conversations SET last_seq = $1 WHERE id = $2")
@@ -201,50 +198,71 @@ async fn stored_ids(
     Ok(out)
 }
 
+/// Inserts `entries` with as few statements as possible, in a few fixed shapes (rows per
+/// statement: [`INSERT_SHAPES`]) so that prepared statements are reused.
 async fn insert_entries(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     entries: &[ChatEntry],
     devices: &[Arc<str>],
 ) -> Result<(), sqlx::Error> {
-    if entries.is_empty() {
-        return Ok(());
+    let mut at = 0;
+    while at < entries.len() {
+        let left = entries.len() - at;
+        let rows = INSERT_SHAPES
+            .iter()
+            .copied()
+            .find(|&n| n <= left)
+            .unwrap_or(1);
+        let sql = insert_sql(backend, rows);
+        let mut q = sqlx::query(&sql);
+        for (e, device) in entries[at..at + rows].iter().zip(&devices[at..at + rows]) {
+            let attachments = if e.attachments.is_empty() {
+                None
+            } else {
+                Some(serde_json::to_string(&e.attachments).unwrap_or_else(|_| "[]".into()))
+            };
+            q = q
+                .bind(e.conversation.clone())
+                .bind(e.seq)
+                .bind(e.sender.clone())
+                .bind(device.to_string())
+                .bind(e.client_msg_id.clone())
+                .bind(e.kind.as_str())
+                .bind(e.text.clone())
+                .bind(e.reply_to)
+                .bind(e.target_seq)
+                .bind(e.metadata.as_ref().map(|m| m.to_string()))
+                .bind(attachments)
+                .bind(e.server_ts)
+                .bind(0i64);
+        }
+        q.execute(&mut **tx).await?;
+        at += rows;
     }
+    Ok(())
+}
+
+/// The multi-row INSERT for `rows` entries. SQLite gets anonymous `?` parameters: it
+/// looks named ones up by a linear scan per parameter, quadratic in a long statement.
+fn insert_sql(backend: Backend, rows: usize) -> String {
     const COLS: usize = 13;
-    let values = (0..entries.len())
+    let values = (0..rows)
         .map(|r| {
-            let ps: Vec<String> = (1..=COLS).map(|c| format!("${}", r * COLS + c)).collect();
+            let ps: Vec<String> = (1..=COLS)
+                .map(|c| match backend {
+                    Backend::Sqlite => "?".to_string(),
+                    Backend::Postgres => format!("${}", r * COLS + c),
+                })
+                .collect();
             format!("({})", ps.join(", "))
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = format!(
+    format!(
         "INSERT INTO chat_messages (conversation_id, seq, sender, device, client_msg_id, kind, \
          body, reply_to, target_seq, metadata, attachments, server_ts, deleted) VALUES {values}"
-    );
-    let mut q = sqlx::query(&sql);
-    for (e, device) in entries.iter().zip(devices) {
-        let attachments = if e.attachments.is_empty() {
-            None
-        } else {
-            Some(serde_json::to_string(&e.attachments).unwrap_or_else(|_| "[]".into()))
-        };
-        q = q
-            .bind(e.conversation.clone())
-            .bind(e.seq)
-            .bind(e.sender.clone())
-            .bind(device.to_string())
-            .bind(e.client_msg_id.clone())
-            .bind(e.kind.as_str())
-            .bind(e.text.clone())
-            .bind(e.reply_to)
-            .bind(e.target_seq)
-            .bind(e.metadata.as_ref().map(|m| m.to_string()))
-            .bind(attachments)
-            .bind(e.server_ts)
-            .bind(0i64);
-    }
-    q.execute(&mut **tx).await?;
-    Ok(())
+    )
 }
 
 async fn post(

@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Claims, check_name, check_room_name};
 use crate::config::ChatConfig;
 use crate::protocol::{ClientMessage, ErrorCode, ProtocolError, RequestId};
+use crate::store::Backend;
 use feed::{DeviceFeed, Feeds, spawn_catch_up};
 use metrics::ChatMetrics;
 use wire::{ChatOut, EntryKind, SyncedConversation, encode};
@@ -131,6 +132,7 @@ impl Chat {
     pub fn start(
         cfg: ChatConfig,
         pool: AnyPool,
+        backend: Backend,
         data_dir: PathBuf,
         registry: &mut Registry,
         shutdown: CancellationToken,
@@ -157,6 +159,7 @@ impl Chat {
         tokio::spawn(writer::run(
             writer::WriterCtx {
                 pool: pool.clone(),
+                backend,
                 feeds: feeds.clone(),
                 metrics: metrics.clone(),
                 webhook,

@@ -20,6 +20,7 @@ use super::unix_ms;
 use super::webhook::Undelivered;
 use super::wire::{ChatOut, ConversationInfo, EntryKind, encode};
 use crate::protocol::{ErrorCode, ProtocolError, RequestId};
+use crate::store::Backend;
 
 /// Most requests committed in one transaction.
 const MAX_BATCH: usize = 256;
@@ -128,6 +129,7 @@ pub(crate) enum MembersChange {
 /// What the writer shares with the rest of chat.
 pub(crate) struct WriterCtx {
     pub pool: AnyPool,
+    pub backend: Backend,
     pub feeds: Arc<Feeds>,
     pub metrics: Arc<ChatMetrics>,
     pub webhook: Option<mpsc::Sender<Undelivered>>,
@@ -183,7 +185,7 @@ async fn flush(ctx: &WriterCtx, batch: Vec<WriteOp>) {
         return;
     }
     let now = unix_ms();
-    match commit_batch(&ctx.pool, &batch, now).await {
+    match commit_batch(&ctx.pool, ctx.backend, &batch, now).await {
         Ok(outcomes) => {
             ctx.metrics.commits.inc();
             ctx.metrics.commit_batch.observe(batch.len() as f64);
