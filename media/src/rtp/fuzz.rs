@@ -3,7 +3,9 @@
 //! Each one panics only when a parser breaks one of its own guarantees.
 
 use super::audio_level::{SILENCE, read_extension_block};
-use super::h264::{H264Depacketizer, H264Packetizer, Output, inspect_payload, nal_units};
+use super::h264::{
+    H264Depacketizer, H264Error, H264Packetizer, Output, inspect_payload, nal_units,
+};
 use super::opus::{MAX_PACKET_SAMPLES, OpusDepacketizer, parse_packet};
 
 /// Splits fuzz input into records: a length byte, a flags byte, then that many bytes.
@@ -61,15 +63,20 @@ pub fn h264_depacketizer(data: &[u8]) {
                 .collect();
             assert!(!units.is_empty());
             packets.clear();
-            packetizer
-                .packetize(&au.data, au.timestamp, &mut packets)
-                .expect("output packetizes");
-            let again = H264Depacketizer::default()
-                .depacketize_frame(au.timestamp, packets.iter().map(|p| &p.payload[..]));
-            // Units that contain emulated start codes split differently; compare units.
-            let again = again.expect("own packets depacketize");
-            let again_units: Vec<&[u8]> = nal_units(&again.data).expect("start code").collect();
-            assert_eq!(units, again_units);
+            match packetizer.packetize(&au.data, au.timestamp, &mut packets) {
+                Ok(()) => {
+                    // Our own packets come back as the same NAL units.
+                    let again = H264Depacketizer::default()
+                        .depacketize_frame(au.timestamp, packets.iter().map(|p| &p.payload[..]))
+                        .expect("own packets depacketize");
+                    let again_units: Vec<&[u8]> =
+                        nal_units(&again.data).expect("start code").collect();
+                    assert_eq!(units, again_units);
+                }
+                // Only a peer's NAL unit with an emulated start code inside can split
+                // into a unit of a type that cannot be sent.
+                Err(e) => assert!(matches!(e, H264Error::ReservedNalType(_)), "{e}"),
+            }
         }
     }
     let _ = depacketizer.depacketize_frame(0, records(data).map(|(_, p)| p));
@@ -90,6 +97,18 @@ pub fn audio_level(data: &[u8]) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Found by the fuzzer: a peer's NAL unit with an emulated start code inside comes
+    /// out as two units, one of a reserved type, which the packetizer must refuse.
+    #[test]
+    fn emulated_start_code_in_a_peer_nal_unit() {
+        let mut payload = vec![0x41];
+        payload.extend([0xd5; 20]);
+        payload.extend([0, 0, 0, 0, 1, 0, 0, 0x0a, 0x88]);
+        let mut data = vec![1, 0, 0xd5, payload.len() as u8, 0xd5];
+        data.extend(&payload);
+        h264_depacketizer(&data);
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]

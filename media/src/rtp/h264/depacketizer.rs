@@ -87,8 +87,9 @@ pub struct DepacketizerStats {
     pub out_of_order: u64,
 }
 
-/// Most outputs kept when the caller does not poll; older ones are discarded.
-const MAX_QUEUED_OUTPUTS: usize = 64;
+/// Most outputs kept when the caller does not poll (with the access unit limit, this
+/// bounds memory); older ones are discarded.
+const MAX_QUEUED_OUTPUTS: usize = 16;
 
 /// State of the access unit being assembled.
 #[derive(Debug, Clone)]

@@ -54,6 +54,14 @@ impl H264Packetizer {
         self.pending.clear();
         let mut pending_size = 1; // STAP-A header byte
         for nal in units {
+            // Types 0 and 24–31 would be misread as reserved, aggregation or fragment
+            // packets by the receiver (RFC 6184 §5.2): refuse the access unit.
+            let t = nal_unit_type(nal[0]);
+            if !(1..=23).contains(&t) {
+                out.truncate(first_out);
+                self.buf.clear();
+                return Err(H264Error::ReservedNalType(t));
+            }
             let start = nal.as_ptr() as usize - base;
             let range = (start, start + nal.len());
             if nal.len() > self.max_payload {
@@ -203,5 +211,14 @@ mod tests {
             Err(H264Error::NoStartCode)
         );
         assert!(out.is_empty());
+        // A NAL unit of type 28 would be read as a FU-A: nothing of the unit is sent.
+        let au = [&[0, 0, 1, 0x41][..], &[0x55; 300], &[0, 0, 1, 0x7c, 1]].concat();
+        assert_eq!(
+            p.packetize(&au, 0, &mut out),
+            Err(H264Error::ReservedNalType(28))
+        );
+        assert!(out.is_empty());
+        p.packetize(&[0, 0, 1, 0x41, 1], 0, &mut out).unwrap();
+        assert_eq!(&out[0].payload[..], &[0x41, 1]);
     }
 }
