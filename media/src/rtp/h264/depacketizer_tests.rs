@@ -243,3 +243,16 @@ fn depacketize_frame_checks_the_whole_unit() {
     assert_eq!(&au.data[..], &annexb(&[&[0x61, 1, 2]])[..]);
     assert!(!au.keyframe);
 }
+
+#[test]
+fn unpolled_outputs_are_bounded() {
+    let mut d = H264Depacketizer::default();
+    for i in 0..40u16 {
+        d.push(i, u32::from(i) * 3000, true, &[0x09, 0x10]).unwrap();
+    }
+    let out = outputs(&mut d);
+    assert_eq!(out.len(), MAX_QUEUED_OUTPUTS);
+    // The newest are kept.
+    assert!(matches!(out.last(), Some(Output::AccessUnit(au)) if au.timestamp == 39 * 3000));
+    assert_eq!(d.stats().access_units, 40);
+}

@@ -129,10 +129,12 @@ proptest! {
         let mut rng = StdRng::seed_from_u64(seed);
         let (units, packets) = send(&mut rng, 30, mtu, seq);
         let mut d = no_prepend();
+        let mut outputs = Vec::new();
         for (seq, p) in &packets {
             d.push(*seq, p.timestamp, p.marker, &p.payload).unwrap();
+            outputs.extend(drain(&mut d));
         }
-        let got: Vec<Vec<u8>> = drain(&mut d)
+        let got: Vec<Vec<u8>> = outputs
             .into_iter()
             .map(|o| match o {
                 Output::AccessUnit(au) => au.data.to_vec(),
@@ -164,9 +166,11 @@ proptest! {
         let mut d = no_prepend();
         let mut accepted = vec![false; packets.len()];
         let mut last: Option<usize> = None;
+        let mut outputs = Vec::new();
         for &i in &delivered {
             let (seq, p) = &packets[i];
             let r = d.push(*seq, p.timestamp, p.marker, &p.payload);
+            outputs.extend(drain(&mut d));
             if last.is_some_and(|l| i <= l) {
                 prop_assert_eq!(r, Err(H264Error::OutOfOrder));
             } else {
@@ -175,7 +179,6 @@ proptest! {
                 last = Some(i);
             }
         }
-        let outputs = drain(&mut d);
         let index_of = |ts: u32| (ts / 3000) as usize;
         let mut complete = vec![false; units.len()];
         let mut reported = vec![false; units.len()];
