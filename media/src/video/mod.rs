@@ -98,4 +98,6 @@ pub struct Frame {
 }
 
 #[cfg(test)]
+mod pipeline_tests;
+#[cfg(test)]
 mod tests;
