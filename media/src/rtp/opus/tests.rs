@@ -205,3 +205,76 @@ proptest! {
         }
     }
 }
+
+/// Real libopus output with DTX through the packetizer and depacketizer, at every frame
+/// duration: timestamps account for every 48 kHz sample (sent or suppressed), silence is
+/// suppressed and marked, and every packet decodes to its TOC's duration.
+#[test]
+fn real_encoder_with_dtx_round_trip() {
+    use crate::audio::decoder::AudioDecoder;
+    use crate::codec::{
+        OpusChannels, OpusDecoder, OpusEncoder, OpusEncoderConfig, OpusFrameDuration,
+    };
+    use crate::quality::signal::speech_like;
+
+    let speech = speech_like(1.0, 48_000, 12_000, 5);
+    let mut pcm = speech.clone();
+    pcm.extend(std::iter::repeat_n(0i16, 48_000));
+    pcm.extend(&speech);
+    for (frame, samples) in [
+        (OpusFrameDuration::Ms10, 480),
+        (OpusFrameDuration::Ms20, 960),
+        (OpusFrameDuration::Ms40, 1920),
+        (OpusFrameDuration::Ms60, 2880),
+    ] {
+        let config = OpusEncoderConfig {
+            dtx: true,
+            frame,
+            ..OpusEncoderConfig::default()
+        };
+        let mut encoder = OpusEncoder::new(config).unwrap();
+        let mut decoder = OpusDecoder::new(OpusChannels::Mono).unwrap();
+        let mut packetizer = OpusPacketizer::new(1_000_000);
+        let mut depacketizer = OpusDepacketizer::new();
+        let (mut out, mut decoded) = (vec![0u8; 1500], vec![0i16; 5760]);
+        let (mut seq, mut covered, mut silence, mut talkspurts) = (0u16, 0u64, 0u64, 0);
+        for chunk in pcm.chunks_exact(samples) {
+            let encoded = encoder.encode(chunk, &mut out).unwrap();
+            let packet = Bytes::copy_from_slice(&out[..encoded.len]);
+            let Some(sent) = packetizer.packetize(packet).unwrap() else {
+                continue;
+            };
+            let got = depacketizer
+                .push(seq, sent.timestamp, &sent.payload)
+                .unwrap();
+            seq = seq.wrapping_add(1);
+            assert_eq!(got.duration_samples(), samples as u32);
+            match got.gap {
+                Gap::None => assert!(!sent.marker),
+                Gap::Silence { samples } => {
+                    assert!(sent.marker, "first packet after suppressed DTX is marked");
+                    silence += u64::from(samples);
+                    talkspurts += 1;
+                }
+                other => panic!("unexpected gap {other:?}"),
+            }
+            covered += u64::from(got.duration_samples());
+            assert_eq!(
+                decoder.decode(&sent.payload, &mut decoded).unwrap(),
+                samples
+            );
+        }
+        // Every encoded sample is in a packet or in a reported silence gap, except DTX
+        // packets suppressed after the last one sent (nothing follows to report them).
+        let total = (pcm.len() / samples * samples) as u64;
+        assert!(
+            covered + silence <= total && total - (covered + silence) <= 48_000,
+            "{frame:?}"
+        );
+        assert!(
+            silence >= 24_000,
+            "{frame:?}: half of the silent second suppressed, got {silence}"
+        );
+        assert!(talkspurts >= 1, "{frame:?}");
+    }
+}
