@@ -1,0 +1,99 @@
+//! Configuration of the SFU: socket, advertised addresses, limits and timings.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// Default UDP port for all media (ICE, DTLS, SRTP), every peer multiplexed on it.
+pub const DEFAULT_PORT: u16 = 7882;
+
+/// Everything the SFU needs to start.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Where the media socket binds; port 0 picks a free port (tests).
+    pub bind: SocketAddr,
+    /// Addresses advertised as ICE host candidates (with the bound port). Needed when
+    /// `bind` is a wildcard address: the SFU does not guess which interface peers reach.
+    pub public_ips: Vec<IpAddr>,
+    /// Routing limits and timings of the core.
+    pub router: RouterConfig,
+    /// How often per-participant stats are gathered and emitted as `SfuEvent::Stats`.
+    pub stats_interval: Duration,
+    /// A peer whose ICE has not connected this long after joining is removed.
+    pub connect_timeout: Duration,
+    /// An SFU offer not answered this long is withdrawn and issued again.
+    pub answer_timeout: Duration,
+    /// Droppable events (stats, active speaker) are dropped once this many events wait
+    /// unread, so a stalled consumer cannot grow memory; negotiation events never are.
+    pub event_backlog: usize,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
+            public_ips: Vec::new(),
+            router: RouterConfig::default(),
+            stats_interval: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(30),
+            answer_timeout: Duration::from_secs(5),
+            event_backlog: 1024,
+        }
+    }
+}
+
+/// Limits and timings of the sans-IO routing core.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Rooms open at once on this SFU.
+    pub max_rooms: usize,
+    /// Participants in one room.
+    pub max_participants_per_room: usize,
+    /// Tracks one participant may publish (an m-line each).
+    pub max_tracks_per_participant: usize,
+    /// At most one keyframe request per track toward its publisher in this interval;
+    /// many subscribers losing the same keyframe must not make the encoder spin.
+    pub keyframe_min_interval: Duration,
+    /// Active speaker detection.
+    pub speaker: SpeakerConfig,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            max_rooms: 1000,
+            max_participants_per_room: 50,
+            max_tracks_per_participant: 4,
+            keyframe_min_interval: Duration::from_millis(500),
+            speaker: SpeakerConfig::default(),
+        }
+    }
+}
+
+/// Active speaker detection from RFC 6464 audio levels.
+#[derive(Debug, Clone)]
+pub struct SpeakerConfig {
+    /// Time constant of the exponential smoothing of each participant's level.
+    pub smoothing: Duration,
+    /// How often the room's loudest participant is re-evaluated.
+    pub interval: Duration,
+    /// A smoothed level quieter than this (in -dBov) does not count as speaking.
+    pub threshold_dbov: u8,
+    /// A challenger must be this many dB louder than the current speaker to take over,
+    /// so two similar voices do not make the indication flap.
+    pub hysteresis_db: f32,
+    /// A participant whose audio stopped arriving this long ago counts as silent
+    /// (muted, DTX, or gone).
+    pub stale_after: Duration,
+}
+
+impl Default for SpeakerConfig {
+    fn default() -> Self {
+        Self {
+            smoothing: Duration::from_millis(300),
+            interval: Duration::from_millis(300),
+            threshold_dbov: 60,
+            hysteresis_db: 3.0,
+            stale_after: Duration::from_millis(500),
+        }
+    }
+}

@@ -1,0 +1,497 @@
+//! The sans-IO routing core: rooms, participants, published tracks and subscriptions,
+//! which subscriber gets which track, keyframe-request throttling, active speaker and
+//! limits. Fed with calls and `now`; changes come out as [`RouterEvent`]s that the driver
+//! turns into SDP renegotiation and signalling events.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use crate::config::RouterConfig;
+use crate::error::RouterError;
+use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind};
+use crate::keyframe::KeyframeThrottle;
+use crate::speaker::SpeakerDetector;
+
+/// A change in the routing state the outside world must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouterEvent {
+    /// A participant published a track.
+    TrackPublished {
+        /// Its room.
+        room: RoomId,
+        /// The new track.
+        track: TrackId,
+        /// Who sends it.
+        publisher: ParticipantId,
+        /// Audio or video.
+        kind: TrackKind,
+    },
+    /// A track went away (unpublished, or its publisher left). Its subscribers each got
+    /// an [`RouterEvent::Unsubscribed`] first.
+    TrackUnpublished {
+        /// Its room.
+        room: RoomId,
+        /// The track.
+        track: TrackId,
+        /// Who sent it.
+        publisher: ParticipantId,
+    },
+    /// `subscriber` now receives `track`: its peer needs a send m-line for it.
+    Subscribed {
+        /// Who receives.
+        subscriber: ParticipantId,
+        /// What.
+        track: TrackId,
+        /// Who sends it.
+        publisher: ParticipantId,
+        /// Audio or video.
+        kind: TrackKind,
+    },
+    /// `subscriber` no longer receives `track`: its send m-line is to be stopped.
+    Unsubscribed {
+        /// Who received.
+        subscriber: ParticipantId,
+        /// What.
+        track: TrackId,
+    },
+    /// The room's active speaker changed; `None` when the speaker left.
+    ActiveSpeaker {
+        /// The room.
+        room: RoomId,
+        /// The new speaker.
+        participant: Option<ParticipantId>,
+    },
+}
+
+/// A published track.
+#[derive(Debug)]
+pub struct Track {
+    /// Who sends it.
+    pub publisher: ParticipantId,
+    /// The publisher's room (tracks are routed within a room only).
+    pub room: RoomId,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// Who receives it, in subscription order.
+    subscribers: Vec<ParticipantId>,
+    /// Keyframe requests toward the publisher (video only).
+    keyframe: KeyframeThrottle,
+}
+
+/// A participant in a room.
+#[derive(Debug)]
+struct Participant {
+    /// Its room.
+    room: RoomId,
+    /// Tracks it publishes.
+    published: Vec<TrackId>,
+    /// Tracks it receives.
+    subscriptions: Vec<TrackId>,
+    /// Whether it is subscribed to every new track of the room.
+    auto_subscribe: bool,
+}
+
+/// A room: its members in joining order and its speaker detector.
+#[derive(Debug)]
+struct Room {
+    /// Members in joining order.
+    members: Vec<ParticipantId>,
+    /// Active speaker from the members' audio levels.
+    speaker: SpeakerDetector,
+}
+
+/// Counts of everything the router holds, to prove state is freed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Census {
+    /// Open rooms.
+    pub rooms: usize,
+    /// Participants in any room.
+    pub participants: usize,
+    /// Published tracks.
+    pub tracks: usize,
+    /// (subscriber, track) pairs.
+    pub subscriptions: usize,
+}
+
+/// The routing state of the whole SFU.
+#[derive(Debug)]
+pub struct Router {
+    /// Limits and timings.
+    config: RouterConfig,
+    /// Open rooms; a room exists while it has members.
+    rooms: HashMap<RoomId, Room>,
+    /// Everyone in a room.
+    participants: HashMap<ParticipantId, Participant>,
+    /// Every published track.
+    tracks: HashMap<TrackId, Track>,
+    /// Next track number; never reused, so a stale id cannot hit a new track.
+    next_track: u64,
+    /// Changes not yet taken by [`poll_event`](Self::poll_event).
+    events: VecDeque<RouterEvent>,
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new(config: RouterConfig) -> Self {
+        Self {
+            config,
+            rooms: HashMap::new(),
+            participants: HashMap::new(),
+            tracks: HashMap::new(),
+            next_track: 1,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Adds `participant` to `room` (created on first join), subscribed to every track
+    /// already published there.
+    pub fn join(&mut self, room: &RoomId, participant: &ParticipantId) -> Result<(), RouterError> {
+        if self.participants.contains_key(participant) {
+            return Err(RouterError::AlreadyJoined(participant.clone()));
+        }
+        match self.rooms.get(room) {
+            Some(r) if r.members.len() >= self.config.max_participants_per_room => {
+                return Err(RouterError::RoomFull(room.clone()));
+            }
+            None if self.rooms.len() >= self.config.max_rooms => {
+                return Err(RouterError::TooManyRooms);
+            }
+            _ => {}
+        }
+        let speaker = self.config.speaker.clone();
+        let r = self.rooms.entry(room.clone()).or_insert_with(|| Room {
+            members: Vec::new(),
+            speaker: SpeakerDetector::new(speaker),
+        });
+        r.members.push(participant.clone());
+        let existing: Vec<TrackId> = r
+            .members
+            .iter()
+            .filter_map(|m| self.participants.get(m))
+            .flat_map(|p| p.published.iter().copied())
+            .collect();
+        self.participants.insert(
+            participant.clone(),
+            Participant {
+                room: room.clone(),
+                published: Vec::new(),
+                subscriptions: Vec::new(),
+                auto_subscribe: true,
+            },
+        );
+        for track in existing {
+            self.attach(participant, track);
+        }
+        Ok(())
+    }
+
+    /// Removes a participant and everything it owns: its tracks (their subscribers are
+    /// unsubscribed), its subscriptions, its speaker state, and its room when empty.
+    pub fn leave(&mut self, participant: &ParticipantId) -> Result<(), RouterError> {
+        let Some(p) = self.participants.get(participant) else {
+            return Err(RouterError::UnknownParticipant(participant.clone()));
+        };
+        let room_id = p.room.clone();
+        for track in p.published.clone() {
+            self.unpublish(track)?;
+        }
+        let Some(p) = self.participants.remove(participant) else {
+            return Err(RouterError::UnknownParticipant(participant.clone()));
+        };
+        for track in p.subscriptions {
+            if let Some(t) = self.tracks.get_mut(&track) {
+                t.subscribers.retain(|s| s != participant);
+            }
+        }
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.members.retain(|m| m != participant);
+            if room.speaker.remove(participant) {
+                self.events.push_back(RouterEvent::ActiveSpeaker {
+                    room: room_id.clone(),
+                    participant: None,
+                });
+            }
+            if room.members.is_empty() {
+                self.rooms.remove(&room_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a track sent by `participant`; every member with auto-subscribe gets it.
+    pub fn publish(
+        &mut self,
+        participant: &ParticipantId,
+        kind: TrackKind,
+    ) -> Result<TrackId, RouterError> {
+        let Some(p) = self.participants.get_mut(participant) else {
+            return Err(RouterError::UnknownParticipant(participant.clone()));
+        };
+        if p.published.len() >= self.config.max_tracks_per_participant {
+            return Err(RouterError::TooManyTracks(participant.clone()));
+        }
+        let track = TrackId(self.next_track);
+        self.next_track += 1;
+        p.published.push(track);
+        let room = p.room.clone();
+        self.tracks.insert(
+            track,
+            Track {
+                publisher: participant.clone(),
+                room: room.clone(),
+                kind,
+                subscribers: Vec::new(),
+                keyframe: KeyframeThrottle::new(self.config.keyframe_min_interval),
+            },
+        );
+        self.events.push_back(RouterEvent::TrackPublished {
+            room: room.clone(),
+            track,
+            publisher: participant.clone(),
+            kind,
+        });
+        let auto: Vec<ParticipantId> = self
+            .rooms
+            .get(&room)
+            .map(|r| r.members.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter(|m| *m != participant)
+            .filter(|m| self.participants.get(*m).is_some_and(|p| p.auto_subscribe))
+            .cloned()
+            .collect();
+        for member in auto {
+            self.attach(&member, track);
+        }
+        Ok(track)
+    }
+
+    /// Removes a track; its subscribers are unsubscribed first.
+    pub fn unpublish(&mut self, track: TrackId) -> Result<(), RouterError> {
+        let Some(t) = self.tracks.remove(&track) else {
+            return Err(RouterError::UnknownTrack(track));
+        };
+        for s in &t.subscribers {
+            if let Some(p) = self.participants.get_mut(s) {
+                p.subscriptions.retain(|x| *x != track);
+            }
+            self.events.push_back(RouterEvent::Unsubscribed {
+                subscriber: s.clone(),
+                track,
+            });
+        }
+        if let Some(p) = self.participants.get_mut(&t.publisher) {
+            p.published.retain(|x| *x != track);
+            let still_audio = p
+                .published
+                .iter()
+                .any(|x| self.tracks.get(x).is_some_and(|t| t.kind == TrackKind::Audio));
+            if t.kind == TrackKind::Audio && !still_audio {
+                if let Some(room) = self.rooms.get_mut(&t.room) {
+                    if room.speaker.remove(&t.publisher) {
+                        self.events.push_back(RouterEvent::ActiveSpeaker {
+                            room: t.room.clone(),
+                            participant: None,
+                        });
+                    }
+                }
+            }
+        }
+        self.events.push_back(RouterEvent::TrackUnpublished {
+            room: t.room,
+            track,
+            publisher: t.publisher,
+        });
+        Ok(())
+    }
+
+    /// Subscribes `participant` to a track of another member of its room (idempotent).
+    pub fn subscribe(
+        &mut self,
+        participant: &ParticipantId,
+        track: TrackId,
+    ) -> Result<(), RouterError> {
+        let p = self
+            .participants
+            .get(participant)
+            .ok_or_else(|| RouterError::UnknownParticipant(participant.clone()))?;
+        let t = self
+            .tracks
+            .get(&track)
+            .ok_or(RouterError::UnknownTrack(track))?;
+        if t.publisher == *participant || t.room != p.room {
+            return Err(RouterError::NotSubscribable {
+                participant: participant.clone(),
+                track,
+            });
+        }
+        self.attach(participant, track);
+        Ok(())
+    }
+
+    /// Stops sending `track` to `participant` (idempotent).
+    pub fn unsubscribe(
+        &mut self,
+        participant: &ParticipantId,
+        track: TrackId,
+    ) -> Result<(), RouterError> {
+        let p = self
+            .participants
+            .get_mut(participant)
+            .ok_or_else(|| RouterError::UnknownParticipant(participant.clone()))?;
+        let t = self
+            .tracks
+            .get_mut(&track)
+            .ok_or(RouterError::UnknownTrack(track))?;
+        if let Some(i) = t.subscribers.iter().position(|s| s == participant) {
+            t.subscribers.remove(i);
+            p.subscriptions.retain(|x| *x != track);
+            self.events.push_back(RouterEvent::Unsubscribed {
+                subscriber: participant.clone(),
+                track,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether `participant` gets new tracks of its room automatically (the default).
+    /// Turning it off keeps current subscriptions; selective subscribers call
+    /// [`subscribe`](Self::subscribe).
+    pub fn set_auto_subscribe(
+        &mut self,
+        participant: &ParticipantId,
+        on: bool,
+    ) -> Result<(), RouterError> {
+        let p = self
+            .participants
+            .get_mut(participant)
+            .ok_or_else(|| RouterError::UnknownParticipant(participant.clone()))?;
+        p.auto_subscribe = on;
+        Ok(())
+    }
+
+    /// Who a packet of `track` is forwarded to (the forwarding decision).
+    pub fn subscribers(&self, track: TrackId) -> &[ParticipantId] {
+        self.tracks
+            .get(&track)
+            .map(|t| t.subscribers.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// A published track.
+    pub fn track(&self, track: TrackId) -> Option<&Track> {
+        self.tracks.get(&track)
+    }
+
+    /// The room of a participant.
+    pub fn room_of(&self, participant: &ParticipantId) -> Option<&RoomId> {
+        self.participants.get(participant).map(|p| &p.room)
+    }
+
+    /// Members of a room in joining order.
+    pub fn members(&self, room: &RoomId) -> &[ParticipantId] {
+        self.rooms
+            .get(room)
+            .map(|r| r.members.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// Tracks a participant publishes.
+    pub fn published(&self, participant: &ParticipantId) -> &[TrackId] {
+        self.participants
+            .get(participant)
+            .map(|p| p.published.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// A subscriber lost pictures of `track` (PLI/FIR from it, or a gap seen by us):
+    /// whether a keyframe request goes to the publisher now, throttled per track.
+    pub fn request_keyframe(&mut self, track: TrackId, now: Instant) -> bool {
+        match self.tracks.get_mut(&track) {
+            Some(t) if t.kind.is_video() => t.keyframe.allow(now),
+            _ => false,
+        }
+    }
+
+    /// Keyframe requests swallowed by the throttle for `track`.
+    pub fn keyframe_requests_suppressed(&self, track: TrackId) -> u64 {
+        self.tracks
+            .get(&track)
+            .map_or(0, |t| t.keyframe.suppressed())
+    }
+
+    /// An RFC 6464 level (-dBov) arrived on an audio track.
+    pub fn audio_level(&mut self, track: TrackId, dbov: u8, now: Instant) {
+        let Some(t) = self.tracks.get(&track) else {
+            return;
+        };
+        if let Some(room) = self.rooms.get_mut(&t.room) {
+            room.speaker.observe(&t.publisher, dbov, now);
+        }
+    }
+
+    /// The room's active speaker.
+    pub fn active_speaker(&self, room: &RoomId) -> Option<&ParticipantId> {
+        self.rooms.get(room).and_then(|r| r.speaker.current())
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.rooms
+            .values()
+            .filter_map(|r| r.speaker.poll_timeout())
+            .min()
+    }
+
+    /// Runs due timers (speaker evaluation).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for (id, room) in &mut self.rooms {
+            if let Some(p) = room.speaker.handle_timeout(now) {
+                self.events.push_back(RouterEvent::ActiveSpeaker {
+                    room: id.clone(),
+                    participant: Some(p),
+                });
+            }
+        }
+    }
+
+    /// The next change to act on.
+    pub fn poll_event(&mut self) -> Option<RouterEvent> {
+        self.events.pop_front()
+    }
+
+    /// Counts of everything held.
+    pub fn census(&self) -> Census {
+        Census {
+            rooms: self.rooms.len(),
+            participants: self.participants.len(),
+            tracks: self.tracks.len(),
+            subscriptions: self.tracks.values().map(|t| t.subscribers.len()).sum(),
+        }
+    }
+
+    /// Adds a subscription both ways and reports it, unless it exists.
+    fn attach(&mut self, subscriber: &ParticipantId, track: TrackId) {
+        let (Some(p), Some(t)) = (
+            self.participants.get_mut(subscriber),
+            self.tracks.get_mut(&track),
+        ) else {
+            return;
+        };
+        if t.subscribers.contains(subscriber) {
+            return;
+        }
+        t.subscribers.push(subscriber.clone());
+        p.subscriptions.push(track);
+        self.events.push_back(RouterEvent::Subscribed {
+            subscriber: subscriber.clone(),
+            track,
+            publisher: t.publisher.clone(),
+            kind: t.kind,
+        });
+    }
+}
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

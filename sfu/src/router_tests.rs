@@ -1,0 +1,265 @@
+//! Router unit tests with simulated time.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn ids() -> (RoomId, ParticipantId, ParticipantId, ParticipantId) {
+    (
+        RoomId::from("r"),
+        ParticipantId::from("a"),
+        ParticipantId::from("b"),
+        ParticipantId::from("c"),
+    )
+}
+
+fn drain(r: &mut Router) -> Vec<RouterEvent> {
+    std::iter::from_fn(|| r.poll_event()).collect()
+}
+
+fn subscribed(events: &[RouterEvent]) -> Vec<(String, TrackId)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            RouterEvent::Subscribed {
+                subscriber, track, ..
+            } => Some((subscriber.to_string(), *track)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn two_participants_get_each_others_tracks() {
+    let (room, a, b, _) = ids();
+    let mut r = Router::new(RouterConfig::default());
+    r.join(&room, &a).unwrap();
+    let a_audio = r.publish(&a, TrackKind::Audio).unwrap();
+    let a_video = r.publish(&a, TrackKind::Video).unwrap();
+    // Nobody else yet: published, no subscriptions.
+    let ev = drain(&mut r);
+    assert_eq!(ev.len(), 2);
+    assert!(subscribed(&ev).is_empty());
+
+    // b joins and gets a's existing tracks.
+    r.join(&room, &b).unwrap();
+    let ev = drain(&mut r);
+    assert_eq!(
+        subscribed(&ev),
+        vec![("b".into(), a_audio), ("b".into(), a_video)]
+    );
+    // b publishes: a gets it at once.
+    let b_audio = r.publish(&b, TrackKind::Audio).unwrap();
+    let ev = drain(&mut r);
+    assert!(matches!(&ev[0], RouterEvent::TrackPublished { track, .. } if *track == b_audio));
+    assert_eq!(subscribed(&ev), vec![("a".into(), b_audio)]);
+    assert_eq!(r.subscribers(a_video), &[b.clone()]);
+    assert_eq!(r.subscribers(b_audio), &[a.clone()]);
+    assert_eq!(r.track(b_audio).unwrap().publisher, b);
+}
+
+#[test]
+fn three_participants_each_receive_both_others() {
+    let (room, a, b, c) = ids();
+    let mut r = Router::new(RouterConfig::default());
+    let mut tracks = Vec::new();
+    for p in [&a, &b, &c] {
+        r.join(&room, p).unwrap();
+        tracks.push((p.clone(), r.publish(p, TrackKind::Audio).unwrap()));
+        tracks.push((p.clone(), r.publish(p, TrackKind::Video).unwrap()));
+    }
+    for (publisher, track) in &tracks {
+        let mut subs = r.subscribers(*track).to_vec();
+        subs.sort();
+        let mut expected: Vec<_> = [&a, &b, &c]
+            .into_iter()
+            .filter(|p| *p != publisher)
+            .cloned()
+            .collect();
+        expected.sort();
+        assert_eq!(subs, expected, "track {track}");
+    }
+    assert_eq!(r.census().subscriptions, 12);
+}
+
+#[test]
+fn leave_frees_everything_and_unsubscribes_the_others() {
+    let (room, a, b, c) = ids();
+    let mut r = Router::new(RouterConfig::default());
+    for p in [&a, &b, &c] {
+        r.join(&room, p).unwrap();
+        r.publish(p, TrackKind::Audio).unwrap();
+        r.publish(p, TrackKind::Video).unwrap();
+    }
+    let a_tracks = r.published(&a).to_vec();
+    drain(&mut r);
+    r.leave(&a).unwrap();
+    let ev = drain(&mut r);
+    // b and c each lose both of a's tracks, then both tracks are unpublished.
+    let unsub: Vec<_> = ev
+        .iter()
+        .filter(|e| matches!(e, RouterEvent::Unsubscribed { .. }))
+        .collect();
+    assert_eq!(unsub.len(), 4);
+    let unpublished: Vec<TrackId> = ev
+        .iter()
+        .filter_map(|e| match e {
+            RouterEvent::TrackUnpublished { track, .. } => Some(*track),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unpublished, a_tracks);
+    assert_eq!(
+        r.census(),
+        Census {
+            rooms: 1,
+            participants: 2,
+            tracks: 4,
+            subscriptions: 4
+        }
+    );
+    assert!(r.members(&room).iter().all(|m| *m != a));
+    for t in &a_tracks {
+        assert!(r.track(*t).is_none());
+        assert!(r.subscribers(*t).is_empty());
+    }
+    r.leave(&b).unwrap();
+    r.leave(&c).unwrap();
+    assert_eq!(r.census(), Census::default());
+    assert_eq!(r.leave(&c), Err(RouterError::UnknownParticipant(c)));
+}
+
+#[test]
+fn limits_are_enforced() {
+    let (room, a, b, c) = ids();
+    let config = RouterConfig {
+        max_rooms: 1,
+        max_participants_per_room: 2,
+        max_tracks_per_participant: 2,
+        ..RouterConfig::default()
+    };
+    let mut r = Router::new(config);
+    r.join(&room, &a).unwrap();
+    assert_eq!(r.join(&room, &a), Err(RouterError::AlreadyJoined(a.clone())));
+    r.join(&room, &b).unwrap();
+    assert_eq!(r.join(&room, &c), Err(RouterError::RoomFull(room.clone())));
+    assert_eq!(
+        r.join(&RoomId::from("other"), &c),
+        Err(RouterError::TooManyRooms)
+    );
+    r.publish(&a, TrackKind::Audio).unwrap();
+    r.publish(&a, TrackKind::Video).unwrap();
+    assert_eq!(
+        r.publish(&a, TrackKind::Video),
+        Err(RouterError::TooManyTracks(a.clone()))
+    );
+    // A refused call changed nothing.
+    assert_eq!(r.census().tracks, 2);
+    assert_eq!(r.census().participants, 2);
+}
+
+#[test]
+fn selective_subscription() {
+    let (room, a, b, _) = ids();
+    let mut r = Router::new(RouterConfig::default());
+    r.join(&room, &a).unwrap();
+    r.join(&room, &b).unwrap();
+    r.set_auto_subscribe(&b, false).unwrap();
+    let audio = r.publish(&a, TrackKind::Audio).unwrap();
+    let video = r.publish(&a, TrackKind::Video).unwrap();
+    assert!(r.subscribers(audio).is_empty());
+    drain(&mut r);
+    r.subscribe(&b, video).unwrap();
+    r.subscribe(&b, video).unwrap(); // idempotent
+    assert_eq!(subscribed(&drain(&mut r)), vec![("b".into(), video)]);
+    assert_eq!(r.subscribers(video), &[b.clone()]);
+    r.unsubscribe(&b, video).unwrap();
+    assert_eq!(
+        drain(&mut r),
+        vec![RouterEvent::Unsubscribed {
+            subscriber: b.clone(),
+            track: video
+        }]
+    );
+    assert!(matches!(
+        r.subscribe(&a, audio),
+        Err(RouterError::NotSubscribable { .. })
+    ));
+    // A participant of another room cannot take this room's tracks.
+    let z = ParticipantId::from("z");
+    r.join(&RoomId::from("other"), &z).unwrap();
+    assert!(matches!(
+        r.subscribe(&z, audio),
+        Err(RouterError::NotSubscribable { .. })
+    ));
+    assert_eq!(
+        r.subscribe(&b, TrackId(999)),
+        Err(RouterError::UnknownTrack(TrackId(999)))
+    );
+}
+
+#[test]
+fn keyframe_requests_are_throttled_per_track() {
+    let (room, a, _, _) = ids();
+    let mut r = Router::new(RouterConfig::default());
+    r.join(&room, &a).unwrap();
+    let v1 = r.publish(&a, TrackKind::Video).unwrap();
+    let v2 = r.publish(&a, TrackKind::Video).unwrap();
+    let t0 = Instant::now();
+    assert!(r.request_keyframe(v1, t0));
+    // Other track: own budget.
+    assert!(r.request_keyframe(v2, t0));
+    assert!(!r.request_keyframe(v1, t0 + Duration::from_millis(100)));
+    assert!(!r.request_keyframe(v1, t0 + Duration::from_millis(499)));
+    assert!(r.request_keyframe(v1, t0 + Duration::from_millis(500)));
+    assert_eq!(r.keyframe_requests_suppressed(v1), 2);
+    assert!(!r.request_keyframe(TrackId(999), t0));
+}
+
+#[test]
+fn audio_tracks_never_ask_for_keyframes() {
+    let (room, a, _, _) = ids();
+    let mut r = Router::new(RouterConfig::default());
+    r.join(&room, &a).unwrap();
+    let audio = r.publish(&a, TrackKind::Audio).unwrap();
+    assert!(!r.request_keyframe(audio, Instant::now()));
+}
+
+#[test]
+fn active_speaker_follows_the_loudest_and_clears_when_it_leaves() {
+    let (room, a, b, _) = ids();
+    let mut r = Router::new(RouterConfig::default());
+    r.join(&room, &a).unwrap();
+    r.join(&room, &b).unwrap();
+    let ta = r.publish(&a, TrackKind::Audio).unwrap();
+    let tb = r.publish(&b, TrackKind::Audio).unwrap();
+    drain(&mut r);
+    let mut now = Instant::now();
+    let speak = |r: &mut Router, now: &mut Instant, la: u8, lb: u8| {
+        let mut speakers = Vec::new();
+        for _ in 0..50 {
+            *now += Duration::from_millis(20);
+            r.audio_level(ta, la, *now);
+            r.audio_level(tb, lb, *now);
+            if r.poll_timeout().is_some_and(|t| t <= *now) {
+                r.handle_timeout(*now);
+            }
+            for e in std::iter::from_fn(|| r.poll_event()) {
+                if let RouterEvent::ActiveSpeaker { participant, .. } = e {
+                    speakers.push(participant);
+                }
+            }
+        }
+        speakers
+    };
+    assert_eq!(speak(&mut r, &mut now, 25, 70), vec![Some(a.clone())]);
+    assert_eq!(speak(&mut r, &mut now, 80, 20), vec![Some(b.clone())]);
+    assert_eq!(r.active_speaker(&room), Some(&b));
+    r.leave(&b).unwrap();
+    let ev = drain(&mut r);
+    assert!(ev.contains(&RouterEvent::ActiveSpeaker {
+        room: room.clone(),
+        participant: None
+    }));
+    assert_eq!(r.active_speaker(&room), None);
+}
