@@ -3,32 +3,38 @@
 
 use std::process::Command;
 
-#[test]
-fn signal_load_delivers_all_presence_and_reports_memory() {
+/// Runs `huddle bench ARGS --out <tmp>` and returns its JSON report and stdout.
+fn bench(args: &[&str]) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("report.json");
-    let status = Command::new(env!("CARGO_BIN_EXE_huddle"))
-        .args([
-            "bench",
-            "signal-load",
-            "--connections",
-            "60",
-            "--room-size",
-            "7",
-            "--concurrency",
-            "20",
-            "--out",
-        ])
+    let run = Command::new(env!("CARGO_BIN_EXE_huddle"))
+        .arg("bench")
+        .args(args)
+        .arg("--out")
         .arg(&out)
         .current_dir(dir.path())
         .output()
         .unwrap();
     assert!(
-        status.status.success(),
+        run.status.success(),
         "{}",
-        String::from_utf8_lossy(&status.stderr)
+        String::from_utf8_lossy(&run.stderr)
     );
-    let reports: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let report = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    (report, String::from_utf8_lossy(&run.stdout).into_owned())
+}
+
+#[test]
+fn signal_load_delivers_all_presence_and_reports_memory() {
+    let (reports, stdout) = bench(&[
+        "signal-load",
+        "--connections",
+        "60",
+        "--room-size",
+        "7",
+        "--concurrency",
+        "20",
+    ]);
     let r = &reports[0];
     assert_eq!(r["connections"], 60);
     assert_eq!(r["rooms"], 9);
@@ -40,40 +46,24 @@ fn signal_load_delivers_all_presence_and_reports_memory() {
         r["rss_loaded_bytes"].as_u64().unwrap() > 0,
         "memory of the spawned server is read"
     );
-    let stdout = String::from_utf8_lossy(&status.stdout);
     assert!(stdout.contains("RSS/idle conn"), "{stdout}");
 }
 
 #[test]
 fn chat_load_delivers_every_message_to_every_member_and_reports() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("chat.json");
-    let run = Command::new(env!("CARGO_BIN_EXE_huddle"))
-        .args([
-            "bench",
-            "chat-load",
-            "--members",
-            "2,6",
-            "--messages",
-            "400",
-            "--window",
-            "32",
-            "--rate",
-            "200",
-            "--latency-seconds",
-            "1",
-            "--out",
-        ])
-        .arg(&out)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let reports: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let (reports, _) = bench(&[
+        "chat-load",
+        "--members",
+        "2,6",
+        "--messages",
+        "400",
+        "--window",
+        "32",
+        "--rate",
+        "200",
+        "--latency-seconds",
+        "1",
+    ]);
     for (r, members) in reports.as_array().unwrap().iter().zip([2, 6]) {
         assert_eq!(r["members"], members);
         assert_eq!(r["store"], "sqlite");

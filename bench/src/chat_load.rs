@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::report::Percentiles;
 use crate::server::Target;
+use crate::signal_load::{Ws, next_json};
 use crate::{BenchError, Result};
 
 #[derive(Debug, Clone)]
@@ -76,9 +77,6 @@ async fn metric(target: &Target, name: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// Just the fields the benchmark reads from each frame.
 #[derive(Deserialize)]
 struct Frame<'a> {
@@ -106,22 +104,6 @@ async fn token(target: &Target, identity: &str, room: &str) -> Result<String> {
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| BenchError::Protocol(format!("no token in {resp}")))
-}
-
-async fn next_json(ws: &mut Ws) -> Result<Value> {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => {
-                return serde_json::from_str(&t).map_err(|e| BenchError::Protocol(e.to_string()));
-            }
-            Some(Ok(Message::Close(f))) => {
-                return Err(BenchError::Protocol(format!("closed: {f:?}")));
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err(BenchError::Protocol("connection ended".into())),
-        }
-    }
 }
 
 /// Connects, syncs as `device` and returns the socket once `chat_synced` arrived.

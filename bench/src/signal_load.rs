@@ -97,10 +97,11 @@ fn client_config() -> WebSocketConfig {
         .write_buffer_size(0)
 }
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn next_json(ws: &mut Ws) -> Result<Value> {
+/// The next JSON text message, skipping pings.
+pub(crate) async fn next_json(ws: &mut Ws) -> Result<Value> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => {

@@ -56,17 +56,17 @@ pub(crate) async fn memberships(
     .bind(identity)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Membership {
-                id: r.try_get("id")?,
-                kind: r.try_get("kind")?,
-                name: r.try_get("name")?,
-                last_seq: r.try_get("last_seq")?,
-                read_seq: r.try_get("read_seq")?,
-            })
-        })
-        .collect()
+    rows.iter().map(membership_from_row).collect()
+}
+
+fn membership_from_row(r: &AnyRow) -> Result<Membership, sqlx::Error> {
+    Ok(Membership {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        name: r.try_get("name")?,
+        last_seq: r.try_get("last_seq")?,
+        read_seq: r.try_get("read_seq")?,
+    })
 }
 
 /// One membership, if the identity belongs to the conversation.
@@ -84,16 +84,7 @@ pub(crate) async fn membership(
     .bind(identity)
     .fetch_optional(pool)
     .await?;
-    row.map(|r| {
-        Ok(Membership {
-            id: r.try_get("id")?,
-            kind: r.try_get("kind")?,
-            name: r.try_get("name")?,
-            last_seq: r.try_get("last_seq")?,
-            read_seq: r.try_get("read_seq")?,
-        })
-    })
-    .transpose()
+    row.as_ref().map(membership_from_row).transpose()
 }
 
 pub(crate) async fn last_seq(pool: &AnyPool, conversation: &str) -> Result<i64, sqlx::Error> {
