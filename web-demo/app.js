@@ -1,5 +1,7 @@
-// Minimal huddle signalling client: dev token, join a room, live participant list,
-// reconnect with the resume token after a network drop.
+// huddle demo client: dev token, join a room, live participant list, room chat, and
+// reconnect (with the resume token) after a network drop or a server restart.
+import { RoomChat } from './chat.js';
+
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 $('name').value = params.get('name') || '';
@@ -11,7 +13,9 @@ let token = null;
 let room = null;
 let leaving = false;
 let nextId = 1;
+let chat = null;
 const participants = new Map();
+const names = new Map(); // identity -> display name, kept after they leave
 
 function render() {
   const ul = $('participants');
@@ -22,9 +26,16 @@ function render() {
   }));
 }
 
+function remember(p) {
+  participants.set(p.identity, p);
+  names.set(p.identity, p.name);
+}
+
+// Sends a request and returns its id.
 function send(msg) {
   msg.id = nextId++;
-  ws.send(JSON.stringify(msg));
+  if (ws?.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
+  return msg.id;
 }
 
 function connect() {
@@ -36,21 +47,24 @@ function connect() {
   $('status').textContent = 'connecting…';
   ws.onmessage = (ev) => {
     const m = JSON.parse(ev.data);
+    if (chat?.handle(m)) return;
     switch (m.type) {
       case 'welcome':
         resumeToken = m.resume_token;
         window.huddleIdentity = m.identity;
+        names.set(m.identity, m.name);
         $('status').textContent = 'connected';
         if (!m.resumed) send({ type: 'join', room });
+        chat.connected(m.identity);
         break;
       case 'joined':
         participants.clear();
-        for (const p of m.participants) participants.set(p.identity, p);
+        for (const p of m.participants) remember(p);
         render();
         break;
       case 'participant_joined':
       case 'participant_updated':
-        participants.set(m.participant.identity, m.participant);
+        remember(m.participant);
         render();
         break;
       case 'participant_left':
@@ -66,6 +80,7 @@ function connect() {
     }
   };
   ws.onclose = () => {
+    chat?.disconnected();
     if (leaving) return;
     $('status').textContent = 'reconnecting…';
     setTimeout(connect, 1500);
@@ -76,20 +91,39 @@ $('join-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   $('error').textContent = '';
   room = $('room').value;
+  // The tab keeps its identity across reloads, so its own messages stay its own.
+  const identity = sessionStorage.getItem('huddle.identity') || undefined;
   const resp = await fetch('/v1/dev/token', {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ name: $('name').value, room }),
+    body: JSON.stringify({ name: $('name').value, room, identity }),
   });
   if (!resp.ok) {
     $('error').textContent = 'Could not get a token (is the server in --dev mode?)';
     return;
   }
-  token = (await resp.json()).token;
+  const body = await resp.json();
+  token = body.token;
+  if (body.identity) sessionStorage.setItem('huddle.identity', body.identity);
   leaving = false;
   $('room-name').textContent = room;
   $('join-form').hidden = true;
   $('room-view').hidden = false;
+  $('chat-log').replaceChildren();
+  chat = new RoomChat({
+    room,
+    send,
+    nameOf: (identity) => names.get(identity) || identity,
+    els: {
+      log: $('chat-log'),
+      form: $('chat-form'),
+      input: $('chat-input'),
+      typing: $('chat-typing'),
+      unread: $('chat-unread'),
+      toggle: $('chat-toggle'),
+      body: $('chat-body'),
+    },
+  });
   connect();
 });
 
@@ -99,6 +133,7 @@ $('leave').addEventListener('click', () => {
   ws?.close(1000);
   participants.clear();
   render();
+  chat = null;
   $('room-view').hidden = true;
   $('join-form').hidden = false;
 });
