@@ -80,7 +80,7 @@ pub(crate) async fn commit_batch(
                     pending.clear();
                     devices.clear();
                 }
-                let outcome = post(&mut tx, &mut convs, &earlier, p, now).await?;
+                let outcome = post(&mut tx, backend, &mut convs, &earlier, p, now).await?;
                 if let Outcome::Stored(e) = &outcome {
                     earlier.insert(
                         (p.origin.identity.clone(), p.client_msg_id.clone()),
@@ -267,6 +267,7 @@ fn insert_sql(backend: Backend, rows: usize) -> String {
 
 async fn post(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     convs: &mut HashMap<Arc<str>, ConvState>,
     earlier: &Earlier,
     p: &Post,
@@ -290,7 +291,15 @@ async fn post(
         });
     }
     if !convs.contains_key(&p.conversation) {
-        let row = sqlx::query("SELECT kind, last_seq FROM chat_conversations WHERE id = $1")
+        // On PostgreSQL the row lock makes seq assignment safe even if another process
+        // writes the same conversation (SQLite transactions are serialised anyway).
+        let sql = match backend {
+            Backend::Postgres => {
+                "SELECT kind, last_seq FROM chat_conversations WHERE id = $1 FOR UPDATE"
+            }
+            Backend::Sqlite => "SELECT kind, last_seq FROM chat_conversations WHERE id = $1",
+        };
+        let row = sqlx::query(sql)
             .bind(p.conversation.as_ref())
             .fetch_optional(&mut **tx)
             .await?;

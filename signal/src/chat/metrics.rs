@@ -18,6 +18,8 @@ pub struct ChatMetrics {
     /// Store transactions committed by the writer, and their sizes.
     pub commits: Counter,
     pub commit_batch: Histogram,
+    /// Time from the start of a batch's transaction to its commit.
+    pub commit_seconds: Histogram,
     /// Store operations that failed (the requests were refused, nothing acked).
     pub store_errors: Counter,
     /// Push webhook calls that failed after retries, or were dropped on overflow.
@@ -36,6 +38,12 @@ impl Default for ChatMetrics {
             delivered_catch_up: Counter::default(),
             commits: Counter::default(),
             commit_batch: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            commit_seconds: Histogram::new(
+                [
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+                ]
+                .into_iter(),
+            ),
             store_errors: Counter::default(),
             webhook_failures: Counter::default(),
             webhook_sent: Counter::default(),
@@ -77,6 +85,11 @@ impl ChatMetrics {
             "commit_batch",
             "Requests per chat store transaction",
             self.commit_batch.clone(),
+        );
+        r.register(
+            "commit_seconds",
+            "Chat store transaction time, begin to commit",
+            self.commit_seconds.clone(),
         );
         r.register(
             "store_errors",

@@ -185,10 +185,14 @@ async fn flush(ctx: &WriterCtx, batch: Vec<WriteOp>) {
         return;
     }
     let now = unix_ms();
+    let started = std::time::Instant::now();
     match commit_batch(&ctx.pool, ctx.backend, &batch, now).await {
         Ok(outcomes) => {
             ctx.metrics.commits.inc();
             ctx.metrics.commit_batch.observe(batch.len() as f64);
+            ctx.metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
             after_commit(ctx, batch, outcomes);
         }
         Err(e) => {
