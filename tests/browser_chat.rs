@@ -57,10 +57,13 @@ fn demo_chat_delivers_in_order_keeps_history_and_survives_a_restart() {
         last = line;
     }
     let status = node.wait().unwrap();
-    let report: serde_json::Value = serde_json::from_str(&last)
-        .unwrap_or_else(|_| panic!("unreadable output: {last}"));
+    let report: serde_json::Value =
+        serde_json::from_str(&last).unwrap_or_else(|_| panic!("unreadable output: {last}"));
     assert!(status.success(), "{report}");
-    assert_eq!(report["alice_states"], serde_json::json!(["sent", "sent", "sent"]));
+    assert_eq!(
+        report["alice_states"],
+        serde_json::json!(["sent", "sent", "sent"])
+    );
     assert_eq!(
         report["bob_after_reload"],
         serde_json::json!(["one", "two", "three", "four"])

@@ -621,7 +621,8 @@ async fn the_webhook_hears_of_messages_for_offline_members() {
 async fn retention_deletes_old_entries_but_never_reuses_seqs() {
     for backend in backends().await {
         let server = start(&backend, "[chat]\nretention = \"1s\"\n");
-        let mut alice = ChatClient::connect(&server, "alice", Some("standup"), "a1", json!({})).await;
+        let mut alice =
+            ChatClient::connect(&server, "alice", Some("standup"), "a1", json!({})).await;
         for i in 1..=3 {
             alice.send_text(ROOM, &format!("old{i}"), "soon gone").await;
         }
@@ -633,12 +634,17 @@ async fn retention_deletes_old_entries_but_never_reuses_seqs() {
             if h["messages"].as_array().unwrap().is_empty() {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "{}: never deleted: {h}", backend.name());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: never deleted: {h}",
+                backend.name()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert_eq!(alice.send_text(ROOM, "new", "fresh").await["seq"], 4);
         // A device resuming from before the deleted range just gets what is left.
-        let mut bob = ChatClient::connect(&server, "bob", Some("standup"), "b1", json!({ROOM: 0})).await;
+        let mut bob =
+            ChatClient::connect(&server, "bob", Some("standup"), "b1", json!({ROOM: 0})).await;
         assert_eq!(seqs(&bob.messages(1).await), vec![4]);
         bob.expect_no_messages(Duration::from_millis(200)).await;
     }
