@@ -16,6 +16,8 @@ pub struct FrameBufferConfig {
     pub max_packets: usize,
     /// Complete frames held at most, waiting or ready; the oldest are dropped beyond.
     pub max_frames: usize,
+    /// Largest payload accepted: with `max_packets` this bounds memory per stream.
+    pub max_payload_bytes: usize,
     /// Retransmission requests.
     pub nack: NackConfig,
     /// Request keyframes (PLI) at all.
@@ -33,6 +35,7 @@ impl Default for FrameBufferConfig {
         Self {
             max_packets: 2048,
             max_frames: 64,
+            max_payload_bytes: 4096,
             nack: NackConfig::default(),
             keyframe_requests: true,
             keyframe_request_delay: Duration::from_millis(500),
@@ -50,6 +53,8 @@ pub enum InsertOutcome {
     Duplicate,
     /// Its frame was already output or skipped, or it is older than the buffer holds.
     Late,
+    /// Its payload exceeds the configured limit.
+    Oversized,
 }
 
 /// One buffered packet.
@@ -168,6 +173,10 @@ impl FrameBuffer {
 
     /// Inserts one packet that arrived at `now`.
     pub fn insert(&mut self, packet: VideoPacket, now: Instant) -> InsertOutcome {
+        if packet.payload.len() > self.config.max_payload_bytes {
+            // Not counted as received, and not unwrapped: it must not move the window.
+            return InsertOutcome::Oversized;
+        }
         let seq = self.seq.unwrap(packet.seq);
         let capacity = self.capacity();
         match self.highest {

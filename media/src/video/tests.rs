@@ -105,6 +105,17 @@ fn reordered_packets_are_put_back_in_order() {
 }
 
 #[test]
+fn oversized_payloads_are_refused() {
+    let t0 = Instant::now();
+    let mut b = FrameBuffer::new(FrameBufferConfig::default());
+    let mut p = frame(0, 10, 1, true).remove(0);
+    p.payload = Bytes::from(vec![0; 4097]);
+    assert_eq!(b.insert(p, t0), InsertOutcome::Oversized);
+    assert_eq!(b.buffered_packets(), 0);
+    assert_eq!(b.stats(t0).packets_received, 0);
+}
+
+#[test]
 fn duplicates_are_counted_and_ignored() {
     let t0 = Instant::now();
     let mut b = FrameBuffer::new(FrameBufferConfig::default());
