@@ -196,7 +196,7 @@ impl FrameBuffer {
             }
             Some(highest) if seq < self.floor || seq + capacity <= highest => {
                 self.stats.packets_late += 1;
-                self.nack.remove(seq);
+                self.nack.remove(seq, now);
                 return InsertOutcome::Late;
             }
             Some(_) => {
@@ -204,7 +204,7 @@ impl FrameBuffer {
                     self.stats.packets_duplicated += 1;
                     return InsertOutcome::Duplicate;
                 }
-                if self.nack.remove(seq) {
+                if self.nack.remove(seq, now) {
                     self.stats.packets_recovered += 1;
                 }
             }

@@ -1,5 +1,6 @@
 //! The list of missing sequence numbers to request again by NACK (RFC 4585 §6.2.1),
-//! with retry pacing, a retry limit, an age limit and a bounded size.
+//! with retry pacing, a retry limit, an age limit, a bounded size, and a wait before the
+//! first NACK that adapts to the reordering the network shows.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -11,9 +12,12 @@ pub struct NackConfig {
     pub enabled: bool,
     /// Most sequence numbers tracked; the oldest are given up beyond it.
     pub max_entries: usize,
-    /// Wait this long after a gap appears before the first NACK, so that packets that
-    /// are merely reordered are not requested.
+    /// Least wait after a gap appears before the first NACK, so that packets that are
+    /// merely reordered are not requested. The wait grows to the 95th percentile of the
+    /// reordering delays seen, up to `max_reorder_delay`.
     pub reorder_delay: Duration,
+    /// Longest wait before the first NACK, however much the network reorders.
+    pub max_reorder_delay: Duration,
     /// Interval between NACKs for the same packet (about one round-trip time).
     pub retry_interval: Duration,
     /// NACKs per packet before giving up on it.
@@ -28,6 +32,7 @@ impl Default for NackConfig {
             enabled: true,
             max_entries: 500,
             reorder_delay: Duration::from_millis(5),
+            max_reorder_delay: Duration::from_millis(50),
             retry_interval: Duration::from_millis(100),
             max_retries: 10,
             max_age: Duration::from_secs(1),
@@ -44,6 +49,61 @@ struct Entry {
     next_send: Instant,
     /// NACKs sent so far.
     sent: u32,
+    /// When the last NACK was sent.
+    last_sent: Option<Instant>,
+}
+
+/// Width of one bucket of the reordering histogram.
+const BUCKET: Duration = Duration::from_millis(2);
+/// Buckets: delays up to 128 ms are told apart, longer ones share the last bucket.
+const BUCKETS: usize = 64;
+/// Samples after which the histogram halves, so that it follows the network.
+const HALF_LIFE_SAMPLES: u32 = 256;
+/// Samples needed before the histogram is trusted.
+const MIN_SAMPLES: u32 = 10;
+
+/// Histogram of how long after a gap appeared its packet arrived anyway (reordering).
+#[derive(Debug, Clone)]
+struct ReorderHistogram {
+    counts: [u32; BUCKETS],
+    total: u32,
+}
+
+impl Default for ReorderHistogram {
+    fn default() -> Self {
+        Self {
+            counts: [0; BUCKETS],
+            total: 0,
+        }
+    }
+}
+
+impl ReorderHistogram {
+    fn add(&mut self, delay: Duration) {
+        let bucket = ((delay.as_micros() / BUCKET.as_micros()) as usize).min(BUCKETS - 1);
+        self.counts[bucket] += 1;
+        self.total += 1;
+        if self.total >= HALF_LIFE_SAMPLES {
+            self.counts.iter_mut().for_each(|c| *c /= 2);
+            self.total = self.counts.iter().sum();
+        }
+    }
+
+    /// Upper edge of the bucket holding the 95th percentile.
+    fn p95(&self) -> Option<Duration> {
+        if self.total < MIN_SAMPLES {
+            return None;
+        }
+        let target = (u64::from(self.total) * 95).div_ceil(100);
+        let mut seen = 0u64;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += u64::from(c);
+            if seen >= target {
+                return Some(BUCKET * (i as u32 + 1));
+            }
+        }
+        None
+    }
 }
 
 /// Missing packets by unwrapped sequence number.
@@ -51,6 +111,8 @@ struct Entry {
 pub(crate) struct NackList {
     config: NackConfig,
     entries: BTreeMap<u64, Entry>,
+    /// Reordering seen, for the wait before the first NACK.
+    reordering: ReorderHistogram,
 }
 
 impl NackList {
@@ -58,11 +120,19 @@ impl NackList {
         Self {
             config,
             entries: BTreeMap::new(),
+            reordering: ReorderHistogram::default(),
         }
     }
 
     pub(crate) fn set_retry_interval(&mut self, interval: Duration) {
         self.config.retry_interval = interval;
+    }
+
+    /// Current wait between noticing a gap and the first NACK for it.
+    pub(crate) fn reorder_delay(&self) -> Duration {
+        let measured = self.reordering.p95().unwrap_or_default();
+        let max = self.config.max_reorder_delay.max(self.config.reorder_delay);
+        measured.clamp(self.config.reorder_delay, max)
     }
 
     #[cfg(test)]
@@ -81,7 +151,7 @@ impl NackList {
         // A gap larger than the list is beyond repair in its older part.
         let start = missing.start.max(missing.end.saturating_sub(max));
         let mut given_up = start - missing.start;
-        let next_send = now + self.config.reorder_delay;
+        let next_send = now + self.reorder_delay();
         for seq in start..missing.end {
             self.entries.insert(
                 seq,
@@ -89,6 +159,7 @@ impl NackList {
                     missing_since: now,
                     next_send,
                     sent: 0,
+                    last_sent: None,
                 },
             );
         }
@@ -100,9 +171,23 @@ impl NackList {
         given_up
     }
 
-    /// A packet arrived (late or retransmitted): stop asking for it.
-    pub(crate) fn remove(&mut self, seq: u64) -> bool {
-        self.entries.remove(&seq).is_some()
+    /// A packet arrived (late or retransmitted): stop asking for it. It was reordered,
+    /// not retransmitted, when no NACK was out for it, or the last NACK went out less
+    /// than half a round trip ago (too soon for its answer); then its delay is a
+    /// reordering sample.
+    pub(crate) fn remove(&mut self, seq: u64, now: Instant) -> bool {
+        let Some(entry) = self.entries.remove(&seq) else {
+            return false;
+        };
+        let half_round_trip = self.config.retry_interval / 2;
+        let reordered = entry
+            .last_sent
+            .is_none_or(|sent| now.saturating_duration_since(sent) < half_round_trip);
+        if reordered {
+            self.reordering
+                .add(now.saturating_duration_since(entry.missing_since));
+        }
+        true
     }
 
     /// Forgets packets below `floor`: nothing needs them any more.
@@ -141,6 +226,7 @@ impl NackList {
                 return false;
             }
             e.sent += 1;
+            e.last_sent = Some(now);
             e.next_send = now + config.retry_interval;
             out.push(seq);
             true
@@ -181,7 +267,7 @@ mod tests {
         assert_eq!(out, [10, 11]);
         // Not again before the retry interval.
         assert_eq!(list.poll(t0 + ms(50), &mut out, |s| given_up.push(s)), 0);
-        assert!(list.remove(11));
+        assert!(list.remove(11, t0 + ms(50)));
         assert_eq!(list.poll(t0 + ms(105), &mut out, |s| given_up.push(s)), 1);
         assert_eq!(list.poll(t0 + ms(205), &mut out, |s| given_up.push(s)), 1);
         // Three NACKs sent: the fourth deadline gives up.
@@ -189,6 +275,45 @@ mod tests {
         assert_eq!(out, [10, 11, 10, 10]);
         assert_eq!(given_up, [10]);
         assert_eq!(list.len(), 0);
+    }
+
+    #[test]
+    fn the_first_nack_waits_for_the_reordering_seen() {
+        let t0 = Instant::now();
+        let mut list = NackList::new(NackConfig::default());
+        assert_eq!(list.reorder_delay(), ms(5));
+        // Packets keep turning up 20 ms after their gap: reordering, not loss. Those
+        // NACKed 15 ms before count too: a retransmission needs a round trip.
+        for i in 0..20 {
+            let t = t0 + ms(100 * i);
+            list.add_missing(i..i + 1, t);
+            let mut out = Vec::new();
+            list.poll(t + ms(5), &mut out, |_| {});
+            assert!(list.remove(i, t + ms(20)));
+        }
+        assert_eq!(list.reorder_delay(), ms(22));
+        list.add_missing(100..101, t0);
+        assert_eq!(list.next_deadline(), Some(t0 + ms(22)));
+        // Packets back a round trip after their NACK were retransmitted: no sample.
+        let mut out = Vec::new();
+        let mut retransmitted = NackList::new(NackConfig::default());
+        for i in 0..20 {
+            retransmitted.add_missing(i..i + 1, t0);
+            retransmitted.poll(t0 + ms(5), &mut out, |_| {});
+            assert!(retransmitted.remove(i, t0 + ms(105)));
+        }
+        assert_eq!(retransmitted.reorder_delay(), ms(5));
+        // However much reordering, the wait is capped.
+        let config = NackConfig {
+            max_reorder_delay: ms(10),
+            ..NackConfig::default()
+        };
+        let mut capped = NackList::new(config);
+        for i in 0..20 {
+            capped.add_missing(i..i + 1, t0);
+            assert!(capped.remove(i, t0 + ms(40)));
+        }
+        assert_eq!(capped.reorder_delay(), ms(10));
     }
 
     #[test]
