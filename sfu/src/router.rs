@@ -282,10 +282,11 @@ impl Router {
         }
         if let Some(p) = self.participants.get_mut(&t.publisher) {
             p.published.retain(|x| *x != track);
-            let still_audio = p
-                .published
-                .iter()
-                .any(|x| self.tracks.get(x).is_some_and(|t| t.kind == TrackKind::Audio));
+            let still_audio = p.published.iter().any(|x| {
+                self.tracks
+                    .get(x)
+                    .is_some_and(|t| t.kind == TrackKind::Audio)
+            });
             if t.kind == TrackKind::Audio && !still_audio {
                 if let Some(room) = self.rooms.get_mut(&t.room) {
                     if room.speaker.remove(&t.publisher) {

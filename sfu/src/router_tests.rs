@@ -140,7 +140,10 @@ fn limits_are_enforced() {
     };
     let mut r = Router::new(config);
     r.join(&room, &a).unwrap();
-    assert_eq!(r.join(&room, &a), Err(RouterError::AlreadyJoined(a.clone())));
+    assert_eq!(
+        r.join(&room, &a),
+        Err(RouterError::AlreadyJoined(a.clone()))
+    );
     r.join(&room, &b).unwrap();
     assert_eq!(r.join(&room, &c), Err(RouterError::RoomFull(room.clone())));
     assert_eq!(

@@ -64,8 +64,13 @@ impl SpeakerDetector {
                 level.last = now;
             }
             None => {
-                self.levels
-                    .insert(participant.clone(), Level { loudness, last: now });
+                self.levels.insert(
+                    participant.clone(),
+                    Level {
+                        loudness,
+                        last: now,
+                    },
+                );
             }
         }
         if self.next_eval.is_none() {

@@ -1,0 +1,256 @@
+//! The driver's control side: requests from handles, router changes turned into
+//! renegotiation and events, and removal of participants with all their state.
+
+use std::time::Instant;
+
+use str0m::Rtc;
+use tracing::{debug, info};
+
+use super::Driver;
+use crate::error::{RouterError, SfuError};
+use crate::event::{LeaveReason, SfuEvent};
+use crate::handle::Command;
+use crate::ids::{ParticipantId, RoomId};
+use crate::peer::Peer;
+use crate::router::RouterEvent;
+
+impl Driver {
+    /// Serves one request from a handle.
+    pub(super) fn handle_command(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::Join {
+                room,
+                participant,
+                reply,
+            } => {
+                let _ = reply.send(self.join(room, participant, now));
+            }
+            Command::Offer {
+                participant,
+                sdp,
+                reply,
+            } => {
+                let res = match self.peers.get_mut(&participant) {
+                    Some(p) => p.accept_offer(&sdp),
+                    None => Err(RouterError::UnknownParticipant(participant.clone()).into()),
+                };
+                if let Err(e) = &res {
+                    debug!(%participant, "offer refused: {e}");
+                }
+                let _ = reply.send(res);
+                // The answer goes out before any offer of ours that follows it.
+                self.mark_dirty(&participant);
+            }
+            Command::Answer {
+                participant,
+                offer_id,
+                sdp,
+                reply,
+            } => {
+                let res = match self.peers.get_mut(&participant) {
+                    Some(p) => p.accept_answer(offer_id, &sdp),
+                    None => Err(RouterError::UnknownParticipant(participant.clone()).into()),
+                };
+                let res = res.map(|opened| {
+                    // A new subscriber of a video track needs a keyframe to start.
+                    for track in opened {
+                        self.request_keyframe(track, now);
+                    }
+                });
+                let _ = reply.send(res);
+                self.mark_dirty(&participant);
+            }
+            Command::Leave { participant, reply } => {
+                let res = if self.peers.contains_key(&participant) {
+                    self.remove_participant(&participant, LeaveReason::Left);
+                    Ok(())
+                } else {
+                    Err(RouterError::UnknownParticipant(participant).into())
+                };
+                let _ = reply.send(res);
+            }
+            Command::Subscribe {
+                participant,
+                track,
+                on,
+                reply,
+            } => {
+                let res = if on {
+                    self.router.subscribe(&participant, track)
+                } else {
+                    self.router.unsubscribe(&participant, track)
+                };
+                let _ = reply.send(res.map_err(SfuError::from));
+            }
+            Command::AutoSubscribe {
+                participant,
+                on,
+                reply,
+            } => {
+                let res = self.router.set_auto_subscribe(&participant, on);
+                let _ = reply.send(res.map_err(SfuError::from));
+            }
+            Command::Stats { reply } => {
+                let stats = self
+                    .peers
+                    .values_mut()
+                    .map(|p| p.stats(std::time::Duration::ZERO))
+                    .collect();
+                let _ = reply.send(stats);
+            }
+            Command::Census { reply } => {
+                let _ = reply.send((self.router.census(), self.peers.len()));
+            }
+            // Handled by the run loop, which has to stop.
+            Command::Shutdown { reply } => {
+                let _ = reply.send(());
+            }
+        }
+        self.pump(now);
+    }
+
+    /// Admits a participant: router first (limits), then its `Rtc`.
+    fn join(
+        &mut self,
+        room: RoomId,
+        participant: ParticipantId,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        self.router.join(&room, &participant)?;
+        let mut rtc = Rtc::builder()
+            // The SFU has a public address and never initiates checks (RFC 8445 §2.5).
+            .set_ice_lite(true)
+            .set_crypto_provider(self.crypto.clone())
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_h264(true)
+            .enable_vp8(true)
+            .set_stats_interval(Some(self.config.stats_interval))
+            .build(now);
+        for c in &self.candidates {
+            rtc.add_local_candidate(c.clone());
+        }
+        info!(%room, %participant, "joined");
+        self.peers.insert(
+            participant.clone(),
+            Peer::new(participant.clone(), room, rtc, now),
+        );
+        self.mark_dirty(&participant);
+        Ok(())
+    }
+
+    /// Turns router changes into m-line changes and signalling events.
+    pub(super) fn apply_router_events(&mut self) {
+        while let Some(ev) = self.router.poll_event() {
+            match ev {
+                RouterEvent::TrackPublished {
+                    room,
+                    track,
+                    publisher,
+                    kind,
+                } => self.events.send(SfuEvent::TrackPublished {
+                    room,
+                    participant: publisher,
+                    track,
+                    kind,
+                }),
+                RouterEvent::TrackUnpublished {
+                    room,
+                    track,
+                    publisher,
+                } => self.events.send(SfuEvent::TrackUnpublished {
+                    room,
+                    participant: publisher,
+                    track,
+                }),
+                RouterEvent::Subscribed {
+                    subscriber,
+                    track,
+                    publisher,
+                    kind,
+                } => {
+                    if let Some(p) = self.peers.get_mut(&subscriber) {
+                        p.add_out(track, kind, publisher);
+                    }
+                }
+                RouterEvent::Unsubscribed { subscriber, track } => {
+                    if let Some(p) = self.peers.get_mut(&subscriber) {
+                        p.remove_out(track);
+                    }
+                }
+                RouterEvent::ActiveSpeaker { room, participant } => {
+                    self.events
+                        .send(SfuEvent::ActiveSpeaker { room, participant });
+                }
+            }
+        }
+    }
+
+    /// Makes an offer to every peer with m-line changes and none outstanding.
+    pub(super) fn negotiate_all(&mut self, now: Instant) {
+        for (id, peer) in &mut self.peers {
+            if !peer.wants_negotiation() {
+                continue;
+            }
+            let offer_id = self.next_offer_id;
+            if let Some(sdp) = peer.negotiate(offer_id, now) {
+                self.next_offer_id += 1;
+                debug!(participant = %id, offer_id, "offering");
+                self.events.send(SfuEvent::NeedsAnswer {
+                    participant: id.clone(),
+                    offer_id,
+                    sdp,
+                });
+            }
+        }
+    }
+
+    /// Removes peers whose `Rtc` has closed (ICE lost, DTLS closed, protocol error).
+    pub(super) fn reap_dead(&mut self) {
+        let dead: Vec<ParticipantId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.rtc.is_alive())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in dead {
+            self.remove_participant(&id, LeaveReason::Disconnected);
+        }
+    }
+
+    /// Frees everything of a participant: its session, its address routes, its router
+    /// state (its tracks leave every subscriber, renegotiated by the next pump).
+    pub(super) fn remove_participant(&mut self, id: &ParticipantId, reason: LeaveReason) {
+        let Some(mut peer) = self.peers.remove(id) else {
+            return;
+        };
+        peer.rtc.disconnect();
+        self.by_addr.retain(|_, p| p != id);
+        self.dirty.retain(|p| p != id);
+        let _ = self.router.leave(id);
+        info!(participant = %id, ?reason, "left");
+        self.events.send(SfuEvent::ParticipantLeft {
+            room: peer.room,
+            participant: id.clone(),
+            reason,
+        });
+        self.apply_router_events();
+    }
+
+    /// Ends every session (shutdown).
+    pub(super) fn close_all(&mut self) {
+        let ids: Vec<ParticipantId> = self.peers.keys().cloned().collect();
+        for id in ids {
+            self.remove_participant(&id, LeaveReason::Shutdown);
+        }
+        self.update_gauges();
+    }
+
+    /// Mirrors the router's census into the gauges.
+    pub(super) fn update_gauges(&self) {
+        let c = self.router.census();
+        self.metrics.rooms.set(c.rooms as i64);
+        self.metrics.participants.set(self.peers.len() as i64);
+        self.metrics.tracks.set(c.tracks as i64);
+    }
+}

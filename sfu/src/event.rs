@@ -1,0 +1,205 @@
+//! What the SFU tells signalling: [`SfuEvent`]s on one stream ([`SfuEvents`]), with
+//! negotiation events never dropped and periodic ones (stats, speaker) dropped when the
+//! consumer falls behind.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::mpsc;
+
+use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind};
+
+/// Something signalling must know or relay to clients.
+#[derive(Debug, Clone)]
+pub enum SfuEvent {
+    /// A participant's track is now forwarded to its room. The SFU sends it to each
+    /// subscriber with `a=msid:<publisher> <track>` (e.g. `a=msid:alice T7`).
+    TrackPublished {
+        /// The room.
+        room: RoomId,
+        /// Who publishes it.
+        participant: ParticipantId,
+        /// Its id, also the msid track id in subscribers' SDP.
+        track: TrackId,
+        /// Audio or video.
+        kind: TrackKind,
+    },
+    /// A track went away (the client removed its m-line, or its publisher left).
+    TrackUnpublished {
+        /// The room.
+        room: RoomId,
+        /// Who published it.
+        participant: ParticipantId,
+        /// Its id.
+        track: TrackId,
+    },
+    /// The SFU made an offer to this participant (tracks to add or stop): relay `sdp`
+    /// to the client and return its answer with [`SfuHandle::answer`] and the same
+    /// `offer_id`.
+    ///
+    /// [`SfuHandle::answer`]: crate::SfuHandle::answer
+    NeedsAnswer {
+        /// To whom.
+        participant: ParticipantId,
+        /// Identifies this offer; answers to an older one are refused as stale.
+        offer_id: u64,
+        /// The SDP offer.
+        sdp: String,
+    },
+    /// ICE and DTLS are up: media flows.
+    Connected {
+        /// Who.
+        participant: ParticipantId,
+    },
+    /// A participant's media session ended and all its state is freed.
+    ParticipantLeft {
+        /// The room.
+        room: RoomId,
+        /// Who.
+        participant: ParticipantId,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// The room's loudest participant changed (RFC 6464 levels, smoothed); `None` when
+    /// the speaker left.
+    ActiveSpeaker {
+        /// The room.
+        room: RoomId,
+        /// The new speaker.
+        participant: Option<ParticipantId>,
+    },
+    /// Periodic per-participant statistics.
+    Stats(Vec<ParticipantStats>),
+}
+
+impl SfuEvent {
+    /// Periodic events a slow consumer may lose; the next one supersedes them.
+    fn droppable(&self) -> bool {
+        matches!(self, SfuEvent::Stats(_) | SfuEvent::ActiveSpeaker { .. })
+    }
+}
+
+/// Why a participant's media session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// Signalling called `leave`.
+    Left,
+    /// ICE lost the peer (consent freshness failed, RFC 7675) or DTLS closed.
+    Disconnected,
+    /// ICE never connected within `connect_timeout`.
+    ConnectTimeout,
+    /// The peer sent something the WebRTC stack could not accept.
+    ProtocolError,
+    /// The SFU is shutting down.
+    Shutdown,
+}
+
+/// Counters of one participant's media session.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParticipantStats {
+    /// Who.
+    pub participant: Option<ParticipantId>,
+    /// Its room.
+    pub room: Option<RoomId>,
+    /// UDP datagrams received from the peer (all protocols).
+    pub packets_in: u64,
+    /// Bytes of those datagrams.
+    pub bytes_in: u64,
+    /// UDP datagrams sent to the peer.
+    pub packets_out: u64,
+    /// Bytes of those datagrams.
+    pub bytes_out: u64,
+    /// Datagrams sent per second over the last stats interval.
+    pub packets_out_per_sec: f64,
+    /// Media frames received from this publisher.
+    pub frames_in: u64,
+    /// Media frames forwarded to this subscriber.
+    pub frames_forwarded: u64,
+    /// NACKs this subscriber sent us (answered from the send buffer).
+    pub nacks_received: u64,
+    /// NACKs we sent this publisher.
+    pub nacks_sent: u64,
+    /// PLI/FIR this subscriber sent us.
+    pub keyframe_requests_received: u64,
+    /// PLI/FIR we sent this publisher (after throttling).
+    pub keyframe_requests_sent: u64,
+    /// Round-trip time from RTCP, when known.
+    pub rtt: Option<Duration>,
+    /// Tracks it publishes.
+    pub tracks_published: usize,
+    /// Tracks it receives (negotiated).
+    pub tracks_subscribed: usize,
+}
+
+/// The stream of [`SfuEvent`]s; one consumer (the signalling layer).
+#[derive(Debug)]
+pub struct SfuEvents {
+    /// Events from the driver task.
+    rx: mpsc::UnboundedReceiver<SfuEvent>,
+    /// Events sent and not yet received; shared with the sender.
+    backlog: Arc<AtomicUsize>,
+}
+
+impl SfuEvents {
+    /// The next event; `None` once the SFU has stopped.
+    pub async fn recv(&mut self) -> Option<SfuEvent> {
+        let ev = self.rx.recv().await;
+        if ev.is_some() {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+        }
+        ev
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<SfuEvent> {
+        let ev = self.rx.try_recv().ok();
+        if ev.is_some() {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+        }
+        ev
+    }
+}
+
+/// The driver's side of the event stream.
+#[derive(Debug)]
+pub(crate) struct EventSink {
+    /// To the consumer.
+    tx: mpsc::UnboundedSender<SfuEvent>,
+    /// Events sent and not yet received.
+    backlog: Arc<AtomicUsize>,
+    /// Backlog above which droppable events are dropped.
+    limit: usize,
+    /// Counts dropped events (a metric).
+    dropped: Counter,
+}
+
+impl EventSink {
+    /// A connected pair.
+    pub(crate) fn new(limit: usize, dropped: Counter) -> (Self, SfuEvents) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        (
+            Self {
+                tx,
+                backlog: backlog.clone(),
+                limit,
+                dropped,
+            },
+            SfuEvents { rx, backlog },
+        )
+    }
+
+    /// Sends an event; droppable ones only while the consumer keeps up. Nobody listening
+    /// is not an error: the SFU keeps forwarding.
+    pub(crate) fn send(&self, ev: SfuEvent) {
+        if ev.droppable() && self.backlog.load(Ordering::Relaxed) >= self.limit {
+            self.dropped.inc();
+            return;
+        }
+        if self.tx.send(ev).is_ok() {
+            self.backlog.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! SFU-wide counters for Prometheus (`huddle_sfu_*`), updated lock-free by the driver
+//! and registered into the binary's registry. Per-participant figures go out as
+//! `SfuEvent::Stats` instead: one label per participant would explode cardinality.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// The SFU's counters and gauges. Cloning shares them.
+#[derive(Debug, Clone, Default)]
+pub struct SfuMetrics {
+    /// UDP datagrams received.
+    pub packets_in: Counter,
+    /// Bytes of received datagrams.
+    pub bytes_in: Counter,
+    /// UDP datagrams sent.
+    pub packets_out: Counter,
+    /// Bytes of sent datagrams.
+    pub bytes_out: Counter,
+    /// Media frames written toward subscribers (one per subscriber).
+    pub frames_forwarded: Counter,
+    /// NACKs received from subscribers (answered from str0m's send buffer).
+    pub nacks_received: Counter,
+    /// NACKs sent to publishers.
+    pub nacks_sent: Counter,
+    /// PLI/FIR received from subscribers.
+    pub keyframe_requests_received: Counter,
+    /// PLI/FIR sent to publishers (after throttling, plus our own on gaps).
+    pub keyframe_requests_sent: Counter,
+    /// Keyframe requests swallowed by the per-track throttle.
+    pub keyframe_requests_throttled: Counter,
+    /// Datagrams that are not STUN, DTLS, RTP or RTCP (RFC 7983 demultiplexing) or fail
+    /// to parse as such.
+    pub malformed_dropped: Counter,
+    /// Well-formed datagrams no peer accepts (unknown ufrag, unknown source).
+    pub unrouted_dropped: Counter,
+    /// Datagrams the WebRTC stack refused; the peer is disconnected.
+    pub peer_errors: Counter,
+    /// Datagrams not sent because the socket buffer was full.
+    pub send_dropped: Counter,
+    /// Stats/speaker events dropped because the consumer fell behind.
+    pub events_dropped: Counter,
+    /// Open rooms.
+    pub rooms: Gauge,
+    /// Participants with a media session.
+    pub participants: Gauge,
+    /// Published tracks.
+    pub tracks: Gauge,
+}
+
+impl SfuMetrics {
+    /// Registers every metric under the `huddle_sfu` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("huddle_sfu");
+        let counters: [(&str, &str, &Counter); 15] = [
+            ("packets_in", "UDP datagrams received", &self.packets_in),
+            ("bytes_in", "bytes received", &self.bytes_in),
+            ("packets_out", "UDP datagrams sent", &self.packets_out),
+            ("bytes_out", "bytes sent", &self.bytes_out),
+            (
+                "frames_forwarded",
+                "media frames written toward subscribers",
+                &self.frames_forwarded,
+            ),
+            (
+                "nacks_received",
+                "NACKs received from subscribers",
+                &self.nacks_received,
+            ),
+            ("nacks_sent", "NACKs sent to publishers", &self.nacks_sent),
+            (
+                "keyframe_requests_received",
+                "PLI/FIR received from subscribers",
+                &self.keyframe_requests_received,
+            ),
+            (
+                "keyframe_requests_sent",
+                "PLI/FIR sent to publishers",
+                &self.keyframe_requests_sent,
+            ),
+            (
+                "keyframe_requests_throttled",
+                "keyframe requests swallowed by the per-track throttle",
+                &self.keyframe_requests_throttled,
+            ),
+            (
+                "malformed_dropped",
+                "malformed datagrams dropped",
+                &self.malformed_dropped,
+            ),
+            (
+                "unrouted_dropped",
+                "datagrams no peer accepts",
+                &self.unrouted_dropped,
+            ),
+            (
+                "peer_errors",
+                "datagrams refused by the WebRTC stack",
+                &self.peer_errors,
+            ),
+            (
+                "send_dropped",
+                "datagrams dropped on a full socket buffer",
+                &self.send_dropped,
+            ),
+            (
+                "events_dropped",
+                "stats/speaker events dropped for a slow consumer",
+                &self.events_dropped,
+            ),
+        ];
+        for (name, help, c) in counters {
+            r.register(name, help, c.clone());
+        }
+        r.register("rooms", "open rooms", self.rooms.clone());
+        r.register(
+            "participants",
+            "participants with a media session",
+            self.participants.clone(),
+        );
+        r.register("tracks", "published tracks", self.tracks.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_and_encodes_every_metric() {
+        let m = SfuMetrics::default();
+        m.packets_in.inc_by(3);
+        m.rooms.set(2);
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("huddle_sfu_packets_in_total 3"), "{text}");
+        assert!(text.contains("huddle_sfu_rooms 2"), "{text}");
+        assert!(text.contains("huddle_sfu_keyframe_requests_throttled_total 0"));
+    }
+}

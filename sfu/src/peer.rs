@@ -1,0 +1,429 @@
+//! One participant's WebRTC session: its str0m `Rtc`, which of its m-lines carry the
+//! tracks it publishes, the send m-lines of the tracks it receives and their SDP
+//! negotiation state, and its counters. No sockets here; the driver moves the bytes.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use str0m::Rtc;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid};
+
+use crate::error::SfuError;
+use crate::event::ParticipantStats;
+use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind};
+
+/// A track this participant publishes, received on one of its m-lines.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TrackIn {
+    /// The m-line it arrives on.
+    pub mid: Mid,
+    /// Its router id.
+    pub track: TrackId,
+}
+
+/// Negotiation state of a send m-line toward this participant (RFC 8829 §5.2/5.3:
+/// an m-line is added or stopped only through an offer/answer round).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutState {
+    /// Wanted; not yet in an offer.
+    ToOpen,
+    /// In our pending offer.
+    Negotiating(Mid),
+    /// Answered: media flows.
+    Open(Mid),
+    /// To be stopped (port 0) in the next offer.
+    ToStop(Mid),
+    /// The stop is in our pending offer.
+    Stopping(Mid),
+}
+
+/// A track this participant receives.
+#[derive(Debug, Clone)]
+struct TrackOut {
+    /// Router id of the track.
+    track: TrackId,
+    /// Audio or video.
+    kind: TrackKind,
+    /// Who sends it; the msid stream id.
+    publisher: ParticipantId,
+    /// Where its m-line stands.
+    state: OutState,
+    /// Unsubscribed while its addition was in flight: stop it once answered.
+    unwanted: bool,
+}
+
+/// Our outstanding offer.
+#[derive(Debug)]
+struct PendingOffer {
+    /// Id given to signalling with the offer.
+    id: u64,
+    /// str0m's record of the changes in it.
+    offer: SdpPendingOffer,
+    /// When it went out, to withdraw it after the answer timeout.
+    sent_at: Instant,
+}
+
+/// Counters kept per participant.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PeerCounters {
+    /// Datagrams and bytes in both directions.
+    pub packets_in: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Datagrams sent.
+    pub packets_out: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// `packets_out` at the previous stats tick, for the rate.
+    pub packets_out_at_tick: u64,
+    /// Frames received from it.
+    pub frames_in: u64,
+    /// Frames forwarded to it.
+    pub frames_forwarded: u64,
+    /// PLI/FIR it sent us.
+    pub keyframe_requests_received: u64,
+    /// PLI/FIR we sent it.
+    pub keyframe_requests_sent: u64,
+    /// NACKs it sent us, cumulative per send m-line (str0m egress stats).
+    pub nacks_received: HashMap<Mid, u64>,
+    /// NACKs we sent it, cumulative per receive m-line (str0m ingress stats).
+    pub nacks_sent: HashMap<Mid, u64>,
+    /// Latest RTCP round-trip time.
+    pub rtt: Option<std::time::Duration>,
+}
+
+/// One participant's session.
+pub(crate) struct Peer {
+    /// Who.
+    pub id: ParticipantId,
+    /// Its room.
+    pub room: RoomId,
+    /// The WebRTC state machine.
+    pub rtc: Rtc,
+    /// When it joined, for the connect timeout.
+    pub joined_at: Instant,
+    /// ICE and DTLS are up.
+    pub connected: bool,
+    /// When str0m wants `handle_timeout` next.
+    pub next_timeout: Instant,
+    /// Queued in the driver's dirty list (has output to poll).
+    pub dirty: bool,
+    /// Tracks it publishes.
+    tracks_in: Vec<TrackIn>,
+    /// Tracks it receives.
+    tracks_out: Vec<TrackOut>,
+    /// Our offer awaiting its answer.
+    pending: Option<PendingOffer>,
+    /// A client offer has been accepted: the session exists, we may offer.
+    has_session: bool,
+    /// Counters.
+    pub counters: PeerCounters,
+}
+
+impl Peer {
+    /// A peer with no session yet (the client offers first).
+    pub fn new(id: ParticipantId, room: RoomId, rtc: Rtc, now: Instant) -> Self {
+        Self {
+            id,
+            room,
+            rtc,
+            joined_at: now,
+            connected: false,
+            next_timeout: now,
+            dirty: false,
+            tracks_in: Vec::new(),
+            tracks_out: Vec::new(),
+            pending: None,
+            has_session: false,
+            counters: PeerCounters::default(),
+        }
+    }
+
+    /// Accepts a client offer and returns the answer. A pending offer of ours is rolled
+    /// back (the SFU is the polite peer in glare, RFC 8829 §4.1.8.2 rollback) and its
+    /// changes are offered again afterwards.
+    pub fn accept_offer(&mut self, sdp: &str) -> Result<String, SfuError> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        if self.pending.take().is_some() {
+            self.rollback();
+        }
+        self.has_session = true;
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Accepts the client's answer to our offer `offer_id`. Returns the video tracks
+    /// that just opened (they need a keyframe from their publisher).
+    pub fn accept_answer(&mut self, offer_id: u64, sdp: &str) -> Result<Vec<TrackId>, SfuError> {
+        match &self.pending {
+            Some(p) if p.id == offer_id => {}
+            _ => return Err(SfuError::StaleAnswer(offer_id)),
+        }
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let Some(pending) = self.pending.take() else {
+            return Err(SfuError::StaleAnswer(offer_id));
+        };
+        if let Err(e) = self.rtc.sdp_api().accept_answer(pending.offer, answer) {
+            self.rollback();
+            return Err(SfuError::Negotiation(e.to_string()));
+        }
+        let mut opened = Vec::new();
+        for t in &mut self.tracks_out {
+            match t.state {
+                OutState::Negotiating(m) if t.unwanted => t.state = OutState::ToStop(m),
+                OutState::Negotiating(m) => {
+                    t.state = OutState::Open(m);
+                    if t.kind.is_video() {
+                        opened.push(t.track);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.tracks_out
+            .retain(|t| !matches!(t.state, OutState::Stopping(_)));
+        Ok(opened)
+    }
+
+    /// Withdraws our offer if unanswered since `deadline`; its changes go in the next.
+    pub fn expire_offer(&mut self, deadline: Instant) -> bool {
+        if self.pending.as_ref().is_some_and(|p| p.sent_at <= deadline) {
+            self.pending = None;
+            self.rollback();
+            return true;
+        }
+        false
+    }
+
+    /// Undoes the in-flight states of a dropped offer.
+    fn rollback(&mut self) {
+        self.tracks_out.retain_mut(|t| match t.state {
+            OutState::Negotiating(_) if t.unwanted => false,
+            OutState::Negotiating(_) => {
+                t.state = OutState::ToOpen;
+                true
+            }
+            OutState::Stopping(m) => {
+                t.state = OutState::ToStop(m);
+                true
+            }
+            _ => true,
+        });
+    }
+
+    /// Makes an offer for the wanted changes, if any and if none is outstanding.
+    pub fn negotiate(&mut self, offer_id: u64, now: Instant) -> Option<String> {
+        if !self.has_session || self.pending.is_some() {
+            return None;
+        }
+        let mut api = self.rtc.sdp_api();
+        for t in &mut self.tracks_out {
+            match t.state {
+                OutState::ToOpen => {
+                    let kind = match t.kind {
+                        TrackKind::Audio => MediaKind::Audio,
+                        TrackKind::Video => MediaKind::Video,
+                    };
+                    // msid "<publisher> <track>" (RFC 8830) lets the client tell whose
+                    // media an m-line carries.
+                    let mid = api.add_media(
+                        kind,
+                        Direction::SendOnly,
+                        Some(t.publisher.to_string()),
+                        Some(t.track.to_string()),
+                        None,
+                    );
+                    t.state = OutState::Negotiating(mid);
+                }
+                OutState::ToStop(m) => {
+                    api.stop_media(m);
+                    t.state = OutState::Stopping(m);
+                }
+                _ => {}
+            }
+        }
+        if !api.has_changes() {
+            return None;
+        }
+        let (offer, pending) = api.apply()?;
+        self.pending = Some(PendingOffer {
+            id: offer_id,
+            offer: pending,
+            sent_at: now,
+        });
+        Some(offer.to_sdp_string())
+    }
+
+    /// Starts sending `track` (a subscription); negotiated by the next offer.
+    pub fn add_out(&mut self, track: TrackId, kind: TrackKind, publisher: ParticipantId) {
+        if self.tracks_out.iter().any(|t| t.track == track) {
+            return;
+        }
+        self.tracks_out.push(TrackOut {
+            track,
+            kind,
+            publisher,
+            state: OutState::ToOpen,
+            unwanted: false,
+        });
+    }
+
+    /// Stops sending `track`; its m-line is stopped by the next offer.
+    pub fn remove_out(&mut self, track: TrackId) {
+        self.tracks_out.retain_mut(|t| {
+            if t.track != track {
+                return true;
+            }
+            match t.state {
+                OutState::ToOpen => false,
+                OutState::Negotiating(_) => {
+                    t.unwanted = true;
+                    true
+                }
+                OutState::Open(m) => {
+                    t.state = OutState::ToStop(m);
+                    true
+                }
+                OutState::ToStop(_) | OutState::Stopping(_) => true,
+            }
+        });
+    }
+
+    /// Whether an offer would change anything.
+    pub fn wants_negotiation(&self) -> bool {
+        self.has_session
+            && self.pending.is_none()
+            && self
+                .tracks_out
+                .iter()
+                .any(|t| matches!(t.state, OutState::ToOpen | OutState::ToStop(_)))
+    }
+
+    /// Records a published track arriving on `mid`.
+    pub fn add_in(&mut self, mid: Mid, track: TrackId) {
+        self.tracks_in.push(TrackIn { mid, track });
+    }
+
+    /// Forgets the published track on `mid`, returning it.
+    pub fn remove_in(&mut self, mid: Mid) -> Option<TrackId> {
+        let i = self.tracks_in.iter().position(|t| t.mid == mid)?;
+        Some(self.tracks_in.swap_remove(i).track)
+    }
+
+    /// The published track arriving on `mid`.
+    pub fn track_in(&self, mid: Mid) -> Option<TrackId> {
+        self.tracks_in
+            .iter()
+            .find(|t| t.mid == mid)
+            .map(|t| t.track)
+    }
+
+    /// The m-line on which we receive `track` from this publisher.
+    pub fn mid_in(&self, track: TrackId) -> Option<Mid> {
+        self.tracks_in
+            .iter()
+            .find(|t| t.track == track)
+            .map(|t| t.mid)
+    }
+
+    /// The track we send on `mid`, whatever its state.
+    pub fn track_out(&self, mid: Mid) -> Option<TrackId> {
+        self.tracks_out
+            .iter()
+            .find(|t| match t.state {
+                OutState::Negotiating(m)
+                | OutState::Open(m)
+                | OutState::ToStop(m)
+                | OutState::Stopping(m) => m == mid,
+                OutState::ToOpen => false,
+            })
+            .map(|t| t.track)
+    }
+
+    /// Writes a frame of `track` to this subscriber if its m-line is open. str0m
+    /// packetizes it with this session's SSRC, sequence numbers and payload type, and
+    /// keeps it for NACK retransmission (RFC 4585 §6.2.1).
+    pub fn forward(&mut self, track: TrackId, data: &MediaData) -> Result<bool, str0m::RtcError> {
+        let Some(mid) = self.tracks_out.iter().find_map(|t| match t.state {
+            OutState::Open(m) if t.track == track => Some(m),
+            _ => None,
+        }) else {
+            return Ok(false);
+        };
+        let Some(writer) = self.rtc.writer(mid) else {
+            return Ok(false);
+        };
+        let Some(pt) = writer.match_params(data.params) else {
+            return Ok(false);
+        };
+        // Pass the RFC 6464 level on so clients can show who speaks.
+        let writer = match (data.ext_vals.audio_level, data.ext_vals.voice_activity) {
+            (Some(level), voice) => writer.audio_level(level, voice.unwrap_or(false)),
+            _ => writer,
+        };
+        writer.write(pt, data.network_time, data.time, data.data.clone())?;
+        self.counters.frames_forwarded += 1;
+        Ok(true)
+    }
+
+    /// Asks this publisher for a keyframe on `track` (PLI, or FIR if PLI was not
+    /// negotiated). Returns whether a request was queued.
+    pub fn request_keyframe(&mut self, track: TrackId) -> bool {
+        let Some(mid) = self.mid_in(track) else {
+            return false;
+        };
+        let Some(mut writer) = self.rtc.writer(mid) else {
+            return false;
+        };
+        let kind = if writer.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+            KeyframeRequestKind::Pli
+        } else {
+            KeyframeRequestKind::Fir
+        };
+        let ok = writer.request_keyframe(None, kind).is_ok();
+        if ok {
+            self.counters.keyframe_requests_sent += 1;
+        }
+        ok
+    }
+
+    /// A stats snapshot; `interval` is the time since the previous tick for the rate.
+    pub fn stats(&mut self, interval: std::time::Duration) -> ParticipantStats {
+        let c = &mut self.counters;
+        let secs = interval.as_secs_f64();
+        let rate = if secs > 0.0 {
+            (c.packets_out - c.packets_out_at_tick) as f64 / secs
+        } else {
+            0.0
+        };
+        c.packets_out_at_tick = c.packets_out;
+        ParticipantStats {
+            participant: Some(self.id.clone()),
+            room: Some(self.room.clone()),
+            packets_in: c.packets_in,
+            bytes_in: c.bytes_in,
+            packets_out: c.packets_out,
+            bytes_out: c.bytes_out,
+            packets_out_per_sec: rate,
+            frames_in: c.frames_in,
+            frames_forwarded: c.frames_forwarded,
+            nacks_received: c.nacks_received.values().sum(),
+            nacks_sent: c.nacks_sent.values().sum(),
+            keyframe_requests_received: c.keyframe_requests_received,
+            keyframe_requests_sent: c.keyframe_requests_sent,
+            rtt: c.rtt,
+            tracks_published: self.tracks_in.len(),
+            tracks_subscribed: self
+                .tracks_out
+                .iter()
+                .filter(|t| matches!(t.state, OutState::Open(_)))
+                .count(),
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! Test clients for the SFU: str0m peers on their own loopback UDP sockets that publish
+//! Opus-like audio (with the RFC 6464 level extension) and H.264- or VP8-like video,
+//! answer the SFU's renegotiation offers, and record what they receive and from whom.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use huddle_sfu::{SfuConfig, SfuEvent, SfuEvents, SfuHandle, TrackKind};
+use str0m::change::SdpOffer;
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// Which video codec a client publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoCodec {
+    H264,
+    Vp8,
+}
+
+/// What a client has seen, shared with the test.
+#[derive(Default, Debug)]
+pub struct Seen {
+    /// Frames received per (publisher, kind), from the marker in each payload.
+    pub frames: HashMap<(String, TrackKind), u64>,
+    /// PLI/FIR received from the SFU for our video.
+    pub keyframe_requests: u64,
+    /// SFU offers applied.
+    pub offers_applied: u64,
+    /// Receive m-lines the SFU added (mid, kind).
+    pub recv_mids: Vec<(Mid, MediaKind)>,
+}
+
+/// A running test client.
+pub struct Client {
+    pub name: String,
+    pub seen: Arc<Mutex<Seen>>,
+    /// Audio level sent, in -dBov.
+    pub level: Arc<AtomicU8>,
+    /// Set > 0 to send that many PLIs (one per 20 ms) on every received video m-line.
+    pub plis_to_send: Arc<AtomicU64>,
+    tx: mpsc::UnboundedSender<ClientCmd>,
+}
+
+pub enum ClientCmd {
+    ApplyOffer { offer_id: u64, sdp: String },
+    Stop,
+}
+
+impl Client {
+    pub fn frames_from(&self, publisher: &str, kind: TrackKind) -> u64 {
+        let seen = self.seen.lock().unwrap();
+        seen.frames
+            .get(&(publisher.to_string(), kind))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn keyframe_requests(&self) -> u64 {
+        self.seen.lock().unwrap().keyframe_requests
+    }
+
+    pub fn stop(&self) {
+        let _ = self.tx.send(ClientCmd::Stop);
+    }
+}
+
+/// An SFU plus the clients connected to it, with its events logged.
+pub struct Call {
+    pub sfu: SfuHandle,
+    pub clients: HashMap<String, Client>,
+    routes: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ClientCmd>>>>,
+    pub log: Arc<Mutex<Vec<SfuEvent>>>,
+}
+
+impl Call {
+    pub async fn start() -> Call {
+        Self::start_with(SfuConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            ..SfuConfig::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(config: SfuConfig) -> Call {
+        let (sfu, events) = huddle_sfu::Sfu::start(config).await.expect("SFU starts");
+        let routes: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ClientCmd>>>> = Arc::default();
+        let log: Arc<Mutex<Vec<SfuEvent>>> = Arc::default();
+        tokio::spawn(dispatch(events, routes.clone(), log.clone()));
+        Call {
+            sfu,
+            clients: HashMap::new(),
+            routes,
+            log,
+        }
+    }
+
+    /// Joins `name` to `room`, offers audio + video, and starts its media loop.
+    pub async fn join(&mut self, room: &str, name: &str, codec: VideoCodec) {
+        self.sfu.join(room, name).await.expect("join");
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = socket.local_addr().unwrap();
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_h264(true)
+            .enable_vp8(true)
+            .build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let answer = self
+            .sfu
+            .offer(name, offer.to_sdp_string())
+            .await
+            .expect("SFU answers");
+        let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
+        rtc.sdp_api().accept_answer(pending, answer).unwrap();
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.routes.lock().unwrap().insert(name.into(), tx.clone());
+        let client = Client {
+            name: name.into(),
+            seen: Arc::default(),
+            level: Arc::new(AtomicU8::new(90)),
+            plis_to_send: Arc::default(),
+            tx,
+        };
+        let media = Media {
+            audio,
+            video,
+            codec,
+        };
+        tokio::spawn(run_client(
+            name.to_string(),
+            rtc,
+            socket,
+            media,
+            rx,
+            self.sfu.clone(),
+            client.seen.clone(),
+            client.level.clone(),
+            client.plis_to_send.clone(),
+        ));
+        self.clients.insert(name.into(), client);
+    }
+
+    pub fn client(&self, name: &str) -> &Client {
+        &self.clients[name]
+    }
+
+    pub fn events(&self) -> Vec<SfuEvent> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+/// Routes the SFU's offers to their clients and logs every event.
+async fn dispatch(
+    mut events: SfuEvents,
+    routes: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ClientCmd>>>>,
+    log: Arc<Mutex<Vec<SfuEvent>>>,
+) {
+    while let Some(ev) = events.recv().await {
+        if let SfuEvent::NeedsAnswer {
+            participant,
+            offer_id,
+            sdp,
+        } = &ev
+        {
+            if let Some(tx) = routes.lock().unwrap().get(participant.as_str()) {
+                let _ = tx.send(ClientCmd::ApplyOffer {
+                    offer_id: *offer_id,
+                    sdp: sdp.clone(),
+                });
+            }
+        }
+        log.lock().unwrap().push(ev);
+    }
+}
+
+struct Media {
+    audio: Mid,
+    video: Mid,
+    codec: VideoCodec,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_client(
+    name: String,
+    mut rtc: Rtc,
+    socket: UdpSocket,
+    media: Media,
+    mut rx: mpsc::UnboundedReceiver<ClientCmd>,
+    sfu: SfuHandle,
+    seen: Arc<Mutex<Seen>>,
+    level: Arc<AtomicU8>,
+    plis: Arc<AtomicU64>,
+) {
+    let local = socket.local_addr().unwrap();
+    let mut buf = vec![0u8; 2048];
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut n: u64 = 0;
+    loop {
+        // Drain output.
+        let timeout = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.send_to(&t.contents, t.destination).await;
+                }
+                Ok(Output::Event(e)) => on_event(&name, &mut rtc, e, &seen),
+                Err(e) => panic!("{name}: poll_output: {e}"),
+            }
+        };
+        if !rtc.is_alive() {
+            return;
+        }
+        let wait = timeout.saturating_duration_since(Instant::now());
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(ClientCmd::ApplyOffer { offer_id, sdp }) => {
+                    let offer = SdpOffer::from_sdp_string(&sdp).unwrap();
+                    let answer = rtc.sdp_api().accept_offer(offer).unwrap();
+                    seen.lock().unwrap().offers_applied += 1;
+                    // Stale answers (a newer offer superseded this one) are refused;
+                    // the newer offer follows.
+                    let _ = sfu.answer(name.as_str(), offer_id, answer.to_sdp_string()).await;
+                }
+                Some(ClientCmd::Stop) | None => {
+                    rtc.disconnect();
+                    return;
+                }
+            },
+            res = socket.recv_from(&mut buf) => {
+                let Ok((len, source)) = res else { continue };
+                let Ok(contents) = buf[..len].try_into() else { continue };
+                let input = Input::Receive(Instant::now(), Receive {
+                    proto: Protocol::Udp, source, destination: local, contents,
+                });
+                if let Err(e) = rtc.handle_input(input) {
+                    panic!("{name}: handle_input: {e}");
+                }
+            }
+            _ = tick.tick() => {
+                n += 1;
+                send_media(&name, &mut rtc, &media, n, start, level.load(Ordering::Relaxed));
+                if plis.load(Ordering::Relaxed) > 0 {
+                    plis.fetch_sub(1, Ordering::Relaxed);
+                    let mids: Vec<Mid> = seen.lock().unwrap().recv_mids.iter()
+                        .filter(|(_, k)| *k == MediaKind::Video).map(|(m, _)| *m).collect();
+                    for mid in mids {
+                        if let Some(mut w) = rtc.writer(mid) {
+                            let _ = w.request_keyframe(None, KeyframeRequestKind::Pli);
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+    }
+}
+
+fn on_event(name: &str, rtc: &mut Rtc, e: Event, seen: &Mutex<Seen>) {
+    match e {
+        Event::MediaAdded(m) if m.direction.is_receiving() => {
+            seen.lock().unwrap().recv_mids.push((m.mid, m.kind));
+        }
+        Event::MediaData(d) => {
+            let kind = match rtc.media(d.mid).map(|m| m.kind()) {
+                Some(MediaKind::Audio) => TrackKind::Audio,
+                Some(MediaKind::Video) => TrackKind::Video,
+                None => return,
+            };
+            if let Some(from) = marker(&d.data) {
+                assert_ne!(from, name, "{name} got its own media back");
+                *seen.lock().unwrap().frames.entry((from, kind)).or_default() += 1;
+            }
+        }
+        Event::KeyframeRequest(_) => seen.lock().unwrap().keyframe_requests += 1,
+        _ => {}
+    }
+}
+
+/// Reads the "from=<name>;" marker every test payload carries.
+fn marker(data: &[u8]) -> Option<String> {
+    let pos = data.windows(5).position(|w| w == b"from=")?;
+    let rest = &data[pos + 5..];
+    let end = rest.iter().position(|b| *b == b';')?;
+    String::from_utf8(rest[..end].to_vec()).ok()
+}
+
+fn pt_for(rtc: &mut Rtc, mid: Mid, codec: Codec) -> Option<str0m::media::Pt> {
+    let w = rtc.writer(mid)?;
+    let pt = w
+        .payload_params()
+        .find(|p| p.spec().codec == codec)
+        .map(|p| p.pt());
+    pt
+}
+
+/// One 20 ms Opus-like audio frame, and a video frame every other tick (keyframe every
+/// 50th), each carrying our name.
+fn send_media(name: &str, rtc: &mut Rtc, media: &Media, n: u64, start: Instant, level: u8) {
+    let now = Instant::now();
+    let elapsed = now.duration_since(start);
+    if let Some(pt) = pt_for(rtc, media.audio, Codec::Opus) {
+        // TOC: config 11 (SILK WB 20 ms), mono, one frame (RFC 6716 §3.1).
+        let mut frame = vec![0x58];
+        frame.extend_from_slice(format!("from={name};n={n};").as_bytes());
+        frame.resize(60, 0x55);
+        let ts = MediaTime::new(n * 960, Frequency::FORTY_EIGHT_KHZ);
+        if let Some(w) = rtc.writer(media.audio) {
+            let _ = w
+                .audio_level(-(level.min(127) as i8), true)
+                .write(pt, now, ts, frame);
+        }
+    }
+    if n % 2 == 0 {
+        let key = n % 100 == 2;
+        let codec = match media.codec {
+            VideoCodec::H264 => Codec::H264,
+            VideoCodec::Vp8 => Codec::Vp8,
+        };
+        let Some(pt) = pt_for(rtc, media.video, codec) else {
+            return;
+        };
+        let mut frame = match (media.codec, key) {
+            // Annex B IDR slice / non-IDR slice NAL (RFC 6184 §1.3 header byte).
+            (VideoCodec::H264, true) => vec![0, 0, 0, 1, 0x65],
+            (VideoCodec::H264, false) => vec![0, 0, 0, 1, 0x41],
+            // VP8 frame tag (RFC 6386 §9.1): key frame with start code and 320x240.
+            (VideoCodec::Vp8, true) => {
+                vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00]
+            }
+            (VideoCodec::Vp8, false) => vec![0x11, 0x02, 0x00],
+        };
+        frame.extend_from_slice(format!("from={name};n={n};").as_bytes());
+        frame.resize(if key { 3000 } else { 800 }, 0x42);
+        let ts = MediaTime::new(elapsed.as_micros() as u64 * 9 / 100, Frequency::NINETY_KHZ);
+        if let Some(w) = rtc.writer(media.video) {
+            let _ = w.write(pt, now, ts, frame);
+        }
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+/// The SFU's address, for tests that send raw datagrams.
+pub fn sfu_addr(call: &Call) -> SocketAddr {
+    call.sfu.local_addr()
+}

@@ -1,0 +1,250 @@
+//! Calls through a real SFU on loopback with str0m test clients: media reaches every
+//! other participant, leaving frees state and stops the media, keyframe requests are
+//! throttled toward the publisher, and the active speaker follows the loudest voice.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Call, VideoCodec, eventually};
+use huddle_sfu::{LeaveReason, SfuEvent, TrackKind};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn receives_all(call: &Call, who: &str, from: &[&str]) -> bool {
+    from.iter().all(|p| {
+        call.client(who).frames_from(p, TrackKind::Audio) >= 10
+            && call.client(who).frames_from(p, TrackKind::Video) >= 5
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_participants_receive_each_others_audio_and_video() {
+    let mut call = Call::start().await;
+    call.join("room", "alice", VideoCodec::H264).await;
+    call.join("room", "bob", VideoCodec::Vp8).await;
+    let ok = eventually(WAIT, || {
+        receives_all(&call, "alice", &["bob"]) && receives_all(&call, "bob", &["alice"])
+    })
+    .await;
+    let stats = call.sfu.stats().await.unwrap();
+    assert!(ok, "media did not flow both ways; stats: {stats:#?}");
+    // H.264 from alice and VP8 from bob both went through.
+    for s in &stats {
+        assert_eq!(s.tracks_published, 2, "{s:?}");
+        assert_eq!(s.tracks_subscribed, 2, "{s:?}");
+        assert!(
+            s.frames_forwarded > 0 && s.packets_in > 0 && s.bytes_out > 0,
+            "{s:?}"
+        );
+    }
+    let published = call
+        .events()
+        .iter()
+        .filter(|e| matches!(e, SfuEvent::TrackPublished { .. }))
+        .count();
+    assert_eq!(published, 4);
+    assert!(call.sfu.metrics().frames_forwarded.get() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_participants_each_receive_both_others() {
+    let mut call = Call::start().await;
+    let names = ["alice", "bob", "carol"];
+    for (i, n) in names.iter().enumerate() {
+        let codec = if i % 2 == 0 {
+            VideoCodec::H264
+        } else {
+            VideoCodec::Vp8
+        };
+        call.join("room", n, codec).await;
+    }
+    let ok = eventually(WAIT, || {
+        names.iter().all(|me| {
+            let others: Vec<&str> = names.iter().copied().filter(|o| o != me).collect();
+            receives_all(&call, me, &others)
+        })
+    })
+    .await;
+    assert!(ok, "not everyone got both others: {:?}", {
+        names
+            .iter()
+            .map(|n| (n, call.client(n).seen.lock().unwrap().frames.clone()))
+            .collect::<Vec<_>>()
+    });
+    let (census, peers) = call.sfu.census().await.unwrap();
+    assert_eq!(
+        (
+            census.participants,
+            census.tracks,
+            census.subscriptions,
+            peers
+        ),
+        (3, 6, 12, 3)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_stops_media_and_frees_state() {
+    let mut call = Call::start().await;
+    for n in ["alice", "bob", "carol"] {
+        call.join("room", n, VideoCodec::H264).await;
+    }
+    assert!(
+        eventually(WAIT, || {
+            receives_all(&call, "alice", &["bob", "carol"])
+                && receives_all(&call, "bob", &["alice", "carol"])
+        })
+        .await
+    );
+    call.sfu.leave("carol").await.unwrap();
+    call.client("carol").stop();
+
+    // Census right after leave: carol's session, tracks and subscriptions are gone.
+    let (census, peers) = call.sfu.census().await.unwrap();
+    assert_eq!(
+        (
+            census.participants,
+            census.tracks,
+            census.subscriptions,
+            peers
+        ),
+        (2, 4, 4, 2)
+    );
+    // The event stream is read by another task: give it a moment.
+    let left = |call: &Call| {
+        let events = call.events();
+        let left = events.iter().any(|e| {
+            matches!(e,
+            SfuEvent::ParticipantLeft { participant, reason: LeaveReason::Left, .. }
+                if participant.as_str() == "carol")
+        });
+        let unpublished = events
+            .iter()
+            .filter(|e| {
+                matches!(e, SfuEvent::TrackUnpublished { participant, .. }
+                if participant.as_str() == "carol")
+            })
+            .count();
+        (left, unpublished)
+    };
+    assert!(
+        eventually(WAIT, || left(&call) == (true, 2)).await,
+        "{:?}",
+        left(&call)
+    );
+
+    // Whatever was in flight settles, then nothing more arrives from carol while
+    // alice and bob keep hearing each other.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = [
+        call.client("alice").frames_from("carol", TrackKind::Audio),
+        call.client("bob").frames_from("carol", TrackKind::Video),
+    ];
+    let bob_before = call.client("alice").frames_from("bob", TrackKind::Audio);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = [
+        call.client("alice").frames_from("carol", TrackKind::Audio),
+        call.client("bob").frames_from("carol", TrackKind::Video),
+    ];
+    assert_eq!(before, after, "carol's media still arrives after leaving");
+    assert!(call.client("alice").frames_from("bob", TrackKind::Audio) > bob_before);
+
+    // The remaining clients were offered renegotiations that stop carol's m-lines.
+    assert!(
+        eventually(WAIT, || {
+            call.events()
+                .iter()
+                .filter(|e| matches!(e, SfuEvent::NeedsAnswer { .. }))
+                .count()
+                >= 5
+        })
+        .await
+    );
+
+    call.sfu.leave("alice").await.unwrap();
+    call.sfu.leave("bob").await.unwrap();
+    let (census, peers) = call.sfu.census().await.unwrap();
+    assert_eq!(census, Default::default());
+    assert_eq!(peers, 0);
+    assert_eq!(call.sfu.metrics().participants.get(), 0);
+    assert!(call.sfu.leave("bob").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyframe_requests_reach_the_publisher_throttled() {
+    let mut call = Call::start().await;
+    call.join("room", "alice", VideoCodec::H264).await;
+    call.join("room", "bob", VideoCodec::H264).await;
+    assert!(eventually(WAIT, || receives_all(&call, "bob", &["alice"])).await);
+    let base = call.client("alice").keyframe_requests();
+    let started = Instant::now();
+    // bob sends 100 PLIs, one every 20 ms.
+    call.client("bob")
+        .plis_to_send
+        .store(100, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        eventually(WAIT, || call
+            .client("bob")
+            .plis_to_send
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0)
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let elapsed = started.elapsed();
+    let got = call.client("alice").keyframe_requests() - base;
+    // At most one per 500 ms window (plus one for a window straddling the start).
+    let bound = elapsed.as_millis() as u64 / 500 + 2;
+    assert!(got >= 1, "no keyframe request reached the publisher");
+    assert!(
+        got <= bound,
+        "{got} keyframe requests in {elapsed:?} (bound {bound})"
+    );
+    let m = call.sfu.metrics();
+    assert!(
+        m.keyframe_requests_received.get() >= 50,
+        "{}",
+        m.keyframe_requests_received.get()
+    );
+    assert!(m.keyframe_requests_throttled.get() >= 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_speaker_follows_the_loudest_participant() {
+    let mut call = Call::start().await;
+    for n in ["alice", "bob", "carol"] {
+        call.join("room", n, VideoCodec::Vp8).await;
+    }
+    let speaker = |call: &Call| {
+        call.events().iter().rev().find_map(|e| match e {
+            SfuEvent::ActiveSpeaker { participant, .. } => {
+                Some(participant.as_ref().map(|p| p.to_string()))
+            }
+            _ => None,
+        })
+    };
+    let set = |call: &Call, loud: &str| {
+        for n in ["alice", "bob", "carol"] {
+            let level = if n == loud { 20 } else { 85 };
+            call.client(n)
+                .level
+                .store(level, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
+    set(&call, "bob");
+    assert!(
+        eventually(WAIT, || speaker(&call) == Some(Some("bob".into()))).await,
+        "{:?}",
+        speaker(&call)
+    );
+    set(&call, "carol");
+    assert!(
+        eventually(WAIT, || speaker(&call) == Some(Some("carol".into()))).await,
+        "{:?}",
+        speaker(&call)
+    );
+    // The speaker leaving clears the indication.
+    call.sfu.leave("carol").await.unwrap();
+    assert!(eventually(WAIT, || speaker(&call) == Some(None)).await);
+}
