@@ -104,6 +104,8 @@ pub struct FrameBuffer {
     repair_failed: Option<Instant>,
     last_keyframe_request: Option<Instant>,
     stats: FrameBufferStats,
+    /// Occupied slots.
+    buffered: usize,
     timing: FrameTiming,
 }
 
@@ -127,6 +129,7 @@ impl FrameBuffer {
             repair_failed: None,
             last_keyframe_request: None,
             stats: FrameBufferStats::default(),
+            buffered: 0,
             timing: FrameTiming::default(),
         }
     }
@@ -149,6 +152,12 @@ impl FrameBuffer {
 
     /// Packets currently held.
     pub fn buffered_packets(&self) -> usize {
+        self.buffered
+    }
+
+    /// Occupied slots counted the slow way, to check the counter.
+    #[doc(hidden)]
+    pub fn occupied_slots(&self) -> usize {
         self.slots.iter().filter(|s| s.is_some()).count()
     }
 
@@ -165,6 +174,7 @@ impl FrameBuffer {
     fn take(&mut self, seq: u64) -> Option<Slot> {
         let cell = &mut self.slots[(seq & self.mask) as usize];
         if cell.as_ref().is_some_and(|s| s.seq == seq) {
+            self.buffered -= 1;
             cell.take()
         } else {
             None
@@ -212,9 +222,11 @@ impl FrameBuffer {
         self.stats.packets_received += 1;
         let index = (seq & self.mask) as usize;
         if let Some(old) = self.slots[index].take() {
+            self.buffered -= 1;
             // Only a packet a whole ring older can share the slot: evict it.
             self.evict(old, now);
         }
+        self.buffered += 1;
         self.slots[index] = Some(Slot {
             seq,
             timestamp: packet.timestamp,

@@ -39,6 +39,7 @@ pub fn frame_buffer(data: &[u8]) {
         // Having polled everything at `now`, the next deadline lies in the future.
         assert!(buffer.poll_timeout().is_none_or(|deadline| deadline > now));
         assert!(buffer.buffered_packets() <= 64);
+        assert_eq!(buffer.buffered_packets(), buffer.occupied_slots());
         while let Some(frame) = buffer.poll_frame() {
             assert!(frame.last_seq >= frame.first_seq);
             assert_eq!(
