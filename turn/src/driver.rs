@@ -3,52 +3,36 @@
 //! (the kernel keeps a client's 5-tuple on one of them) and the relay sockets its core
 //! binds, so a packet is handled from receive to send on one thread with no lock shared
 //! between shards. Quotas, bandwidth and the nonce key are shared ([`CoreShared`]).
+//! Datagrams are read in batches and sent from a per-thread queue flushed once per batch
+//! ([`crate::udp_io`]); relay sockets are read by one task per shard
+//! ([`crate::relay_sockets`]).
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Credentials, Nonces};
 use crate::policy::PeerPolicy;
-use crate::server::{
-    CoreShared, FiveTuple, PortRequest, RelayPorts, Route, ServerConfig, Transport, TurnServer,
-};
+use crate::relay_sockets::{Ports, RelayAddrs, RelayTable, Reserved, read_relays};
+use crate::server::{CoreShared, FiveTuple, ServerConfig, Transport, TurnServer};
+use crate::udp_io::{self, MAX_DATAGRAM};
 
-/// Largest datagram read.
-const MAX_DATAGRAM: usize = 65_536;
 /// Frames queued toward one TCP client before newer ones are dropped.
 const TCP_QUEUE: usize = 256;
 /// Kernel buffer of listener sockets: they carry every client's traffic, in bursts.
 const LISTENER_BUFFER: usize = 4 << 20;
-/// Kernel buffer of relay sockets (kernel memory, used only while data waits).
-const RELAY_BUFFER: usize = 512 << 10;
-
-/// Binds a UDP socket with enlarged kernel buffers (not yet registered with a runtime).
-fn bind_udp(addr: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocket> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    // Best effort: the kernel caps these at net.core.[rw]mem_max.
-    let _ = socket.set_recv_buffer_size(buffer);
-    let _ = socket.set_send_buffer_size(buffer);
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
+/// Receive calls per listener wakeup before other tasks of the shard get a turn.
+const LISTENER_CALLS: usize = 2;
 
 /// Caps on stream (TCP/TLS) client connections, shared by all shards.
 struct StreamLimits {
@@ -86,9 +70,6 @@ impl std::ops::Drop for StreamSlot {
     }
 }
 
-/// Ports reserved by EVEN-PORT, held unregistered so that any shard can claim them.
-type Reserved = Arc<Mutex<HashMap<SocketAddr, std::net::UdpSocket>>>;
-
 /// Where and how to run.
 #[derive(Debug, Clone)]
 pub struct TurnOptions {
@@ -116,120 +97,19 @@ pub struct TurnOptions {
     pub max_stream_connections_per_ip: usize,
 }
 
-/// Relay sockets, bound on demand by the core.
-pub struct Ports {
-    shared: Weak<Shared>,
-    relay_v4: IpAddr,
-    advertised_v4: IpAddr,
-    relay_v6: Option<IpAddr>,
-    range: (u16, u16),
-    /// Sockets by advertised address, with the handle that stops their reader.
-    open: HashMap<SocketAddr, tokio::task::AbortHandle>,
-    /// Reserved ports of every shard.
-    reserved: Reserved,
-}
-
-impl Ports {
-    /// Binds a relay socket; returns it and the address advertised for it.
-    fn bind_socket(&self, ipv6: bool, port: u16) -> Option<(std::net::UdpSocket, SocketAddr)> {
-        let (bind_ip, adv_ip) = if ipv6 {
-            let ip = self.relay_v6?;
-            (ip, ip)
-        } else {
-            (self.relay_v4, self.advertised_v4)
-        };
-        match bind_udp(SocketAddr::new(bind_ip, port), RELAY_BUFFER) {
-            Ok(s) => Some((s, SocketAddr::new(adv_ip, port))),
-            Err(e) => {
-                tracing::debug!(%bind_ip, port, error = %e, "relay port not available");
-                None
-            }
-        }
-    }
-
-    /// Registers a relay socket with this shard and starts reading it.
-    fn activate(
-        &mut self,
-        socket: std::net::UdpSocket,
-        advertised: SocketAddr,
-    ) -> Option<SocketAddr> {
-        let socket = Arc::new(UdpSocket::from_std(socket).ok()?);
-        let shared = self.shared.upgrade()?;
-        shared.relays.write().insert(advertised, socket.clone());
-        // Aborted on release; an idle reader is one small task and nothing else.
-        let task = tokio::spawn(relay_reader(Arc::downgrade(&shared), advertised, socket));
-        self.open.insert(advertised, task.abort_handle());
-        Some(advertised)
-    }
-
-    fn try_bind(&mut self, ipv6: bool, port: u16) -> Option<SocketAddr> {
-        let (socket, advertised) = self.bind_socket(ipv6, port)?;
-        self.activate(socket, advertised)
-    }
-}
-
-impl RelayPorts for Ports {
-    fn bind(&mut self, ipv6: bool, request: PortRequest) -> Option<SocketAddr> {
-        let (lo, hi) = self.range;
-        match request {
-            PortRequest::Exactly(p) if (lo..=hi).contains(&p) => self.try_bind(ipv6, p),
-            PortRequest::Exactly(_) => None,
-            PortRequest::Any | PortRequest::Even => {
-                let span = u32::from(hi - lo) + 1;
-                let start = rand::random::<u32>() % span;
-                for i in 0..span.min(64) {
-                    let mut port = lo as u32 + (start + i * 7919) % span;
-                    if request == PortRequest::Even && port % 2 == 1 {
-                        port = if port < hi as u32 { port + 1 } else { port - 1 };
-                    }
-                    if let Some(addr) = self.try_bind(ipv6, port as u16) {
-                        return Some(addr);
-                    }
-                }
-                None
-            }
-        }
-    }
-
-    fn release(&mut self, addr: SocketAddr) {
-        if let Some(task) = self.open.remove(&addr) {
-            task.abort();
-        }
-        if let Some(shared) = self.shared.upgrade() {
-            shared.relays.write().remove(&addr);
-        }
-    }
-
-    fn reserve(&mut self, ipv6: bool, port: u16) -> Option<SocketAddr> {
-        if !(self.range.0..=self.range.1).contains(&port) {
-            return None;
-        }
-        let (socket, advertised) = self.bind_socket(ipv6, port)?;
-        self.reserved.lock().insert(advertised, socket);
-        Some(advertised)
-    }
-
-    fn claim(&mut self, addr: SocketAddr) -> bool {
-        let socket = self.reserved.lock().remove(&addr);
-        socket.and_then(|s| self.activate(s, addr)).is_some()
-    }
-
-    fn unreserve(&mut self, addr: SocketAddr) {
-        self.reserved.lock().remove(&addr);
-    }
-}
-
 /// State shared by the driver's tasks.
 pub struct Shared {
     pub(crate) core: Mutex<TurnServer<Ports>>,
-    /// Relay sockets by advertised address.
-    relays: RwLock<HashMap<SocketAddr, Arc<UdpSocket>>>,
+    /// Relay sockets by advertised address (shared with the core's [`Ports`]).
+    pub(crate) relays: RelayTable,
     /// UDP listeners by local address.
-    udp: RwLock<HashMap<SocketAddr, Arc<UdpSocket>>>,
+    pub(crate) udp: RwLock<HashMap<SocketAddr, Arc<AsyncFd<std::net::UdpSocket>>>>,
+    /// What the host's UDP stack offers (GSO), for batched sends and receives.
+    pub(crate) udp_state: quinn_udp::UdpSocketState,
     /// TCP client connections by 5-tuple.
-    tcp: RwLock<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
+    pub(crate) tcp: RwLock<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
     tracker: TaskTracker,
-    shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     /// Datagrams that found a full socket buffer (or a gone socket) when sent.
     pub(crate) send_drops: std::sync::atomic::AtomicU64,
     /// Stream connections refused by the caps.
@@ -489,36 +369,43 @@ fn run_shard(
     shutdown: CancellationToken,
     core: impl FnOnce(Ports) -> TurnServer<Ports>,
 ) -> io::Result<Arc<Shared>> {
-    let shared = Arc::new_cyclic(|weak| {
-        let ports = Ports {
-            shared: weak.clone(),
-            relay_v4: opts.relay_ip,
-            advertised_v4: advertised,
-            relay_v6: opts.relay_ip_v6,
-            range: opts.ports,
-            open: HashMap::new(),
-            reserved,
-        };
-        Shared {
-            core: Mutex::new(core(ports)),
-            relays: RwLock::new(HashMap::new()),
-            udp: RwLock::new(HashMap::new()),
-            tcp: RwLock::new(HashMap::new()),
-            tracker: TaskTracker::new(),
-            shutdown,
-            send_drops: Default::default(),
-            streams_refused: Default::default(),
-            stream_limits,
-        }
+    let poll = mio::Poll::new()?;
+    let addrs = RelayAddrs {
+        bind_v4: opts.relay_ip,
+        advertised_v4: advertised,
+        v6: opts.relay_ip_v6,
+    };
+    let relays = RelayTable::default();
+    let ports = Ports::new(
+        poll.registry().try_clone()?,
+        relays.clone(),
+        addrs,
+        opts.ports,
+        reserved,
+    );
+    let shared = Arc::new(Shared {
+        core: Mutex::new(core(ports)),
+        relays,
+        udp: RwLock::new(HashMap::new()),
+        udp_state: udp_io::probe_state()?,
+        tcp: RwLock::new(HashMap::new()),
+        tracker: TaskTracker::new(),
+        shutdown,
+        send_drops: Default::default(),
+        streams_refused: Default::default(),
+        stream_limits,
     });
     for socket in sockets.udp {
-        let socket = Arc::new(UdpSocket::from_std(socket)?);
         let local = socket.local_addr()?;
+        let socket = Arc::new(register_readable(socket)?);
         shared.udp.write().insert(local, socket.clone());
         shared
             .tracker
             .spawn(udp_listener(shared.clone(), local, socket));
     }
+    shared
+        .tracker
+        .spawn(read_relays(shared.clone(), poll, addrs));
     for listener in sockets.tcp {
         let listener = TcpListener::from_std(listener)?;
         shared
@@ -538,97 +425,41 @@ fn run_shard(
     Ok(shared)
 }
 
-thread_local! {
-    /// Receive and output buffers of the worker thread. Datagram paths are synchronous
-    /// from receive to send, so one pair per thread serves every socket and an idle relay
-    /// socket holds no buffer at all.
-    static BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
-        std::cell::RefCell::new((vec![0u8; MAX_DATAGRAM], Vec::with_capacity(MAX_DATAGRAM)));
+/// Registers a socket or poller that owns its descriptor with the shard's runtime, for
+/// read readiness. Only owning types are passed (a `std` socket, a `mio::Poll`): the
+/// descriptor stays open and the same for the `AsyncFd`'s whole life, which is what the
+/// unsafe successor of this constructor asks its callers to promise.
+#[allow(deprecated)]
+pub(crate) fn register_readable<T: std::os::fd::AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
+    AsyncFd::with_interest(inner, tokio::io::Interest::READABLE)
 }
 
-/// Sends what the core produced, without waiting: a datagram that finds a full socket
-/// buffer is dropped, as the network would.
-fn deliver(shared: &Shared, route: Route, data: &[u8]) {
-    let sent = match route {
-        Route::Peer { relay, peer } => match shared.relays.read().get(&relay) {
-            Some(s) => s.try_send_to(data, peer).is_ok(),
-            None => false,
-        },
-        Route::Client(tuple) => match tuple.transport {
-            Transport::Udp => match shared.udp.read().get(&tuple.server) {
-                Some(s) => s.try_send_to(data, tuple.client).is_ok(),
-                None => false,
-            },
-            Transport::Tcp | Transport::Tls => {
-                let tx = shared.tcp.read().get(&tuple).cloned();
-                // A client that does not read loses datagrams, as it would over UDP.
-                tx.is_some_and(|tx| tx.try_send(data.to_vec()).is_ok())
-            }
-        },
-    };
-    if !sent {
-        shared
-            .send_drops
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Reads every datagram waiting on `socket` and hands each to `handle`.
-fn drain_socket(
-    shared: &Shared,
-    socket: &UdpSocket,
-    mut handle: impl FnMut(&mut TurnServer<Ports>, SocketAddr, &[u8], &mut Vec<u8>) -> Option<Route>,
+/// Reads a UDP listener in batches and runs each batch through the core.
+async fn udp_listener(
+    shared: Arc<Shared>,
+    local: SocketAddr,
+    socket: Arc<AsyncFd<std::net::UdpSocket>>,
 ) {
-    BUFFERS.with(|b| {
-        let (buf, out) = &mut *b.borrow_mut();
-        // Bounded so one busy socket cannot starve the others on this thread.
-        for _ in 0..64 {
-            let (n, from) = match socket.try_recv_from(buf) {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                // ICMP errors surface as receive errors; keep serving.
-                Err(_) => continue,
-            };
-            let route = handle(&mut shared.core.lock(), from, &buf[..n], out);
-            if let Some(route) = route {
-                deliver(shared, route, out);
+    let mut more = false;
+    loop {
+        if !more {
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => break,
+                ready = socket.readable() => match ready {
+                    // Cleared before reading: a datagram arriving after this point makes
+                    // the socket readable again.
+                    Ok(mut guard) => guard.clear_ready(),
+                    Err(_) => break,
+                },
             }
-        }
-    });
-}
-
-async fn udp_listener(shared: Arc<Shared>, local: SocketAddr, socket: Arc<UdpSocket>) {
-    loop {
-        tokio::select! {
-            _ = shared.shutdown.cancelled() => break,
-            r = socket.readable() => if r.is_err() { continue },
-        }
-        drain_socket(&shared, &socket, |core, from, data, out| {
-            let tuple = FiveTuple {
-                transport: Transport::Udp,
-                client: from,
-                server: local,
-            };
-            core.handle_client(Instant::now(), tuple, data, out)
-        });
-        tokio::task::yield_now().await;
-    }
-}
-
-async fn relay_reader(shared: Weak<Shared>, advertised: SocketAddr, socket: Arc<UdpSocket>) {
-    loop {
-        if socket.readable().await.is_err() {
-            continue;
-        }
-        let Some(shared) = shared.upgrade() else {
-            break;
-        };
-        if shared.shutdown.is_cancelled() {
+        } else if shared.shutdown.is_cancelled() {
             break;
         }
-        drain_socket(&shared, &socket, |core, peer, data, out| {
-            core.handle_peer(Instant::now(), advertised, peer, data, out)
-        });
+        more = !shared.read_listener(local, socket.get_ref(), LISTENER_CALLS);
+        shared.flush_queued();
+        if more {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -647,12 +478,7 @@ async fn timers(shared: Arc<Shared>) {
         }
     }
     // Release every relay socket on the way out.
-    let mut core = shared.core.lock();
-    let ports = core.relays();
-    let open: Vec<SocketAddr> = ports.open.keys().copied().collect();
-    for a in open {
-        ports.release(a);
-    }
+    shared.core.lock().relays().release_all();
 }
 
 async fn tcp_listener(
@@ -776,11 +602,12 @@ where
                     );
                     buf.drain(..len);
                     if let Some(route) = route {
-                        deliver(&shared, route, &out);
+                        shared.queue(route, &out);
                     }
                 }
             }
         }
+        shared.flush_queued();
         if buf.len() > MAX_DATAGRAM + 8 {
             break;
         }

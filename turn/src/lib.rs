@@ -20,9 +20,12 @@ pub mod driver;
 pub mod message;
 pub mod metrics;
 pub mod policy;
+mod relay_sockets;
 mod requests;
 pub mod server;
 #[cfg(test)]
 mod server_tests;
+mod shard_io;
 pub mod tls;
+mod udp_io;
 pub mod wire;
