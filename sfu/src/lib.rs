@@ -1,4 +1,87 @@
 //! # huddle-sfu
+//!
+//! huddle's selective forwarding unit: one WebRTC endpoint on one UDP port (7882 by
+//! default) that every participant connects to. Each participant publishes its audio
+//! (Opus) and video (H.264 or VP8) once; the SFU forwards each track to every other
+//! participant of the room who subscribes to it (everyone, by default).
+//!
+//! Built on [str0m](https://docs.rs/str0m) (sans-IO WebRTC): str0m does ICE (lite),
+//! DTLS-SRTP, RTP/RTCP, packetization, per-subscriber SSRC/sequence rewriting and NACK
+//! answers from its send buffer; this crate decides who gets what and drives the loop.
+//!
+//! It does not do signalling (`huddle-signal` carries SDP over its WebSocket and calls
+//! this API), codec work (`huddle-media`), simulcast layer selection, per-subscriber
+//! bandwidth adaptation, TCP fallback or sharding over several sockets yet (see
+//! `docs/sfu.md`).
+//!
+//! ## Layout
+//!
+//! - [`router`]: the sans-IO core. Rooms, participants, tracks, subscriptions, forwarding
+//!   decisions, keyframe-request throttling ([`keyframe`]), active speaker ([`speaker`]),
+//!   limits, cleanup. Plain calls with `now`; tested with simulated time.
+//! - `peer` (private): one participant's str0m `Rtc` and the negotiation state of its
+//!   m-lines.
+//! - `driver` (private): the tokio task owning the socket, every `Rtc` and the router. A
+//!   datagram goes to the peer whose `Rtc::accepts` it; the driver then polls
+//!   `poll_output` until a timeout, sends transmits, and forwards each received frame to
+//!   the subscribers' `Rtc`s with str0m's frame writer.
+//! - [`Sfu`] / [`SfuHandle`]: requests to the driver; [`SfuEvents`]: what it reports.
+//!
+//! ## Offer/answer direction
+//!
+//! The **client offers first**: after [`SfuHandle::join`], it sends an offer with its
+//! send-only (or send-recv) m-lines and gets the answer from [`SfuHandle::offer`]. When
+//! tracks come and go, the **SFU offers**: it emits [`SfuEvent::NeedsAnswer`] with an
+//! `offer_id`, signalling relays the SDP, and the client's answer comes back through
+//! [`SfuHandle::answer`]. The client may offer again at any time (to publish or remove
+//! its own tracks).
+//!
+//! **Glare**: the SFU is the polite peer. A client offer arriving while an SFU offer is
+//! outstanding wins: the SFU rolls its offer back, answers, and offers the same changes
+//! again with a new `offer_id`; an answer to the rolled-back offer is refused with
+//! [`SfuError::StaleAnswer`]. The client is the impolite peer: while its own offer is
+//! outstanding it ignores SFU offers (the SFU re-offers). An SFU offer left unanswered
+//! for `answer_timeout` (5 s) is withdrawn and offered again.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use huddle_sfu::{Sfu, SfuConfig, SfuEvent};
+//!
+//! # async fn signalling(client_offer: String) -> Result<(), huddle_sfu::SfuError> {
+//! let config = SfuConfig {
+//!     bind: "192.0.2.10:7882".parse().unwrap(),
+//!     ..SfuConfig::default()
+//! };
+//! let (sfu, mut events) = Sfu::start(config).await?;
+//!
+//! // A participant joins the room for media and sends its offer.
+//! sfu.join("standup", "alice").await?;
+//! let answer: String = sfu.offer("alice", client_offer).await?;
+//! // ... send `answer` to alice over the WebSocket.
+//!
+//! let handle = sfu.clone();
+//! tokio::spawn(async move {
+//!     while let Some(event) = events.recv().await {
+//!         match event {
+//!             SfuEvent::NeedsAnswer { participant, offer_id, sdp } => {
+//!                 // Relay `sdp` to the participant; when its answer arrives:
+//!                 # let client_answer = String::new();
+//!                 let _ = handle.answer(participant, offer_id, client_answer).await;
+//!             }
+//!             SfuEvent::ActiveSpeaker { room, participant } => {
+//!                 // Tell the room who speaks.
+//!             }
+//!             _ => {}
+//!         }
+//!     }
+//! });
+//!
+//! // Later: frees all of alice's state; the others' m-lines for her are stopped.
+//! sfu.leave("alice").await?;
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -13,7 +96,7 @@ mod peer;
 pub mod router;
 pub mod speaker;
 
-pub use config::{RouterConfig, SfuConfig, SpeakerConfig};
+pub use config::{DEFAULT_PORT, RouterConfig, SfuConfig, SpeakerConfig};
 pub use error::{RouterError, SfuError};
 pub use event::{LeaveReason, ParticipantStats, SfuEvent, SfuEvents};
 pub use handle::{Sfu, SfuHandle};

@@ -13,6 +13,20 @@ use crate::error::SfuError;
 use crate::event::ParticipantStats;
 use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind};
 
+/// Largest SDP accepted from a client; a real one with a dozen m-lines is ~10 KiB.
+pub(crate) const MAX_SDP: usize = 64 * 1024;
+
+/// Parses a client SDP, refusing oversized input before the parser sees it.
+fn check_sdp(sdp: &str) -> Result<(), SfuError> {
+    if sdp.len() > MAX_SDP {
+        return Err(SfuError::BadSdp(format!(
+            "{} bytes, limit {MAX_SDP}",
+            sdp.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A track this participant publishes, received on one of its m-lines.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TrackIn {
@@ -144,6 +158,7 @@ impl Peer {
     /// back (the SFU is the polite peer in glare, RFC 8829 §4.1.8.2 rollback) and its
     /// changes are offered again afterwards.
     pub fn accept_offer(&mut self, sdp: &str) -> Result<String, SfuError> {
+        check_sdp(sdp)?;
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let answer = self
             .rtc
@@ -164,6 +179,7 @@ impl Peer {
             Some(p) if p.id == offer_id => {}
             _ => return Err(SfuError::StaleAnswer(offer_id)),
         }
+        check_sdp(sdp)?;
         let answer =
             SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let Some(pending) = self.pending.take() else {
@@ -427,3 +443,7 @@ impl Peer {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "peer_tests.rs"]
+mod tests;

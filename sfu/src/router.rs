@@ -287,15 +287,15 @@ impl Router {
                     .get(x)
                     .is_some_and(|t| t.kind == TrackKind::Audio)
             });
-            if t.kind == TrackKind::Audio && !still_audio {
-                if let Some(room) = self.rooms.get_mut(&t.room) {
-                    if room.speaker.remove(&t.publisher) {
-                        self.events.push_back(RouterEvent::ActiveSpeaker {
-                            room: t.room.clone(),
-                            participant: None,
-                        });
-                    }
-                }
+            if t.kind == TrackKind::Audio
+                && !still_audio
+                && let Some(room) = self.rooms.get_mut(&t.room)
+                && room.speaker.remove(&t.publisher)
+            {
+                self.events.push_back(RouterEvent::ActiveSpeaker {
+                    room: t.room.clone(),
+                    participant: None,
+                });
             }
         }
         self.events.push_back(RouterEvent::TrackUnpublished {

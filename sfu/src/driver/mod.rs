@@ -63,7 +63,15 @@ pub(crate) struct Driver {
     next_stats: Instant,
     /// When stats were gathered last.
     last_stats: Instant,
+    /// Reused per-frame list of subscribers, so forwarding does not allocate.
+    scratch_subscribers: Vec<ParticipantId>,
+    /// Reused list of one peer's str0m events.
+    scratch_events: Vec<Event>,
 }
+
+/// Cached address routes per peer on average before new ones stop being cached (a peer
+/// spraying STUN from many ports must not grow the map; uncached routes still work).
+const ROUTES_PER_PEER: usize = 4;
 
 impl Driver {
     /// Binds the socket and prepares the candidates.
@@ -108,6 +116,8 @@ impl Driver {
                 events,
                 metrics,
                 next_offer_id: 1,
+                scratch_subscribers: Vec::new(),
+                scratch_events: Vec::new(),
             },
             stream,
         ))
@@ -199,7 +209,9 @@ impl Driver {
                     self.metrics.unrouted_dropped.inc();
                     return;
                 };
-                self.by_addr.insert(source, id.clone());
+                if self.by_addr.len() < ROUTES_PER_PEER * self.peers.len() + 16 {
+                    self.by_addr.insert(source, id.clone());
+                }
                 id
             }
         };
@@ -236,11 +248,11 @@ impl Driver {
             .map(|(id, _)| id.clone())
             .collect();
         for id in due {
-            if let Some(p) = self.peers.get_mut(&id) {
-                if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
-                    warn!(participant = %id, "timeout handling failed: {e}");
-                    p.rtc.disconnect();
-                }
+            if let Some(p) = self.peers.get_mut(&id)
+                && let Err(e) = p.rtc.handle_input(Input::Timeout(now))
+            {
+                warn!(participant = %id, "timeout handling failed: {e}");
+                p.rtc.disconnect();
             }
             self.mark_dirty(&id);
         }
@@ -283,10 +295,12 @@ impl Driver {
     fn pump(&mut self, now: Instant) {
         loop {
             while let Some(id) = self.dirty.pop() {
-                let events = self.drain_peer(&id, now);
-                for ev in events {
+                let mut events = std::mem::take(&mut self.scratch_events);
+                self.drain_peer(&id, now, &mut events);
+                for ev in events.drain(..) {
                     self.handle_peer_event(&id, ev, now);
                 }
+                self.scratch_events = events;
             }
             self.apply_router_events();
             self.negotiate_all(now);
@@ -299,16 +313,15 @@ impl Driver {
     }
 
     /// Sends a peer's transmits and collects its events until str0m wants a timeout.
-    fn drain_peer(&mut self, id: &ParticipantId, now: Instant) -> Vec<Event> {
-        let mut events = Vec::new();
+    fn drain_peer(&mut self, id: &ParticipantId, now: Instant, events: &mut Vec<Event>) {
         let Some(peer) = self.peers.get_mut(id) else {
-            return events;
+            return;
         };
         peer.dirty = false;
         loop {
             if !peer.rtc.is_alive() {
                 peer.next_timeout = now;
-                return events;
+                return;
             }
             match peer.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
@@ -330,7 +343,7 @@ impl Driver {
                 }
                 Ok(Output::Timeout(t)) => {
                     peer.next_timeout = t;
-                    return events;
+                    return;
                 }
                 Ok(Output::Event(e)) => events.push(e),
                 Err(e) => {
@@ -473,8 +486,9 @@ impl Driver {
             // A gap the NACKs could not fill: the decoder needs a new keyframe.
             self.request_keyframe(track, now);
         }
-        let subscribers = self.router.subscribers(track).to_vec();
-        for sub in subscribers {
+        let mut subscribers = std::mem::take(&mut self.scratch_subscribers);
+        subscribers.extend_from_slice(self.router.subscribers(track));
+        for sub in subscribers.drain(..) {
             let Some(peer) = self.peers.get_mut(&sub) else {
                 continue;
             };
@@ -490,6 +504,7 @@ impl Driver {
                 Err(e) => debug!(subscriber = %sub, %track, "forward failed: {e}"),
             }
         }
+        self.scratch_subscribers = subscribers;
     }
 
     /// A subscriber needs a keyframe of `track`: ask its publisher, throttled to one
@@ -513,11 +528,11 @@ impl Driver {
 
     /// Queues a peer for polling.
     fn mark_dirty(&mut self, id: &ParticipantId) {
-        if let Some(p) = self.peers.get_mut(id) {
-            if !p.dirty {
-                p.dirty = true;
-                self.dirty.push(id.clone());
-            }
+        if let Some(p) = self.peers.get_mut(id)
+            && !p.dirty
+        {
+            p.dirty = true;
+            self.dirty.push(id.clone());
         }
     }
 }

@@ -176,13 +176,12 @@ async fn dispatch(
             offer_id,
             sdp,
         } = &ev
+            && let Some(tx) = routes.lock().unwrap().get(participant.as_str())
         {
-            if let Some(tx) = routes.lock().unwrap().get(participant.as_str()) {
-                let _ = tx.send(ClientCmd::ApplyOffer {
-                    offer_id: *offer_id,
-                    sdp: sdp.clone(),
-                });
-            }
+            let _ = tx.send(ClientCmd::ApplyOffer {
+                offer_id: *offer_id,
+                sdp: sdp.clone(),
+            });
         }
         log.lock().unwrap().push(ev);
     }
@@ -303,11 +302,10 @@ fn marker(data: &[u8]) -> Option<String> {
 
 fn pt_for(rtc: &mut Rtc, mid: Mid, codec: Codec) -> Option<str0m::media::Pt> {
     let w = rtc.writer(mid)?;
-    let pt = w
-        .payload_params()
+
+    w.payload_params()
         .find(|p| p.spec().codec == codec)
-        .map(|p| p.pt());
-    pt
+        .map(|p| p.pt())
 }
 
 /// One 20 ms Opus-like audio frame, and a video frame every other tick (keyframe every
@@ -327,7 +325,7 @@ fn send_media(name: &str, rtc: &mut Rtc, media: &Media, n: u64, start: Instant, 
                 .write(pt, now, ts, frame);
         }
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         let key = n % 100 == 2;
         let codec = match media.codec {
             VideoCodec::H264 => Codec::H264,

@@ -1,0 +1,144 @@
+//! Negotiation state of a peer against an in-memory str0m client: SFU offers, glare
+//! (the client's offer wins and ours is offered again), stale answers, withdrawal.
+
+use std::time::{Duration, Instant};
+
+use str0m::Rtc;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::{Direction, MediaKind};
+
+use super::*;
+
+fn sfu_peer(now: Instant) -> Peer {
+    let rtc = Rtc::builder().set_ice_lite(true).build(now);
+    Peer::new(ParticipantId::from("p"), RoomId::from("r"), rtc, now)
+}
+
+/// The client's own offer adding one send-only m-line of `kind`.
+fn client_offer(client: &mut Rtc, kind: MediaKind) -> (String, SdpPendingOffer) {
+    let mut api = client.sdp_api();
+    api.add_media(kind, Direction::SendOnly, None, None, None);
+    let (offer, pending) = api.apply().unwrap();
+    (offer.to_sdp_string(), pending)
+}
+
+fn client_accepts_answer(client: &mut Rtc, pending: SdpPendingOffer, answer: &str) {
+    let answer = SdpAnswer::from_sdp_string(answer).unwrap();
+    client.sdp_api().accept_answer(pending, answer).unwrap();
+}
+
+fn client_answers(client: &mut Rtc, offer: &str) -> String {
+    let offer = SdpOffer::from_sdp_string(offer).unwrap();
+    client
+        .sdp_api()
+        .accept_offer(offer)
+        .unwrap()
+        .to_sdp_string()
+}
+
+#[test]
+fn sfu_offers_only_after_the_client_session_exists() {
+    let now = Instant::now();
+    let mut peer = sfu_peer(now);
+    peer.add_out(TrackId(1), TrackKind::Audio, ParticipantId::from("x"));
+    assert!(!peer.wants_negotiation());
+    assert!(peer.negotiate(1, now).is_none());
+
+    let mut client = Rtc::new(now);
+    let (offer, pending) = client_offer(&mut client, MediaKind::Audio);
+    let answer = peer.accept_offer(&offer).unwrap();
+    client_accepts_answer(&mut client, pending, &answer);
+    assert!(peer.wants_negotiation());
+    let sdp = peer.negotiate(1, now).unwrap();
+    assert!(sdp.contains("a=msid:x T1"), "{sdp}");
+    assert!(!peer.wants_negotiation(), "one offer at a time");
+    let answer = client_answers(&mut client, &sdp);
+    assert!(peer.accept_answer(1, &answer).unwrap().is_empty());
+    assert_eq!(peer.stats(Duration::ZERO).tracks_subscribed, 1);
+}
+
+#[test]
+fn client_offer_wins_glare_and_the_sfu_offers_again() {
+    let now = Instant::now();
+    let mut peer = sfu_peer(now);
+    let mut client = Rtc::new(now);
+    let (offer, pending) = client_offer(&mut client, MediaKind::Audio);
+    client_accepts_answer(&mut client, pending, &peer.accept_offer(&offer).unwrap());
+
+    peer.add_out(TrackId(7), TrackKind::Video, ParticipantId::from("x"));
+    let ours = peer.negotiate(1, now).unwrap();
+    // Glare: the client offers too and ignores ours (it is the impolite side).
+    let (theirs, pending) = client_offer(&mut client, MediaKind::Video);
+    let answer = peer.accept_offer(&theirs).unwrap();
+    client_accepts_answer(&mut client, pending, &answer);
+    // Our change was rolled back and is wanted again.
+    assert!(peer.wants_negotiation());
+    let again = peer.negotiate(2, now).unwrap();
+    assert!(again.contains("a=msid:x T7"));
+    // An answer to the rolled-back offer is refused as stale.
+    let mut other = Rtc::new(now);
+    let stale = client_answers(&mut other, &ours);
+    assert!(matches!(
+        peer.accept_answer(1, &stale),
+        Err(SfuError::StaleAnswer(1))
+    ));
+    let answer = client_answers(&mut client, &again);
+    assert_eq!(peer.accept_answer(2, &answer).unwrap(), vec![TrackId(7)]);
+    assert!(peer.track_out(peer_mid_of(&peer, TrackId(7))).is_some());
+
+    // Unsubscribing stops the m-line in the next offer; answered, the track is gone.
+    peer.remove_out(TrackId(7));
+    let stop = peer.negotiate(3, now).unwrap();
+    let answer = client_answers(&mut client, &stop);
+    peer.accept_answer(3, &answer).unwrap();
+    assert!(!peer.wants_negotiation());
+    assert_eq!(peer.stats(Duration::ZERO).tracks_subscribed, 0);
+}
+
+#[test]
+fn unanswered_offer_is_withdrawn_and_reissued() {
+    let now = Instant::now();
+    let mut peer = sfu_peer(now);
+    let mut client = Rtc::new(now);
+    let (offer, pending) = client_offer(&mut client, MediaKind::Audio);
+    client_accepts_answer(&mut client, pending, &peer.accept_offer(&offer).unwrap());
+    peer.add_out(TrackId(3), TrackKind::Audio, ParticipantId::from("x"));
+    peer.negotiate(1, now).unwrap();
+    assert!(
+        !peer.expire_offer(now - Duration::from_secs(1)),
+        "not yet due"
+    );
+    assert!(peer.expire_offer(now));
+    assert!(peer.wants_negotiation());
+    let sdp = peer.negotiate(2, now).unwrap();
+    let answer = client_answers(&mut client, &sdp);
+    peer.accept_answer(2, &answer).unwrap();
+    assert_eq!(peer.stats(Duration::ZERO).tracks_subscribed, 1);
+}
+
+#[test]
+fn hostile_sdp_is_refused() {
+    let now = Instant::now();
+    let mut peer = sfu_peer(now);
+    assert!(matches!(
+        peer.accept_offer("v=0\r\ngarbage"),
+        Err(SfuError::BadSdp(_))
+    ));
+    let huge = "a".repeat(MAX_SDP + 1);
+    assert!(matches!(peer.accept_offer(&huge), Err(SfuError::BadSdp(_))));
+    assert!(matches!(
+        peer.accept_answer(9, "v=0"),
+        Err(SfuError::StaleAnswer(9))
+    ));
+}
+
+/// The mid on which the peer sends `track`.
+fn peer_mid_of(peer: &Peer, track: TrackId) -> Mid {
+    peer.tracks_out
+        .iter()
+        .find_map(|t| match t.state {
+            OutState::Open(m) if t.track == track => Some(m),
+            _ => None,
+        })
+        .unwrap()
+}

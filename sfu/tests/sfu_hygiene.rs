@@ -1,0 +1,123 @@
+//! Hostile and idle peers: malformed and unroutable datagrams are counted and dropped
+//! without disturbing calls, a peer that never connects is timed out and freed, and
+//! limits refuse joins.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Call, VideoCodec, eventually};
+use huddle_sfu::{
+    LeaveReason, RouterConfig, RouterError, SfuConfig, SfuError, SfuEvent, TrackKind,
+};
+use tokio::net::UdpSocket;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_unrouted_datagrams_are_counted_and_dropped() {
+    let mut call = Call::start().await;
+    let attacker = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sfu = call.sfu.local_addr();
+    // First byte 255: none of STUN/DTLS/RTP/RTCP (RFC 7983 §7).
+    attacker.send_to(&[0xff; 64], sfu).await.unwrap();
+    // Looks like STUN (first byte 0) but is truncated.
+    attacker.send_to(&[0x00, 0x01, 0x00], sfu).await.unwrap();
+    // A plausible RTP header from an address no peer knows.
+    let mut rtp = vec![0x80, 0x6f, 0x00, 0x01, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef];
+    rtp.resize(200, 0);
+    attacker.send_to(&rtp, sfu).await.unwrap();
+    // Larger than any receive buffer.
+    attacker.send_to(&vec![0x80; 4000], sfu).await.unwrap();
+    let m = call.sfu.metrics().clone();
+    assert!(
+        eventually(Duration::from_secs(5), || m.packets_in.get() >= 4).await,
+        "datagrams not seen"
+    );
+    assert_eq!(m.malformed_dropped.get(), 2, "malformed");
+    assert_eq!(m.unrouted_dropped.get(), 2, "unrouted");
+
+    // Calls are unaffected, also with junk arriving during the call.
+    call.join("room", "alice", VideoCodec::H264).await;
+    call.join("room", "bob", VideoCodec::H264).await;
+    for _ in 0..50 {
+        attacker.send_to(&[0xff; 64], sfu).await.unwrap();
+        attacker.send_to(&rtp, sfu).await.unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            call.client("bob").frames_from("alice", TrackKind::Video) >= 5
+                && call.client("alice").frames_from("bob", TrackKind::Audio) >= 10
+        })
+        .await
+    );
+    assert!(m.malformed_dropped.get() >= 52);
+    assert_eq!(m.peer_errors.get(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_connects_is_timed_out_and_freed() {
+    let call = Call::start_with(SfuConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        connect_timeout: Duration::from_millis(500),
+        stats_interval: Duration::from_millis(100),
+        ..SfuConfig::default()
+    })
+    .await;
+    call.sfu.join("room", "ghost").await.unwrap();
+    assert_eq!(call.sfu.census().await.unwrap().1, 1);
+    let gone = eventually(Duration::from_secs(5), || {
+        call.events().iter().any(|e| {
+            matches!(e, SfuEvent::ParticipantLeft { participant, reason: LeaveReason::ConnectTimeout, .. }
+                if participant.as_str() == "ghost")
+        })
+    })
+    .await;
+    assert!(gone, "{:?}", call.events());
+    let (census, peers) = call.sfu.census().await.unwrap();
+    assert_eq!(census, Default::default());
+    assert_eq!(peers, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_refuse_joins_and_unknown_participants() {
+    let call = Call::start_with(SfuConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        router: RouterConfig {
+            max_participants_per_room: 1,
+            ..RouterConfig::default()
+        },
+        ..SfuConfig::default()
+    })
+    .await;
+    call.sfu.join("room", "a").await.unwrap();
+    assert!(matches!(
+        call.sfu.join("room", "b").await,
+        Err(SfuError::Router(RouterError::RoomFull(_)))
+    ));
+    assert!(matches!(
+        call.sfu.join("other", "a").await,
+        Err(SfuError::Router(RouterError::AlreadyJoined(_)))
+    ));
+    assert!(matches!(
+        call.sfu.offer("nobody", "v=0").await,
+        Err(SfuError::Router(RouterError::UnknownParticipant(_)))
+    ));
+    assert!(matches!(
+        call.sfu.offer("a", "not sdp").await,
+        Err(SfuError::BadSdp(_))
+    ));
+    call.sfu.shutdown().await.unwrap();
+    assert!(matches!(
+        call.sfu.join("room", "c").await,
+        Err(SfuError::Closed)
+    ));
+}
+
+#[tokio::test]
+async fn wildcard_bind_without_public_ips_is_refused() {
+    let res = huddle_sfu::Sfu::start(SfuConfig {
+        bind: "0.0.0.0:0".parse().unwrap(),
+        ..SfuConfig::default()
+    })
+    .await;
+    assert!(matches!(res, Err(SfuError::Config(_))));
+}
