@@ -123,6 +123,8 @@ pub(crate) struct Peer {
     pub next_timeout: Instant,
     /// Queued in the driver's dirty list (has output to poll).
     pub dirty: bool,
+    /// str0m refused its input; it is being disconnected for that.
+    pub protocol_error: bool,
     /// Tracks it publishes.
     tracks_in: Vec<TrackIn>,
     /// Tracks it receives.
@@ -146,6 +148,7 @@ impl Peer {
             connected: false,
             next_timeout: now,
             dirty: false,
+            protocol_error: false,
             tracks_in: Vec::new(),
             tracks_out: Vec::new(),
             pending: None,

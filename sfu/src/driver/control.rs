@@ -207,14 +207,21 @@ impl Driver {
 
     /// Removes peers whose `Rtc` has closed (ICE lost, DTLS closed, protocol error).
     pub(super) fn reap_dead(&mut self) {
-        let dead: Vec<ParticipantId> = self
+        let dead: Vec<(ParticipantId, LeaveReason)> = self
             .peers
             .iter()
             .filter(|(_, p)| !p.rtc.is_alive())
-            .map(|(id, _)| id.clone())
+            .map(|(id, p)| {
+                let reason = if p.protocol_error {
+                    LeaveReason::ProtocolError
+                } else {
+                    LeaveReason::Disconnected
+                };
+                (id.clone(), reason)
+            })
             .collect();
-        for id in dead {
-            self.remove_participant(&id, LeaveReason::Disconnected);
+        for (id, reason) in dead {
+            self.remove_participant(&id, reason);
         }
     }
 

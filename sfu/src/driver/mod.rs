@@ -223,6 +223,7 @@ impl Driver {
         if let Err(e) = peer.rtc.handle_input(input) {
             self.metrics.peer_errors.inc();
             warn!(participant = %id, "peer input refused, disconnecting: {e}");
+            peer.protocol_error = true;
             peer.rtc.disconnect();
         }
         self.mark_dirty(&id);

@@ -92,6 +92,11 @@ impl Call {
 
     pub async fn start_with(config: SfuConfig) -> Call {
         let (sfu, events) = huddle_sfu::Sfu::start(config).await.expect("SFU starts");
+        Self::with_sfu(sfu, events)
+    }
+
+    /// Clients for an SFU started elsewhere (e.g. on its own thread).
+    pub fn with_sfu(sfu: SfuHandle, events: SfuEvents) -> Call {
         let routes: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ClientCmd>>>> = Arc::default();
         let log: Arc<Mutex<Vec<SfuEvent>>> = Arc::default();
         tokio::spawn(dispatch(events, routes.clone(), log.clone()));
@@ -105,6 +110,12 @@ impl Call {
 
     /// Joins `name` to `room`, offers audio + video, and starts its media loop.
     pub async fn join(&mut self, room: &str, name: &str, codec: VideoCodec) {
+        self.join_with(room, name, Some(codec)).await
+    }
+
+    /// Joins publishing audio, and video when `video` names a codec.
+    pub async fn join_with(&mut self, room: &str, name: &str, video: Option<VideoCodec>) {
+        let codec = video.unwrap_or(VideoCodec::H264);
         self.sfu.join(room, name).await.expect("join");
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let local = socket.local_addr().unwrap();
@@ -117,7 +128,8 @@ impl Call {
         rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
         let mut api = rtc.sdp_api();
         let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let video =
+            video.map(|_| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
         let (offer, pending) = api.apply().unwrap();
         let answer = self
             .sfu
@@ -189,7 +201,7 @@ async fn dispatch(
 
 struct Media {
     audio: Mid,
-    video: Mid,
+    video: Option<Mid>,
     codec: VideoCodec,
 }
 
@@ -325,13 +337,16 @@ fn send_media(name: &str, rtc: &mut Rtc, media: &Media, n: u64, start: Instant, 
                 .write(pt, now, ts, frame);
         }
     }
+    let Some(video) = media.video else {
+        return;
+    };
     if n.is_multiple_of(2) {
         let key = n % 100 == 2;
         let codec = match media.codec {
             VideoCodec::H264 => Codec::H264,
             VideoCodec::Vp8 => Codec::Vp8,
         };
-        let Some(pt) = pt_for(rtc, media.video, codec) else {
+        let Some(pt) = pt_for(rtc, video, codec) else {
             return;
         };
         let mut frame = match (media.codec, key) {
@@ -347,7 +362,7 @@ fn send_media(name: &str, rtc: &mut Rtc, media: &Media, n: u64, start: Instant, 
         frame.extend_from_slice(format!("from={name};n={n};").as_bytes());
         frame.resize(if key { 3000 } else { 800 }, 0x42);
         let ts = MediaTime::new(elapsed.as_micros() as u64 * 9 / 100, Frequency::NINETY_KHZ);
-        if let Some(w) = rtc.writer(media.video) {
+        if let Some(w) = rtc.writer(video) {
             let _ = w.write(pt, now, ts, frame);
         }
     }
