@@ -51,7 +51,12 @@ pub struct Client {
 }
 
 pub enum ClientCmd {
-    ApplyOffer { offer_id: u64, sdp: String },
+    ApplyOffer {
+        offer_id: u64,
+        sdp: String,
+    },
+    /// Renegotiate with our video m-line inactive (unpublish it).
+    StopVideo,
     Stop,
 }
 
@@ -70,6 +75,10 @@ impl Client {
 
     pub fn stop(&self) {
         let _ = self.tx.send(ClientCmd::Stop);
+    }
+
+    pub fn stop_video(&self) {
+        let _ = self.tx.send(ClientCmd::StopVideo);
     }
 }
 
@@ -115,8 +124,22 @@ impl Call {
 
     /// Joins publishing audio, and video when `video` names a codec.
     pub async fn join_with(&mut self, room: &str, name: &str, video: Option<VideoCodec>) {
+        self.join_opts(room, name, video, true).await
+    }
+
+    /// Joins with auto-subscription on or off (set before the client's offer).
+    pub async fn join_opts(
+        &mut self,
+        room: &str,
+        name: &str,
+        video: Option<VideoCodec>,
+        auto_subscribe: bool,
+    ) {
         let codec = video.unwrap_or(VideoCodec::H264);
         self.sfu.join(room, name).await.expect("join");
+        if !auto_subscribe {
+            self.sfu.set_auto_subscribe(name, false).await.unwrap();
+        }
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let local = socket.local_addr().unwrap();
         let mut rtc = Rtc::builder()
@@ -247,6 +270,16 @@ async fn run_client(
                     // Stale answers (a newer offer superseded this one) are refused;
                     // the newer offer follows.
                     let _ = sfu.answer(name.as_str(), offer_id, answer.to_sdp_string()).await;
+                }
+                Some(ClientCmd::StopVideo) => {
+                    let Some(video) = media.video else { continue };
+                    let mut api = rtc.sdp_api();
+                    api.set_direction(video, Direction::Inactive);
+                    if let Some((offer, pending)) = api.apply() {
+                        let answer = sfu.offer(name.as_str(), offer.to_sdp_string()).await.unwrap();
+                        let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
+                        rtc.sdp_api().accept_answer(pending, answer).unwrap();
+                    }
                 }
                 Some(ClientCmd::Stop) | None => {
                     rtc.disconnect();

@@ -1,0 +1,115 @@
+//! Session changes over real UDP: a client unpublishing its video by renegotiation,
+//! selective subscription, and a client that vanishes without leaving.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Call, VideoCodec, eventually};
+use huddle_sfu::{LeaveReason, SfuEvent, TrackId, TrackKind};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn track_of(call: &Call, who: &str, want: TrackKind) -> Option<TrackId> {
+    call.events().iter().find_map(|e| match e {
+        SfuEvent::TrackPublished {
+            participant,
+            track,
+            kind,
+            ..
+        } if participant.as_str() == who && *kind == want => Some(*track),
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_offer_with_video_inactive_unpublishes_it() {
+    let mut call = Call::start().await;
+    call.join("room", "alice", VideoCodec::H264).await;
+    call.join("room", "bob", VideoCodec::H264).await;
+    assert!(
+        eventually(WAIT, || call
+            .client("bob")
+            .frames_from("alice", TrackKind::Video)
+            >= 5)
+        .await
+    );
+    let video = track_of(&call, "alice", TrackKind::Video).unwrap();
+    call.client("alice").stop_video();
+    let unpublished = eventually(WAIT, || {
+        call.events().iter().any(|e| {
+            matches!(e,
+            SfuEvent::TrackUnpublished { track, .. } if *track == video)
+        })
+    })
+    .await;
+    assert!(unpublished, "{:?}", call.events());
+    let (census, _) = call.sfu.census().await.unwrap();
+    assert_eq!((census.tracks, census.subscriptions), (3, 3));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let video_before = call.client("bob").frames_from("alice", TrackKind::Video);
+    let audio_before = call.client("bob").frames_from("alice", TrackKind::Audio);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        call.client("bob").frames_from("alice", TrackKind::Video),
+        video_before
+    );
+    assert!(call.client("bob").frames_from("alice", TrackKind::Audio) > audio_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selective_subscriber_gets_only_what_it_asks_for() {
+    let mut call = Call::start().await;
+    call.join_opts("room", "carol", Some(VideoCodec::Vp8), false)
+        .await;
+    call.join("room", "alice", VideoCodec::H264).await;
+    call.join("room", "bob", VideoCodec::H264).await;
+    // alice and bob (auto) hear each other and carol.
+    assert!(
+        eventually(WAIT, || {
+            call.client("alice").frames_from("bob", TrackKind::Audio) >= 10
+                && call.client("alice").frames_from("carol", TrackKind::Audio) >= 10
+        })
+        .await
+    );
+    let video = track_of(&call, "alice", TrackKind::Video).unwrap();
+    call.sfu.subscribe("carol", video).await.unwrap();
+    assert!(
+        eventually(WAIT, || call
+            .client("carol")
+            .frames_from("alice", TrackKind::Video)
+            >= 5)
+        .await
+    );
+    let seen = call.client("carol").seen.lock().unwrap().frames.clone();
+    assert_eq!(seen.len(), 1, "carol got more than alice's video: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_vanishes_is_removed_and_freed() {
+    let mut call = Call::start().await;
+    call.join("room", "alice", VideoCodec::H264).await;
+    call.join("room", "bob", VideoCodec::H264).await;
+    assert!(
+        eventually(WAIT, || call
+            .client("alice")
+            .frames_from("bob", TrackKind::Audio)
+            >= 10)
+        .await
+    );
+    // bob's process dies: no leave, no more packets.
+    let t0 = Instant::now();
+    call.client("bob").stop();
+    let gone = eventually(Duration::from_secs(60), || {
+        call.events().iter().any(|e| {
+            matches!(e,
+            SfuEvent::ParticipantLeft { participant, reason: LeaveReason::Disconnected, .. }
+                if participant.as_str() == "bob")
+        })
+    })
+    .await;
+    assert!(gone, "bob never timed out");
+    println!("vanished peer removed after {:?}", t0.elapsed());
+    let (census, peers) = call.sfu.census().await.unwrap();
+    assert_eq!((census.participants, census.tracks, peers), (1, 2, 1));
+}
