@@ -61,6 +61,61 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// `[sfu]`: the selective forwarding unit (media for rooms).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SfuSection {
+    /// Run the SFU inside `huddle serve`.
+    pub enabled: bool,
+    /// The one UDP socket all media uses (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Addresses advertised to clients as ICE candidates (with the bound port); required
+    /// when `listen` is a wildcard address.
+    pub public_ips: Vec<IpAddr>,
+    /// Participants with media in one room.
+    pub max_participants_per_room: usize,
+    /// Tracks one participant may publish.
+    pub max_tracks_per_participant: usize,
+    /// Rooms with media at once.
+    pub max_rooms: usize,
+    /// A client whose ICE has not connected this long after joining is dropped.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for SfuSection {
+    fn default() -> Self {
+        let d = huddle_sfu::SfuConfig::default();
+        Self {
+            enabled: true,
+            listen: d.bind,
+            public_ips: d.public_ips,
+            max_participants_per_room: d.router.max_participants_per_room,
+            max_tracks_per_participant: d.router.max_tracks_per_participant,
+            max_rooms: d.router.max_rooms,
+            connect_timeout: d.connect_timeout,
+        }
+    }
+}
+
+impl SfuSection {
+    pub fn to_sfu_config(&self) -> huddle_sfu::SfuConfig {
+        let mut c = huddle_sfu::SfuConfig {
+            bind: self.listen,
+            public_ips: self.public_ips.clone(),
+            connect_timeout: self.connect_timeout,
+            ..Default::default()
+        };
+        c.router.max_participants_per_room = self.max_participants_per_room;
+        c.router.max_tracks_per_participant = self.max_tracks_per_participant;
+        c.router.max_rooms = self.max_rooms;
+        if c.public_ips.is_empty() && !self.listen.ip().is_unspecified() {
+            c.public_ips = vec![self.listen.ip()];
+        }
+        c
+    }
+}
+
 /// `[turn]`: the STUN/TURN server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -173,6 +228,7 @@ pub struct Config {
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
     pub turn: TurnConfig,
+    pub sfu: SfuSection,
 }
 
 /// Loads the layered configuration. `overrides` are flag values, as a partial config.
@@ -214,6 +270,9 @@ pub fn load(
     if purpose == Purpose::Turn || (purpose == Purpose::Serve && cfg.turn.enabled) {
         validate_turn(&cfg.turn)?;
     }
+    if purpose == Purpose::Serve && cfg.sfu.enabled {
+        validate_sfu(&cfg.sfu)?;
+    }
     Ok(cfg)
 }
 
@@ -243,6 +302,10 @@ fn apply_dev_defaults(cfg: &mut Config) {
         cfg.turn.relay_ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     }
     cfg.turn.allow_loopback_peers = true;
+    if !cfg.sfu.listen.ip().is_loopback() {
+        cfg.sfu.listen.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    cfg.sfu.public_ips.retain(|ip| ip.is_loopback());
     if cfg.ice.stun_urls.is_empty() && cfg.ice.turn_urls.is_empty() {
         cfg.ice.stun_urls = vec!["stun:127.0.0.1:3478".into()];
         cfg.ice.turn_urls = vec!["turn:127.0.0.1:3478?transport=udp".into()];
@@ -339,6 +402,20 @@ fn validate(cfg: &Config, dev: bool) -> anyhow::Result<()> {
                 "http.allowed_origins: {origin:?} must look like https://host[:port] or be \"*\""
             );
         }
+    }
+    Ok(())
+}
+
+fn validate_sfu(s: &SfuSection) -> anyhow::Result<()> {
+    if s.listen.ip().is_unspecified() && s.public_ips.is_empty() {
+        bail!(
+            "sfu.public_ips must name the address(es) clients reach this server at when \
+             sfu.listen is {} (or set sfu.enabled = false)",
+            s.listen
+        );
+    }
+    if s.max_participants_per_room == 0 || s.max_tracks_per_participant == 0 || s.max_rooms == 0 {
+        bail!("sfu limits must be positive");
     }
     Ok(())
 }

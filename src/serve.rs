@@ -30,6 +30,16 @@ pub async fn run(cfg: Config, dev: bool) -> anyhow::Result<()> {
     } else {
         None
     };
+    let sfu = if cfg.sfu.enabled {
+        let (handle, events) = huddle_sfu::Sfu::start(cfg.sfu.to_sfu_config())
+            .await
+            .with_context(|| format!("sfu.listen: cannot start the SFU on {}", cfg.sfu.listen))?;
+        tracing::info!(addr = %handle.local_addr(), "SFU ready");
+        println!("huddle: sfu listening on udp://{}", handle.local_addr());
+        Some((handle, events))
+    } else {
+        None
+    };
     let service = SignalService::new(
         ServiceOptions {
             http: cfg.http.clone(),
@@ -42,6 +52,7 @@ pub async fn run(cfg: Config, dev: bool) -> anyhow::Result<()> {
             },
             chat: cfg.chat.clone(),
             data_dir: cfg.store.data_dir.clone(),
+            sfu,
             dev,
         },
         store,

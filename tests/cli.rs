@@ -22,7 +22,7 @@ fn check_config_prints_effective_config_redacted() {
     let path = dir.path().join("h.toml");
     std::fs::write(
         &path,
-        "[auth]\ntoken_secret = \"super-secret-token-key-0123456789abcdef\"\napi_secret = \"api-secret-0123456789\"\n[rooms]\nmax_participants = 12\n[turn]\nexternal_ip = \"203.0.113.10\"\nauth_secret = \"turn-shared-secret-value\"\n",
+        "[auth]\ntoken_secret = \"super-secret-token-key-0123456789abcdef\"\napi_secret = \"api-secret-0123456789\"\n[rooms]\nmax_participants = 12\n[turn]\nexternal_ip = \"203.0.113.10\"\nauth_secret = \"turn-shared-secret-value\"\n[sfu]\npublic_ips = [\"203.0.113.10\"]\n",
     )
     .unwrap();
     let (code, out, _) = huddle(

@@ -1,6 +1,8 @@
-// huddle demo client: dev token, join a room, live participant list, room chat, and
-// reconnect (with the resume token) after a network drop or a server restart.
+// huddle demo client: dev token, join a room, live participant list, audio and video
+// through the SFU, room chat, and reconnect (with the resume token) after a network drop
+// or a server restart.
 import { RoomChat } from './chat.js';
+import { RoomMedia } from './media.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -14,8 +16,11 @@ let room = null;
 let leaving = false;
 let nextId = 1;
 let chat = null;
+let media = null;
 const participants = new Map();
 const names = new Map(); // identity -> display name, kept after they leave
+const sidNames = new Map(); // sid -> display name
+const waiting = new Map(); // request id -> {resolve, reject}
 
 function render() {
   const ul = $('participants');
@@ -29,6 +34,38 @@ function render() {
 function remember(p) {
   participants.set(p.identity, p);
   names.set(p.identity, p.name);
+  sidNames.set(p.sid, p.name);
+  media?.rename(p.sid, p.name);
+}
+
+// Sends a request and resolves with its response (rejects with an error response).
+function request(msg) {
+  return new Promise((resolve, reject) => {
+    const id = send(msg);
+    waiting.set(id, { resolve, reject });
+  });
+}
+
+// Camera and microphone, or what of them is available; null to receive only.
+async function localMedia() {
+  for (const c of [{ audio: true, video: true }, { audio: true }, { video: true }]) {
+    try {
+      return await navigator.mediaDevices.getUserMedia(c);
+    } catch (e) {
+      $('error').textContent = `Camera/microphone: ${e.name}. ${c.video && c.audio ? 'Trying less…' : ''}`;
+    }
+  }
+  $('error').textContent = 'No camera or microphone: you can see and hear the others only.';
+  return null;
+}
+
+async function startMedia(joined) {
+  try {
+    const local = media.local || (await localMedia());
+    await media.start(local, joined.ice_servers, joined.participant.sid);
+  } catch (e) {
+    $('error').textContent = `Media: ${e.message || e.code || e}`;
+  }
 }
 
 // Sends a request and returns its id.
@@ -47,6 +84,13 @@ function connect() {
   $('status').textContent = 'connecting…';
   ws.onmessage = (ev) => {
     const m = JSON.parse(ev.data);
+    const w = m.id !== undefined && waiting.get(m.id);
+    if (w) {
+      waiting.delete(m.id);
+      if (m.type === 'error') w.reject(m);
+      else w.resolve(m);
+      return;
+    }
     if (chat?.handle(m)) return;
     switch (m.type) {
       case 'welcome':
@@ -61,6 +105,13 @@ function connect() {
         participants.clear();
         for (const p of m.participants) remember(p);
         render();
+        startMedia(m);
+        break;
+      case 'media_offer':
+        media?.onOffer(m);
+        break;
+      case 'active_speaker':
+        media?.speaker(m.sid);
         break;
       case 'participant_joined':
       case 'participant_updated':
@@ -69,6 +120,7 @@ function connect() {
         break;
       case 'participant_left':
         participants.delete(m.identity);
+        media?.participantLeft(m.sid);
         render();
         break;
       case 'shutdown':
@@ -81,6 +133,8 @@ function connect() {
   };
   ws.onclose = () => {
     chat?.disconnected();
+    for (const [, w] of waiting) w.reject({ code: 'disconnected', message: 'connection lost' });
+    waiting.clear();
     if (leaving) return;
     $('status').textContent = 'reconnecting…';
     setTimeout(connect, 1500);
@@ -110,6 +164,14 @@ $('join-form').addEventListener('submit', async (ev) => {
   $('join-form').hidden = true;
   $('room-view').hidden = false;
   $('chat-log').replaceChildren();
+  media = new RoomMedia({
+    request,
+    send,
+    grid: $('grid'),
+    nameOfSid: (sid) => sidNames.get(sid) || 'guest',
+    relay: params.get('relay') === '1',
+  });
+  window.huddleMedia = media; // for the browser tests and the console
   chat = new RoomChat({
     room,
     send,
@@ -133,6 +195,8 @@ $('leave').addEventListener('click', () => {
   ws?.close(1000);
   participants.clear();
   render();
+  media?.leave();
+  media = null;
   chat = null;
   $('room-view').hidden = true;
   $('join-form').hidden = false;

@@ -57,6 +57,12 @@ fn type_label(msg: &ClientMessage) -> &'static str {
         ClientMessage::ChatCreateGroup(_) => "chat_create_group",
         ClientMessage::ChatAddMembers(_) => "chat_add_members",
         ClientMessage::ChatRemoveMembers(_) => "chat_remove_members",
+        ClientMessage::MediaJoin {} => "media_join",
+        ClientMessage::MediaOffer { .. } => "media_offer",
+        ClientMessage::MediaAnswer { .. } => "media_answer",
+        ClientMessage::MediaSubscribe { .. } => "media_subscribe",
+        ClientMessage::MediaAutoSubscribe { .. } => "media_auto_subscribe",
+        ClientMessage::MediaLeave {} => "media_leave",
     }
 }
 
@@ -147,6 +153,10 @@ pub(crate) async fn run(
                                 Decoded::Request(id, msg) if msg.is_chat() => {
                                     st.metrics.messages_in.get_or_create(&TypeLabel { r#type: type_label(&msg) }).inc();
                                     st.chat.handle(&mut chat, id, msg).await;
+                                }
+                                Decoded::Request(id, msg) if msg.is_media() => {
+                                    st.metrics.messages_in.get_or_create(&TypeLabel { r#type: type_label(&msg) }).inc();
+                                    crate::media::handle(&st, attached.key, id, msg);
                                 }
                                 Decoded::Request(id, msg) => {
                                     st.metrics.messages_in.get_or_create(&TypeLabel { r#type: type_label(&msg) }).inc();

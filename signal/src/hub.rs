@@ -83,6 +83,13 @@ struct Room {
     empty_since: Option<Instant>,
 }
 
+/// What the media side needs to know of a session.
+pub(crate) struct MediaContext {
+    pub sid: Arc<str>,
+    pub grants: Permissions,
+    pub room: Option<Arc<str>>,
+}
+
 /// Result of attaching a connection to a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attached {
@@ -112,6 +119,9 @@ pub struct Hub {
     /// Sessions found too slow during a push; ended once the current operation is done.
     overflowed: Vec<SessionKey>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Sessions (by sid) that left their room, for the media side to end their SFU
+    /// sessions; `None` without an SFU.
+    media_exits: Option<mpsc::UnboundedSender<Arc<str>>>,
     /// Wall clock at `mono_base`, so that wall time follows the injected `now`.
     unix_base: SystemTime,
     mono_base: Instant,
@@ -140,9 +150,60 @@ impl Hub {
             next_key: 1,
             overflowed: Vec::new(),
             metrics,
+            media_exits: None,
             unix_base: SystemTime::now(),
             mono_base: now,
         }
+    }
+
+    /// Where the sids of sessions leaving their room are sent (for the SFU).
+    pub fn set_media_exits(&mut self, tx: mpsc::UnboundedSender<Arc<str>>) {
+        self.media_exits = Some(tx);
+    }
+
+    /// A session's sid, grants and current room.
+    pub(crate) fn media_context(&self, key: SessionKey) -> Option<MediaContext> {
+        let s = self.sessions.get(&key)?;
+        Some(MediaContext {
+            sid: s.sid.clone(),
+            grants: s.grants,
+            room: s.room.clone(),
+        })
+    }
+
+    /// The identity of the session with this sid.
+    pub(crate) fn identity_of_sid(&self, sid: &str) -> Option<Arc<str>> {
+        let key = self.by_sid.get(sid)?;
+        Some(self.sessions.get(key)?.identity.clone())
+    }
+
+    /// Sends a push to the session with this sid, if it still exists.
+    pub(crate) fn push_to_sid(&mut self, sid: &str, msg: &ServerMessage, now: Instant) {
+        if let Some(&key) = self.by_sid.get(sid) {
+            self.respond(key, None, msg);
+            self.settle(now);
+        }
+    }
+
+    /// Sends a push to every member of a room.
+    pub(crate) fn push_to_room(&mut self, room: &str, msg: &ServerMessage, now: Instant) {
+        self.broadcast(room, msg, None);
+        self.settle(now);
+    }
+
+    /// Answers a request of session `key` (from a task that finished after the call).
+    pub(crate) fn answer(
+        &mut self,
+        key: SessionKey,
+        id: Option<&RequestId>,
+        result: Result<ServerMessage, ProtocolError>,
+        now: Instant,
+    ) {
+        match result {
+            Ok(msg) => self.respond(key, id, &msg),
+            Err(e) => self.send_error(key, id, &e),
+        }
+        self.settle(now);
     }
 
     pub(crate) fn wall(&self, now: Instant) -> SystemTime {
@@ -637,6 +698,9 @@ impl Hub {
         };
         s.metadata = None;
         let (sid, identity) = (s.sid.to_string(), s.identity.clone());
+        if let Some(tx) = &self.media_exits {
+            let _ = tx.send(s.sid.clone());
+        }
         if let Some(r) = self.rooms.get_mut(&room) {
             if r.members.get(&identity) == Some(&key) {
                 r.members.remove(&identity);

@@ -613,6 +613,12 @@ fn every_request_type_decodes_from_its_documented_example() {
         json!({"type":"chat_create_group","name":"team","members":["bob"]}),
         json!({"type":"chat_add_members","conversation":"group:x","members":["carol"]}),
         json!({"type":"chat_remove_members","conversation":"group:x","members":["carol"]}),
+        json!({"type":"media_join"}),
+        json!({"type":"media_offer","sdp":"v=0"}),
+        json!({"type":"media_answer","offer_id":3,"sdp":"v=0"}),
+        json!({"type":"media_subscribe","track":"T1"}),
+        json!({"type":"media_auto_subscribe","on":false}),
+        json!({"type":"media_leave"}),
     ];
     assert_eq!(examples.len(), ClientMessage::TYPES.len());
     for (ex, ty) in examples.iter().zip(ClientMessage::TYPES) {

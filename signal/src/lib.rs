@@ -27,6 +27,7 @@
 //!     hub: Default::default(),
 //!     chat: Default::default(),
 //!     data_dir: "./data".into(),
+//!     sfu: None,
 //!     dev: true,
 //! };
 //! let shutdown = tokio_util::sync::CancellationToken::new();
@@ -53,6 +54,7 @@ pub mod hub;
 mod hub_tests;
 pub mod ice;
 pub mod limits;
+pub mod media;
 pub mod metrics;
 pub mod protocol;
 pub mod service;

@@ -141,6 +141,33 @@ pub enum ClientMessage {
     ChatCreateGroup(chat::CreateGroupRequest),
     ChatAddMembers(chat::MembersRequest),
     ChatRemoveMembers(chat::MembersRequest),
+    /// Media through the SFU: enter the current room's media session.
+    MediaJoin {},
+    /// The client's SDP offer (first, or renegotiation); answered with `media_answer`.
+    MediaOffer {
+        sdp: String,
+    },
+    /// The client's answer to the server's `media_offer` push with this `offer_id`.
+    MediaAnswer {
+        offer_id: u64,
+        sdp: String,
+    },
+    /// Start (`on`, the default) or stop receiving one track.
+    MediaSubscribe {
+        track: String,
+        #[serde(default = "yes")]
+        on: bool,
+    },
+    /// Whether new tracks of the room are received automatically (default on).
+    MediaAutoSubscribe {
+        on: bool,
+    },
+    /// Leave the media session (the room stays joined).
+    MediaLeave {},
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl ClientMessage {
@@ -173,7 +200,26 @@ impl ClientMessage {
         "chat_create_group",
         "chat_add_members",
         "chat_remove_members",
+        "media_join",
+        "media_offer",
+        "media_answer",
+        "media_subscribe",
+        "media_auto_subscribe",
+        "media_leave",
     ];
+
+    /// Whether this request is for the SFU.
+    pub fn is_media(&self) -> bool {
+        matches!(
+            self,
+            ClientMessage::MediaJoin {}
+                | ClientMessage::MediaOffer { .. }
+                | ClientMessage::MediaAnswer { .. }
+                | ClientMessage::MediaSubscribe { .. }
+                | ClientMessage::MediaAutoSubscribe { .. }
+                | ClientMessage::MediaLeave {}
+        )
+    }
 
     /// Whether this request is handled by chat rather than by the hub.
     pub fn is_chat(&self) -> bool {
@@ -382,6 +428,48 @@ pub enum ServerMessage {
     Shutdown {
         reconnect_after_ms: u64,
     },
+    /// Response to `media_join`: the client offers next.
+    MediaJoined {
+        room: String,
+        /// The participant id the SFU knows this session by (its `sid`); it is the stream
+        /// id in `a=msid` lines of tracks others receive from it.
+        sid: String,
+    },
+    /// Response to `media_offer`.
+    MediaAnswer {
+        sdp: String,
+    },
+    /// The SFU offers (tracks to add or stop); answer with `media_answer` and `offer_id`.
+    MediaOffer {
+        offer_id: u64,
+        sdp: String,
+    },
+    /// ICE and DTLS are up: media flows.
+    MediaConnected {},
+    /// The media session ended (`disconnected`, `connect_timeout`, `protocol_error`,
+    /// `shutdown`, or `left`).
+    MediaLeft {
+        reason: &'static str,
+    },
+    TrackPublished {
+        room: String,
+        sid: String,
+        identity: String,
+        /// Track id (`T7`), the track id in the `a=msid` lines of receivers' SDP.
+        track: String,
+        kind: &'static str,
+    },
+    TrackUnpublished {
+        room: String,
+        sid: String,
+        track: String,
+    },
+    /// The room's loudest participant changed (`sid` null: nobody speaks).
+    ActiveSpeaker {
+        room: String,
+        sid: Option<String>,
+        identity: Option<String>,
+    },
 }
 
 #[derive(Serialize)]
@@ -445,6 +533,12 @@ pub enum ErrorCode {
     DuplicateClientId,
     /// The server could not store the request; nothing was changed, retry later.
     Unavailable,
+    /// Media: the SFU is not enabled on this server.
+    MediaUnavailable,
+    /// Media: the SDP could not be used (malformed, or the negotiation failed).
+    BadSdp,
+    /// Media: an answer to an offer the server no longer waits for.
+    StaleOffer,
     Internal,
 }
 
@@ -478,6 +572,9 @@ impl ErrorCode {
             ErrorCode::InvalidTarget => "invalid_target",
             ErrorCode::DuplicateClientId => "duplicate_client_id",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::MediaUnavailable => "media_unavailable",
+            ErrorCode::BadSdp => "bad_sdp",
+            ErrorCode::StaleOffer => "stale_offer",
             ErrorCode::Internal => "internal",
         }
     }

@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::TokenIssuer;
+use huddle_sfu::{SfuEvents, SfuHandle};
+
 use crate::chat::Chat;
 use crate::config::{AuthConfig, ChatConfig, HttpConfig, Secret};
 use crate::hub::{Hub, HubConfig};
@@ -21,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Everything the service needs, already validated by the caller.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ServiceOptions {
     pub http: HttpConfig,
     pub auth: AuthConfig,
@@ -29,6 +31,8 @@ pub struct ServiceOptions {
     pub chat: ChatConfig,
     /// Where uploaded attachments are kept (`<data_dir>/attachments`).
     pub data_dir: PathBuf,
+    /// The SFU and its events, when media runs on this server.
+    pub sfu: Option<(SfuHandle, SfuEvents)>,
     /// Development mode: localhost origins only, `/v1/dev/token` enabled.
     pub dev: bool,
 }
@@ -47,6 +51,7 @@ pub struct AppState {
     pub(crate) registry: Registry,
     pub(crate) store: Store,
     pub(crate) chat: Arc<Chat>,
+    pub(crate) sfu: Option<SfuHandle>,
     pub(crate) dev: bool,
     /// Cancelled when the server starts shutting down.
     pub(crate) shutdown: CancellationToken,
@@ -109,8 +114,19 @@ impl SignalService {
             &mut registry,
             shutdown.clone(),
         );
+        let mut hub = Hub::new(opts.hub.clone(), metrics.clone(), Instant::now());
+        let (sfu, sfu_events) = match opts.sfu {
+            Some((handle, events)) => {
+                handle.metrics().register(&mut registry);
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                hub.set_media_exits(tx);
+                tokio::spawn(crate::media::follow_exits(handle.clone(), rx));
+                (Some(handle), Some(events))
+            }
+            None => (None, None),
+        };
         let state = AppState {
-            hub: Mutex::new(Hub::new(opts.hub.clone(), metrics.clone(), Instant::now())),
+            hub: Mutex::new(hub),
             hub_timers: Notify::new(),
             hub_config: opts.hub,
             issuer,
@@ -121,14 +137,17 @@ impl SignalService {
             registry,
             store,
             chat,
+            sfu,
             dev: opts.dev,
             shutdown,
             tracker: TaskTracker::new(),
             ready: AtomicBool::new(false),
         };
-        Self {
-            state: Arc::new(state),
+        let state = Arc::new(state);
+        if let Some(events) = sfu_events {
+            tokio::spawn(crate::media::relay_events(state.clone(), events));
         }
+        Self { state }
     }
 
     /// The HTTP API: `/v1/...`, `/healthz`, `/readyz`, `/metrics`.

@@ -48,6 +48,12 @@ impl Server {
         } else {
             format!("{cfg}[turn]\nenabled = false\n")
         };
+        // Likewise the SFU (its default port is fixed).
+        let cfg = if extra.contains("[sfu]") {
+            cfg
+        } else {
+            format!("{cfg}[sfu]\nenabled = false\n")
+        };
         let path = dir.path().join("huddle.toml");
         std::fs::write(&path, cfg).unwrap();
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();

@@ -38,12 +38,9 @@ impl Default for ChatMetrics {
             delivered_catch_up: Counter::default(),
             commits: Counter::default(),
             commit_batch: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
-            commit_seconds: Histogram::new(
-                [
-                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
-                ]
-                .into_iter(),
-            ),
+            commit_seconds: Histogram::new([
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+            ]),
             store_errors: Counter::default(),
             webhook_failures: Counter::default(),
             webhook_sent: Counter::default(),

@@ -1,0 +1,268 @@
+//! Media through the SFU (`huddle-sfu`), carried over the signalling socket: a session in
+//! a room joins the room's media session, offers, and answers the SFU's offers; the SFU's
+//! events (its offers, tracks coming and going, the active speaker, a lost media session)
+//! are pushed to the sessions and rooms concerned. A session leaving its room, for any
+//! reason, leaves the SFU too.
+//!
+//! Offer/answer direction: the client offers first (`media_offer`, answered with
+//! `media_answer`); afterwards the SFU offers when tracks come and go (`media_offer`
+//! push, answered with `media_answer {offer_id}`). On glare the client's offer wins: the
+//! SFU drops its own offer (an answer to it gets `stale_offer`) and offers again later.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use huddle_sfu::{LeaveReason, SfuError, SfuEvent, SfuEvents, SfuHandle, TrackId, TrackKind};
+use tokio::sync::mpsc;
+
+use crate::hub::SessionKey;
+use crate::protocol::{ClientMessage, ErrorCode, ProtocolError, RequestId, ServerMessage};
+use crate::service::AppState;
+
+/// Largest SDP accepted from a client.
+pub const MAX_SDP_BYTES: usize = 32 * 1024;
+
+fn error(e: SfuError) -> ProtocolError {
+    use huddle_sfu::RouterError as R;
+    match e {
+        SfuError::Router(R::RoomFull(_) | R::TooManyRooms) => {
+            ProtocolError::new(ErrorCode::RoomFull, e.to_string())
+        }
+        SfuError::Router(R::AlreadyJoined(_)) => {
+            ProtocolError::new(ErrorCode::InvalidState, "already in the media session")
+        }
+        SfuError::Router(R::UnknownParticipant(_)) => {
+            ProtocolError::new(ErrorCode::InvalidState, "send media_join first")
+        }
+        SfuError::Router(R::UnknownTrack(_) | R::NotSubscribable { .. }) => {
+            ProtocolError::new(ErrorCode::NotFound, e.to_string())
+        }
+        SfuError::Router(R::TooManyTracks(_)) => {
+            ProtocolError::new(ErrorCode::InvalidMessage, e.to_string())
+        }
+        SfuError::BadSdp(_) | SfuError::Negotiation(_) => {
+            ProtocolError::new(ErrorCode::BadSdp, e.to_string())
+        }
+        SfuError::StaleAnswer(_) => ProtocolError::new(ErrorCode::StaleOffer, e.to_string()),
+        SfuError::Closed => ProtocolError::new(ErrorCode::ShuttingDown, e.to_string()),
+        SfuError::Config(_) | SfuError::Io(_) => {
+            ProtocolError::new(ErrorCode::Internal, e.to_string())
+        }
+    }
+}
+
+fn parse_track(t: &str) -> Result<TrackId, ProtocolError> {
+    t.strip_prefix('T')
+        .and_then(|n| n.parse().ok())
+        .map(TrackId)
+        .ok_or_else(|| ProtocolError::new(ErrorCode::InvalidMessage, "track ids look like T7"))
+}
+
+fn check_sdp(sdp: &str) -> Result<(), ProtocolError> {
+    if sdp.len() > MAX_SDP_BYTES {
+        return Err(ProtocolError::new(
+            ErrorCode::MessageTooLarge,
+            format!("SDP is limited to {MAX_SDP_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Handles one media request of session `key`. The SFU's reply is awaited in a task, so
+/// the connection keeps reading meanwhile; the answer goes to the session by key.
+pub(crate) fn handle(
+    st: &Arc<AppState>,
+    key: SessionKey,
+    id: Option<RequestId>,
+    msg: ClientMessage,
+) {
+    let ctx = st.hub.lock().media_context(key);
+    let result = (|| {
+        let sfu = st.sfu.clone().ok_or_else(|| {
+            ProtocolError::new(ErrorCode::MediaUnavailable, "this server runs no SFU")
+        })?;
+        let crate::hub::MediaContext { sid, grants, room } =
+            ctx.ok_or_else(|| ProtocolError::new(ErrorCode::Internal, "session not found"))?;
+        let room = room.ok_or_else(|| {
+            ProtocolError::new(ErrorCode::NotInRoom, "join a room before its media session")
+        })?;
+        if !grants.publish && !grants.subscribe {
+            return Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                "the access token grants neither publish nor subscribe",
+            ));
+        }
+        match &msg {
+            ClientMessage::MediaOffer { sdp } | ClientMessage::MediaAnswer { sdp, .. } => {
+                check_sdp(sdp)?
+            }
+            ClientMessage::MediaSubscribe { track, .. } => {
+                parse_track(track)?;
+            }
+            _ => {}
+        }
+        Ok((sfu, sid, room))
+    })();
+    let (sfu, sid, room) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            st.hub
+                .lock()
+                .answer(key, id.as_ref(), Err(e), Instant::now());
+            return;
+        }
+    };
+    let st = st.clone();
+    tokio::spawn(async move {
+        let sid_s = sid.to_string();
+        let r = match msg {
+            ClientMessage::MediaJoin {} => {
+                sfu.join(room.as_ref(), sid_s.as_str())
+                    .await
+                    .map(|()| ServerMessage::MediaJoined {
+                        room: room.to_string(),
+                        sid: sid_s.clone(),
+                    })
+            }
+            ClientMessage::MediaOffer { sdp } => sfu
+                .offer(sid_s.as_str(), sdp)
+                .await
+                .map(|sdp| ServerMessage::MediaAnswer { sdp }),
+            ClientMessage::MediaAnswer { offer_id, sdp } => sfu
+                .answer(sid_s.as_str(), offer_id, sdp)
+                .await
+                .map(|()| ServerMessage::Ok {}),
+            ClientMessage::MediaSubscribe { track, on } => {
+                let track = parse_track(&track).expect("checked above");
+                let r = if on {
+                    sfu.subscribe(sid_s.as_str(), track).await
+                } else {
+                    sfu.unsubscribe(sid_s.as_str(), track).await
+                };
+                r.map(|()| ServerMessage::Ok {})
+            }
+            ClientMessage::MediaAutoSubscribe { on } => sfu
+                .set_auto_subscribe(sid_s.as_str(), on)
+                .await
+                .map(|()| ServerMessage::Ok {}),
+            ClientMessage::MediaLeave {} => sfu
+                .leave(sid_s.as_str())
+                .await
+                .map(|()| ServerMessage::Ok {}),
+            _ => return,
+        };
+        st.hub
+            .lock()
+            .answer(key, id.as_ref(), r.map_err(error), Instant::now());
+    });
+}
+
+fn reason(r: LeaveReason) -> &'static str {
+    match r {
+        LeaveReason::Left => "left",
+        LeaveReason::Disconnected => "disconnected",
+        LeaveReason::ConnectTimeout => "connect_timeout",
+        LeaveReason::ProtocolError => "protocol_error",
+        LeaveReason::Shutdown => "shutdown",
+    }
+}
+
+fn kind(k: TrackKind) -> &'static str {
+    match k {
+        TrackKind::Audio => "audio",
+        TrackKind::Video => "video",
+    }
+}
+
+/// Relays the SFU's events to sessions and rooms until the SFU stops.
+pub(crate) async fn relay_events(st: Arc<AppState>, mut events: SfuEvents) {
+    while let Some(ev) = events.recv().await {
+        let now = Instant::now();
+        let mut hub = st.hub.lock();
+        match ev {
+            SfuEvent::NeedsAnswer {
+                participant,
+                offer_id,
+                sdp,
+            } => hub.push_to_sid(
+                participant.as_str(),
+                &ServerMessage::MediaOffer { offer_id, sdp },
+                now,
+            ),
+            SfuEvent::Connected { participant } => {
+                hub.push_to_sid(participant.as_str(), &ServerMessage::MediaConnected {}, now)
+            }
+            SfuEvent::ParticipantLeft {
+                participant,
+                reason: r,
+                ..
+            } => hub.push_to_sid(
+                participant.as_str(),
+                &ServerMessage::MediaLeft { reason: reason(r) },
+                now,
+            ),
+            SfuEvent::TrackPublished {
+                room,
+                participant,
+                track,
+                kind: k,
+            } => {
+                let identity = hub
+                    .identity_of_sid(participant.as_str())
+                    .map(|i| i.to_string())
+                    .unwrap_or_default();
+                hub.push_to_room(
+                    room.as_str(),
+                    &ServerMessage::TrackPublished {
+                        room: room.to_string(),
+                        sid: participant.to_string(),
+                        identity,
+                        track: track.to_string(),
+                        kind: kind(k),
+                    },
+                    now,
+                )
+            }
+            SfuEvent::TrackUnpublished {
+                room,
+                participant,
+                track,
+            } => hub.push_to_room(
+                room.as_str(),
+                &ServerMessage::TrackUnpublished {
+                    room: room.to_string(),
+                    sid: participant.to_string(),
+                    track: track.to_string(),
+                },
+                now,
+            ),
+            SfuEvent::ActiveSpeaker { room, participant } => {
+                let identity = participant
+                    .as_ref()
+                    .and_then(|p| hub.identity_of_sid(p.as_str()))
+                    .map(|i| i.to_string());
+                hub.push_to_room(
+                    room.as_str(),
+                    &ServerMessage::ActiveSpeaker {
+                        room: room.to_string(),
+                        sid: participant.map(|p| p.to_string()),
+                        identity,
+                    },
+                    now,
+                )
+            }
+            SfuEvent::Stats(_) => {}
+        }
+    }
+}
+
+/// Ends the SFU session of every session that leaves its room.
+pub(crate) async fn follow_exits(sfu: SfuHandle, mut exits: mpsc::UnboundedReceiver<Arc<str>>) {
+    while let Some(sid) = exits.recv().await {
+        match sfu.leave(sid.as_ref()).await {
+            Ok(()) | Err(SfuError::Router(huddle_sfu::RouterError::UnknownParticipant(_))) => {}
+            Err(SfuError::Closed) => return,
+            Err(e) => tracing::warn!(error = %e, %sid, "SFU leave failed"),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Real calls in the web demo through huddle's SFU, in headless Chromium with fake camera
+//! and microphone: two and three participants see and hear each other, a participant who
+//! leaves disappears from the others' grids; and the same with relay-only ICE through
+//! huddle's TURN server.
+//!
+//! Needs node, chromium and `npm ci` in tests/browser; CI provides them and sets
+//! HUDDLE_REQUIRE_BROWSER=1 so that their absence fails instead of skipping.
+
+use std::path::Path;
+use std::process::Command;
+
+mod common;
+use common::Server;
+
+fn browser_available() -> bool {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let ok = dir.join("node_modules/playwright-core").is_dir()
+        && Path::new(&std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()))
+            .exists()
+        && Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("HUDDLE_REQUIRE_BROWSER").is_none(),
+            "browser test needs node, /usr/bin/chromium and `npm ci` in tests/browser"
+        );
+        eprintln!("SKIPPED: node, chromium or tests/browser/node_modules missing");
+    }
+    ok
+}
+
+fn call(server: &Server, mode: &str) -> serde_json::Value {
+    let out = Command::new("node")
+        .arg("call.mjs")
+        .arg(format!("http://{}", server.addr))
+        .arg(mode)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}"))
+            .unwrap_or_else(|_| panic!("unreadable output: {stdout}"));
+    assert!(out.status.success(), "{report}");
+    report
+}
+
+fn assert_call(report: &serde_json::Value) {
+    for who in ["alice", "bob"] {
+        let r = &report["two"][who];
+        assert!(
+            r["audio"].as_u64().unwrap() > 0,
+            "{who} receives audio: {report}"
+        );
+        assert!(
+            r["video"].as_u64().unwrap() > 0,
+            "{who} receives video: {report}"
+        );
+    }
+    for who in ["alice", "bob", "carol"] {
+        assert_eq!(report["three"][who], 2, "{who} sees two others: {report}");
+    }
+    assert_eq!(report["after_leave"]["alice"], 1, "{report}");
+    assert_eq!(report["after_leave"]["bob"], 1, "{report}");
+}
+
+#[test]
+fn browsers_see_and_hear_each_other_through_the_sfu() {
+    if !browser_available() {
+        return;
+    }
+    let server = Server::start_with("[sfu]\nlisten = \"127.0.0.1:0\"\n", &["--dev"], &[]);
+    let report = call(&server, "direct");
+    assert_call(&report);
+    assert_eq!(report["two"]["alice"]["candidate"], "host", "{report}");
+}
+
+#[test]
+fn browsers_call_relay_only_through_huddle_turn() {
+    if !browser_available() {
+        return;
+    }
+    // TURN on its own ports so that this test can run beside others; the ICE servers
+    // handed to the pages point at it.
+    let server = Server::start_with(
+        "[sfu]\nlisten = \"127.0.0.1:0\"\n\
+         [turn]\nlisten_udp = [\"127.0.0.1:34791\"]\nlisten_tcp = [\"127.0.0.1:34791\"]\n\
+         min_port = 45000\nmax_port = 45999\n\
+         [ice]\nturn_urls = [\"turn:127.0.0.1:34791?transport=udp\"]\nturn_secret = \"relay-call-secret\"\n",
+        &["--dev"],
+        &[],
+    );
+    let report = call(&server, "relay");
+    assert_call(&report);
+    assert_eq!(report["two"]["alice"]["candidate"], "relay", "{report}");
+    assert_eq!(report["two"]["bob"]["candidate"], "relay", "{report}");
+}
