@@ -78,34 +78,28 @@ impl Chat {
                 }
                 self.check_text(&req.text)?;
                 self.rate_limit(conn)?;
-                self.write(WriteOp::Post(Post {
-                    origin: Self::origin(conn, id),
+                let origin = Self::origin(conn, id);
+                let change = (EntryKind::Edit, Some(req.text), req.seq);
+                self.write(WriteOp::Post(Post::change(
+                    origin,
                     conversation,
-                    client_msg_id: req.client_msg_id,
-                    kind: EntryKind::Edit,
-                    text: Some(req.text),
-                    reply_to: None,
-                    target_seq: Some(req.seq),
-                    metadata: None,
-                    attachments: Vec::new(),
-                }))
+                    req.client_msg_id,
+                    change,
+                )))
                 .await
             }
             ClientMessage::ChatDelete(req) => {
                 let conversation = self.writable(conn, &req.conversation)?;
                 check_client_id("client_msg_id", &req.client_msg_id)?;
                 self.rate_limit(conn)?;
-                self.write(WriteOp::Post(Post {
-                    origin: Self::origin(conn, id),
+                let origin = Self::origin(conn, id);
+                let change = (EntryKind::Delete, None, req.seq);
+                self.write(WriteOp::Post(Post::change(
+                    origin,
                     conversation,
-                    client_msg_id: req.client_msg_id,
-                    kind: EntryKind::Delete,
-                    text: None,
-                    reply_to: None,
-                    target_seq: Some(req.seq),
-                    metadata: None,
-                    attachments: Vec::new(),
-                }))
+                    req.client_msg_id,
+                    change,
+                )))
                 .await
             }
             ClientMessage::ChatReceived(req) => {

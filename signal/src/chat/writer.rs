@@ -74,6 +74,28 @@ pub(crate) struct Post {
     pub attachments: Vec<String>,
 }
 
+impl Post {
+    /// An edit (`text` given) or a delete of message `target` as a new entry.
+    pub(crate) fn change(
+        origin: Origin,
+        conversation: Arc<str>,
+        client_msg_id: String,
+        (kind, text, target): (EntryKind, Option<String>, i64),
+    ) -> Self {
+        Self {
+            origin,
+            conversation,
+            client_msg_id,
+            kind,
+            text,
+            reply_to: None,
+            target_seq: Some(target),
+            metadata: None,
+            attachments: Vec::new(),
+        }
+    }
+}
+
 pub(crate) enum WriteOp {
     Post(Post),
     /// A device's cumulative delivery ack.
