@@ -6,7 +6,6 @@
 pub mod h264;
 pub mod i420;
 pub mod opus;
-pub mod opus_toc;
 
 pub use h264::{EncodedVideo, H264Decoder, H264Encoder, H264EncoderConfig};
 pub use i420::I420Frame;

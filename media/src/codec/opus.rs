@@ -6,8 +6,8 @@
 //! Everything runs at 48 kHz, the RTP clock rate of Opus (RFC 7587 §4.1).
 
 use super::CodecError;
-use super::opus_toc::{self, MAX_PACKET_SAMPLES};
 use crate::audio::decoder::{AudioDecoder, DecodeError};
+use crate::rtp::opus::{DTX_MAX_BYTES, parse_packet};
 
 /// Sample rate of every encoder and decoder here, in Hz.
 pub const SAMPLE_RATE: u32 = 48_000;
@@ -15,8 +15,8 @@ pub const SAMPLE_RATE: u32 = 48_000;
 /// Output buffer size that always holds one encoded packet: libopus recommends 4000 bytes.
 pub const MAX_PACKET_BYTES: usize = 4000;
 
-/// Packets of at most this many bytes carry no audio and need not be sent (DTX).
-const DTX_PACKET_BYTES: usize = 2;
+/// Samples per channel in the longest packet, 120 ms (RFC 6716 §3.2.5).
+const MAX_PACKET_SAMPLES: usize = crate::rtp::opus::MAX_PACKET_SAMPLES as usize;
 
 /// Samples per channel in 2.5 ms at 48 kHz, the granularity of Opus frame durations.
 const SAMPLES_PER_2_5_MS: usize = 120;
@@ -289,7 +289,7 @@ impl OpusEncoder {
         let len = self.inner.encode(pcm, out).map_err(lib_error)?;
         Ok(EncodedAudio {
             len,
-            dtx: len <= DTX_PACKET_BYTES,
+            dtx: len <= DTX_MAX_BYTES,
         })
     }
 
@@ -352,13 +352,13 @@ impl AudioDecoder for OpusDecoder {
     }
 
     fn packet_samples(&self, payload: &[u8]) -> Result<usize, DecodeError> {
-        opus_toc::parse_layout(payload)
-            .map(|layout| layout.samples())
+        parse_packet(payload)
+            .map(|info| info.duration_samples() as usize)
             .map_err(|e| DecodeError::Malformed(e.to_string()))
     }
 
     fn has_fec(&self, payload: &[u8]) -> bool {
-        opus_toc::parse_layout(payload).is_ok_and(|layout| layout.has_lbrr(payload))
+        parse_packet(payload).is_ok_and(|info| info.has_lbrr(payload))
     }
 
     fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, DecodeError> {
@@ -390,7 +390,7 @@ impl AudioDecoder for OpusDecoder {
     fn is_dtx(&self, payload: &[u8]) -> bool {
         // libopus marks silence with packets of at most two bytes (a TOC byte and at most
         // one byte of frame data), which carry no audio.
-        payload.len() <= DTX_PACKET_BYTES && opus_toc::parse_layout(payload).is_ok()
+        payload.len() <= DTX_MAX_BYTES && parse_packet(payload).is_ok()
     }
 }
 

@@ -1,5 +1,10 @@
 //! Opus packet structure (RFC 6716 §3.1–§3.2): the TOC byte, frame count codes 0–3, frame
-//! lengths and padding, validated against the rules R1–R7 of RFC 6716 §3.4.
+//! lengths and padding, validated against the rules R1–R7 of RFC 6716 §3.4, and the LBRR
+//! (in-band FEC) flags at the start of the first frame (RFC 6716 §4.2.3).
+//!
+//! The one Opus packet parser of the crate: the RTP depacketizer validates payloads with
+//! it, and the libopus decoder wrapper asks it for durations and FEC before decoding.
+//! Pure safe code over untrusted bytes, without decoding and without allocating.
 
 use super::OpusError;
 
@@ -103,6 +108,8 @@ pub struct OpusPacketInfo {
     frame_lengths: [u16; MAX_FRAMES],
     /// Bytes of code 3 padding after the frames (the padding length bytes not counted).
     pub padding: usize,
+    /// Offset of the first frame's data: after the TOC, count, padding and length bytes.
+    frames_start: usize,
 }
 
 impl OpusPacketInfo {
@@ -114,6 +121,32 @@ impl OpusPacketInfo {
     /// The frame lengths in bytes.
     pub fn frame_lengths(&self) -> &[u16] {
         &self.frame_lengths[..self.frame_count]
+    }
+
+    /// The first frame's bytes inside `packet`, the packet this info was parsed from.
+    pub fn first_frame<'a>(&self, packet: &'a [u8]) -> &'a [u8] {
+        let end = self.frames_start + usize::from(self.frame_lengths[0]);
+        packet.get(self.frames_start..end).unwrap_or(&[])
+    }
+
+    /// Whether the first frame of `packet` (the packet this info was parsed from) carries
+    /// LBRR data: a low-bitrate copy of the audio before this packet, which the decoder
+    /// can use in place of a lost packet (in-band FEC).
+    pub fn has_lbrr(&self, packet: &[u8]) -> bool {
+        if self.toc.mode() == OpusMode::Celt {
+            return false;
+        }
+        // An empty first frame is a DTX/PLC frame: nothing to recover from (§3.2.1).
+        let Some(&first) = self.first_frame(packet).first() else {
+            return false;
+        };
+        // RFC 6716 §4.2.3: the SILK header starts with one VAD flag per 20 ms SILK frame and
+        // then the LBRR flag, for the mid channel and then the side channel; they are coded
+        // with probability 1/2, so they are the leading bits of the first byte.
+        let silk_frames = (self.toc.samples_per_frame() / 960).max(1);
+        let mid = (first >> (7 - silk_frames)) & 1 == 1;
+        let side = self.toc.stereo && (first >> (6 - 2 * silk_frames)) & 1 == 1;
+        mid || side
     }
 }
 
@@ -138,6 +171,7 @@ pub fn parse_packet(packet: &[u8]) -> Result<OpusPacketInfo, OpusError> {
         frame_count: 0,
         frame_lengths: [0; MAX_FRAMES],
         padding: 0,
+        frames_start: 1,
     };
     match toc.code {
         0 => {
@@ -159,6 +193,7 @@ pub fn parse_packet(packet: &[u8]) -> Result<OpusPacketInfo, OpusError> {
             if first > remaining {
                 return Err(OpusError::FrameOverrun);
             }
+            info.frames_start = 1 + used;
             set_frames(&mut info, &[first, remaining - first])?;
         }
         _ => parse_code3(&mut info, rest)?,
@@ -219,6 +254,7 @@ fn parse_code3(info: &mut OpusPacketInfo, rest: &[u8]) -> Result<(), OpusError> 
         lengths[..count].fill(body / count);
     }
     info.padding = padding;
+    info.frames_start = 1 + rest.len() - data.len() + consumed_lengths;
     set_frames(info, &lengths[..count])
 }
 
@@ -245,20 +281,22 @@ mod tests {
     #[test]
     fn durations_follow_the_configuration_table() {
         // SILK 10/20/40/60 ms, hybrid 10/20 ms, CELT 2.5/5/10/20 ms.
+        use OpusMode::{Celt, Hybrid, Silk};
         let expect = [
-            (0, 480),
-            (1, 960),
-            (2, 1920),
-            (3, 2880),
-            (12, 480),
-            (13, 960),
-            (16, 120),
-            (17, 240),
-            (18, 480),
-            (31, 960),
+            (0, Silk, 480),
+            (1, Silk, 960),
+            (2, Silk, 1920),
+            (3, Silk, 2880),
+            (12, Hybrid, 480),
+            (13, Hybrid, 960),
+            (16, Celt, 120),
+            (17, Celt, 240),
+            (18, Celt, 480),
+            (31, Celt, 960),
         ];
-        for (config, samples) in expect {
+        for (config, mode, samples) in expect {
             let info = parse_packet(&[toc(config, false, 0), 1, 2, 3]).unwrap();
+            assert_eq!(info.toc.mode(), mode, "config {config}");
             assert_eq!(info.duration_samples(), samples, "config {config}");
         }
     }
@@ -267,19 +305,20 @@ mod tests {
     fn code0_is_one_frame_and_toc_only_is_an_empty_frame() {
         let info = parse_packet(&[toc(1, false, 0)]).unwrap();
         assert_eq!(info.frame_lengths(), &[0]);
-        let info = parse_packet(&[toc(1, true, 0), 9, 9]).unwrap();
+        assert_eq!(info.first_frame(&[toc(1, false, 0)]), &[] as &[u8]);
+        let p = [toc(1, true, 0), 9, 8];
+        let info = parse_packet(&p).unwrap();
         assert!(info.toc.stereo);
         assert_eq!(info.frame_lengths(), &[2]);
+        assert_eq!(info.first_frame(&p), &[9, 8]);
     }
 
     #[test]
     fn code1_needs_an_even_remainder() {
-        assert_eq!(
-            parse_packet(&[toc(1, false, 1), 1, 2])
-                .unwrap()
-                .frame_lengths(),
-            &[1, 1]
-        );
+        let p = [toc(1, false, 1), 7, 8, 9, 10];
+        let info = parse_packet(&p).unwrap();
+        assert_eq!(info.frame_lengths(), &[2, 2]);
+        assert_eq!(info.first_frame(&p), &[7, 8]);
         assert_eq!(
             parse_packet(&[toc(1, false, 1), 1, 2, 3]),
             Err(OpusError::OddCbrLength)
@@ -292,8 +331,16 @@ mod tests {
         let mut p = vec![toc(1, false, 2), 252, 1];
         p.extend(std::iter::repeat_n(0, 266));
         assert_eq!(parse_packet(&p).unwrap().frame_lengths(), &[256, 10]);
+        assert_eq!(parse_packet(&p).unwrap().first_frame(&p).len(), 256);
+        let p = [toc(1, false, 2), 2, 0xaa, 0xbb, 0xcc];
+        assert_eq!(parse_packet(&p).unwrap().first_frame(&p), &[0xaa, 0xbb]);
         assert_eq!(
             parse_packet(&[toc(1, false, 2), 5, 1, 2]),
+            Err(OpusError::FrameOverrun)
+        );
+        // Two-byte length: 252 + 4 * 1 = 256 bytes, longer than the packet.
+        assert_eq!(
+            parse_packet(&[toc(1, false, 2), 252, 1, 0]),
             Err(OpusError::FrameOverrun)
         );
         assert_eq!(
@@ -305,12 +352,21 @@ mod tests {
     #[test]
     fn code3_cbr_vbr_and_padding() {
         // CBR, 3 frames of 2 bytes.
-        let info = parse_packet(&[toc(16, false, 3), 3, 1, 1, 2, 2, 3, 3]).unwrap();
+        let p = [toc(16, false, 3), 3, 1, 1, 2, 2, 3, 3];
+        let info = parse_packet(&p).unwrap();
         assert_eq!(info.frame_lengths(), &[2, 2, 2]);
         assert_eq!(info.duration_samples(), 360);
+        assert_eq!(info.first_frame(&p), &[1, 1]);
         // VBR, 2 frames: 1 byte then the rest (3 bytes).
-        let info = parse_packet(&[toc(16, false, 3), 0x80 | 2, 1, 7, 8, 8, 8]).unwrap();
+        let p = [toc(16, false, 3), 0x80 | 2, 1, 7, 8, 8, 8];
+        let info = parse_packet(&p).unwrap();
         assert_eq!(info.frame_lengths(), &[1, 3]);
+        assert_eq!(info.first_frame(&p), &[7]);
+        // VBR with padding, 2 frames: padding length 2, first frame of 1 byte, then 2 bytes.
+        let p = [toc(1, false, 3), 0xc2, 2, 1, 0xee, 0xff, 0xff, 0, 0];
+        let info = parse_packet(&p).unwrap();
+        assert_eq!((info.frame_lengths(), info.padding), (&[1, 2][..], 2));
+        assert_eq!(info.first_frame(&p), &[0xee]);
         // CBR with padding: length bytes 255 (254) and 1: 255 bytes trail the frame.
         let mut p = vec![toc(16, false, 3), 0x40 | 1, 255, 1, 42, 42];
         p.extend(std::iter::repeat_n(0, 255));
@@ -330,9 +386,13 @@ mod tests {
             parse_packet(&[toc(16, false, 3), 0]),
             Err(OpusError::ZeroFrames)
         );
-        // 3 x 60 ms = 180 ms.
+        // 3 x 60 ms = 180 ms, 7 x 20 ms = 140 ms.
         assert_eq!(
             parse_packet(&[toc(3, false, 3), 3, 0, 0, 0]),
+            Err(OpusError::TooLong)
+        );
+        assert_eq!(
+            parse_packet(&[toc(1, false, 3), 7, 0, 0, 0, 0, 0, 0, 0]),
             Err(OpusError::TooLong)
         );
         // 48 x 2.5 ms = 120 ms is the limit.
@@ -346,8 +406,38 @@ mod tests {
 
     #[test]
     fn frames_over_1275_bytes_are_rejected() {
-        let p = vec![toc(1, false, 0); 1277];
+        // Code 0: the frame is what follows the TOC byte.
+        let mut p = vec![toc(1, false, 0); 1 + MAX_FRAME_BYTES];
+        assert!(parse_packet(&p).is_ok());
+        p.push(0);
         assert_eq!(parse_packet(&p), Err(OpusError::FrameTooLarge(1276)));
+        // Code 1: two frames of 1276 bytes.
+        let mut p = vec![toc(1, false, 1)];
+        p.resize(1 + 2 * 1276, 0);
+        assert_eq!(parse_packet(&p), Err(OpusError::FrameTooLarge(1276)));
+        // Code 2: a 1-byte first frame and a 1276-byte second one.
+        let mut p = vec![toc(1, false, 2), 1, 0];
+        p.resize(3 + 1276, 0);
+        assert_eq!(parse_packet(&p), Err(OpusError::FrameTooLarge(1276)));
+    }
+
+    #[test]
+    fn lbrr_flag_position_depends_on_silk_frames() {
+        let lbrr = |p: &[u8]| parse_packet(p).unwrap().has_lbrr(p);
+        // 20 ms mono SILK: VAD bit then LBRR bit (bit 6).
+        assert!(lbrr(&[toc(1, false, 0), 0b0100_0000]));
+        assert!(!lbrr(&[toc(1, false, 0), 0b1000_0000]));
+        // 60 ms mono SILK: three VAD bits, LBRR is bit 4.
+        assert!(lbrr(&[toc(3, false, 0), 0b0001_0000]));
+        assert!(!lbrr(&[toc(3, false, 0), 0b0010_0000]));
+        // 20 ms stereo SILK: the side channel's LBRR flag is bit 4.
+        assert!(lbrr(&[toc(1, true, 0), 0b0001_0000]));
+        // The flags are read from the first frame, after code 3 header bytes.
+        assert!(lbrr(&[toc(1, false, 3), 0x80 | 2, 1, 0b0100_0000, 0]));
+        assert!(!lbrr(&[toc(1, false, 3), 0x80 | 2, 1, 0, 0b0100_0000]));
+        // An empty first frame and CELT never carry LBRR.
+        assert!(!lbrr(&[toc(1, false, 0)]));
+        assert!(!lbrr(&[toc(31, false, 0), 0xff]));
     }
 
     /// Builds a code 3 VBR packet from frames and padding, the way an encoder would.
@@ -385,6 +475,8 @@ mod tests {
                 let frames: usize = info.frame_lengths().iter().map(|&l| usize::from(l)).sum();
                 prop_assert!(frames + info.padding < data.len());
                 prop_assert!(info.duration_samples() <= MAX_PACKET_SAMPLES);
+                prop_assert_eq!(info.first_frame(&data).len(), usize::from(info.frame_lengths()[0]));
+                let _ = info.has_lbrr(&data);
             }
         }
 
@@ -398,6 +490,7 @@ mod tests {
             let lengths: Vec<u16> = frames.iter().map(|f| f.len() as u16).collect();
             prop_assert_eq!(info.frame_lengths(), &lengths[..]);
             prop_assert_eq!(info.padding, padding);
+            prop_assert_eq!(info.first_frame(&p), &frames[0][..]);
         }
     }
 }
