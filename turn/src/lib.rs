@@ -17,6 +17,7 @@
 pub mod allocation;
 pub mod auth;
 pub mod driver;
+pub mod fuzz;
 pub mod message;
 pub mod metrics;
 pub mod policy;

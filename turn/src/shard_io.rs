@@ -58,7 +58,7 @@ impl Shared {
                 Transport::Tcp | Transport::Tls => {
                     let tx = self.tcp.read().get(&tuple).cloned();
                     // A client that does not read loses datagrams, as it would over UDP.
-                    if !tx.is_some_and(|tx| tx.try_send(data.to_vec()).is_ok()) {
+                    if tx.is_none_or(|tx| tx.try_send(data.to_vec()).is_err()) {
                         self.send_drops.fetch_add(1, Ordering::Relaxed);
                     }
                 }

@@ -1,0 +1,4 @@
+//! Fuzz target: `huddle_turn::fuzz::server` (see turn/fuzz/README.md).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| huddle_turn::fuzz::server(data));
