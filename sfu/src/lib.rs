@@ -40,8 +40,14 @@
 //! outstanding wins: the SFU rolls its offer back, answers, and offers the same changes
 //! again with a new `offer_id`; an answer to the rolled-back offer is refused with
 //! [`SfuError::StaleAnswer`]. The client is the impolite peer: while its own offer is
-//! outstanding it ignores SFU offers (the SFU re-offers). An SFU offer left unanswered
-//! for `answer_timeout` (5 s) is withdrawn and offered again.
+//! outstanding it ignores SFU offers (the SFU re-offers right after answering). An SFU
+//! offer left unanswered for `answer_timeout` (5 s) is withdrawn and offered again.
+//!
+//! **Ordering**: signalling must deliver, per participant, the answer returned by
+//! [`SfuHandle::offer`] before any `NeedsAnswer` for that participant received after
+//! `offer` returned (e.g. by relaying both through the participant's connection task,
+//! which awaits `offer` before taking its next queued message). The SFU emits events in
+//! the order it makes decisions; this rule keeps that order on the client's side.
 //!
 //! ## Example
 //!

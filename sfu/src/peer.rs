@@ -270,7 +270,10 @@ impl Peer {
         if !api.has_changes() {
             return None;
         }
-        let (offer, pending) = api.apply()?;
+        let Some((offer, pending)) = api.apply() else {
+            self.rollback();
+            return None;
+        };
         self.pending = Some(PendingOffer {
             id: offer_id,
             offer: pending,

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Call, VideoCodec, eventually};
-use huddle_sfu::{LeaveReason, SfuEvent, TrackId, TrackKind};
+use huddle_sfu::{LeaveReason, SfuConfig, SfuError, SfuEvent, TrackId, TrackKind};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -112,4 +112,45 @@ async fn a_client_that_vanishes_is_removed_and_freed() {
     println!("vanished peer removed after {:?}", t0.elapsed());
     let (census, peers) = call.sfu.census().await.unwrap();
     assert_eq!((census.participants, census.tracks, peers), (1, 2, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_sfu_offer_is_withdrawn_and_made_again() {
+    let mut call = Call::start_with(SfuConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        answer_timeout: Duration::from_millis(500),
+        stats_interval: Duration::from_millis(100),
+        ..SfuConfig::default()
+    })
+    .await;
+    call.join("room", "alice", VideoCodec::H264).await;
+    call.lose_next_offer.lock().unwrap().push("bob".into());
+    call.join("room", "bob", VideoCodec::Vp8).await;
+    assert!(
+        eventually(WAIT, || call
+            .client("bob")
+            .frames_from("alice", TrackKind::Video)
+            >= 5)
+        .await,
+        "bob never got alice's video"
+    );
+    let offers: Vec<u64> = call
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            SfuEvent::NeedsAnswer {
+                participant,
+                offer_id,
+                ..
+            } if participant.as_str() == "bob" => Some(*offer_id),
+            _ => None,
+        })
+        .collect();
+    assert!(offers.len() >= 2, "no second offer: {offers:?}");
+    assert!(call.lose_next_offer.lock().unwrap().is_empty());
+    // An answer to the lost offer is now stale.
+    assert!(matches!(
+        call.sfu.answer("bob", offers[0], "v=0").await,
+        Err(SfuError::StaleAnswer(_))
+    ));
 }

@@ -88,6 +88,8 @@ pub struct Call {
     pub clients: HashMap<String, Client>,
     routes: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ClientCmd>>>>,
     pub log: Arc<Mutex<Vec<SfuEvent>>>,
+    /// Participants whose next SFU offer is lost on the way (a dropped message).
+    pub lose_next_offer: Arc<Mutex<Vec<String>>>,
 }
 
 impl Call {
@@ -108,12 +110,14 @@ impl Call {
     pub fn with_sfu(sfu: SfuHandle, events: SfuEvents) -> Call {
         let routes: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ClientCmd>>>> = Arc::default();
         let log: Arc<Mutex<Vec<SfuEvent>>> = Arc::default();
-        tokio::spawn(dispatch(events, routes.clone(), log.clone()));
+        let lose: Arc<Mutex<Vec<String>>> = Arc::default();
+        tokio::spawn(dispatch(events, routes.clone(), log.clone(), lose.clone()));
         Call {
             sfu,
             clients: HashMap::new(),
             routes,
             log,
+            lose_next_offer: lose,
         }
     }
 
@@ -154,6 +158,10 @@ impl Call {
         let video =
             video.map(|_| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
         let (offer, pending) = api.apply().unwrap();
+        // Route the SFU's offers before ours is answered: they queue until the answer
+        // is applied, as the signalling ordering rule requires.
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.routes.lock().unwrap().insert(name.into(), tx.clone());
         let answer = self
             .sfu
             .offer(name, offer.to_sdp_string())
@@ -162,8 +170,6 @@ impl Call {
         let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
         rtc.sdp_api().accept_answer(pending, answer).unwrap();
 
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.routes.lock().unwrap().insert(name.into(), tx.clone());
         let client = Client {
             name: name.into(),
             seen: Arc::default(),
@@ -204,6 +210,7 @@ async fn dispatch(
     mut events: SfuEvents,
     routes: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ClientCmd>>>>,
     log: Arc<Mutex<Vec<SfuEvent>>>,
+    lose: Arc<Mutex<Vec<String>>>,
 ) {
     while let Some(ev) = events.recv().await {
         if let SfuEvent::NeedsAnswer {
@@ -211,12 +218,18 @@ async fn dispatch(
             offer_id,
             sdp,
         } = &ev
-            && let Some(tx) = routes.lock().unwrap().get(participant.as_str())
         {
-            let _ = tx.send(ClientCmd::ApplyOffer {
-                offer_id: *offer_id,
-                sdp: sdp.clone(),
-            });
+            let lost = {
+                let mut lose = lose.lock().unwrap();
+                let i = lose.iter().position(|p| p == participant.as_str());
+                i.map(|i| lose.remove(i)).is_some()
+            };
+            if !lost && let Some(tx) = routes.lock().unwrap().get(participant.as_str()) {
+                let _ = tx.send(ClientCmd::ApplyOffer {
+                    offer_id: *offer_id,
+                    sdp: sdp.clone(),
+                });
+            }
         }
         log.lock().unwrap().push(ev);
     }
