@@ -35,24 +35,27 @@ type Probe = oneshot::Sender<f64>;
 /// CPU time.
 fn sfu_on_own_thread() -> (SfuHandle, SfuEvents, mpsc::UnboundedSender<Probe>) {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let config = SfuConfig {
-                bind: "127.0.0.1:0".parse().unwrap(),
-                ..SfuConfig::default()
-            };
-            let (sfu, events) = Sfu::start(config).await.unwrap();
-            let (ptx, mut prx) = mpsc::unbounded_channel::<Probe>();
-            tx.send((sfu, events, ptx)).unwrap();
-            while let Some(p) = prx.recv().await {
-                let _ = p.send(thread_cpu_secs());
-            }
-        });
-    });
+    let thread = std::thread::Builder::new().name("sfu-driver".into());
+    thread
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let config = SfuConfig {
+                    bind: "127.0.0.1:0".parse().unwrap(),
+                    ..SfuConfig::default()
+                };
+                let (sfu, events) = Sfu::start(config).await.unwrap();
+                let (ptx, mut prx) = mpsc::unbounded_channel::<Probe>();
+                tx.send((sfu, events, ptx)).unwrap();
+                while let Some(p) = prx.recv().await {
+                    let _ = p.send(thread_cpu_secs());
+                }
+            });
+        })
+        .unwrap();
     rx.recv().unwrap()
 }
 
