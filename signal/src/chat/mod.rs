@@ -241,9 +241,12 @@ impl Chat {
 }
 
 /// Sends a response from a spawned task, waiting for queue space.
+/// A client that reads nothing for this long loses the response (it may ask again).
+const RESPONSE_PATIENCE: Duration = Duration::from_secs(10);
+
 async fn send_wait(out: &mpsc::WeakSender<Utf8Bytes>, frame: String) {
     if let Some(out) = out.upgrade() {
-        let _ = out.send(frame.into()).await;
+        let _ = out.send_timeout(frame.into(), RESPONSE_PATIENCE).await;
     }
 }
 
