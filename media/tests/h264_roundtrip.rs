@@ -10,14 +10,19 @@ use huddle_media::quality::{psnr, signal};
 const FRAMES: u64 = 16;
 const FORCED: u64 = 9;
 
-fn round_trip(width: usize, height: usize, bitrate_bps: u32) {
-    let mut encoder = H264Encoder::new(H264EncoderConfig {
+/// An encoder that codes every frame: the comparisons need each one, where a live
+/// sender would let rate control skip some.
+fn encoder_without_skips(bitrate_bps: u32) -> H264Encoder {
+    H264Encoder::new(H264EncoderConfig {
         bitrate_bps,
-        // Every frame must come out for the comparison; a live sender would allow skips.
         skip_frames: false,
         ..H264EncoderConfig::default()
     })
-    .expect("encoder");
+    .expect("encoder")
+}
+
+fn round_trip(width: usize, height: usize, bitrate_bps: u32) {
+    let mut encoder = encoder_without_skips(bitrate_bps);
     let mut decoder = H264Decoder::new().expect("decoder");
     let mut late_decoder = H264Decoder::new().expect("decoder");
     let mut source = I420Frame::new(width, height).expect("frame");
@@ -112,11 +117,7 @@ fn decoder_survives_damaged_access_units() {
 
 #[test]
 fn size_change_restarts_with_a_keyframe() {
-    let mut encoder = H264Encoder::new(H264EncoderConfig {
-        skip_frames: false,
-        ..H264EncoderConfig::default()
-    })
-    .expect("encoder");
+    let mut encoder = encoder_without_skips(H264EncoderConfig::default().bitrate_bps);
     let mut decoder = H264Decoder::new().expect("decoder");
     let mut picture = I420Frame::new(2, 2).expect("frame");
     let mut au = Vec::new();

@@ -2,18 +2,12 @@
 //! traces: mean buffering delay against the share of concealed audio. Prints the table
 //! (`cargo test -p huddle-media --test jitter_compare -- --nocapture`).
 
-use huddle_media::audio::jitter::{
-    FixedDelayBuffer, JitterBuffer, JitterConfig, JitterStats, Playout,
-};
+mod common;
+
+use common::{RATE, adaptive, play_speech};
+use huddle_media::audio::jitter::FixedDelayBuffer;
 use huddle_media::audio::l16::L16Decoder;
-use huddle_media::audio::netsim::{comparison_profiles, play_l16, speech_like};
-
-const RATE: u32 = 16_000;
-
-fn measure(p: &mut impl Playout, cfg: &huddle_media::audio::netsim::TraceConfig) -> JitterStats {
-    let signal = speech_like(RATE, cfg.packets * cfg.packet_samples());
-    play_l16(p, cfg, &signal, 0).last()
-}
+use huddle_media::audio::netsim::comparison_profiles;
 
 #[test]
 fn adaptive_is_never_worse_than_a_fixed_delay_on_both_axes() {
@@ -27,10 +21,7 @@ fn adaptive_is_never_worse_than_a_fixed_delay_on_both_axes() {
     );
     for seed in [1, 2, 3] {
         for (name, cfg) in comparison_profiles(3000, seed) {
-            let a = measure(
-                &mut JitterBuffer::new(L16Decoder::new(RATE, 1), JitterConfig::default()).unwrap(),
-                &cfg,
-            );
+            let a = play_speech(&mut adaptive(L16Decoder::new(RATE, 1)), &cfg).last();
             let mut row = format!(
                 "{:<36} {:>12.1} / {:>6.2}",
                 format!("{name} #{seed}"),
@@ -38,10 +29,8 @@ fn adaptive_is_never_worse_than_a_fixed_delay_on_both_axes() {
                 a.concealed_percent()
             );
             for delay in [40, 80] {
-                let f = measure(
-                    &mut FixedDelayBuffer::new(L16Decoder::new(RATE, 1), delay, 10).unwrap(),
-                    &cfg,
-                );
+                let mut fixed = FixedDelayBuffer::new(L16Decoder::new(RATE, 1), delay, 10).unwrap();
+                let f = play_speech(&mut fixed, &cfg).last();
                 row += &format!(
                     " {:>12.1} / {:>6.2}",
                     f.mean_delay_ms(),

@@ -1,21 +1,18 @@
 //! Adaptive jitter buffer under loss, FEC, clock drift, stalls, long gaps and DTX, on
 //! seeded simulated traces.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{PER_S, RATE, adaptive, play_speech};
 use huddle_media::audio::decoder::{AudioDecoder, DecodeError};
-use huddle_media::audio::jitter::{FixedDelayBuffer, JitterBuffer, JitterConfig, Playout};
+use huddle_media::audio::jitter::{FixedDelayBuffer, Playout};
 use huddle_media::audio::l16::{L16Decoder, encode_l16};
 use huddle_media::audio::netsim::{
     Jitter, Loss, PlayoutRun, Stalls, TraceConfig, TracePacket, play_l16, simulate, speech_like,
 };
-
-const RATE: u32 = 16_000;
-const PER_S: usize = 100;
-
-fn adaptive<D: AudioDecoder>(d: D) -> JitterBuffer<D> {
-    JitterBuffer::new(d, JitterConfig::default()).unwrap()
-}
+use huddle_media::quality::snr::snr_db;
 
 #[test]
 fn concealment_matches_the_loss_rate() {
@@ -43,8 +40,7 @@ fn concealment_matches_the_loss_rate() {
             .iter()
             .filter(|p| p.arrival.is_none())
             .count();
-        let signal = speech_like(RATE, cfg.packets * 320);
-        let s = play_l16(&mut adaptive(L16Decoder::new(RATE, 1)), &cfg, &signal, 0).last();
+        let s = play_speech(&mut adaptive(L16Decoder::new(RATE, 1)), &cfg).last();
         let loss_pct = lost as f64 * 100.0 / cfg.packets as f64;
         assert!(
             (s.concealed_percent() - loss_pct).abs() < 1.0,
@@ -125,15 +121,6 @@ impl AudioDecoder for RedundantL16 {
     }
 }
 
-fn snr_db(reference: &[i16], degraded: &[i16]) -> f64 {
-    let (mut s, mut e) = (0.0f64, 0.0f64);
-    for (&r, &d) in reference.iter().zip(degraded) {
-        s += f64::from(r).powi(2);
-        e += (f64::from(r) - f64::from(d)).powi(2);
-    }
-    10.0 * (s / e.max(1.0)).log10()
-}
-
 #[test]
 fn fec_recovers_isolated_losses_and_beats_concealment() {
     let cfg = TraceConfig {
@@ -195,7 +182,8 @@ fn fec_recovers_isolated_losses_and_beats_concealment() {
         plc_stats.packets_lost
     );
     assert!(plc_stats.packets_lost.abs_diff(lost) <= 3);
-    let (snr_plc, snr_fec) = (snr_db(&reference, &plc), snr_db(&reference, &fec));
+    let snr_plc = snr_db(&reference, &plc).unwrap();
+    let snr_fec = snr_db(&reference, &fec).unwrap();
     assert!(
         snr_fec > snr_plc + 10.0,
         "FEC {snr_fec:.1} dB vs PLC {snr_plc:.1} dB"
@@ -228,8 +216,7 @@ fn drift_run(p: &mut impl Playout, ppm: f64) -> PlayoutRun {
         seed: 21,
         ..Default::default()
     };
-    let signal = speech_like(RATE, cfg.packets * 320);
-    play_l16(p, &cfg, &signal, 0)
+    play_speech(p, &cfg)
 }
 
 #[test]
@@ -286,8 +273,7 @@ fn a_burst_after_a_stall_is_played_and_the_delay_brought_back() {
         },
         ..Default::default()
     };
-    let signal = speech_like(RATE, cfg.packets * 320);
-    let r = play_l16(&mut adaptive(L16Decoder::new(RATE, 1)), &cfg, &signal, 0);
+    let r = play_speech(&mut adaptive(L16Decoder::new(RATE, 1)), &cfg);
     let before = &r.stats[995];
     let after = &r.stats[2000];
     // The stall is bridged by concealment (fading to silence), not lost audio plus delay.

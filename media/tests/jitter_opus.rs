@@ -1,28 +1,21 @@
 //! The jitter buffer with real Opus (libopus): in-band FEC recovers lost frames better than
 //! concealment, and DTX pauses are played as comfort noise, not counted as loss.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{adaptive, encode_opus};
 use huddle_media::audio::decoder::{AudioDecoder, DecodeError};
-use huddle_media::audio::jitter::{FixedDelayBuffer, JitterBuffer, JitterConfig, Playout};
+use huddle_media::audio::jitter::{FixedDelayBuffer, Playout};
 use huddle_media::audio::netsim::{Loss, TraceConfig, TracePacket, simulate};
-use huddle_media::codec::opus::{OpusChannels, OpusDecoder, OpusEncoder, OpusEncoderConfig};
+use huddle_media::codec::opus::{
+    MAX_PACKET_BYTES, OpusChannels, OpusDecoder, OpusEncoder, OpusEncoderConfig,
+};
 use huddle_media::quality::signal::speech_like;
 use huddle_media::quality::snr::snr_db;
 
 const FRAME: usize = 960;
-
-fn encode(signal: &[i16], config: OpusEncoderConfig) -> Vec<Vec<u8>> {
-    let mut enc = OpusEncoder::new(config).unwrap();
-    let mut buf = vec![0u8; 4000];
-    signal
-        .chunks_exact(FRAME)
-        .map(|pcm| {
-            let e = enc.encode(pcm, &mut buf).unwrap();
-            buf[..e.len].to_vec()
-        })
-        .collect()
-}
 
 /// Opus with its FEC hidden, so the buffer can only conceal.
 struct WithoutFec(OpusDecoder);
@@ -70,31 +63,28 @@ fn play(
     out
 }
 
-/// Plays `trace` through a 60 ms fixed-delay buffer over Opus, with or without FEC;
-/// returns the output and the number of frames recovered from FEC.
-fn through_fixed(
-    fec: bool,
+/// Plays `trace` through a 60 ms fixed-delay buffer over `decoder`; returns the output
+/// and the number of frames recovered from FEC.
+fn through_fixed<D: AudioDecoder>(
+    decoder: D,
     trace: &[TracePacket],
     packets: &[Vec<u8>],
     seconds: u64,
 ) -> (Vec<i16>, u64) {
-    let opus = OpusDecoder::new(OpusChannels::Mono).unwrap();
-    if fec {
-        let mut b = FixedDelayBuffer::new(opus, 60, 10).unwrap();
-        let out = play(&mut b, trace, packets, seconds);
-        (out, b.stats().fec_recovered_packets)
-    } else {
-        let mut b = FixedDelayBuffer::new(WithoutFec(opus), 60, 10).unwrap();
-        let out = play(&mut b, trace, packets, seconds);
-        (out, b.stats().fec_recovered_packets)
-    }
+    let mut b = FixedDelayBuffer::new(decoder, 60, 10).unwrap();
+    let out = play(&mut b, trace, packets, seconds);
+    (out, b.stats().fec_recovered_packets)
+}
+
+fn opus() -> OpusDecoder {
+    OpusDecoder::new(OpusChannels::Mono).unwrap()
 }
 
 #[test]
 fn opus_fec_recovers_lost_frames_better_than_concealment() {
     let seconds = 20;
     let signal = speech_like(seconds as f64, 48_000, 12_000, 4);
-    let packets = encode(
+    let packets = encode_opus(
         &signal,
         OpusEncoderConfig {
             expected_loss_percent: 15,
@@ -117,9 +107,9 @@ fn opus_fec_recovers_lost_frames_better_than_concealment() {
         })
         .collect();
     // A fixed schedule keeps the three outputs aligned sample for sample.
-    let (reference, _) = through_fixed(true, &clean, &packets, seconds);
-    let (with_fec, recovered) = through_fixed(true, &lossy, &packets, seconds);
-    let (with_plc, none) = through_fixed(false, &lossy, &packets, seconds);
+    let (reference, _) = through_fixed(opus(), &clean, &packets, seconds);
+    let (with_fec, recovered) = through_fixed(opus(), &lossy, &packets, seconds);
+    let (with_plc, none) = through_fixed(WithoutFec(opus()), &lossy, &packets, seconds);
     let lost = lossy.iter().filter(|p| p.arrival.is_none()).count() as u64;
     assert_eq!(none, 0);
     // libopus codes LBRR only for active speech frames, so pauses have none to recover.
@@ -136,11 +126,7 @@ fn opus_fec_recovers_lost_frames_better_than_concealment() {
     );
 
     // The adaptive buffer uses FEC on the same trace too.
-    let mut jb = JitterBuffer::new(
-        OpusDecoder::new(OpusChannels::Mono).unwrap(),
-        JitterConfig::default(),
-    )
-    .unwrap();
+    let mut jb = adaptive(opus());
     play(&mut jb, &lossy, &packets, seconds);
     let s = jb.stats();
     assert!(s.fec_recovered_packets * 3 >= lost, "{s:?}");
@@ -163,7 +149,7 @@ fn opus_dtx_pauses_are_comfort_noise_not_loss() {
         ..Default::default()
     };
     let mut enc = OpusEncoder::new(config).unwrap();
-    let mut buf = vec![0u8; 4000];
+    let mut buf = [0u8; MAX_PACKET_BYTES];
     let (mut sent, mut trace, mut run) = (Vec::new(), Vec::new(), 0usize);
     for (frame, pcm) in signal.chunks_exact(FRAME).enumerate() {
         let e = enc.encode(pcm, &mut buf).unwrap();
@@ -185,11 +171,7 @@ fn opus_dtx_pauses_are_comfort_noise_not_loss() {
         sent.len() < signal.len() / FRAME - 50,
         "DTX left out silent frames"
     );
-    let mut jb = JitterBuffer::new(
-        OpusDecoder::new(OpusChannels::Mono).unwrap(),
-        JitterConfig::default(),
-    )
-    .unwrap();
+    let mut jb = adaptive(opus());
     let out = play(&mut jb, &trace, &sent, 5);
     let s = jb.stats();
     assert_eq!((s.packets_lost, s.late_packets), (0, 0), "{s:?}");

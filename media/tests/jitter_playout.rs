@@ -1,27 +1,21 @@
 //! Adaptive jitter buffer on simulated network traces (seeded): delay adaptation, ordering
 //! and restarts. L16 keeps the audio bit-exact, so output can be compared with what was sent.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use huddle_media::audio::jitter::{InsertError, JitterBuffer, JitterConfig};
+use common::{PER_S, RATE, adaptive, play_speech};
+use huddle_media::audio::jitter::InsertError;
 use huddle_media::audio::l16::{L16Decoder, encode_l16};
 use huddle_media::audio::netsim::{
-    Jitter, PlayoutRun, TraceConfig, TracePacket, packetize_l16, play_l16, simulate, speech_like,
+    Jitter, PlayoutRun, TraceConfig, TracePacket, packetize_l16, simulate, speech_like,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const RATE: u32 = 16_000;
-/// Frames pulled per second (10 ms each).
-const PER_S: usize = 100;
-
-fn adaptive() -> JitterBuffer<L16Decoder> {
-    JitterBuffer::new(L16Decoder::new(RATE, 1), JitterConfig::default()).unwrap()
-}
-
 fn run(cfg: &TraceConfig) -> PlayoutRun {
-    let signal = speech_like(RATE, cfg.packets * cfg.packet_samples());
-    play_l16(&mut adaptive(), cfg, &signal, 0)
+    play_speech(&mut adaptive(L16Decoder::new(RATE, 1)), cfg)
 }
 
 #[test]
@@ -145,7 +139,7 @@ fn target_follows_jitter_up_quickly_and_back_down_within_seconds() {
     let trace = phased_trace(n, |i| if (500..1000).contains(&i) { 80.0 } else { 0.0 }, 11);
     let signal = speech_like(RATE, n * 320);
     let packets = packetize_l16(&signal, 320);
-    let mut jb = adaptive();
+    let mut jb = adaptive(L16Decoder::new(RATE, 1));
     let mut stats = Vec::new();
     simulate(
         &mut jb,
@@ -204,7 +198,7 @@ fn reordered_and_duplicated_packets_play_out_exactly() {
     let n = 300;
     let signal = noise(n * 320, 5);
     let packets = packetize_l16(&signal, 320);
-    let mut jb = adaptive();
+    let mut jb = adaptive(L16Decoder::new(RATE, 1));
     let t0 = Instant::now();
     let mut out = Vec::new();
     let mut dups = 0;
@@ -248,7 +242,7 @@ fn reordered_and_duplicated_packets_play_out_exactly() {
 
 #[test]
 fn a_jump_in_sequence_and_timestamp_resyncs_without_losing_playout() {
-    let mut jb = adaptive();
+    let mut jb = adaptive(L16Decoder::new(RATE, 1));
     let t0 = Instant::now();
     let tone: Vec<i16> = speech_like(RATE, 320);
     let mut payload = Vec::new();

@@ -299,7 +299,7 @@ impl<D: AudioDecoder> JitterBuffer<D> {
             (self.next_seq, self.next_ts)
         } else {
             let p = self.packets.front()?;
-            (p.seq, p.ts)
+            (p.meta.seq, p.meta.ts)
         };
         let far = (seq - ref_seq).abs() > RESYNC_SEQ || (ts - ref_ts).abs() > max_ts;
         far.then_some(ts < ref_ts || seq < ref_seq)
@@ -353,8 +353,8 @@ impl<D: AudioDecoder> JitterBuffer<D> {
             self.stats.packets_discarded += 1;
             self.packets.recycle(p);
             if let (true, Some(front)) = (self.playing, self.packets.front()) {
-                self.next_ts = self.next_ts.max(front.ts);
-                self.next_seq = self.next_seq.max(front.seq);
+                self.next_ts = self.next_ts.max(front.meta.ts);
+                self.next_seq = self.next_seq.max(front.meta.seq);
                 self.unanchored = 0;
             }
         }
@@ -389,7 +389,7 @@ impl<D: AudioDecoder> JitterBuffer<D> {
             return;
         }
         while let Some(p) = self.packets.front() {
-            if p.ts >= self.next_ts {
+            if p.meta.ts >= self.next_ts {
                 break;
             }
             // Behind the playout point (possible after an eviction skipped forward).
@@ -418,7 +418,13 @@ impl<D: AudioDecoder> JitterBuffer<D> {
             }
             return;
         };
-        let (ts, seq, samples, has_fec) = (front.ts, front.seq, front.samples, front.has_fec);
+        let PacketMeta {
+            ts,
+            seq,
+            samples,
+            has_fec,
+            ..
+        } = front.meta;
         if ts == self.next_ts {
             self.decode_next(now);
             self.steer(now);
@@ -474,13 +480,16 @@ impl<D: AudioDecoder> JitterBuffer<D> {
         let Some(front) = self.packets.front() else {
             return false;
         };
-        let waited_ms = now.saturating_duration_since(front.arrival).as_secs_f64() * 1000.0;
+        let waited_ms = now
+            .saturating_duration_since(front.meta.arrival)
+            .as_secs_f64()
+            * 1000.0;
         let deep_enough = !self.fixed && self.current_delay_ms() >= self.target_ms;
         if !deep_enough && waited_ms < self.target_ms {
             return false;
         }
-        self.next_ts = front.ts;
-        self.next_seq = front.seq;
+        self.next_ts = front.meta.ts;
+        self.next_seq = front.meta.seq;
         self.playing = true;
         self.ever_played = true;
         self.buffered_ms = self.current_delay_ms() - self.packet_ms;
@@ -495,22 +504,22 @@ impl<D: AudioDecoder> JitterBuffer<D> {
         };
         let ch = self.channels;
         let decoded = self.decoder.decode(&p.payload, &mut self.scratch);
-        self.next_ts = p.ts + p.samples as i64;
-        if p.seq > self.next_seq {
-            self.stats.packets_lost += (p.seq - self.next_seq) as u64;
+        self.next_ts = p.meta.ts + p.meta.samples as i64;
+        if p.meta.seq > self.next_seq {
+            self.stats.packets_lost += (p.meta.seq - self.next_seq) as u64;
         }
-        self.next_seq = p.seq + 1;
+        self.next_seq = p.meta.seq + 1;
         self.unanchored = 0;
         match decoded {
             Ok(n) if n > 0 => {
                 let n = n.min(self.scratch.len() / ch);
-                self.account_delay(now, p.arrival, p.relative_ms, n);
+                self.account_delay(now, p.meta.arrival, p.meta.relative_ms, n);
                 self.in_dtx = self.decoder.is_dtx(&p.payload);
                 self.queue_decoded(n, merge, Source::Decoded);
             }
             _ => {
                 self.stats.packets_discarded += 1;
-                self.conceal(p.samples);
+                self.conceal(p.meta.samples);
             }
         }
         self.packets.recycle(p);
@@ -522,7 +531,14 @@ impl<D: AudioDecoder> JitterBuffer<D> {
         let Some(p) = self.packets.front() else {
             return;
         };
-        let (ts, seq, samples, arrival, rel) = (p.ts, p.seq, p.samples, p.arrival, p.relative_ms);
+        let PacketMeta {
+            ts,
+            seq,
+            samples,
+            arrival,
+            relative_ms: rel,
+            ..
+        } = p.meta;
         let ch = self.channels;
         let out = &mut self.scratch[..samples * ch];
         let decoded = self.decoder.decode_fec(&p.payload, samples, out);

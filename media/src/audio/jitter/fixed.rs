@@ -9,7 +9,7 @@ use super::{ConfigError, InsertError, JitterConfig, JitterStats, Playout};
 use crate::audio::decoder::AudioDecoder;
 
 /// Fixed-delay buffer: same packet handling, FEC and concealment as [`JitterBuffer`], but
-/// no delay estimation and no time stretching.
+/// no delay estimation and no time stretching. Driven through [`Playout`].
 #[derive(Debug)]
 pub struct FixedDelayBuffer<D: AudioDecoder>(JitterBuffer<D>);
 
@@ -24,27 +24,6 @@ impl<D: AudioDecoder> FixedDelayBuffer<D> {
             ..JitterConfig::default()
         };
         JitterBuffer::with_policy(decoder, config, true).map(Self)
-    }
-
-    /// Offers a received packet.
-    pub fn insert(
-        &mut self,
-        seq: u16,
-        rtp_ts: u32,
-        payload: &[u8],
-        arrival: Instant,
-    ) -> Result<(), InsertError> {
-        self.0.insert(seq, rtp_ts, payload, arrival)
-    }
-
-    /// Produces the next frame, played out at `now`.
-    pub fn pull(&mut self, now: Instant) -> &[i16] {
-        self.0.pull(now)
-    }
-
-    /// A statistics snapshot.
-    pub fn stats(&self) -> JitterStats {
-        self.0.stats()
     }
 }
 

@@ -45,17 +45,6 @@ impl Unwrapper {
 /// What is known about a packet besides its payload.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PacketMeta {
-    pub seq: i64,
-    pub ts: i64,
-    pub samples: usize,
-    pub arrival: Instant,
-    pub relative_ms: f64,
-    pub has_fec: bool,
-}
-
-/// One received packet.
-#[derive(Debug)]
-pub(crate) struct Packet {
     /// Extended RTP sequence number.
     pub seq: i64,
     /// Extended RTP timestamp of its first sample.
@@ -68,6 +57,12 @@ pub(crate) struct Packet {
     pub relative_ms: f64,
     /// Whether it carries in-band FEC for the packet before it.
     pub has_fec: bool,
+}
+
+/// One received packet.
+#[derive(Debug)]
+pub(crate) struct Packet {
+    pub meta: PacketMeta,
     /// The encoded payload (a buffer taken from the pool).
     pub payload: Vec<u8>,
 }
@@ -98,25 +93,21 @@ impl PacketBuffer {
     /// Whether a packet with this extended sequence number is held.
     pub(crate) fn contains(&self, seq: i64) -> bool {
         match self.packets.back() {
-            Some(last) if last.seq < seq => false,
-            _ => self.packets.binary_search_by_key(&seq, |p| p.seq).is_ok(),
+            Some(last) if last.meta.seq < seq => false,
+            _ => self
+                .packets
+                .binary_search_by_key(&seq, |p| p.meta.seq)
+                .is_ok(),
         }
     }
 
     /// Inserts in sequence order; returns false (and stores nothing) for a duplicate.
     pub(crate) fn insert(&mut self, meta: PacketMeta, payload: &[u8]) -> bool {
-        let PacketMeta {
-            seq,
-            ts,
-            samples,
-            arrival,
-            relative_ms,
-            has_fec,
-        } = meta;
+        let seq = meta.seq;
         // Packets arrive mostly in order, so search from the back.
         let pos = match self.packets.back() {
-            Some(last) if last.seq < seq => self.packets.len(),
-            _ => match self.packets.binary_search_by_key(&seq, |p| p.seq) {
+            Some(last) if last.meta.seq < seq => self.packets.len(),
+            _ => match self.packets.binary_search_by_key(&seq, |p| p.meta.seq) {
                 Ok(_) => return false,
                 Err(pos) => pos,
             },
@@ -124,19 +115,8 @@ impl PacketBuffer {
         let mut buf = self.pool.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(payload);
-        self.packets.insert(
-            pos,
-            Packet {
-                seq,
-                ts,
-                samples,
-                arrival,
-                relative_ms,
-                has_fec,
-                payload: buf,
-            },
-        );
-        self.samples += samples;
+        self.samples += meta.samples;
+        self.packets.insert(pos, Packet { meta, payload: buf });
         true
     }
 
@@ -147,7 +127,7 @@ impl PacketBuffer {
     /// Removes the oldest packet; hand it back with [`PacketBuffer::recycle`].
     pub(crate) fn pop_front(&mut self) -> Option<Packet> {
         let p = self.packets.pop_front()?;
-        self.samples -= p.samples;
+        self.samples -= p.meta.samples;
         Some(p)
     }
 
@@ -245,7 +225,7 @@ mod tests {
             prop_assert_eq!(b.samples(), seen.len() * 960);
             let mut out = Vec::new();
             while let Some(p) = b.pop_front() {
-                out.push(p.seq - base);
+                out.push(p.meta.seq - base);
                 b.recycle(p);
             }
             let want: Vec<i64> = seen.into_iter().map(i64::from).collect();

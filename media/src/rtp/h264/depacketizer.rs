@@ -108,6 +108,21 @@ struct Assembly {
     pps: bool,
 }
 
+impl Assembly {
+    /// An access unit with nothing received yet.
+    fn new(timestamp: u32) -> Self {
+        Self {
+            timestamp,
+            broken: None,
+            open_fu: None,
+            open_fu_at: 0,
+            idr: false,
+            sps: false,
+            pps: false,
+        }
+    }
+}
+
 /// Reassembles access units from RTP payloads pushed in sequence order (after a
 /// jitter buffer, or straight from the network when reordering is rare).
 #[derive(Debug, Default)]
@@ -181,15 +196,7 @@ impl H264Depacketizer {
         if fresh {
             self.buf.clear();
         }
-        let assembly = self.current.get_or_insert(Assembly {
-            timestamp,
-            broken: None,
-            open_fu: None,
-            open_fu_at: 0,
-            idr: false,
-            sps: false,
-            pps: false,
-        });
+        let assembly = self.current.get_or_insert_with(|| Assembly::new(timestamp));
         // After a gap, a fresh unit is intact only if this packet provably opens it
         // (an AUD or SPS first); otherwise its first packets may be what was lost.
         if gap && assembly.broken.is_none() {
@@ -228,15 +235,7 @@ impl H264Depacketizer {
         timestamp: u32,
         payloads: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<AccessUnit, H264Error> {
-        let mut assembly = Assembly {
-            timestamp,
-            broken: None,
-            open_fu: None,
-            open_fu_at: 0,
-            idr: false,
-            sps: false,
-            pps: false,
-        };
+        let mut assembly = Assembly::new(timestamp);
         self.buf.clear();
         for payload in payloads {
             append_payload(

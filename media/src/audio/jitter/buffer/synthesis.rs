@@ -151,7 +151,10 @@ impl<D: AudioDecoder> JitterBuffer<D> {
             // Two long pitch periods make the analysis reliable; the packets are there.
             let want = ms_to_frames(STRETCH_WINDOW_MS, self.rate);
             while self.sync.pending_frames() < want
-                && self.packets.front().is_some_and(|p| p.ts == self.next_ts)
+                && self
+                    .packets
+                    .front()
+                    .is_some_and(|p| p.meta.ts == self.next_ts)
             {
                 self.decode_next(now);
             }
