@@ -154,3 +154,49 @@ async fn a_lost_sfu_offer_is_withdrawn_and_made_again() {
         Err(SfuError::StaleAnswer(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nacks_from_a_lossy_subscriber_are_answered_from_the_sfu_buffer() {
+    let mut call = Call::start().await;
+    call.join("room", "alice", VideoCodec::H264).await;
+    call.join("room", "bob", VideoCodec::H264).await;
+    assert!(
+        eventually(WAIT, || call
+            .client("bob")
+            .frames_from("alice", TrackKind::Video)
+            >= 5)
+        .await
+    );
+    let first = call.client("bob").seen.lock().unwrap().video_frames["alice"].len();
+    // 5% of the SRTP/SRTCP datagrams toward bob are lost for 6 s.
+    call.client("bob")
+        .loss_permille
+        .store(50, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    call.client("bob")
+        .loss_permille
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let seen = call.client("bob").seen.lock().unwrap();
+    let frames = &seen.video_frames["alice"][first..];
+    let (lo, hi) = (*frames.iter().min().unwrap(), *frames.iter().max().unwrap());
+    // alice sends a video frame on every even tick.
+    let expected: Vec<u64> = (lo..=hi).filter(|n| n % 2 == 0).collect();
+    let got: std::collections::HashSet<u64> = frames.iter().copied().collect();
+    let missing = expected.iter().filter(|n| !got.contains(n)).count();
+    let nacks = call.sfu.metrics().nacks_received.get();
+    println!(
+        "dropped {} datagrams; {} of {} video frames missing after NACK; SFU got {nacks} NACKs",
+        seen.dropped,
+        missing,
+        expected.len()
+    );
+    assert!(seen.dropped >= 10, "the shim dropped too little to test");
+    assert!(nacks > 0, "no NACK reached the SFU");
+    assert!(
+        missing * 100 <= expected.len(),
+        "{missing} of {} frames lost despite NACK",
+        expected.len()
+    );
+}

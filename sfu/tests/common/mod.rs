@@ -37,6 +37,10 @@ pub struct Seen {
     pub offers_applied: u64,
     /// Receive m-lines the SFU added (mid, kind).
     pub recv_mids: Vec<(Mid, MediaKind)>,
+    /// Frame numbers of the video frames received, per publisher.
+    pub video_frames: HashMap<String, Vec<u64>>,
+    /// RTP/RTCP datagrams dropped by the loss shim.
+    pub dropped: u64,
 }
 
 /// A running test client.
@@ -47,6 +51,8 @@ pub struct Client {
     pub level: Arc<AtomicU8>,
     /// Set > 0 to send that many PLIs (one per 20 ms) on every received video m-line.
     pub plis_to_send: Arc<AtomicU64>,
+    /// Incoming SRTP/SRTCP datagrams dropped, per mille (a loss shim on the receive side).
+    pub loss_permille: Arc<AtomicU64>,
     tx: mpsc::UnboundedSender<ClientCmd>,
 }
 
@@ -175,6 +181,7 @@ impl Call {
             seen: Arc::default(),
             level: Arc::new(AtomicU8::new(90)),
             plis_to_send: Arc::default(),
+            loss_permille: Arc::default(),
             tx,
         };
         let media = Media {
@@ -192,6 +199,7 @@ impl Call {
             client.seen.clone(),
             client.level.clone(),
             client.plis_to_send.clone(),
+            client.loss_permille.clone(),
         ));
         self.clients.insert(name.into(), client);
     }
@@ -252,12 +260,17 @@ async fn run_client(
     seen: Arc<Mutex<Seen>>,
     level: Arc<AtomicU8>,
     plis: Arc<AtomicU64>,
+    loss: Arc<AtomicU64>,
 ) {
     let local = socket.local_addr().unwrap();
     let mut buf = vec![0u8; 2048];
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut n: u64 = 0;
+    // xorshift state for the loss shim: deterministic per client name.
+    let mut rng: u64 = name.bytes().fold(0x9e37_79b9_7f4a_7c15, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
     loop {
         // Drain output.
         let timeout = loop {
@@ -301,6 +314,17 @@ async fn run_client(
             },
             res = socket.recv_from(&mut buf) => {
                 let Ok((len, source)) = res else { continue };
+                // RFC 7983: first byte 128..=191 is RTP/RTCP; STUN and DTLS always pass.
+                let permille = loss.load(Ordering::Relaxed);
+                if permille > 0 && (128..=191).contains(&buf[0]) {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    if rng % 1000 < permille {
+                        seen.lock().unwrap().dropped += 1;
+                        continue;
+                    }
+                }
                 let Ok(contents) = buf[..len].try_into() else { continue };
                 let input = Input::Receive(Instant::now(), Receive {
                     proto: Protocol::Udp, source, destination: local, contents,
@@ -340,9 +364,13 @@ fn on_event(name: &str, rtc: &mut Rtc, e: Event, seen: &Mutex<Seen>) {
                 Some(MediaKind::Video) => TrackKind::Video,
                 None => return,
             };
-            if let Some(from) = marker(&d.data) {
+            if let Some((from, n)) = marker(&d.data) {
                 assert_ne!(from, name, "{name} got its own media back");
-                *seen.lock().unwrap().frames.entry((from, kind)).or_default() += 1;
+                let mut seen = seen.lock().unwrap();
+                if kind == TrackKind::Video {
+                    seen.video_frames.entry(from.clone()).or_default().push(n);
+                }
+                *seen.frames.entry((from, kind)).or_default() += 1;
             }
         }
         Event::KeyframeRequest(_) => seen.lock().unwrap().keyframe_requests += 1,
@@ -350,12 +378,16 @@ fn on_event(name: &str, rtc: &mut Rtc, e: Event, seen: &Mutex<Seen>) {
     }
 }
 
-/// Reads the "from=<name>;" marker every test payload carries.
-fn marker(data: &[u8]) -> Option<String> {
+/// Reads the "from=<name>;n=<frame>;" marker every test payload carries.
+fn marker(data: &[u8]) -> Option<(String, u64)> {
     let pos = data.windows(5).position(|w| w == b"from=")?;
     let rest = &data[pos + 5..];
     let end = rest.iter().position(|b| *b == b';')?;
-    String::from_utf8(rest[..end].to_vec()).ok()
+    let from = String::from_utf8(rest[..end].to_vec()).ok()?;
+    let rest = rest[end + 1..].strip_prefix(b"n=")?;
+    let end = rest.iter().position(|b| *b == b';')?;
+    let n = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    Some((from, n))
 }
 
 fn pt_for(rtc: &mut Rtc, mid: Mid, codec: Codec) -> Option<str0m::media::Pt> {
