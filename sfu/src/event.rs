@@ -97,12 +97,12 @@ pub enum LeaveReason {
 }
 
 /// Counters of one participant's media session.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ParticipantStats {
     /// Who.
-    pub participant: Option<ParticipantId>,
+    pub participant: ParticipantId,
     /// Its room.
-    pub room: Option<RoomId>,
+    pub room: RoomId,
     /// UDP datagrams received from the peer (all protocols).
     pub packets_in: u64,
     /// Bytes of those datagrams.

@@ -426,8 +426,8 @@ impl Peer {
         };
         c.packets_out_at_tick = c.packets_out;
         ParticipantStats {
-            participant: Some(self.id.clone()),
-            room: Some(self.room.clone()),
+            participant: self.id.clone(),
+            room: self.room.clone(),
             packets_in: c.packets_in,
             bytes_in: c.bytes_in,
             packets_out: c.packets_out,

@@ -45,6 +45,24 @@ async fn two_participants_receive_each_others_audio_and_video() {
         .count();
     assert_eq!(published, 4);
     assert!(call.sfu.metrics().frames_forwarded.get() > 0);
+    // Periodic stats events report both participants with a sending rate.
+    let rates = |call: &Call| {
+        call.events().iter().rev().find_map(|e| match e {
+            SfuEvent::Stats(s) if s.len() == 2 => Some(
+                s.iter()
+                    .all(|p| p.packets_out_per_sec > 10.0 && p.rtt.is_some()),
+            ),
+            _ => None,
+        })
+    };
+    assert!(
+        eventually(WAIT, || rates(&call) == Some(true)).await,
+        "{:?}",
+        call.events()
+            .iter()
+            .rev()
+            .find(|e| matches!(e, SfuEvent::Stats(_)))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,6 +229,23 @@ async fn keyframe_requests_reach_the_publisher_throttled() {
         m.keyframe_requests_received.get()
     );
     assert!(m.keyframe_requests_throttled.get() >= 40);
+    let stats = call.sfu.stats().await.unwrap();
+    let of = |who: &str| {
+        stats
+            .iter()
+            .find(|s| s.participant.as_str() == who)
+            .unwrap()
+    };
+    assert!(
+        of("bob").keyframe_requests_received >= 50,
+        "{:?}",
+        of("bob")
+    );
+    assert!(
+        of("alice").keyframe_requests_sent >= got,
+        "{:?}",
+        of("alice")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
