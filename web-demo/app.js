@@ -1,205 +1,289 @@
-// huddle demo client: dev token, join a room, live participant list, audio and video
-// through the SFU, room chat, and reconnect (with the resume token) after a network drop
-// or a server restart.
-import { RoomChat } from './chat.js';
-import { RoomMedia } from './media.js';
+// huddle demo app: the pre-join screen (name, room, devices, invite link), the access
+// token (the dev endpoint under `huddle serve --dev`, otherwise `?token=` from the app's
+// backend), the signalling session, rooms (room.js) and one-to-one calls (direct.js), and
+// telling the user what the connection is doing. docs/web-demo.md describes the URL options.
+import { DirectCalls } from './direct.js';
+import { Devices } from './prejoin.js';
+import { Room } from './room.js';
+import { Signal, tokenProblem } from './signal.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 $('name').value = params.get('name') || '';
 $('room').value = params.get('room') || 'lobby';
+$('handle').value = params.get('me') || '';
+const relay = params.get('relay') === '1';
+const urlToken = params.get('token');
 
-let ws = null;
-let resumeToken = null;
-let token = null;
-let room = null;
-let leaving = false;
-let nextId = 1;
-let chat = null;
-let media = null;
-const participants = new Map();
-const names = new Map(); // identity -> display name, kept after they leave
-const sidNames = new Map(); // sid -> display name
-const waiting = new Map(); // request id -> {resolve, reject}
+let signal = null; // the signalling session, while there is one
+let welcome = null; // its last welcome
+let room = null; // the room joined, if any
+let direct = null; // one-to-one calls, while online
+let mode = null; // 'room' or 'direct'
+const events = []; // every notice shown, in order (read by the tests)
+window.huddleEvents = events;
 
-function render() {
-  const ul = $('participants');
-  ul.replaceChildren(...[...participants.values()].map((p) => {
-    const li = document.createElement('li');
-    li.textContent = p.name + (p.identity === window.huddleIdentity ? ' (you)' : '');
-    return li;
-  }));
+const devices = new Devices({
+  video: $('preview'),
+  camSelect: $('camera-select'),
+  micSelect: $('mic-select'),
+  meter: $('meter'),
+  // Clears only its own message, not one about the session.
+  onError: (text) => {
+    if (text) showError(text);
+    else if ($('error').dataset.source === 'devices') showError('');
+    $('error').dataset.source = text ? 'devices' : '';
+  },
+});
+window.huddleDevices = devices;
+
+function showError(text) {
+  $('error').textContent = text;
+  $('error').dataset.source = '';
 }
 
-function remember(p) {
-  participants.set(p.identity, p);
-  names.set(p.identity, p.name);
-  sidNames.set(p.sid, p.name);
-  media?.rename(p.sid, p.name);
+let noticeTimer = 0;
+// A short message about what is happening; `sticky` ones stay until the next.
+function notify(text, sticky = false) {
+  events.push(text);
+  const n = $('notice');
+  n.textContent = text;
+  n.hidden = false;
+  clearTimeout(noticeTimer);
+  if (!sticky) noticeTimer = setTimeout(() => (n.hidden = true), 4000);
 }
 
-// Sends a request and resolves with its response (rejects with an error response).
-function request(msg) {
-  return new Promise((resolve, reject) => {
-    const id = send(msg);
-    waiting.set(id, { resolve, reject });
-  });
+const STATUS = {
+  connecting: 'connecting…',
+  connected: 'connected',
+  reconnecting: 'reconnecting…',
+  restarting: 'server restarting…',
+};
+
+function onStatus(state, detail) {
+  if (state === document.body.dataset.connection && state !== 'connected') return;
+  $('status').textContent = STATUS[state];
+  document.body.dataset.connection = state;
+  if (state === 'reconnecting') notify('Connection lost. Reconnecting…', true);
+  if (state === 'restarting') notify('The server is restarting. Rejoining when it is back…', true);
+  // A fresh session back in a room says "Rejoined" once the join went through (room.js).
+  if (state === 'connected' && detail.again && (detail.resumed || !room)) notify('Reconnected.');
 }
 
-// Camera and microphone, or what of them is available; null to receive only.
-async function localMedia() {
-  for (const c of [{ audio: true, video: true }, { audio: true }, { video: true }]) {
-    try {
-      return await navigator.mediaDevices.getUserMedia(c);
-    } catch (e) {
-      $('error').textContent = `Camera/microphone: ${e.name}. ${c.video && c.audio ? 'Trying less…' : ''}`;
-    }
+function shareLink(roomName) {
+  return `${location.origin}/?room=${encodeURIComponent(roomName)}`;
+}
+
+function updateShareLink() {
+  const link = shareLink($('room').value || 'lobby');
+  $('share-link').href = link;
+  $('share-link').textContent = link;
+}
+
+// Plain words for a refused join.
+function joinErrorText(e, roomName) {
+  switch (e.code) {
+    case 'room_full':
+      return `The room “${roomName}” is full. Try again later or pick another room.`;
+    case 'forbidden':
+      return `Your access token does not allow joining “${roomName}”.`;
+    case 'invalid_room':
+      return `“${roomName}” is not a valid room name (letters, digits and - _ . ~).`;
+    case 'too_many_rooms':
+      return 'The server has too many rooms open right now. Try again later.';
+    default:
+      return `Could not join: ${e.message || e.code}`;
   }
-  $('error').textContent = 'No camera or microphone: you can see and hear the others only.';
-  return null;
 }
 
-async function startMedia(joined) {
+async function getToken({ name, room: roomName, identity }) {
+  if (urlToken) {
+    const problem = tokenProblem(urlToken);
+    if (problem) throw new Error(problem);
+    return { token: urlToken };
+  }
+  let resp;
   try {
-    const local = media.local || (await localMedia());
-    await media.start(local, joined.ice_servers, joined.participant.sid);
-  } catch (e) {
-    $('error').textContent = `Media: ${e.message || e.code || e}`;
+    resp = await fetch('/v1/dev/token', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name, room: roomName, identity }),
+    });
+  } catch {
+    throw new Error('The server cannot be reached.');
   }
+  if (resp.status === 404 || resp.status === 405) {
+    throw new Error('This server is not in development mode: open the link your app gave you (it carries ?token=…).');
+  }
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok) throw new Error(`No access token: ${body.message || resp.status}`);
+  return body;
 }
 
-// Sends a request and returns its id.
-function send(msg) {
-  msg.id = nextId++;
-  if (ws?.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
-  return msg.id;
+function startSignal(token) {
+  signal = new Signal({
+    token,
+    onStatus,
+    onWelcome: (m) => {
+      welcome = m;
+      window.huddleIdentity = m.identity;
+      room?.connected(m).catch((e) => joinFailed(e));
+    },
+    onPush: (m) => {
+      if (m.type === '_disconnected') return room?.disconnected();
+      if (direct?.handle(m) || room?.handle(m)) return;
+      if (m.type === 'error') showError(`${m.code}: ${m.message}`);
+    },
+    onFatal: (text) => {
+      showError(text);
+      endSession();
+    },
+  });
+  window.huddleSignal = signal;
+  direct = new DirectCalls({
+    signal,
+    els: {
+      dialog: $('call-dialog'),
+      text: $('call-text'),
+      accept: $('call-accept'),
+      reject: $('call-reject'),
+      cancel: $('call-cancel'),
+      close: $('call-close'),
+    },
+    busy: () => room !== null || mode !== 'direct',
+    enterRoom: (roomName, peer) => {
+      enterRoom(roomName, `Call with ${peer}`);
+      room.connected({ ...welcome, resumed: false }).catch((e) => joinFailed(e));
+    },
+    leaveRoom: () => exitRoom(true),
+    notify,
+    showError,
+  });
+  window.huddleDirect = direct;
+  signal.connect();
 }
 
-function connect() {
-  const url = new URL('/v1/ws', location.href);
-  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-  url.searchParams.set('access_token', token);
-  if (resumeToken) url.searchParams.set('resume_token', resumeToken);
-  ws = new WebSocket(url);
-  $('status').textContent = 'connecting…';
-  ws.onmessage = (ev) => {
-    const m = JSON.parse(ev.data);
-    const w = m.id !== undefined && waiting.get(m.id);
-    if (w) {
-      waiting.delete(m.id);
-      if (m.type === 'error') w.reject(m);
-      else w.resolve(m);
-      return;
-    }
-    if (chat?.handle(m)) return;
-    switch (m.type) {
-      case 'welcome':
-        resumeToken = m.resume_token;
-        window.huddleIdentity = m.identity;
-        names.set(m.identity, m.name);
-        $('status').textContent = 'connected';
-        if (!m.resumed) send({ type: 'join', room });
-        chat.connected(m.identity);
-        break;
-      case 'joined':
-        participants.clear();
-        for (const p of m.participants) remember(p);
-        render();
-        startMedia(m);
-        break;
-      case 'media_offer':
-        media?.onOffer(m);
-        break;
-      case 'active_speaker':
-        media?.speaker(m.sid);
-        break;
-      case 'participant_joined':
-      case 'participant_updated':
-        remember(m.participant);
-        render();
-        break;
-      case 'participant_left':
-        participants.delete(m.identity);
-        media?.participantLeft(m.sid);
-        render();
-        break;
-      case 'shutdown':
-        $('status').textContent = 'server restarting…';
-        break;
-      case 'error':
-        $('error').textContent = `${m.code}: ${m.message}`;
-        break;
-    }
-  };
-  ws.onclose = () => {
-    chat?.disconnected();
-    for (const [, w] of waiting) w.reject({ code: 'disconnected', message: 'connection lost' });
-    waiting.clear();
-    if (leaving) return;
-    $('status').textContent = 'reconnecting…';
-    setTimeout(connect, 1500);
-  };
+function enterRoom(roomName, label) {
+  const local = devices.take();
+  room = new Room({
+    signal,
+    room: roomName,
+    name: $('name').value.trim() || $('handle').value,
+    local,
+    relay,
+    muted: { audio: $('join-muted-audio').checked, video: $('join-muted-video').checked },
+    notify,
+    showError,
+    onRemoved: (text) => {
+      showError(text);
+      leave();
+    },
+  });
+  $('room-label').textContent = label;
+  $('room-name').textContent = mode === 'room' ? roomName : '';
+  $('copy-link').hidden = mode !== 'room';
+  document.title = `${label} ${mode === 'room' ? roomName : ''} · huddle`;
+  $('prejoin-view').hidden = true;
+  $('room-view').hidden = false;
+  $('mic').focus();
+  if (!local) notify('You joined without camera and microphone: the others cannot see or hear you.');
+}
+
+function joinFailed(e) {
+  if (!room) return;
+  const text = joinErrorText(e, room.room);
+  if (e.code === 'disconnected') return; // the reconnect will try again
+  if (mode === 'direct') direct.hangup();
+  leave();
+  showError(text);
+}
+
+// Back to the pre-join screen, with the preview running again.
+function exitRoom(tellServer) {
+  room?.leave({ tellServer });
+  room = null;
+  $('room-view').hidden = true;
+  $('prejoin-view').hidden = false;
+  document.title = 'huddle';
+  devices.open();
+}
+
+function endSession() {
+  signal?.close();
+  signal = null;
+  direct = null;
+  mode = null;
+  exitRoom(false);
+  $('call-form').hidden = true;
+  $('online-form').hidden = false;
+}
+
+function leave() {
+  if (mode === 'direct') {
+    direct.hangup();
+    exitRoom(true);
+  } else {
+    endSession();
+  }
 }
 
 $('join-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
-  $('error').textContent = '';
-  room = $('room').value;
+  if (signal) endSession();
+  showError('');
+  const roomName = $('room').value;
   // The tab keeps its identity across reloads, so its own messages stay its own.
   const identity = sessionStorage.getItem('huddle.identity') || undefined;
-  const resp = await fetch('/v1/dev/token', {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ name: $('name').value, room, identity }),
-  });
-  if (!resp.ok) {
-    $('error').textContent = 'Could not get a token (is the server in --dev mode?)';
+  let tok;
+  try {
+    tok = await getToken({ name: $('name').value.trim(), room: roomName, identity });
+  } catch (e) {
+    showError(e.message);
     return;
   }
-  const body = await resp.json();
-  token = body.token;
-  if (body.identity) sessionStorage.setItem('huddle.identity', body.identity);
-  leaving = false;
-  $('room-name').textContent = room;
-  $('join-form').hidden = true;
-  $('room-view').hidden = false;
-  $('chat-log').replaceChildren();
-  media = new RoomMedia({
-    request,
-    send,
-    grid: $('grid'),
-    nameOfSid: (sid) => sidNames.get(sid) || 'guest',
-    relay: params.get('relay') === '1',
-  });
-  window.huddleMedia = media; // for the browser tests and the console
-  chat = new RoomChat({
-    room,
-    send,
-    nameOf: (identity) => names.get(identity) || identity,
-    els: {
-      log: $('chat-log'),
-      form: $('chat-form'),
-      input: $('chat-input'),
-      typing: $('chat-typing'),
-      unread: $('chat-unread'),
-      toggle: $('chat-toggle'),
-      body: $('chat-body'),
-    },
-  });
-  connect();
+  if (tok.identity) sessionStorage.setItem('huddle.identity', tok.identity);
+  mode = 'room';
+  startSignal(tok.token);
+  enterRoom(roomName, 'Room');
 });
 
-$('leave').addEventListener('click', () => {
-  leaving = true;
-  resumeToken = null;
-  ws?.close(1000);
-  participants.clear();
-  render();
-  media?.leave();
-  media = null;
-  chat = null;
-  $('room-view').hidden = true;
-  $('join-form').hidden = false;
+$('online-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  showError('');
+  const handle = $('handle').value;
+  let tok;
+  try {
+    tok = await getToken({ name: $('name').value.trim() || handle, identity: handle });
+  } catch (e) {
+    showError(e.message);
+    return;
+  }
+  mode = 'direct';
+  startSignal(tok.token);
+  $('online-form').hidden = true;
+  $('call-form').hidden = false;
+  $('online-as').textContent = `You are online as “${handle}”. Others can call you by this handle.`;
+  $('callee').focus();
 });
 
+$('call-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  showError('');
+  direct?.place($('callee').value.trim());
+});
+
+$('leave').addEventListener('click', () => leave());
+$('copy-link').addEventListener('click', async () => {
+  const link = shareLink(room?.room || $('room').value);
+  try {
+    await navigator.clipboard.writeText(link);
+    notify('Invite link copied.');
+  } catch {
+    notify(`Invite link: ${link}`);
+  }
+});
+$('room').addEventListener('input', updateShareLink);
+updateShareLink();
+
+await devices.open();
 if (params.get('autojoin') === '1' && $('name').value) $('join').click();

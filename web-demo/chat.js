@@ -33,15 +33,26 @@ export class RoomChat {
     this.ackTimer = null;
     this.typingUntil = new Map();
     this.lastTypingSent = 0;
+    // The elements outlive this chat (a page may join several rooms in turn).
+    this.abort = new AbortController();
+    const opts = { signal: this.abort.signal };
     els.form.addEventListener('submit', (ev) => {
       ev.preventDefault();
       const text = els.input.value.trim();
       if (!text) return;
       els.input.value = '';
       this.post(text);
-    });
-    els.input.addEventListener('input', () => this.typing());
-    els.toggle.addEventListener('click', () => this.setOpen(els.body.hidden));
+    }, opts);
+    els.input.addEventListener('input', () => this.typing(), opts);
+    els.toggle.addEventListener('click', () => this.setOpen(els.body.hidden), opts);
+  }
+
+  close() {
+    this.abort.abort();
+    clearTimeout(this.ackTimer);
+    this.els.log.replaceChildren();
+    this.els.typing.textContent = '';
+    this.setUnread(0);
   }
 
   setOpen(open) {

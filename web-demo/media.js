@@ -1,23 +1,31 @@
 // Audio and video through huddle's SFU: one RTCPeerConnection per page. The page offers
 // its camera and microphone (media_offer → media_answer); the SFU then offers the others'
 // tracks (media_offer push → media_answer). A received stream's id is the publisher's sid
-// (a=msid), which names its tile. Protocol: docs/protocol.md, "Media".
+// (a=msid), which names its tile. Muting sets track.enabled (the sender keeps its slot and
+// sends silence or black); screen share swaps the camera track for the screen's with
+// RTCRtpSender.replaceTrack, so no renegotiation is needed. Protocol: docs/protocol.md,
+// "Media".
 
 export class RoomMedia {
-  constructor({ request, send, grid, nameOfSid, relay }) {
+  constructor({ request, send, tiles, nameOfSid, relay, onScreenEnded, onTile }) {
     this.request = request; // (msg) => Promise<response>
     this.send = send; // (msg) => id, no answer awaited
-    this.grid = grid;
+    this.tiles = tiles;
     this.nameOfSid = nameOfSid;
     this.relay = relay;
+    this.onScreenEnded = onScreenEnded; // the user stopped sharing from the browser's UI
+    this.onTile = onTile; // (sid) => void: a remote tile appeared, to name and mark it
     this.pc = null;
-    this.local = null;
-    this.tiles = new Map(); // sid -> {el, video, stream}
+    this.local = null; // camera + microphone stream
+    this.screen = null; // screen capture stream while sharing
+    this.muted = { audio: false, video: false };
+    this.streams = new Map(); // sid -> remote MediaStream
     this.queue = Promise.resolve(); // negotiation steps run one at a time
   }
 
   // Joins the room's media session and publishes `local` (may be null: receive only).
-  async start(local, iceServers, mySid) {
+  // Called again after a rejoin; the local stream and mute state carry over.
+  async start(local, iceServers, mySid, myName) {
     this.local = local;
     this.mySid = mySid;
     this.stop();
@@ -29,12 +37,19 @@ export class RoomMedia {
     this.pc = pc;
     pc.ontrack = (ev) => this.addTrack(ev.streams[0], ev.track);
     pc.onconnectionstatechange = () => {
-      this.grid.dataset.connection = pc.connectionState;
+      this.tiles.grid.dataset.connection = pc.connectionState;
     };
+    const t = this.tiles.ensure('local', myName, { local: true });
     if (local) {
-      for (const track of local.getTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [local] });
-      this.tile('local', 'You', local, true);
+      for (const track of local.getTracks()) {
+        track.enabled = !this.muted[track.kind];
+        const sendTrack = track.kind === 'video' && this.screen ? this.screen.getVideoTracks()[0] : track;
+        pc.addTransceiver(sendTrack, { direction: 'sendonly', streams: [local] });
+      }
+      t.video.srcObject = this.screen || local;
+      if (this.screen) this.screenSender = pc.getSenders().find((s) => s.track?.kind === 'video');
     }
+    this.tiles.setMuted('local', this.localMuted());
     await this.request({ type: 'media_join' });
     await this.negotiate(async () => {
       await pc.setLocalDescription(await pc.createOffer());
@@ -62,72 +77,97 @@ export class RoomMedia {
   addTrack(stream, track) {
     if (!stream) return;
     const sid = stream.id;
-    const t = this.tiles.get(sid) || this.tile(sid, this.nameOfSid(sid), stream, false);
+    this.streams.set(sid, stream);
+    const fresh = !this.tiles.get(sid);
+    const t = this.tiles.ensure(sid, this.nameOfSid(sid));
+    if (fresh) this.onTile?.(sid);
     track.onended = () => this.prune(sid);
     stream.onremovetrack = () => this.prune(sid);
-    t.video.srcObject = stream;
+    if (t.video.srcObject !== stream) t.video.srcObject = stream;
   }
 
   prune(sid) {
-    const t = this.tiles.get(sid);
-    if (t && t.stream.getTracks().every((tr) => tr.readyState === 'ended')) this.removeTile(sid);
+    const s = this.streams.get(sid);
+    if (s && s.getTracks().every((tr) => tr.readyState === 'ended')) this.participantLeft(sid);
   }
 
   // The participant left (or unpublished everything): its tile goes.
   participantLeft(sid) {
-    this.removeTile(sid);
+    this.streams.delete(sid);
+    this.tiles.remove(sid);
   }
 
-  tile(sid, name, stream, muted) {
-    const el = document.createElement('figure');
-    el.className = 'tile';
-    el.dataset.sid = sid;
-    const video = document.createElement('video');
-    video.autoplay = true;
-    video.playsInline = true;
-    video.muted = muted;
-    video.srcObject = stream;
-    const caption = document.createElement('figcaption');
-    caption.textContent = name;
-    el.append(video, caption);
-    this.grid.append(el);
-    const t = { el, video, stream, caption };
-    this.tiles.set(sid, t);
-    this.layout();
-    return t;
+  localMuted() {
+    return {
+      audio: this.muted.audio || !this.local?.getAudioTracks().length,
+      video: (this.muted.video || !this.local?.getVideoTracks().length) && !this.screen,
+    };
   }
 
-  rename(sid, name) {
-    const t = this.tiles.get(sid);
-    if (t) t.caption.textContent = name;
+  // Mutes or unmutes the microphone or camera; returns the new state.
+  setMuted(kind, muted) {
+    this.muted[kind] = muted;
+    for (const t of this.local?.getTracks() || []) if (t.kind === kind) t.enabled = !muted;
+    this.tiles.setMuted('local', this.localMuted());
+    return this.localMuted();
+  }
+
+  videoSender() {
+    return this.pc?.getSenders().find((s) => s.track?.kind === 'video' || s === this.screenSender);
+  }
+
+  // Shares the screen in place of the camera; resolves false if the user cancelled.
+  async startScreen() {
+    const screen = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: 15 }, audio: false });
+    const track = screen.getVideoTracks()[0];
+    track.contentHint = 'detail';
+    const sender = this.videoSender();
+    if (!sender) {
+      screen.getTracks().forEach((t) => t.stop());
+      throw new Error('screen sharing needs a camera slot (join with a camera)');
+    }
+    await sender.replaceTrack(track);
+    this.screenSender = sender;
+    this.screen = screen;
+    track.onended = () => {
+      this.stopScreen();
+      this.onScreenEnded?.();
+    };
+    const t = this.tiles.get('local');
+    t.video.srcObject = screen;
+    this.tiles.setScreen('local', true);
+    this.tiles.setMuted('local', this.localMuted());
+    return true;
+  }
+
+  async stopScreen() {
+    if (!this.screen) return;
+    const cam = this.local?.getVideoTracks()[0] || null;
+    await this.screenSender?.replaceTrack(cam).catch(() => {});
+    this.screen.getTracks().forEach((t) => t.stop());
+    this.screen = null;
+    const t = this.tiles.get('local');
+    if (t) t.video.srcObject = this.local;
+    this.tiles.setScreen('local', false);
+    this.tiles.setMuted('local', this.localMuted());
   }
 
   speaker(sid) {
-    for (const [s, t] of this.tiles) t.el.classList.toggle('speaking', s === sid || (s === 'local' && sid === this.mySid));
-  }
-
-  removeTile(sid) {
-    const t = this.tiles.get(sid);
-    if (!t) return;
-    t.el.remove();
-    this.tiles.delete(sid);
-    this.layout();
-  }
-
-  layout() {
-    const n = Math.max(1, this.tiles.size);
-    this.grid.style.setProperty('--cols', String(Math.ceil(Math.sqrt(n))));
+    this.tiles.speaker(sid && sid === this.mySid ? 'local' : sid);
   }
 
   stop() {
     this.pc?.close();
     this.pc = null;
-    for (const sid of [...this.tiles.keys()]) if (sid !== 'local') this.removeTile(sid);
+    this.streams.clear();
+    this.tiles.clear({ keepLocal: true });
   }
 
   leave() {
     this.stop();
-    this.removeTile('local');
+    this.tiles.clear();
+    this.screen?.getTracks().forEach((t) => t.stop());
+    this.screen = null;
     this.local?.getTracks().forEach((t) => t.stop());
     this.local = null;
   }

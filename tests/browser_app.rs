@@ -1,0 +1,301 @@
+//! The web demo as a product, in headless Chromium against the real server (`--dev`):
+//! the pre-join screen and in-call controls (tests/browser/app.mjs), one-to-one calls
+//! (direct.mjs), server restarts in the middle of a call (reconnect.mjs) and errors shown
+//! in plain words (errors.mjs). Screenshots of the key steps go to `target/e2e/`.
+//!
+//! Needs node, chromium and `npm ci` in tests/browser; CI provides them and sets
+//! HUDDLE_REQUIRE_BROWSER=1 so that their absence fails instead of skipping.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+mod common;
+use common::Server;
+
+/// The SFU on an ephemeral loopback port (its default port is fixed).
+const SFU: &str = "[sfu]\nlisten = \"127.0.0.1:0\"\n";
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn browser_available() -> bool {
+    let ok = browser_dir().join("node_modules/playwright-core").is_dir()
+        && Path::new(&std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()))
+            .exists()
+        && Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("HUDDLE_REQUIRE_BROWSER").is_none(),
+            "browser test needs node, /usr/bin/chromium and `npm ci` in tests/browser"
+        );
+        eprintln!("SKIPPED: node, chromium or tests/browser/node_modules missing");
+    }
+    ok
+}
+
+/// Runs `script` against `server`; on a line `RESTART` it crashes and restarts the server
+/// and answers. Returns the script's report (its last line) after checking it succeeded.
+fn run(server: &mut Server, script: &str) -> Value {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let mut node = Command::new("node")
+        .arg(script)
+        .arg(format!("http://{}", server.addr))
+        .env("HUDDLE_E2E_DIR", target.join("e2e"))
+        .current_dir(browser_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = node.stdin.take().unwrap();
+    let mut last = String::new();
+    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line == "RESTART" {
+            server.crash_and_restart();
+            writeln!(stdin, "go").unwrap();
+        }
+        if line == "GRACEFUL_RESTART" {
+            // SIGTERM: the server tells its clients (`shutdown`) and stops listening.
+            server.sigterm();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while TcpStream::connect(server.addr).is_ok() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            server.crash_and_restart();
+            writeln!(stdin, "go").unwrap();
+        }
+        last = line;
+    }
+    let status = node.wait().unwrap();
+    let report: Value =
+        serde_json::from_str(&last).unwrap_or_else(|_| panic!("unreadable output: {last}"));
+    assert!(status.success(), "{script}: {report}");
+    eprintln!("{script}: {report}");
+    report
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_str()
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn prejoin_devices_and_in_call_controls() {
+    if !browser_available() {
+        return;
+    }
+    let mut server = Server::start_with(SFU, &["--dev"], &[]);
+    let r = run(&mut server, "app.mjs");
+    // Pre-join.
+    assert_eq!(
+        r["prefill"],
+        json!({"name": "Alice", "room": "product"}),
+        "{r}"
+    );
+    assert!(
+        r["share_link"]
+            .as_str()
+            .unwrap()
+            .ends_with("/?room=product"),
+        "{r}"
+    );
+    assert!(!r["cameras"].as_array().unwrap().is_empty(), "{r}");
+    assert!(r["microphones"].as_array().unwrap().len() >= 2, "{r}");
+    assert!(r["meter_peak"].as_f64().unwrap() > 0.2, "{r}");
+    assert_eq!(r["room_view_before_join"], false, "{r}");
+    // Names, mute, camera.
+    assert_eq!(
+        r["names"],
+        json!({"at_alice": "Bob", "at_bob": "Alice"}),
+        "{r}"
+    );
+    assert_eq!(r["local_caption"], "Alice (you)");
+    assert_eq!(r["muted"]["bob_track_enabled"], false, "{r}");
+    assert_eq!(r["muted"]["bob_button"], "true", "{r}");
+    assert_eq!(
+        r["muted"]["alice_list"],
+        json!(["Alice (you)", "Bob muted"]),
+        "{r}"
+    );
+    assert_eq!(r["unmuted_by_key"], true, "{r}");
+    assert_eq!(r["camera_off"]["bob_track_enabled"], false, "{r}");
+    // Stats: counters filled and growing from one sample to a later one.
+    let (first, later) = (&r["stats"]["first"], &r["stats"]["later"]);
+    for k in ["audio-packets", "frames"] {
+        assert!(num(&first[k]) > 0.0, "{k}: {r}");
+        assert!(num(&later[k]) > num(&first[k]), "{k} refreshes: {r}");
+    }
+    assert!(num(&later["bitrate"]) > 0.0, "{r}");
+    assert!(later["resolution"].as_str().unwrap().contains('×'), "{r}");
+    for k in ["rtt", "loss", "jitter", "concealed"] {
+        num(&later[k]);
+    }
+    assert!(num(&r["stats"]["you"]["audio-packets"]) > 0.0, "{r}");
+    assert!(
+        ["good", "fair", "poor"].contains(&r["quality"].as_str().unwrap()),
+        "{r}"
+    );
+    // Screen share replaces the camera and back.
+    assert!(
+        r["screen"]["sender"]
+            .as_str()
+            .unwrap()
+            .starts_with("screen"),
+        "{r}"
+    );
+    assert_eq!(r["screen"]["button"], "true", "{r}");
+    let [w, h] =
+        [&r["screen"]["received"][0], &r["screen"]["received"][1]].map(|v| v.as_f64().unwrap());
+    assert!((w / h - 16.0 / 9.0).abs() < 0.05, "{r}");
+    assert!(
+        r["screen"]["sender_after_stop"]
+            .as_str()
+            .unwrap()
+            .starts_with("fake"),
+        "{r}"
+    );
+    // Grid: one size for all tiles, all inside the grid at 2 and 16, still readable at 25.
+    for (k, n) in [("two", 2), ("sixteen", 16)] {
+        let g = &r["grid"][k];
+        assert_eq!(g["tiles"], n, "{r}");
+        assert_eq!(g["widths"].as_array().unwrap().len(), 1, "{r}");
+        assert_eq!(g["inside"], true, "{r}");
+    }
+    assert_eq!(r["grid"]["two"]["cols"], 2, "{r}");
+    let g25 = &r["grid"]["twenty_five"];
+    assert_eq!(g25["tiles"], 25, "{r}");
+    assert!(g25["widths"][0].as_f64().unwrap() >= 170.0, "{r}");
+    assert_eq!(r["after_leave"]["alice_tiles"], json!(["local"]), "{r}");
+}
+
+#[test]
+fn one_to_one_call_rings_declines_accepts_and_hangs_up() {
+    if !browser_available() {
+        return;
+    }
+    let mut server = Server::start_with(SFU, &["--dev"], &[]);
+    let r = run(&mut server, "direct.mjs");
+    assert_eq!(r["offline"], "nobody is not online.", "{r}");
+    assert_eq!(r["incoming"], "Alice is calling you", "{r}");
+    assert_eq!(r["caller_sees"], "Ringing bob…", "{r}");
+    assert_eq!(
+        r["states_ringing"],
+        json!({"alice": "ringing", "bob": "incoming"})
+    );
+    assert_eq!(r["declined"], "bob declined the call.", "{r}");
+    assert_eq!(
+        r["states_declined"],
+        json!({"alice": "idle", "bob": "idle"})
+    );
+    assert_eq!(r["focus_on_ring"], "call-accept", "{r}");
+    let rooms = &r["in_call"]["rooms"];
+    assert_eq!(rooms[0], rooms[1], "{r}");
+    assert!(rooms[0].as_str().unwrap().starts_with("call-"), "{r}");
+    assert_eq!(r["in_call"]["alice_sees"], "Bob", "{r}");
+    assert_eq!(r["in_call"]["bob_sees"], "Alice", "{r}");
+    assert_eq!(
+        r["in_call"]["states"],
+        json!({"alice": "in-call", "bob": "in-call"})
+    );
+    assert_eq!(r["after_hangup"]["alice_notice"], "bob hung up.", "{r}");
+    assert_eq!(
+        r["after_hangup"]["states"],
+        json!({"alice": "idle", "bob": "idle"})
+    );
+    assert_eq!(r["call_back"], "Bob is calling you", "{r}");
+}
+
+#[test]
+fn call_rejoins_after_a_server_restart_with_chat_history() {
+    if !browser_available() {
+        return;
+    }
+    let mut server = Server::start_with(SFU, &["--dev"], &[]);
+    let r = run(&mut server, "reconnect.mjs");
+    for who in ["alice", "bob"] {
+        let events: Vec<&str> = r["events"][who]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.as_str())
+            .collect();
+        let lost = events
+            .iter()
+            .position(|e| e.starts_with("Connection lost"))
+            .unwrap_or_else(|| panic!("{who} was not told of the drop: {r}"));
+        let back = events
+            .iter()
+            .position(|e| *e == "Rejoined the room.")
+            .unwrap_or_else(|| panic!("{who} was not told of the rejoin: {r}"));
+        assert!(lost < back, "{r}");
+        // The graceful restart: the server said it was going away.
+        let restarting = events
+            .iter()
+            .position(|e| e.starts_with("The server is restarting"))
+            .unwrap_or_else(|| panic!("{who} was not told of the restart: {r}"));
+        let back_again = events
+            .iter()
+            .rposition(|e| *e == "Rejoined the room.")
+            .unwrap();
+        assert!(back < restarting && restarting < back_again, "{r}");
+        assert_eq!(r["status"][who], "connected", "{r}");
+        assert_eq!(r["tiles"][who], 2, "{r}");
+        assert_eq!(
+            r["chat"][who],
+            json!([
+                "before the restart",
+                "after the restart",
+                "after the second restart"
+            ]),
+            "{r}"
+        );
+    }
+    assert_eq!(r["new_session"], true, "{r}");
+    assert_eq!(r["video_after_restart"], true, "{r}");
+}
+
+#[test]
+fn errors_are_shown_in_plain_words() {
+    if !browser_available() {
+        return;
+    }
+    let mut server = Server::start_with(
+        &format!("{SFU}[rooms]\nmax_participants = 2\n"),
+        &["--dev"],
+        &[],
+    );
+    let r = run(&mut server, "errors.mjs");
+    assert!(r["room_full"].as_str().unwrap().contains("is full"), "{r}");
+    assert_eq!(r["others_unaffected"], 2, "{r}");
+    assert!(
+        r["garbled_token"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid token"),
+        "{r}"
+    );
+    assert!(
+        r["expired_token"].as_str().unwrap().contains("expired"),
+        "{r}"
+    );
+    assert!(
+        r["forged_token"].as_str().unwrap().contains("refused"),
+        "{r}"
+    );
+    assert!(r["denied"].as_str().unwrap().contains("denied"), "{r}");
+    assert_eq!(r["denied_joined"]["local_video_off"], true, "{r}");
+    assert_eq!(r["denied_joined"]["mic_disabled"], true, "{r}");
+}
