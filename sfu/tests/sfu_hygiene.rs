@@ -121,3 +121,28 @@ async fn wildcard_bind_without_public_ips_is_refused() {
     .await;
     assert!(matches!(res, Err(SfuError::Config(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracks_over_the_per_participant_limit_are_not_forwarded() {
+    let mut call = Call::start_with(SfuConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        router: RouterConfig {
+            max_tracks_per_participant: 1,
+            ..RouterConfig::default()
+        },
+        ..SfuConfig::default()
+    })
+    .await;
+    call.join("room", "alice", VideoCodec::H264).await;
+    call.join("room", "bob", VideoCodec::H264).await;
+    // Each offers audio then video: only the audio m-line becomes a track.
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            call.client("bob").frames_from("alice", TrackKind::Audio) >= 25
+        })
+        .await
+    );
+    assert_eq!(call.client("bob").frames_from("alice", TrackKind::Video), 0);
+    let (census, _) = call.sfu.census().await.unwrap();
+    assert_eq!((census.tracks, census.subscriptions), (2, 2));
+}
