@@ -151,7 +151,8 @@ function startSignal(token) {
       close: $('call-close'),
     },
     busy: () => room !== null || mode !== 'direct',
-    enterRoom: (roomName, peer) => {
+    enterRoom: async (roomName, peer) => {
+      await devices.ready;
       enterRoom(roomName, `Call with ${peer}`);
       room.connected({ ...welcome, resumed: false }).catch((e) => joinFailed(e));
     },
@@ -242,6 +243,7 @@ $('join-form').addEventListener('submit', async (ev) => {
     return;
   }
   if (tok.identity) sessionStorage.setItem('huddle.identity', tok.identity);
+  await devices.ready;
   mode = 'room';
   startSignal(tok.token);
   enterRoom(roomName, 'Room');

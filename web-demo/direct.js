@@ -67,7 +67,7 @@ export class DirectCalls {
     try {
       const r = await this.signal.request({ type: 'call_invite', to, metadata: { room } });
       if (this.call) this.call.id = r.call_id;
-      if (this.state === 'idle') this.signal.send({ type: 'call_hangup', call_id: r.call_id });
+      if (this.state === 'idle') this.quiet({ type: 'call_hangup', call_id: r.call_id });
     } catch (e) {
       this.call = null;
       this.setState('idle');
@@ -76,19 +76,34 @@ export class DirectCalls {
     }
   }
 
-  accept() {
+  async accept() {
     const c = this.call;
     if (!c || this.state !== 'incoming') return;
-    this.signal.send({ type: 'call_accept', call_id: c.id });
     this.setState('in-call');
     this.els.dialog.close();
-    this.enterRoom(c.room, c.peer);
+    try {
+      await this.signal.request({ type: 'call_accept', call_id: c.id });
+    } catch (e) {
+      // Cancelled, timed out or answered elsewhere in the meantime.
+      if (this.call === c) {
+        this.call = null;
+        this.setState('idle');
+        this.show(`Could not answer: ${e.message || e.code}`, ['close']);
+      }
+      return;
+    }
+    if (this.call === c) this.enterRoom(c.room, c.peer);
+  }
+
+  // Requests whose failure only means the call is already gone.
+  quiet(msg) {
+    this.signal.request(msg).catch(() => {});
   }
 
   reject() {
     const c = this.call;
     if (!c) return;
-    this.signal.send({ type: 'call_reject', call_id: c.id, reason: 'declined' });
+    this.quiet({ type: 'call_reject', call_id: c.id, reason: 'declined' });
     this.call = null;
     this.setState('idle');
     this.els.dialog.close();
@@ -100,7 +115,7 @@ export class DirectCalls {
     this.call = null;
     this.setState('idle');
     this.els.dialog.close();
-    if (c?.id) this.signal.send({ type: 'call_hangup', call_id: c.id });
+    if (c?.id) this.quiet({ type: 'call_hangup', call_id: c.id });
   }
 
   // A push for the call machinery; returns true when it was one.
@@ -109,13 +124,13 @@ export class DirectCalls {
       case 'call_incoming': {
         const room = m.metadata?.room;
         if (this.call || this.busy() || typeof room !== 'string' || !/^[A-Za-z0-9._~-]{1,128}$/.test(room)) {
-          this.signal.send({ type: 'call_reject', call_id: m.call_id, reason: 'busy' });
+          this.quiet({ type: 'call_reject', call_id: m.call_id, reason: 'busy' });
           return true;
         }
         const peer = m.from?.name || m.from?.identity || 'someone';
         this.call = { id: m.call_id, room, peer, role: 'callee' };
         this.setState('incoming');
-        this.signal.send({ type: 'call_ringing', call_id: m.call_id });
+        this.quiet({ type: 'call_ringing', call_id: m.call_id });
         this.show(`${peer} is calling you`, ['accept', 'reject']);
         return true;
       }

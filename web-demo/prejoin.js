@@ -26,6 +26,7 @@ export class Devices {
     this.meter = meter; // element with a child bar; width follows the level
     this.onError = onError;
     this.stream = null;
+    this.ready = Promise.resolve();
     this.audioCtx = null;
     this.raf = 0;
     this.level = 0; // 0..1, last measured (read by the tests)
@@ -35,8 +36,14 @@ export class Devices {
     navigator.mediaDevices?.addEventListener?.('devicechange', () => this.list());
   }
 
-  // Opens the chosen devices (or the defaults) and fills the pickers.
-  async open() {
+  // Opens the chosen devices (or the defaults) and fills the pickers; `ready` settles
+  // when done, so that joining waits for a permission prompt the user has not answered.
+  open() {
+    this.ready = this.openNow().catch((e) => this.onError(`Camera/microphone: ${e.message || e}`));
+    return this.ready;
+  }
+
+  async openNow() {
     const cam = this.camSelect.value;
     const mic = this.micSelect.value;
     this.release();

@@ -78,6 +78,12 @@ export class Signal {
         this.onFatal('The server refused the connection: the access token is invalid or expired.');
         return;
       }
+      // A long session can outlive its token; retrying with it would fail forever.
+      const problem = this.failures >= 2 && tokenProblem(this.token);
+      if (problem) {
+        this.onFatal(problem);
+        return;
+      }
       this.onStatus(this.restarting || ev.code === 1001 ? 'restarting' : 'reconnecting');
       const delay = RETRY_MS[Math.min(this.failures, RETRY_MS.length - 1)];
       this.timer = setTimeout(() => this.connect(), delay);
