@@ -84,6 +84,9 @@ async fn measure(label: &str, participants: usize, video: Option<VideoCodec>) {
     assert!(everyone, "{label}: not every pair connected");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    for c in call.clients.values() {
+        c.seen.lock().unwrap().audio_latency.clear();
+    }
     let m = call.sfu.metrics().clone();
     let (p0, f0, b0, c0, t0) = (
         m.packets_out.get(),
@@ -112,6 +115,21 @@ async fn measure(label: &str, participants: usize, video: Option<VideoCodec>) {
         wall,
         100.0 * cpu_s / wall,
         (p1 - p0) as f64 / cpu_s.max(1e-9),
+    );
+    let mut lat: Vec<Duration> = call
+        .clients
+        .values()
+        .flat_map(|c| c.seen.lock().unwrap().audio_latency.clone())
+        .collect();
+    lat.sort();
+    let q = |f: f64| lat[((lat.len() - 1) as f64 * f) as usize];
+    println!(
+        "{label}: audio write-to-receive through the SFU (client -> SFU -> client, {} frames): \
+         p50 {:?}, p99 {:?}, max {:?}",
+        lat.len(),
+        q(0.5),
+        q(0.99),
+        q(1.0)
     );
     assert!(p1 > p0);
     call.sfu.shutdown().await.unwrap();

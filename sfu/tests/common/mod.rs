@@ -41,6 +41,9 @@ pub struct Seen {
     pub video_frames: HashMap<String, Vec<u64>>,
     /// RTP/RTCP datagrams dropped by the loss shim.
     pub dropped: u64,
+    /// Write-to-receive time of each audio frame from another client (client → SFU →
+    /// client, both clients in this process).
+    pub audio_latency: Vec<Duration>,
 }
 
 /// A running test client.
@@ -96,7 +99,12 @@ pub struct Call {
     pub log: Arc<Mutex<Vec<SfuEvent>>>,
     /// Participants whose next SFU offer is lost on the way (a dropped message).
     pub lose_next_offer: Arc<Mutex<Vec<String>>>,
+    /// When each audio frame (publisher, frame number) was written, for latency.
+    pub sent_at: SentAt,
 }
+
+/// Send instants of audio frames by (publisher, frame number).
+pub type SentAt = Arc<Mutex<HashMap<(String, u64), Instant>>>;
 
 impl Call {
     pub async fn start() -> Call {
@@ -124,6 +132,7 @@ impl Call {
             routes,
             log,
             lose_next_offer: lose,
+            sent_at: Arc::default(),
         }
     }
 
@@ -200,6 +209,7 @@ impl Call {
             client.level.clone(),
             client.plis_to_send.clone(),
             client.loss_permille.clone(),
+            self.sent_at.clone(),
         ));
         self.clients.insert(name.into(), client);
     }
@@ -261,6 +271,7 @@ async fn run_client(
     level: Arc<AtomicU8>,
     plis: Arc<AtomicU64>,
     loss: Arc<AtomicU64>,
+    sent_at: SentAt,
 ) {
     let local = socket.local_addr().unwrap();
     let mut buf = vec![0u8; 2048];
@@ -279,7 +290,7 @@ async fn run_client(
                 Ok(Output::Transmit(t)) => {
                     let _ = socket.send_to(&t.contents, t.destination).await;
                 }
-                Ok(Output::Event(e)) => on_event(&name, &mut rtc, e, &seen),
+                Ok(Output::Event(e)) => on_event(&name, &mut rtc, e, &seen, &sent_at),
                 Err(e) => panic!("{name}: poll_output: {e}"),
             }
         };
@@ -336,6 +347,7 @@ async fn run_client(
             _ = tick.tick() => {
                 n += 1;
                 send_media(&name, &mut rtc, &media, n, start, level.load(Ordering::Relaxed));
+                sent_at.lock().unwrap().insert((name.clone(), n), Instant::now());
                 if plis.load(Ordering::Relaxed) > 0 {
                     plis.fetch_sub(1, Ordering::Relaxed);
                     let mids: Vec<Mid> = seen.lock().unwrap().recv_mids.iter()
@@ -353,7 +365,7 @@ async fn run_client(
     }
 }
 
-fn on_event(name: &str, rtc: &mut Rtc, e: Event, seen: &Mutex<Seen>) {
+fn on_event(name: &str, rtc: &mut Rtc, e: Event, seen: &Mutex<Seen>, sent_at: &SentAt) {
     match e {
         Event::MediaAdded(m) if m.direction.is_receiving() => {
             seen.lock().unwrap().recv_mids.push((m.mid, m.kind));
@@ -369,6 +381,8 @@ fn on_event(name: &str, rtc: &mut Rtc, e: Event, seen: &Mutex<Seen>) {
                 let mut seen = seen.lock().unwrap();
                 if kind == TrackKind::Video {
                     seen.video_frames.entry(from.clone()).or_default().push(n);
+                } else if let Some(t) = sent_at.lock().unwrap().get(&(from.clone(), n)) {
+                    seen.audio_latency.push(t.elapsed());
                 }
                 *seen.frames.entry((from, kind)).or_default() += 1;
             }
