@@ -1,7 +1,7 @@
 //! The web demo as a product, in headless Chromium against the real server (`--dev`):
 //! the pre-join screen and in-call controls (tests/browser/app.mjs), one-to-one calls
-//! (direct.mjs), server restarts in the middle of a call (reconnect.mjs) and errors shown
-//! in plain words (errors.mjs). Screenshots of the key steps go to `target/e2e/`.
+//! (direct.mjs), a network drop and server restarts in the middle of a call
+//! (reconnect.mjs) and errors shown in plain words (errors.mjs). Screenshots of the key steps go to `target/e2e/`.
 //!
 //! Needs node, chromium and `npm ci` in tests/browser; CI provides them and sets
 //! HUDDLE_REQUIRE_BROWSER=1 so that their absence fails instead of skipping.
@@ -219,7 +219,7 @@ fn one_to_one_call_rings_declines_accepts_and_hangs_up() {
 }
 
 #[test]
-fn call_rejoins_after_a_server_restart_with_chat_history() {
+fn call_resumes_after_a_drop_and_rejoins_after_server_restarts() {
     if !browser_available() {
         return;
     }
@@ -256,6 +256,8 @@ fn call_rejoins_after_a_server_restart_with_chat_history() {
         assert_eq!(
             r["chat"][who],
             json!([
+                "before the drop",
+                "typed while offline",
                 "before the restart",
                 "after the restart",
                 "after the second restart"
@@ -263,6 +265,18 @@ fn call_rejoins_after_a_server_restart_with_chat_history() {
             "{r}"
         );
     }
+    // The network drop: the session resumed and the page said so.
+    assert_eq!(r["drop"]["same_session"], true, "{r}");
+    assert_eq!(
+        r["drop"]["events"],
+        json!(["Connection lost. Reconnecting…", "Reconnected."]),
+        "{r}"
+    );
+    assert_eq!(
+        r["drop"]["bob_chat"],
+        json!(["before the drop", "typed while offline"]),
+        "{r}"
+    );
     assert_eq!(r["new_session"], true, "{r}");
     assert_eq!(r["video_after_restart"], true, "{r}");
 }

@@ -4,6 +4,7 @@
 // stdin handshake the Rust tests use to restart the server.
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
+import net from 'node:net';
 import readline from 'node:readline';
 
 export const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -73,4 +74,32 @@ export async function run(browser, body) {
     console.log(JSON.stringify(report));
     process.exit(report.ok ? 0 : 1);
   }
+}
+
+// A TCP proxy in front of `base` whose connections can be cut at once (TCP reset, no
+// WebSocket close frame): a network drop as the browser and the server see it.
+export async function dropProxy(base) {
+  const { hostname, port } = new URL(base);
+  const sockets = new Set();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(port), hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => {
+        sockets.delete(s);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    cut() {
+      for (const s of sockets) s.resetAndDestroy();
+    },
+  };
 }
