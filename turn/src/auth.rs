@@ -1,7 +1,8 @@
 //! Long-term credentials (RFC 8489 §9.2): static users from the configuration and the
 //! TURN REST shared-secret scheme (coturn's `use-auth-secret`: username
-//! `expiry:identity`, password base64(HMAC-SHA1(secret, username))); and stateless nonces
-//! that expire.
+//! `expiry:identity`, password base64(HMAC-SHA1(secret, username))), with the key derived
+//! by MD5 or SHA-256 (PASSWORD-ALGORITHM, §9.2.2); and stateless nonces that expire and
+//! carry the nonce cookie announcing password algorithms (§9.2).
 
 use std::collections::HashMap;
 
@@ -20,6 +21,8 @@ pub enum AuthError {
     Expired,
     #[error("malformed username")]
     BadUsername,
+    #[error("password algorithm not offered")]
+    UnsupportedAlgorithm,
 }
 
 /// Where passwords come from.
@@ -27,8 +30,9 @@ pub enum AuthError {
 pub struct Credentials {
     /// Realm sent in challenges and used in key derivation.
     pub realm: String,
-    /// Static users: username → long-term key (MD5 of `user:realm:password`).
-    users: HashMap<String, HMACKey>,
+    /// Static users: username → long-term keys (`user:realm:password` hashed by MD5 and
+    /// by SHA-256, §9.2.2), so that no password is kept.
+    users: HashMap<String, [HMACKey; 2]>,
     /// Shared secret of the TURN REST scheme.
     rest_secret: Option<Vec<u8>>,
 }
@@ -43,9 +47,12 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-fn md5() -> Algorithm {
-    Algorithm::from(AlgorithmId::MD5)
-}
+/// The password algorithms the server offers, in its order of preference (§18.5).
+pub const PASSWORD_ALGORITHMS: [AlgorithmId; 2] = [AlgorithmId::SHA256, AlgorithmId::MD5];
+
+/// Start of every nonce: the nonce cookie with the password-algorithms bit set (§9.2,
+/// §18.1: "obMatJos2" then the 24-bit security feature set in base64, bit 0 first).
+pub const NONCE_COOKIE: &str = "obMatJos2gAAA";
 
 /// TURN REST password for `username` under `secret`.
 pub fn rest_password(secret: &[u8], username: &str) -> String {
@@ -64,9 +71,12 @@ impl Credentials {
 
     /// Adds a static user. Fails when the realm or password is not a valid OpaqueString.
     pub fn add_user(&mut self, username: &str, password: &str) -> Result<(), String> {
-        let key = HMACKey::new_long_term(username, &self.realm, password, md5())
-            .map_err(|e| format!("user {username:?}: {e}"))?;
-        self.users.insert(username.to_owned(), key);
+        let key = |id| {
+            HMACKey::new_long_term(username, &self.realm, password, Algorithm::from(id))
+                .map_err(|e| format!("user {username:?}: {e}"))
+        };
+        let keys = [key(AlgorithmId::MD5)?, key(AlgorithmId::SHA256)?];
+        self.users.insert(username.to_owned(), keys);
         Ok(())
     }
 
@@ -78,10 +88,26 @@ impl Credentials {
         !self.users.is_empty() || self.rest_secret.is_some()
     }
 
-    /// The long-term key for `username` at Unix time `now_unix`.
+    /// The long-term (MD5) key for `username` at Unix time `now_unix`.
     pub fn key_for(&self, username: &str, now_unix: u64) -> Result<HMACKey, AuthError> {
-        if let Some(key) = self.users.get(username) {
-            return Ok(key.clone());
+        self.key_with(username, now_unix, AlgorithmId::MD5)
+    }
+
+    /// The long-term key for `username` derived with `algorithm` (one of
+    /// [`PASSWORD_ALGORITHMS`]).
+    pub fn key_with(
+        &self,
+        username: &str,
+        now_unix: u64,
+        algorithm: AlgorithmId,
+    ) -> Result<HMACKey, AuthError> {
+        let slot = match algorithm {
+            AlgorithmId::MD5 => 0,
+            AlgorithmId::SHA256 => 1,
+            _ => return Err(AuthError::UnsupportedAlgorithm),
+        };
+        if let Some(keys) = self.users.get(username) {
+            return Ok(keys[slot].clone());
         }
         let Some(secret) = &self.rest_secret else {
             return Err(AuthError::UnknownUser);
@@ -93,13 +119,15 @@ impl Credentials {
             return Err(AuthError::Expired);
         }
         let password = rest_password(secret, username);
-        HMACKey::new_long_term(username, &self.realm, &password, md5())
+        HMACKey::new_long_term(username, &self.realm, &password, Algorithm::from(algorithm))
             .map_err(|_| AuthError::BadUsername)
     }
 }
 
-/// Stateless nonces: `<unix seconds, hex>-<truncated HMAC of it, hex>`; a nonce is valid
-/// while younger than the nonce lifetime and carries this server's MAC.
+/// Stateless nonces: [`NONCE_COOKIE`] then `<unix seconds, hex>-<truncated HMAC of it,
+/// hex>`; a nonce is valid while younger than the nonce lifetime and carries this
+/// server's MAC. One without the cookie is not ours: a client whose nonce lost its cookie
+/// on the way is sent a fresh one rather than let fall back to MD5 (§9.2, bid-down).
 #[derive(Clone)]
 pub struct Nonces {
     key: [u8; 32],
@@ -133,11 +161,14 @@ impl Nonces {
     pub fn issue(&self, now_unix: u64) -> String {
         let stamp = format!("{now_unix:x}");
         let mac = self.mac(&stamp);
-        format!("{stamp}-{mac}")
+        format!("{NONCE_COOKIE}{stamp}-{mac}")
     }
 
     pub fn check(&self, nonce: &str, now_unix: u64) -> NonceState {
-        let Some((stamp, mac)) = nonce.split_once('-') else {
+        let Some((stamp, mac)) = nonce
+            .strip_prefix(NONCE_COOKIE)
+            .and_then(|n| n.split_once('-'))
+        else {
             return NonceState::Invalid;
         };
         if stamp.len() > 16 || !bool::from(self.mac(stamp).as_bytes().ct_eq(mac.as_bytes())) {
@@ -156,6 +187,10 @@ impl Nonces {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn md5() -> Algorithm {
+        Algorithm::from(AlgorithmId::MD5)
+    }
 
     #[test]
     fn rest_scheme_matches_coturn() {
@@ -181,6 +216,27 @@ mod tests {
         let expected = HMACKey::new_long_term("bob", "example.org", "secret", md5()).unwrap();
         assert_eq!(c.key_for("bob", 0).unwrap().as_bytes(), expected.as_bytes());
         assert_eq!(c.key_for("carol", 0).err(), Some(AuthError::UnknownUser));
+        let sha = HMACKey::new_long_term(
+            "bob",
+            "example.org",
+            "secret",
+            Algorithm::from(AlgorithmId::SHA256),
+        )
+        .unwrap();
+        let got = c.key_with("bob", 0, AlgorithmId::SHA256).unwrap();
+        assert_eq!(got.as_bytes(), sha.as_bytes());
+        assert_eq!(got.as_bytes().len(), 32);
+    }
+
+    #[test]
+    fn nonce_cookie_announces_password_algorithms() {
+        use stun_rs::attributes::stun::Nonce;
+        use stun_rs::attributes::stun::nonce_cookie::StunSecurityFeatures;
+        let nonce = Nonce::new(Nonces::new(600).issue(1000)).unwrap();
+        assert!(nonce.is_nonce_cookie());
+        let features = nonce.security_features().unwrap();
+        assert!(features.contains(StunSecurityFeatures::PasswordAlgorithms));
+        assert!(!features.contains(StunSecurityFeatures::UserNameAnonymity));
     }
 
     #[test]
@@ -190,8 +246,18 @@ mod tests {
         assert_eq!(n.check(&nonce, 1000), NonceState::Valid);
         assert_eq!(n.check(&nonce, 1599), NonceState::Valid);
         assert_eq!(n.check(&nonce, 1600), NonceState::Stale);
-        let forged = format!("{:x}-{}", 1500, nonce.split_once('-').unwrap().1);
+        let forged = format!(
+            "{NONCE_COOKIE}{:x}-{}",
+            1500,
+            nonce.split_once('-').unwrap().1
+        );
         assert_eq!(n.check(&forged, 1500), NonceState::Invalid);
+        let uncookied = nonce.strip_prefix(NONCE_COOKIE).unwrap();
+        assert_eq!(
+            n.check(uncookied, 1000),
+            NonceState::Invalid,
+            "cookie removed"
+        );
         assert_eq!(
             Nonces::new(600).check(&nonce, 1000),
             NonceState::Invalid,

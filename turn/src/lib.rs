@@ -16,6 +16,8 @@
 
 pub mod allocation;
 pub mod auth;
+#[cfg(test)]
+mod auth_tests;
 pub mod driver;
 pub mod fuzz;
 pub mod message;

@@ -1,11 +1,12 @@
 //! Building STUN responses with stun-rs into a reusable buffer.
 
 use stun_rs::attributes::stun::{
-    ErrorCode, Fingerprint, MessageIntegrity, MessageIntegritySha256, Nonce, Realm, Software,
-    UnknownAttributes,
+    ErrorCode, Fingerprint, MessageIntegrity, MessageIntegritySha256, Nonce, PasswordAlgorithm,
+    PasswordAlgorithms, Realm, Software, UnknownAttributes,
 };
 use stun_rs::{
-    HMACKey, MessageClass, MessageEncoderBuilder, StunAttribute, StunMessage, StunMessageBuilder,
+    Algorithm, HMACKey, MessageClass, MessageEncoderBuilder, StunAttribute, StunMessage,
+    StunMessageBuilder,
 };
 
 /// Largest STUN message the server writes.
@@ -121,7 +122,17 @@ pub fn write_response(
     }
 }
 
-/// The attributes of a 401 or 438 challenge.
+/// PASSWORD-ALGORITHMS as the server sends it (RFC 8489 §14.11).
+pub fn password_algorithms() -> PasswordAlgorithms {
+    crate::auth::PASSWORD_ALGORITHMS
+        .iter()
+        .map(|id| PasswordAlgorithm::new(Algorithm::from(*id)))
+        .collect::<Vec<_>>()
+        .into()
+}
+
+/// The attributes of a 401 or 438 challenge: its nonce carries the cookie that announces
+/// password algorithms, so PASSWORD-ALGORITHMS comes with it (RFC 8489 §9.2.4).
 pub fn challenge(err: Error, realm: &str, nonce: &str) -> Vec<StunAttribute> {
     let mut attrs = vec![err.attribute()];
     if let Ok(r) = Realm::new(realm) {
@@ -130,6 +141,7 @@ pub fn challenge(err: Error, realm: &str, nonce: &str) -> Vec<StunAttribute> {
     if let Ok(n) = Nonce::new(nonce) {
         attrs.push(n.into());
     }
+    attrs.push(password_algorithms().into());
     attrs
 }
 

@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use stun_rs::attributes::stun::{
-    Fingerprint, MessageIntegrity, MessageIntegritySha256, XorMappedAddress,
+    Fingerprint, MessageIntegrity, MessageIntegritySha256, PasswordAlgorithm, PasswordAlgorithms,
+    XorMappedAddress,
 };
 use stun_rs::attributes::turn::{AddressErrorCode, LifeTime, ReservationToken, XorRelayedAddress};
 use stun_rs::methods::{ALLOCATE, BINDING, CHANNEL_BIND, CREATE_PERMMISSION, REFRESH};
 use stun_rs::{
-    AddressFamily, DecoderContextBuilder, HMACKey, MessageClass, MessageDecoderBuilder,
-    StunAttribute, StunMessage,
+    AddressFamily, AlgorithmId, DecoderContextBuilder, HMACKey, MessageClass,
+    MessageDecoderBuilder, StunAttribute, StunMessage,
 };
 
 use crate::allocation::{Allocation, BindError};
@@ -29,6 +30,28 @@ fn peers(msg: &StunMessage) -> Vec<SocketAddr> {
         .filter_map(|a| a.as_xor_peer_address().ok())
         .map(|a| *a.socket_address())
         .collect()
+}
+
+/// The algorithm a request's key is derived with (RFC 8489 §9.2.4): MD5 when it names
+/// none; otherwise it must echo the PASSWORD-ALGORITHMS the server sent and pick one of
+/// them in PASSWORD-ALGORITHM, or `None` (400 Bad Request).
+fn password_algorithm(msg: &StunMessage) -> Option<AlgorithmId> {
+    let chosen = msg
+        .get::<PasswordAlgorithm>()
+        .map(|a| a.as_password_algorithm());
+    let offered = msg
+        .get::<PasswordAlgorithms>()
+        .map(|a| a.as_password_algorithms());
+    match (chosen, offered) {
+        (None, None) => Some(AlgorithmId::MD5),
+        (Some(Ok(chosen)), Some(Ok(offered)))
+            if *offered == message::password_algorithms()
+                && offered.iter().any(|a| a == chosen) =>
+        {
+            Some(chosen.algorithm())
+        }
+        _ => None,
+    }
 }
 
 impl<R: RelayPorts> TurnServer<R> {
@@ -170,8 +193,11 @@ impl<R: RelayPorts> TurnServer<R> {
         if realm.as_str() != self.creds.realm {
             return Err(challenge(self, Error::Unauthorized));
         }
+        let Some(algorithm) = password_algorithm(msg) else {
+            return Err(Some(vec![Error::BadRequest.attribute()]));
+        };
         let username = username.as_str().to_owned();
-        let key = match self.creds.key_for(&username, unix) {
+        let key = match self.creds.key_with(&username, unix, algorithm) {
             Ok(k) => k,
             Err(e) => {
                 tracing::debug!(%ip, %username, error = %e, "authentication failed");

@@ -27,7 +27,7 @@ use crate::server::{
 use crate::wire;
 
 #[derive(Default)]
-struct FakePorts {
+pub(crate) struct FakePorts {
     next: u16,
     bound: HashSet<SocketAddr>,
     ipv6: bool,
@@ -72,9 +72,9 @@ impl RelayPorts for FakePorts {
     }
 }
 
-const REALM: &str = "huddle.test";
+pub(crate) const REALM: &str = "huddle.test";
 
-fn server(t0: Instant, cfg: ServerConfig) -> TurnServer<FakePorts> {
+pub(crate) fn server(t0: Instant, cfg: ServerConfig) -> TurnServer<FakePorts> {
     let mut creds = Credentials::new(REALM);
     creds.add_user("alice", "wonderland").unwrap();
     creds.set_rest_secret(b"rest-secret");
@@ -94,7 +94,7 @@ fn server(t0: Instant, cfg: ServerConfig) -> TurnServer<FakePorts> {
     )
 }
 
-fn tuple(port: u16) -> FiveTuple {
+pub(crate) fn tuple(port: u16) -> FiveTuple {
     FiveTuple {
         transport: Transport::Udp,
         client: SocketAddr::new("203.0.113.5".parse().unwrap(), port),
@@ -198,7 +198,12 @@ impl Client {
     }
 }
 
-fn send_raw(s: &mut TurnServer<FakePorts>, now: Instant, tuple: FiveTuple, data: &[u8]) -> Vec<u8> {
+pub(crate) fn send_raw(
+    s: &mut TurnServer<FakePorts>,
+    now: Instant,
+    tuple: FiveTuple,
+    data: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::new();
     let route = s
         .handle_client(now, tuple, data, &mut out)
@@ -216,7 +221,7 @@ fn send(s: &mut TurnServer<FakePorts>, now: Instant, tuple: FiveTuple, data: &[u
 }
 
 /// Checks a raw response's MESSAGE-INTEGRITY (and FINGERPRINT, if any) with `key`.
-fn verify(raw: &[u8], key: &HMACKey) {
+pub(crate) fn verify(raw: &[u8], key: &HMACKey) {
     let ctx = DecoderContextBuilder::default()
         .with_key(key.clone())
         .with_validation()
@@ -250,7 +255,7 @@ fn resign(msg: &mut [u8], key: &HMACKey) {
     panic!("no MESSAGE-INTEGRITY");
 }
 
-fn code(msg: &StunMessage) -> Option<u16> {
+pub(crate) fn code(msg: &StunMessage) -> Option<u16> {
     msg.get::<ErrorCode>()
         .map(|e| e.as_error_code().unwrap().error_code().error_code())
 }
@@ -263,7 +268,7 @@ fn relayed(msg: &StunMessage) -> SocketAddr {
         .socket_address()
 }
 
-fn udp() -> StunAttribute {
+pub(crate) fn udp() -> StunAttribute {
     RequestedTrasport::new(stun_rs::protocols::UDP).into()
 }
 
