@@ -2,9 +2,10 @@
 // pages each see the other's video playing (videoWidth > 0 and currentTime advancing) and
 // receive audio packets; with a third page everyone sees two remote tiles; when one page
 // leaves, the others' grids drop its tile. `relay` as the second argument makes the
-// pages use only TURN relay candidates (URL option relay=1).
+// pages use only TURN relay candidates (URL option relay=1). Screenshot: target/e2e/.
 // Usage: node call.mjs <base-url> [relay]. Prints one JSON line last; exits non-zero on failure.
 import { chromium } from 'playwright-core';
+import { shot } from './lib.mjs';
 
 const [base, mode] = process.argv.slice(2);
 const relay = mode === 'relay' ? '&relay=1' : '';
@@ -61,6 +62,7 @@ try {
   await playing(carol, 2);
   await playing(alice, 2);
   await playing(bob, 2);
+  await shot(alice, `call-three-${mode || 'direct'}`);
   report.three = {
     alice: await remoteTiles(alice),
     bob: await remoteTiles(bob),
