@@ -116,6 +116,22 @@ fn prejoin_devices_and_in_call_controls() {
     assert!(r["microphones"].as_array().unwrap().len() >= 2, "{r}");
     assert!(r["meter_peak"].as_f64().unwrap() > 0.2, "{r}");
     assert_eq!(r["room_view_before_join"], false, "{r}");
+    // Accessible names on every control; light and dark follow the browser.
+    assert_eq!(r["unlabelled_prejoin"], json!([]), "{r}");
+    assert_eq!(r["unlabelled_in_call"], json!([]), "{r}");
+    let luminance = |v: &Value| -> f64 {
+        let rgb: Vec<f64> = v
+            .as_str()
+            .unwrap()
+            .trim_start_matches("rgb(")
+            .trim_end_matches(')')
+            .split(',')
+            .map(|c| c.trim().parse().unwrap())
+            .collect();
+        (0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]) / 255.0
+    };
+    assert!(luminance(&r["backgrounds"]["light"]) > 0.8, "{r}");
+    assert!(luminance(&r["backgrounds"]["dark"]) < 0.2, "{r}");
     // Names, mute, camera.
     assert_eq!(
         r["names"],

@@ -19,6 +19,15 @@ const remote = (page) => page.$eval('.tile:not([data-sid="local"])', (t) => ({
 }));
 const waitRemote = (page, pred, what) => page.waitForFunction(pred, null, { timeout: 10000 })
   .catch(async () => { throw new Error(`${what}: ${JSON.stringify(await remote(page))}`); });
+// Controls on screen without a name a screen reader could say.
+const unlabelled = (page) => page.evaluate(() => [...document.querySelectorAll('button, input, select')]
+  .filter((el) => el.offsetParent !== null)
+  .filter((el) => {
+    if (el.matches('button')) return !(el.textContent.trim() || el.getAttribute('aria-label') || el.title);
+    return !(el.labels?.length || el.getAttribute('aria-label'));
+  })
+  .map((el) => el.id || el.outerHTML.slice(0, 60)));
+const background = (page) => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
 const statsRow = (page, name) => page.evaluate((name) => {
   const row = [...document.querySelectorAll('#stats-body tr')].find((r) => r.querySelector('th').textContent === name);
   if (!row) return null;
@@ -47,6 +56,7 @@ await run(browser, async (report) => {
   await alice.waitForFunction((id) => window.huddleDevices.stream?.getAudioTracks()[0]?.getSettings().deviceId === id, other, { timeout: 10000 });
   report.mic_switched = true;
   report.room_view_before_join = await alice.isVisible('#room-view');
+  report.unlabelled_prejoin = await unlabelled(alice);
   // Keyboard only: Tab to the join button, Enter.
   await alice.focus('#room');
   for (let i = 0; i < 10 && !(await alice.evaluate(() => document.activeElement?.id === 'join')); i++) await alice.keyboard.press('Tab');
@@ -58,6 +68,9 @@ await run(browser, async (report) => {
   await playing(bob, 1);
   report.names = { at_alice: (await remote(alice)).name, at_bob: (await remote(bob)).name };
   report.local_caption = await alice.$eval('.tile[data-sid="local"] .name', (e) => e.textContent);
+  report.unlabelled_in_call = await unlabelled(alice);
+  // Alice's browser prefers light, Bob's dark.
+  report.backgrounds = { light: await background(alice), dark: await background(bob) };
 
   // Mute: Bob's track is disabled and Alice sees the mark; `m` unmutes.
   await bob.click('#mic');
