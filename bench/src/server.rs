@@ -48,6 +48,7 @@ impl Target {
         )
         .env("HUDDLE_AUTH__API_SECRET", &api_secret)
         .env("HUDDLE_TURN__ENABLED", "false")
+        .env("HUDDLE_SFU__ENABLED", "false")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
         for (k, v) in env {
