@@ -29,6 +29,7 @@ pub mod server;
 #[cfg(test)]
 mod server_tests;
 mod shard_io;
+mod stream;
 pub mod tls;
 mod udp_io;
 pub mod wire;

@@ -225,7 +225,10 @@ pub(crate) async fn read_relays(shared: Arc<Shared>, poll: mio::Poll, addrs: Rel
                     // Cleared before the poller is read: an event arriving after this
                     // point makes it readable again, so none is missed.
                     Ok(mut guard) => guard.clear_ready(),
-                    Err(_) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "relay poller failed; relays are no longer read");
+                        break;
+                    }
                 },
             }
         } else if shared.shutdown.is_cancelled() {

@@ -23,7 +23,9 @@ const OUTBOX_BYTES: usize = 1 << 20;
 /// throwaway socket. The shard's listener and relay sockets are not set up by quinn-udp:
 /// its per-socket setup turns on DF, GRO and ancillary data that the relay does not use.
 pub(crate) fn probe_state() -> io::Result<UdpSocketState> {
-    let probe = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    // IPv6 when the host has no IPv4 (the probe is only read for capabilities).
+    let probe =
+        std::net::UdpSocket::bind("0.0.0.0:0").or_else(|_| std::net::UdpSocket::bind("[::]:0"))?;
     UdpSocketState::new((&probe).into())
 }
 
