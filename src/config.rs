@@ -490,12 +490,35 @@ mod tests {
     }
 
     #[test]
+    fn sfu_needs_an_address_to_advertise_except_in_dev() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, SECRETS);
+        let err = load(Some(&p), json!({}), false, Purpose::Serve)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sfu.public_ips"), "{err}");
+        let off = load(
+            Some(&p),
+            json!({"sfu": {"enabled": false}}),
+            false,
+            Purpose::Serve,
+        );
+        assert!(off.is_ok());
+        let dev = load(None, json!({}), true, Purpose::Serve).unwrap();
+        assert!(dev.sfu.listen.ip().is_loopback());
+        assert_eq!(
+            dev.sfu.to_sfu_config().public_ips,
+            vec![dev.sfu.listen.ip()]
+        );
+    }
+
+    #[test]
     fn file_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let p = write(
             &dir,
             &format!(
-                "{SECRETS}[http]\nlisten = \"127.0.0.1:9000\"\n[signal]\nheartbeat_interval = \"5s\"\n"
+                "{SECRETS}[http]\nlisten = \"127.0.0.1:9000\"\n[signal]\nheartbeat_interval = \"5s\"\n[sfu]\npublic_ips = [\"192.0.2.1\"]\n"
             ),
         );
         let cfg = load(Some(&p), json!({}), false, Purpose::Serve).unwrap();
