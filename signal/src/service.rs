@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use huddle_sfu::{SfuEvents, SfuHandle};
 use parking_lot::Mutex;
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
@@ -13,8 +14,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::TokenIssuer;
-use huddle_sfu::{SfuEvents, SfuHandle};
-
 use crate::chat::Chat;
 use crate::config::{AuthConfig, ChatConfig, HttpConfig, Secret};
 use crate::hub::{Hub, HubConfig};
