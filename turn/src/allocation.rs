@@ -34,6 +34,10 @@ pub struct Allocation {
     pub created_by: [u8; 12],
     /// Lifetime granted by the last Allocate or Refresh, in seconds.
     pub lifetime: u32,
+    /// The Allocate carried DONT-FRAGMENT. A client sends it there to learn whether the
+    /// server can set DF (RFC 8656 §7.1); it is also taken as asking DF for all of the
+    /// allocation's datagrams, since ChannelData cannot ask per datagram (§14).
+    pub dont_fragment: bool,
     /// Permissions by peer IP (ports are ignored, §9). A few per allocation, bounded by
     /// the server (256): a vector costs far less memory than a map, and a scan only ever
     /// costs this allocation's own client.
@@ -58,6 +62,7 @@ impl Allocation {
             expires,
             created_by,
             lifetime,
+            dont_fragment: false,
             permissions: Vec::new(),
             channels: Vec::new(),
         }

@@ -161,6 +161,9 @@ fn bind_tcp_listener(
 impl TurnService {
     /// Binds every listener and starts one shard per thread (`threads`, 0: one per core).
     pub async fn start(opts: TurnOptions, shutdown: CancellationToken) -> io::Result<Self> {
+        let mut opts = opts;
+        // Where DF cannot be set, DONT-FRAGMENT is refused rather than ignored (§7.2).
+        opts.server.dont_fragment &= crate::dont_fragment::SUPPORTED;
         let mut policy = opts.policy.clone();
         policy.relay_ports = opts.ports;
         let advertised = opts.external_ip.unwrap_or(opts.relay_ip);

@@ -51,7 +51,14 @@ pub fn wire(data: &[u8]) {
         let tid: [u8; 12] = data[8..20].try_into().expect("a STUN header was parsed");
         wire::write_data_indication(&mut out, ind.peer, ind.data, &tid);
         out[0..2].copy_from_slice(&wire::SEND_INDICATION.to_be_bytes());
-        assert_eq!(wire::parse_send_indication(&out), Some(ind));
+        let dont_fragment = false; // a Data indication never carries DONT-FRAGMENT
+        assert_eq!(
+            wire::parse_send_indication(&out),
+            Some(wire::SendIndication {
+                dont_fragment,
+                ..ind
+            })
+        );
     }
     let tid = data.get(..12).unwrap_or(&[0; 12]);
     let _ = wire::decode_xor_address(data, tid);
@@ -369,7 +376,8 @@ mod tests {
             route,
             Some(Route::Peer {
                 relay,
-                peer: PEER.parse().unwrap()
+                peer: PEER.parse().unwrap(),
+                dont_fragment: false,
             })
         );
         assert_eq!(out, [1, 2, 3]);

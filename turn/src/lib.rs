@@ -18,6 +18,9 @@ pub mod allocation;
 pub mod auth;
 #[cfg(test)]
 mod auth_tests;
+mod dont_fragment;
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+mod dont_fragment_tests;
 pub mod driver;
 pub mod fuzz;
 pub mod message;

@@ -112,7 +112,7 @@ impl Collector for TurnCollector {
         counter(
             &mut e,
             "huddle_turn_send_drops",
-            "Datagrams dropped because a socket buffer was full",
+            "Datagrams dropped when sent: a full socket buffer, or too large for DF",
             send_drops,
         )?;
         counter(

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::dont_fragment::RelaySocket;
 use crate::driver::Shared;
 use crate::server::{PortRequest, RelayPorts};
 
@@ -23,7 +24,7 @@ const EVENTS: usize = 256;
 const CALLS_PER_ROUND: usize = 2;
 
 /// Relay sockets of one shard by advertised address.
-pub(crate) type RelayTable = Arc<RwLock<HashMap<SocketAddr, mio::net::UdpSocket>>>;
+pub(crate) type RelayTable = Arc<RwLock<HashMap<SocketAddr, RelaySocket>>>;
 
 /// Ports reserved by EVEN-PORT, held unregistered so that any shard can claim them.
 pub(crate) type Reserved = Arc<Mutex<HashMap<SocketAddr, std::net::UdpSocket>>>;
@@ -135,7 +136,8 @@ impl Ports {
             tracing::warn!(%advertised, error = %e, "relay socket not registered");
             return None;
         }
-        self.sockets.write().insert(advertised, socket);
+        let relay = RelaySocket::new(socket, advertised.is_ipv6());
+        self.sockets.write().insert(advertised, relay);
         Some(advertised)
     }
 
@@ -177,10 +179,10 @@ impl RelayPorts for Ports {
     }
 
     fn release(&mut self, addr: SocketAddr) {
-        if let Some(mut socket) = self.sockets.write().remove(&addr) {
+        if let Some(mut relay) = self.sockets.write().remove(&addr) {
             // Closing the socket would drop the registration too; deregistering first
             // keeps the poller's view exact.
-            let _ = self.registry.deregister(&mut socket);
+            let _ = self.registry.deregister(&mut relay.socket);
         }
     }
 

@@ -8,7 +8,9 @@ use stun_rs::attributes::stun::{
     Fingerprint, MessageIntegrity, MessageIntegritySha256, PasswordAlgorithm, PasswordAlgorithms,
     XorMappedAddress,
 };
-use stun_rs::attributes::turn::{AddressErrorCode, LifeTime, ReservationToken, XorRelayedAddress};
+use stun_rs::attributes::turn::{
+    AddressErrorCode, DontFragment, LifeTime, ReservationToken, XorRelayedAddress,
+};
 use stun_rs::methods::{ALLOCATE, BINDING, CHANNEL_BIND, CREATE_PERMMISSION, REFRESH};
 use stun_rs::{
     AddressFamily, AlgorithmId, DecoderContextBuilder, HMACKey, MessageClass,
@@ -70,13 +72,19 @@ impl<R: RelayPorts> TurnServer<R> {
             return self.drop_packet(Drop::Malformed);
         }
         let fingerprint = msg.get::<Fingerprint>().is_some();
+        let method = msg.method();
+        // A server that cannot set the DF bit treats DONT-FRAGMENT in an Allocate as
+        // unknown and comprehension-required (RFC 8656 §7.2).
+        let df_unsupported = !self.cfg.dont_fragment && method == ALLOCATE;
         let unknown: Vec<u16> = msg
             .attributes()
             .iter()
-            .filter(|a| a.is_unknown() && a.attribute_type().is_comprehension_required())
+            .filter(|a| {
+                (a.is_unknown() && a.attribute_type().is_comprehension_required())
+                    || (df_unsupported && a.is_dont_fragment())
+            })
             .map(|a| a.attribute_type().as_u16())
             .collect();
-        let method = msg.method();
         // Answers that need no credentials: unknown attributes, Binding, unknown methods.
         let unsigned = if !unknown.is_empty() {
             Some((
@@ -279,6 +287,7 @@ impl<R: RelayPorts> TurnServer<R> {
             .get::<stun_rs::attributes::turn::AdditionalAddressFamily>()
             .and_then(|a| a.as_additional_address_family().ok())
             .map(|f| f.family());
+        let dont_fragment = msg.get::<DontFragment>().is_some();
         if token.is_some() && (even_port.is_some() || family.is_some()) {
             return Err(Error::BadRequest);
         }
@@ -383,7 +392,7 @@ impl<R: RelayPorts> TurnServer<R> {
                 .refs += 1;
         }
         tracing::debug!(?tuple, ?relays, %username, "allocation created");
-        let alloc = Allocation::new(
+        let mut alloc = Allocation::new(
             username,
             key,
             relays,
@@ -391,6 +400,7 @@ impl<R: RelayPorts> TurnServer<R> {
             tid,
             lifetime.as_secs() as u32,
         );
+        alloc.dont_fragment = dont_fragment;
         self.allocations.insert(tuple, alloc);
         self.timers.insert((expires, Timer::Allocation(tuple)));
         self.stats.allocations_created += 1;

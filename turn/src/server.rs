@@ -42,8 +42,13 @@ pub struct FiveTuple {
 pub enum Route {
     /// To a client over the listener (or stream) of this 5-tuple.
     Client(FiveTuple),
-    /// From a relay socket to a peer.
-    Peer { relay: SocketAddr, peer: SocketAddr },
+    /// From a relay socket to a peer. `dont_fragment`: send with the DF bit set, because
+    /// the allocation or this Send indication carried DONT-FRAGMENT (RFC 8656 §14).
+    Peer {
+        relay: SocketAddr,
+        peer: SocketAddr,
+        dont_fragment: bool,
+    },
 }
 
 /// Which port a relay socket should get.
@@ -92,6 +97,9 @@ pub struct ServerConfig {
     pub auth_failures_per_minute: u32,
     /// Relayed bytes per second per username, both directions together; 0 for no limit.
     pub user_bandwidth: u64,
+    /// The driver can send with the DF bit set. When it cannot, DONT-FRAGMENT in an
+    /// Allocate is answered as an unknown comprehension-required attribute (RFC 8656 §7.2).
+    pub dont_fragment: bool,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +118,7 @@ impl Default for ServerConfig {
             max_channels: 256,
             auth_failures_per_minute: 30,
             user_bandwidth: 0,
+            dont_fragment: true,
         }
     }
 }
@@ -265,12 +274,17 @@ fn forward(
     payload: &[u8],
     relay: SocketAddr,
     peer: SocketAddr,
+    dont_fragment: bool,
 ) -> Option<Route> {
     out.clear();
     out.extend_from_slice(payload);
     stats.packets_to_peers += 1;
     stats.bytes_to_peers += payload.len() as u64;
-    Some(Route::Peer { relay, peer })
+    Some(Route::Peer {
+        relay,
+        peer,
+        dont_fragment,
+    })
 }
 
 /// Takes `bytes` from the user's bucket; always true when there is no limit.
@@ -393,13 +407,16 @@ impl<R: RelayPorts> TurnServer<R> {
                     payload.len(),
                     now,
                 ) {
-                    Ok(relay) => forward(&mut self.stats, out, payload, relay, peer),
+                    Ok(relay) => {
+                        let df = alloc.dont_fragment;
+                        forward(&mut self.stats, out, payload, relay, peer, df)
+                    }
                     Err(why) => self.drop_packet(why),
                 }
             }
             Kind::Stun => {
                 if let Some(ind) = wire::parse_send_indication(data) {
-                    return self.send_indication(now, tuple, ind.peer, ind.data, out);
+                    return self.send_indication(now, tuple, ind, out);
                 }
                 self.handle_stun(now, tuple, data, out)
             }
@@ -411,13 +428,15 @@ impl<R: RelayPorts> TurnServer<R> {
         &mut self,
         now: Instant,
         tuple: FiveTuple,
-        peer: SocketAddr,
-        payload: &[u8],
+        ind: wire::SendIndication<'_>,
         out: &mut Vec<u8>,
     ) -> Option<Route> {
+        let (peer, payload) = (ind.peer, ind.data);
         let Some(alloc) = self.allocations.get(&tuple) else {
             return self.drop_packet(Drop::NoAllocation);
         };
+        // DF for this datagram (§11.2), or for every datagram of the allocation.
+        let df = self.cfg.dont_fragment && (ind.dont_fragment || alloc.dont_fragment);
         match admit(
             alloc,
             &self.shared,
@@ -427,7 +446,7 @@ impl<R: RelayPorts> TurnServer<R> {
             payload.len(),
             now,
         ) {
-            Ok(relay) => forward(&mut self.stats, out, payload, relay, peer),
+            Ok(relay) => forward(&mut self.stats, out, payload, relay, peer, df),
             Err(why) => self.drop_packet(why),
         }
     }

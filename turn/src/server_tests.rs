@@ -102,15 +102,15 @@ pub(crate) fn tuple(port: u16) -> FiveTuple {
     }
 }
 
-struct Client {
-    tuple: FiveTuple,
+pub(crate) struct Client {
+    pub(crate) tuple: FiveTuple,
     user: String,
     key: HMACKey,
     nonce: Option<String>,
 }
 
 impl Client {
-    fn new(tuple: FiveTuple, user: &str, password: &str) -> Self {
+    pub(crate) fn new(tuple: FiveTuple, user: &str, password: &str) -> Self {
         let key = HMACKey::new_long_term(user, REALM, password, Algorithm::from(AlgorithmId::MD5))
             .unwrap();
         Self {
@@ -149,7 +149,7 @@ impl Client {
     }
 
     /// Sends with credentials, first fetching a nonce if needed; returns the response.
-    fn call(
+    pub(crate) fn call(
         &mut self,
         s: &mut TurnServer<FakePorts>,
         now: Instant,
@@ -260,7 +260,7 @@ pub(crate) fn code(msg: &StunMessage) -> Option<u16> {
         .map(|e| e.as_error_code().unwrap().error_code().error_code())
 }
 
-fn relayed(msg: &StunMessage) -> SocketAddr {
+pub(crate) fn relayed(msg: &StunMessage) -> SocketAddr {
     *msg.get::<XorRelayedAddress>()
         .unwrap()
         .as_xor_relayed_address()
@@ -272,7 +272,7 @@ pub(crate) fn udp() -> StunAttribute {
     RequestedTrasport::new(stun_rs::protocols::UDP).into()
 }
 
-fn peer_attr(p: &str) -> StunAttribute {
+pub(crate) fn peer_attr(p: &str) -> StunAttribute {
     XorPeerAddress::from(p.parse::<SocketAddr>().unwrap()).into()
 }
 
@@ -451,7 +451,11 @@ fn permissions_gate_relaying_both_ways() {
     send_ind[0..2].copy_from_slice(&wire::SEND_INDICATION.to_be_bytes());
     assert_eq!(
         s.handle_client(t0, c.tuple, &send_ind, &mut out),
-        Some(Route::Peer { relay, peer })
+        Some(Route::Peer {
+            relay,
+            peer,
+            dont_fragment: false
+        })
     );
     assert_eq!(out, b"yo");
     // Permissions last 5 minutes unless refreshed.
@@ -498,7 +502,11 @@ fn channels_carry_data_both_ways() {
     wire::write_channel_data(&mut cd, 0x4001, b"media", false);
     assert_eq!(
         s.handle_client(t0, c.tuple, &cd, &mut out),
-        Some(Route::Peer { relay, peer })
+        Some(Route::Peer {
+            relay,
+            peer,
+            dont_fragment: false
+        })
     );
     assert_eq!(out, b"media");
     assert_eq!(
@@ -803,7 +811,8 @@ fn dual_allocation_relays_each_family() {
         s.handle_client(t0, c.tuple, &send_ind, &mut out),
         Some(Route::Peer {
             relay: relays[1],
-            peer: v6_peer
+            peer: v6_peer,
+            dont_fragment: false
         })
     );
     // Both relayed addresses go when the allocation does.

@@ -52,9 +52,15 @@ impl Shared {
 
     fn route(&self, outbox: &mut Outbox, route: Route, data: &[u8]) {
         match route {
-            Route::Peer { relay, peer } => outbox.push(Via::Relay(relay), peer, data),
+            Route::Peer {
+                relay,
+                peer,
+                dont_fragment,
+            } => outbox.push(Via::Relay(relay), peer, data, dont_fragment),
             Route::Client(tuple) => match tuple.transport {
-                Transport::Udp => outbox.push(Via::Listener(tuple.server), tuple.client, data),
+                Transport::Udp => {
+                    outbox.push(Via::Listener(tuple.server), tuple.client, data, false)
+                }
                 Transport::Tcp | Transport::Tls => {
                     let tx = self.tcp.read().get(&tuple).cloned();
                     // A client that does not read loses datagrams, as it would over UDP.
@@ -79,13 +85,17 @@ impl Shared {
         let listeners = self.udp.read();
         let relays = self.relays.read();
         let gone = || io::Error::from(io::ErrorKind::NotFound);
-        let dropped = outbox.flush(state.max_gso_segments(), |via, transmit| match via {
+        let dropped = outbox.flush(state.max_gso_segments(), |via, df, transmit| match via {
             Via::Listener(local) => match listeners.get(&local) {
                 Some(s) => state.try_send(s.get_ref().into(), transmit),
                 None => Err(gone()),
             },
+            // A datagram whose DF setting cannot be applied is dropped: sent with the
+            // wrong one, a path MTU probe would report a size the path does not carry.
             Via::Relay(relay) => match relays.get(&relay) {
-                Some(s) => state.try_send(s.into(), transmit),
+                Some(r) => r
+                    .set_dont_fragment(df)
+                    .and_then(|()| state.try_send((&r.socket).into(), transmit)),
                 None => Err(gone()),
             },
         });
@@ -129,7 +139,7 @@ impl Shared {
             for _ in 0..calls {
                 // The table is not held while the core runs: the core may release relays.
                 let read = match self.relays.read().get(&relay) {
-                    Some(socket) => io.recv.recv(&self.udp_state, socket.into()),
+                    Some(r) => io.recv.recv(&self.udp_state, (&r.socket).into()),
                     None => return true,
                 };
                 let outcome = self.handle_read(io, read, |core, now, peer, data, out| {

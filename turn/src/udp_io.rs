@@ -45,6 +45,8 @@ struct Queued {
     to: SocketAddr,
     start: usize,
     len: usize,
+    /// Send with the DF bit (RFC 8656 §14).
+    dont_fragment: bool,
 }
 
 /// Datagrams waiting to be sent, in arrival order.
@@ -58,8 +60,9 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    /// Queues a datagram; empty ones are not sent.
-    pub(crate) fn push(&mut self, via: Via, to: SocketAddr, datagram: &[u8]) {
+    /// Queues a datagram, to leave with the DF bit if `dont_fragment`; empty ones are not
+    /// sent.
+    pub(crate) fn push(&mut self, via: Via, to: SocketAddr, datagram: &[u8], dont_fragment: bool) {
         if datagram.is_empty() {
             return;
         }
@@ -70,6 +73,7 @@ impl Outbox {
             to,
             start,
             len: datagram.len(),
+            dont_fragment,
         });
     }
 
@@ -82,14 +86,14 @@ impl Outbox {
         self.queue.len()
     }
 
-    /// Sends everything queued through `send` (which finds the socket and sends one
-    /// transmit) and returns how many datagrams were dropped. A flow's datagrams keep
+    /// Sends everything queued through `send` (which finds the socket, applies the DF
+    /// setting and sends one transmit) and returns how many datagrams were dropped. A flow's datagrams keep
     /// their order; datagrams of different flows have none to keep. A datagram that finds
     /// a full socket buffer is dropped, as the network would.
     pub(crate) fn flush(
         &mut self,
         max_segments: usize,
-        mut send: impl FnMut(Via, &Transmit<'_>) -> io::Result<()>,
+        mut send: impl FnMut(Via, bool, &Transmit<'_>) -> io::Result<()>,
     ) -> u64 {
         // Stable: each flow's run stays in arrival order.
         self.queue.sort_by_key(|q| (q.via, q.to));
@@ -100,7 +104,8 @@ impl Outbox {
             let first = self.queue[i];
             if end - i == 1 {
                 let bytes = &self.data[first.start..first.start + first.len];
-                if send(first.via, &transmit(first.to, bytes, None)).is_err() {
+                let single = transmit(first.to, bytes, None);
+                if send(first.via, first.dont_fragment, &single).is_err() {
                     dropped += 1;
                 }
             } else {
@@ -110,7 +115,7 @@ impl Outbox {
                         .extend_from_slice(&self.data[q.start..q.start + q.len]);
                 }
                 let gso = transmit(first.to, &self.gather, Some(first.len));
-                match send(first.via, &gso) {
+                match send(first.via, first.dont_fragment, &gso) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         dropped += (end - i) as u64;
@@ -120,7 +125,8 @@ impl Outbox {
                     Err(_) => {
                         for q in &self.queue[i..end] {
                             let bytes = &self.data[q.start..q.start + q.len];
-                            if send(q.via, &transmit(q.to, bytes, None)).is_err() {
+                            let single = transmit(q.to, bytes, None);
+                            if send(q.via, q.dont_fragment, &single).is_err() {
                                 dropped += 1;
                             }
                         }
@@ -134,8 +140,8 @@ impl Outbox {
         dropped
     }
 
-    /// End of the GSO run that starts at `i`: same socket and destination, every segment
-    /// as long as the first except a shorter last one, within the GSO limits.
+    /// End of the GSO run that starts at `i`: same socket, destination and DF setting,
+    /// every segment as long as the first except a shorter last one, within the GSO limits.
     fn run_end(&self, i: usize, max_segments: usize) -> usize {
         let first = self.queue[i];
         let mut end = i + 1;
@@ -147,6 +153,7 @@ impl Outbox {
             let q = self.queue[end];
             if q.via != first.via
                 || q.to != first.to
+                || q.dont_fragment != first.dont_fragment
                 || q.len > first.len
                 || total + q.len > MAX_GSO_BYTES
             {
@@ -243,7 +250,7 @@ mod tests {
     /// What a flush asked to send: socket, destination, segment size and the datagrams.
     fn record(outbox: &mut Outbox, max: usize) -> Vec<(Via, SocketAddr, Vec<Vec<u8>>)> {
         let mut sent = Vec::new();
-        let dropped = outbox.flush(max, |via, t| {
+        let dropped = outbox.flush(max, |via, _, t| {
             let seg = t.segment_size.unwrap_or(t.contents.len());
             let parts = t.contents.chunks(seg).map(<[u8]>::to_vec).collect();
             sent.push((via, t.destination, parts));
@@ -267,7 +274,7 @@ mod tests {
             (5, a, addr(1), 100),
             (6, b, addr(2), 2000),
         ] {
-            o.push(via, to, &vec![i; len]);
+            o.push(via, to, &vec![i; len], false);
         }
         let sent = record(&mut o, 64);
         let firsts: Vec<(Via, Vec<u8>)> = sent
@@ -292,7 +299,7 @@ mod tests {
     fn runs_respect_the_segment_limit() {
         let mut o = Outbox::default();
         for i in 0..10u8 {
-            o.push(Via::Relay(addr(50_000)), addr(9), &[i; 40]);
+            o.push(Via::Relay(addr(50_000)), addr(9), &[i; 40], false);
         }
         let sent = record(&mut o, 4);
         let sizes: Vec<usize> = sent.iter().map(|(_, _, p)| p.len()).collect();
@@ -303,10 +310,10 @@ mod tests {
     fn a_refused_gso_send_falls_back_to_single_datagrams() {
         let mut o = Outbox::default();
         for i in 0..3u8 {
-            o.push(Via::Relay(addr(50_000)), addr(9), &[i; 40]);
+            o.push(Via::Relay(addr(50_000)), addr(9), &[i; 40], false);
         }
         let mut singles = Vec::new();
-        let dropped = o.flush(64, |_, t| {
+        let dropped = o.flush(64, |_, _, t| {
             if t.segment_size.is_some_and(|s| s < t.contents.len()) {
                 return Err(io::Error::from_raw_os_error(22));
             }
@@ -317,13 +324,33 @@ mod tests {
     }
 
     #[test]
+    fn dont_fragment_splits_runs_and_keeps_order() {
+        let mut o = Outbox::default();
+        let via = Via::Relay(addr(50_000));
+        for (i, df) in [false, false, true, true, false].into_iter().enumerate() {
+            o.push(via, addr(9), &[i as u8; 40], df);
+        }
+        let mut sent = Vec::new();
+        let dropped = o.flush(64, |_, df, t| {
+            let firsts: Vec<u8> = t.contents.chunks(40).map(|c| c[0]).collect();
+            sent.push((df, firsts));
+            Ok(())
+        });
+        assert_eq!(dropped, 0);
+        assert_eq!(
+            sent,
+            vec![(false, vec![0, 1]), (true, vec![2, 3]), (false, vec![4])]
+        );
+    }
+
+    #[test]
     fn full_socket_drops_are_counted() {
         let mut o = Outbox::default();
         for i in 0..3u8 {
-            o.push(Via::Relay(addr(50_000)), addr(9), &[i; 40]);
+            o.push(Via::Relay(addr(50_000)), addr(9), &[i; 40], false);
         }
-        o.push(Via::Relay(addr(50_000)), addr(10), &[9; 40]);
-        let dropped = o.flush(64, |_, _| Err(io::ErrorKind::WouldBlock.into()));
+        o.push(Via::Relay(addr(50_000)), addr(10), &[9; 40], false);
+        let dropped = o.flush(64, |_, _, _| Err(io::ErrorKind::WouldBlock.into()));
         assert_eq!(dropped, 4);
     }
 
@@ -338,9 +365,9 @@ mod tests {
         let mut o = Outbox::default();
         for i in 0..20u8 {
             let len = if i == 19 { 30 } else { 120 };
-            o.push(Via::Relay(addr(1)), to, &vec![i; len]);
+            o.push(Via::Relay(addr(1)), to, &vec![i; len], false);
         }
-        let dropped = o.flush(state.max_gso_segments(), |_, t| {
+        let dropped = o.flush(state.max_gso_segments(), |_, _, t| {
             state.try_send((&tx).into(), t)
         });
         assert_eq!(dropped, 0);

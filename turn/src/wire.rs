@@ -9,6 +9,7 @@ pub const MAGIC_COOKIE: u32 = 0x2112_A442;
 pub const HEADER_LEN: usize = 20;
 pub const ATTR_XOR_PEER_ADDRESS: u16 = 0x0012;
 pub const ATTR_DATA: u16 = 0x0013;
+pub const ATTR_DONT_FRAGMENT: u16 = 0x001A;
 pub const ATTR_FINGERPRINT: u16 = 0x8028;
 /// Message type of a Send indication (method 0x006, class indication).
 pub const SEND_INDICATION: u16 = 0x0016;
@@ -131,6 +132,8 @@ fn encode_xor_address(out: &mut Vec<u8>, addr: SocketAddr, transaction_id: &[u8;
 pub struct SendIndication<'a> {
     pub peer: SocketAddr,
     pub data: &'a [u8],
+    /// DONT-FRAGMENT was present: the client asks for the DF bit on this datagram (§11.2).
+    pub dont_fragment: bool,
 }
 
 /// Parses a Send indication without allocating. `None` when `data` is not one, or it
@@ -143,6 +146,7 @@ pub fn parse_send_indication(data: &[u8]) -> Option<SendIndication<'_>> {
     let tid = &data[8..20];
     let mut peer = None;
     let mut payload = None;
+    let mut dont_fragment = false;
     let mut at = HEADER_LEN;
     let end = HEADER_LEN + len;
     while at + 4 <= end {
@@ -155,6 +159,7 @@ pub fn parse_send_indication(data: &[u8]) -> Option<SendIndication<'_>> {
         match attr {
             ATTR_XOR_PEER_ADDRESS if peer.is_none() => peer = decode_xor_address(value, tid),
             ATTR_DATA if payload.is_none() => payload = Some(value),
+            ATTR_DONT_FRAGMENT => dont_fragment = true,
             _ => {}
         }
         at += 4 + alen.next_multiple_of(4);
@@ -162,6 +167,7 @@ pub fn parse_send_indication(data: &[u8]) -> Option<SendIndication<'_>> {
     Some(SendIndication {
         peer: peer?,
         data: payload?,
+        dont_fragment,
     })
 }
 
@@ -222,7 +228,26 @@ mod tests {
             let ind = parse_send_indication(&out).unwrap();
             assert_eq!(ind.peer, peer);
             assert_eq!(ind.data, b"abc");
+            assert!(!ind.dont_fragment);
         }
+    }
+
+    #[test]
+    fn send_indication_dont_fragment_is_seen() {
+        let peer: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let mut out = Vec::new();
+        write_data_indication(&mut out, peer, b"abcd", &[7; 12]);
+        out[0..2].copy_from_slice(&SEND_INDICATION.to_be_bytes());
+        // DONT-FRAGMENT has no value (RFC 8656 §18.8): 4 bytes of header.
+        out.extend_from_slice(&ATTR_DONT_FRAGMENT.to_be_bytes());
+        out.extend_from_slice(&[0, 0]);
+        let body = (out.len() - HEADER_LEN) as u16;
+        out[2..4].copy_from_slice(&body.to_be_bytes());
+        let ind = parse_send_indication(&out).unwrap();
+        assert_eq!(
+            (ind.peer, ind.data, ind.dont_fragment),
+            (peer, &b"abcd"[..], true)
+        );
     }
 
     proptest::proptest! {
