@@ -15,32 +15,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
-use common::Server;
+use common::{Server, browser_available, browser_dir};
 
 /// The SFU on an ephemeral loopback port (its default port is fixed).
 const SFU: &str = "[sfu]\nlisten = \"127.0.0.1:0\"\n";
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-fn browser_available() -> bool {
-    let ok = browser_dir().join("node_modules/playwright-core").is_dir()
-        && Path::new(&std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()))
-            .exists()
-        && Command::new("node")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("HUDDLE_REQUIRE_BROWSER").is_none(),
-            "browser test needs node, /usr/bin/chromium and `npm ci` in tests/browser"
-        );
-        eprintln!("SKIPPED: node, chromium or tests/browser/node_modules missing");
-    }
-    ok
-}
 
 /// Runs `script` against `server`; on a line `RESTART` it crashes and restarts the server
 /// and answers. Returns the script's report (its last line) after checking it succeeded.

@@ -11,25 +11,7 @@ use std::process::Command;
 
 mod common;
 use common::TurnProcess;
-
-fn browser_available() -> bool {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let ok = dir.join("node_modules/playwright-core").is_dir()
-        && Path::new(&std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()))
-            .exists()
-        && Command::new("node")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("HUDDLE_REQUIRE_BROWSER").is_none(),
-            "browser test needs node, /usr/bin/chromium and `npm ci` in tests/browser"
-        );
-        eprintln!("SKIPPED: node, chromium or tests/browser/node_modules missing");
-    }
-    ok
-}
+use common::browser_available;
 
 #[test]
 fn chromium_connects_relay_only_through_huddle_turn() {

@@ -279,6 +279,34 @@ impl Client {
     }
 }
 
+/// `tests/browser`, where the playwright-core scripts live.
+pub fn browser_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Whether node, Debian's chromium and `npm ci` in tests/browser are there. Browser tests
+/// skip with a notice without them, unless HUDDLE_REQUIRE_BROWSER is set (CI), where their
+/// absence fails.
+pub fn browser_available() -> bool {
+    let ok = browser_dir().join("node_modules/playwright-core").is_dir()
+        && std::path::Path::new(
+            &std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+        )
+        .exists()
+        && Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("HUDDLE_REQUIRE_BROWSER").is_none(),
+            "browser test needs node, /usr/bin/chromium and `npm ci` in tests/browser"
+        );
+        eprintln!("SKIPPED: node, chromium or tests/browser/node_modules missing");
+    }
+    ok
+}
+
 /// A `huddle turn` process on loopback and the addresses it printed.
 pub struct TurnProcess {
     child: Child,
