@@ -7,10 +7,9 @@
 //! HUDDLE_REQUIRE_BROWSER=1 so that their absence fails instead of skipping.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -45,11 +44,14 @@ fn run(server: &mut Server, script: &str) -> Value {
         }
         if line == "GRACEFUL_RESTART" {
             // SIGTERM: the server tells its clients (`shutdown`) and stops listening.
+            // Let it finish telling them and exit by itself before starting it again: killing
+            // it once the listener closes could cut the `shutdown` frames off.
             server.sigterm();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while TcpStream::connect(server.addr).is_ok() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            assert_eq!(
+                server.wait_exit(Duration::from_secs(20)),
+                Some(0),
+                "graceful shutdown"
+            );
             server.crash_and_restart();
             writeln!(stdin, "go").unwrap();
         }
