@@ -14,6 +14,7 @@
 pub mod chat_load;
 pub mod report;
 pub mod server;
+pub mod shim;
 pub mod signal_load;
 pub mod turn_load;
 
