@@ -6,61 +6,18 @@
 //! Needs node, chromium and `npm ci` in tests/browser; CI provides them and sets
 //! HUDDLE_REQUIRE_BROWSER=1 so that their absence fails instead of skipping.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
 mod common;
-use common::{Server, browser_available, browser_dir};
+use common::{Server, browser_available, run_browser_script};
 
 /// The SFU on an ephemeral loopback port (its default port is fixed).
 const SFU: &str = "[sfu]\nlisten = \"127.0.0.1:0\"\n";
 
-/// Runs `script` against `server`; on a line `RESTART` it crashes and restarts the server
-/// and answers. Returns the script's report (its last line) after checking it succeeded.
+/// Runs `script` against `server` (see `common::run_browser_script`) and logs its report.
 fn run(server: &mut Server, script: &str) -> Value {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let mut node = Command::new("node")
-        .arg(script)
-        .arg(format!("http://{}", server.addr))
-        .env("HUDDLE_E2E_DIR", target.join("e2e"))
-        .current_dir(browser_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = node.stdin.take().unwrap();
-    let mut last = String::new();
-    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if line == "RESTART" {
-            server.crash_and_restart();
-            writeln!(stdin, "go").unwrap();
-        }
-        if line == "GRACEFUL_RESTART" {
-            // SIGTERM: the server tells its clients (`shutdown`) and stops listening.
-            // Let it finish telling them and exit by itself before starting it again: killing
-            // it once the listener closes could cut the `shutdown` frames off.
-            server.sigterm();
-            assert_eq!(
-                server.wait_exit(Duration::from_secs(20)),
-                Some(0),
-                "graceful shutdown"
-            );
-            server.crash_and_restart();
-            writeln!(stdin, "go").unwrap();
-        }
-        last = line;
-    }
-    let status = node.wait().unwrap();
-    let report: Value =
-        serde_json::from_str(&last).unwrap_or_else(|_| panic!("unreadable output: {last}"));
-    assert!(status.success(), "{script}: {report}");
+    let url = format!("http://{}", server.addr);
+    let report = run_browser_script(script, &[&url], Some(server));
     eprintln!("{script}: {report}");
     report
 }

@@ -6,27 +6,16 @@
 //! Needs node, chromium and `npm ci` in tests/browser; CI provides them and sets
 //! HUDDLE_REQUIRE_BROWSER=1 so that their absence fails instead of skipping.
 
-use std::path::Path;
-use std::process::Command;
-
 mod common;
 use common::Server;
-use common::browser_available;
+use common::{browser_available, run_browser_script};
 
 fn call(server: &Server, mode: &str) -> serde_json::Value {
-    let out = Command::new("node")
-        .arg("call.mjs")
-        .arg(format!("http://{}", server.addr))
-        .arg(mode)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: serde_json::Value =
-        serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}"))
-            .unwrap_or_else(|_| panic!("unreadable output: {stdout}"));
-    assert!(out.status.success(), "{report}");
-    report
+    run_browser_script(
+        "call.mjs",
+        &[&format!("http://{}", server.addr), mode],
+        None,
+    )
 }
 
 fn assert_call(report: &serde_json::Value) {

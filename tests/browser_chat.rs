@@ -6,13 +6,9 @@
 //! Needs node, chromium and `npm ci` in tests/browser; CI provides them and sets
 //! HUDDLE_REQUIRE_BROWSER=1 so that their absence fails instead of skipping.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Command, Stdio};
-
 mod common;
 use common::Server;
-use common::browser_available;
+use common::{browser_available, run_browser_script};
 
 #[test]
 fn demo_chat_delivers_in_order_keeps_history_and_survives_a_restart() {
@@ -20,28 +16,8 @@ fn demo_chat_delivers_in_order_keeps_history_and_survives_a_restart() {
         return;
     }
     let mut server = Server::start_with("", &["--dev"], &[]);
-    let mut node = Command::new("node")
-        .arg("chat.mjs")
-        .arg(format!("http://{}", server.addr))
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = node.stdin.take().unwrap();
-    let mut last = String::new();
-    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if line == "RESTART" {
-            server.crash_and_restart();
-            writeln!(stdin, "go").unwrap();
-        }
-        last = line;
-    }
-    let status = node.wait().unwrap();
-    let report: serde_json::Value =
-        serde_json::from_str(&last).unwrap_or_else(|_| panic!("unreadable output: {last}"));
-    assert!(status.success(), "{report}");
+    let url = format!("http://{}", server.addr);
+    let report = run_browser_script("chat.mjs", &[&url], Some(&mut server));
     assert_eq!(
         report["alice_states"],
         serde_json::json!(["sent", "sent", "sent"])

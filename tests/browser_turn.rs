@@ -6,12 +6,9 @@
 //! Needs node, chromium and `npm ci` in tests/browser; CI provides them and sets
 //! HUDDLE_REQUIRE_BROWSER=1 so that their absence fails instead of skipping.
 
-use std::path::Path;
-use std::process::Command;
-
 mod common;
 use common::TurnProcess;
-use common::browser_available;
+use common::{browser_available, run_browser_script};
 
 #[test]
 fn chromium_connects_relay_only_through_huddle_turn() {
@@ -46,17 +43,7 @@ fn chromium_connects_relay_only_through_huddle_turn() {
         format!("turn:{}?transport=udp", turn.udp),
         format!("turn:{}?transport=tcp", turn.tcp),
     ] {
-        let out = Command::new("node")
-            .arg("turn-relay.mjs")
-            .args([&url, &username, &password])
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let report: serde_json::Value =
-            serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}"))
-                .unwrap_or_else(|_| panic!("{url}: unreadable output: {stdout}"));
-        assert!(out.status.success(), "{url}: {report}");
+        let report = run_browser_script("turn-relay.mjs", &[&url, &username, &password], None);
         assert_eq!(report["reply"], "echo:hello through the relay", "{url}");
         assert_eq!(report["local"], "relay", "{url}");
         assert_eq!(report["remote"], "relay", "{url}");

@@ -307,6 +307,54 @@ pub fn browser_available() -> bool {
     ok
 }
 
+/// Runs `node SCRIPT ARGS` in tests/browser and returns its report (its last output line,
+/// JSON) after checking that the script succeeded. With a `server`, an output line
+/// `RESTART` kills and restarts the server, and `GRACEFUL_RESTART` stops it with SIGTERM,
+/// waits for it to exit by itself (killing it once its listener closed could cut its
+/// `shutdown` frames off) and starts it again; either way the script is answered on stdin
+/// once the server is back. Screenshots go to `<target>/e2e`.
+pub fn run_browser_script(script: &str, args: &[&str], mut server: Option<&mut Server>) -> Value {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let mut node = Command::new("node")
+        .arg(script)
+        .args(args)
+        .env("HUDDLE_E2E_DIR", target.join("e2e"))
+        .current_dir(browser_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = node.stdin.take().unwrap();
+    let mut last = String::new();
+    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line == "RESTART" || line == "GRACEFUL_RESTART" {
+            let server = server
+                .as_deref_mut()
+                .unwrap_or_else(|| panic!("{script} asked for {line} without a server"));
+            if line == "GRACEFUL_RESTART" {
+                server.sigterm();
+                assert_eq!(
+                    server.wait_exit(Duration::from_secs(20)),
+                    Some(0),
+                    "graceful shutdown"
+                );
+            }
+            server.crash_and_restart();
+            use std::io::Write;
+            writeln!(stdin, "go").unwrap();
+        }
+        last = line;
+    }
+    let status = node.wait().unwrap();
+    let report: Value = serde_json::from_str(&last)
+        .unwrap_or_else(|_| panic!("{script} {args:?}: unreadable output: {last}"));
+    assert!(status.success(), "{script} {args:?}: {report}");
+    report
+}
+
 /// A `huddle turn` process on loopback and the addresses it printed.
 pub struct TurnProcess {
     child: Child,
