@@ -100,6 +100,7 @@ pub mod keyframe;
 pub mod metrics;
 mod peer;
 pub mod router;
+pub mod simulcast;
 pub mod speaker;
 
 pub use config::{DEFAULT_PORT, RouterConfig, SfuConfig, SpeakerConfig};

@@ -1,0 +1,330 @@
+//! Simulcast layer choice (sans-IO): per-layer bitrate measurement, the split of a
+//! subscriber's bandwidth over the video tracks it receives, the per-subscription layer
+//! state machine (switch only at a keyframe of the target layer, fast downgrade,
+//! upgrade with hysteresis) and RTP timestamp rewriting that keeps the outgoing stream
+//! continuous across switches. Time and bitrates are parameters; nothing here reads a
+//! clock or touches a socket.
+
+use std::time::{Duration, Instant};
+
+/// The best quality a subscriber asks for on one track (`media_subscribe`'s
+/// `max_quality`). Maps onto the layers the publisher actually sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Quality {
+    /// The lowest layer.
+    Low,
+    /// The second layer (the lowest when only one is sent).
+    Medium,
+    /// The top layer (the default).
+    #[default]
+    High,
+}
+
+impl Quality {
+    /// Parses `"low"`, `"medium"` or `"high"`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "low" => Some(Quality::Low),
+            "medium" => Some(Quality::Medium),
+            "high" => Some(Quality::High),
+            _ => None,
+        }
+    }
+
+    /// The highest layer index allowed among `layers` layers ordered low to high.
+    pub fn max_index(self, layers: usize) -> usize {
+        let top = layers.saturating_sub(1);
+        match self {
+            Quality::Low => 0,
+            Quality::Medium => top.min(1),
+            Quality::High => top,
+        }
+    }
+}
+
+/// Orders simulcast rids from low to high quality. RFC 8853 gives rids no meaning, so
+/// the common naming schemes are recognised ("q"/"h"/"f" of libwebrtc samples and
+/// LiveKit, "l"/"m"/"h", "low"/"mid"/"high"); other names keep their SDP order, which
+/// by the same convention lists the lowest layer first.
+pub fn order_rids<S: AsRef<str>>(rids: &[S]) -> Vec<usize> {
+    const SCHEMES: [&[&str]; 3] = [&["q", "h", "f"], &["l", "m", "h"], &["low", "mid", "high"]];
+    let mut order: Vec<usize> = (0..rids.len()).collect();
+    for scheme in SCHEMES {
+        let ranks: Option<Vec<usize>> = rids
+            .iter()
+            .map(|r| scheme.iter().position(|s| *s == r.as_ref()))
+            .collect();
+        if let Some(ranks) = ranks {
+            order.sort_by_key(|i| ranks[*i]);
+            return order;
+        }
+    }
+    order
+}
+
+/// Bitrate of one incoming layer (or unlayered track), measured over windows of at
+/// least [`RateMeter::WINDOW`] and smoothed, so a keyframe does not look like a rate.
+#[derive(Debug, Clone, Default)]
+pub struct RateMeter {
+    /// Bytes since `window_start`.
+    bytes: u64,
+    /// Start of the current window; `None` before the first frame.
+    window_start: Option<Instant>,
+    /// Smoothed rate in bits per second; 0 until one window has closed.
+    rate_bps: u64,
+    /// When the last frame arrived, to tell a layer the publisher stopped sending.
+    last_frame: Option<Instant>,
+}
+
+impl RateMeter {
+    /// Shortest measurement window.
+    pub const WINDOW: Duration = Duration::from_secs(1);
+    /// A layer silent this long is treated as stopped (publisher's own congestion
+    /// control or a paused encoding) and is not chosen.
+    pub const STALE: Duration = Duration::from_millis(1500);
+
+    /// Counts a frame of `bytes` arriving at `now`.
+    pub fn add(&mut self, bytes: usize, now: Instant) {
+        self.bytes = self.bytes.saturating_add(bytes as u64);
+        self.last_frame = Some(now);
+        let start = *self.window_start.get_or_insert(now);
+        let span = now.saturating_duration_since(start);
+        if span >= Self::WINDOW {
+            let inst = (self.bytes as f64 * 8.0 / span.as_secs_f64()) as u64;
+            // Half-weight smoothing: a rate change shows within two windows.
+            self.rate_bps = if self.rate_bps == 0 {
+                inst
+            } else {
+                (self.rate_bps + inst) / 2
+            };
+            self.bytes = 0;
+            self.window_start = Some(now);
+        }
+    }
+
+    /// The smoothed rate; 0 until measured.
+    pub fn rate_bps(&self) -> u64 {
+        self.rate_bps
+    }
+
+    /// Whether frames arrived recently.
+    pub fn active(&self, now: Instant) -> bool {
+        self.last_frame
+            .is_some_and(|t| now.saturating_duration_since(t) < Self::STALE)
+    }
+}
+
+/// What the allocator knows of one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// Measured bitrate (0 while unknown: such a layer is assumed to fit).
+    pub bitrate_bps: u64,
+    /// Frames arrive on it.
+    pub active: bool,
+}
+
+/// One simulcast video track a subscriber receives, for [`allocate`].
+#[derive(Debug, Clone, Copy)]
+pub struct VideoDemand<'a> {
+    /// Its layers, low to high.
+    pub layers: &'a [LayerInfo],
+    /// The subscriber's request.
+    pub max_quality: Quality,
+}
+
+/// Splits `budget_bps` over simulcast tracks: every track gets its lowest active layer
+/// (video is never cut entirely; audio was taken out of the budget before), then the
+/// tracks are raised one layer at a time in turn while the budget allows, up to each
+/// request. Writes the chosen layer per track to `out` (`None`: no active layer).
+pub fn allocate(budget_bps: u64, tracks: &[VideoDemand<'_>], out: &mut Vec<Option<usize>>) {
+    out.clear();
+    let mut spent: u64 = 0;
+    for t in tracks {
+        let lowest = t.layers.iter().position(|l| l.active);
+        if let Some(i) = lowest {
+            spent = spent.saturating_add(t.layers[i].bitrate_bps);
+        }
+        out.push(lowest);
+    }
+    loop {
+        let mut raised = false;
+        for (t, chosen) in tracks.iter().zip(out.iter_mut()) {
+            let Some(cur) = *chosen else { continue };
+            let max = t.max_quality.max_index(t.layers.len());
+            let Some(next) = (cur + 1..=max).find(|i| t.layers.get(*i).is_some_and(|l| l.active))
+            else {
+                continue;
+            };
+            let extra = t.layers[next]
+                .bitrate_bps
+                .saturating_sub(t.layers[cur].bitrate_bps);
+            if spent.saturating_add(extra) <= budget_bps {
+                spent += extra;
+                *chosen = Some(next);
+                raised = true;
+            }
+        }
+        if !raised {
+            return;
+        }
+    }
+}
+
+/// What to do with a frame of one layer for one subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameAction {
+    /// Forward it (the layer being sent).
+    Forward,
+    /// Forward it: a keyframe of the target layer, which is now the layer being sent.
+    Switch,
+    /// Not for this subscriber.
+    Drop,
+}
+
+/// Layer state of one (subscriber, simulcast track) pair.
+#[derive(Debug, Clone)]
+pub struct LayerSelector {
+    /// Layer being forwarded; `None` until the first keyframe.
+    current: Option<usize>,
+    /// Layer wanted; the switch happens at its next keyframe.
+    target: Option<usize>,
+    /// Since when the allocation has allowed a higher layer than `current` without a
+    /// break (upgrade hysteresis).
+    upgrade_since: Option<Instant>,
+    /// The next upgrade is the subscriber's own request: no hysteresis.
+    requested: bool,
+    /// The subscriber's request.
+    max_quality: Quality,
+}
+
+impl LayerSelector {
+    /// A selector that waits for its first allocation.
+    pub fn new(max_quality: Quality) -> Self {
+        Self {
+            current: None,
+            target: None,
+            upgrade_since: None,
+            requested: false,
+            max_quality,
+        }
+    }
+
+    /// The subscriber's request.
+    pub fn max_quality(&self) -> Quality {
+        self.max_quality
+    }
+
+    /// The subscriber asked for another quality: a higher one is granted without
+    /// waiting out the hysteresis (the allocation still has to allow it).
+    pub fn set_max_quality(&mut self, q: Quality) {
+        if q > self.max_quality {
+            self.requested = true;
+        }
+        self.max_quality = q;
+    }
+
+    /// The layer being forwarded.
+    pub fn current(&self) -> Option<usize> {
+        self.current
+    }
+
+    /// The layer wanted.
+    pub fn target(&self) -> Option<usize> {
+        self.target
+    }
+
+    /// Applies an allocation: `down` is the layer the full budget allows, `up` the one
+    /// the budget minus upgrade headroom allows (`up <= down`). A lower layer is taken
+    /// at once (congestion), a higher one only after `up` stayed above the current
+    /// layer for `hold`. `current_active` is false when the publisher stopped sending
+    /// the current layer. Returns the layer a keyframe is needed from, if a switch is
+    /// pending.
+    pub fn update(
+        &mut self,
+        down: Option<usize>,
+        up: Option<usize>,
+        current_active: bool,
+        hold: Duration,
+        now: Instant,
+    ) -> Option<usize> {
+        match self.current {
+            None => self.target = down,
+            Some(_) if !current_active => {
+                self.target = down;
+                self.upgrade_since = None;
+            }
+            Some(cur) if down.is_some_and(|d| d < cur) => {
+                self.target = down;
+                self.upgrade_since = None;
+            }
+            Some(cur) if up.is_some_and(|u| u > cur) => {
+                let since = *self.upgrade_since.get_or_insert(now);
+                if self.requested || now.saturating_duration_since(since) >= hold {
+                    self.target = up;
+                }
+            }
+            Some(cur) => {
+                self.target = Some(cur);
+                self.upgrade_since = None;
+            }
+        }
+        self.requested = false;
+        self.pending()
+    }
+
+    /// The layer a keyframe is awaited from.
+    pub fn pending(&self) -> Option<usize> {
+        match (self.current, self.target) {
+            (c, Some(t)) if c != Some(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Decides on a frame of `layer`. The switch happens on a keyframe of the target
+    /// layer only, so the subscriber's decoder never sees a frame it cannot decode.
+    pub fn on_frame(&mut self, layer: usize, keyframe: bool) -> FrameAction {
+        if keyframe && self.pending() == Some(layer) {
+            self.current = Some(layer);
+            self.upgrade_since = None;
+            return FrameAction::Switch;
+        }
+        if self.current == Some(layer) {
+            FrameAction::Forward
+        } else {
+            FrameAction::Drop
+        }
+    }
+}
+
+/// Rewrites RTP timestamps of one outgoing stream fed from several layers, each with
+/// its own random timestamp base (RFC 3550 §5.1), so the subscriber sees one stream
+/// whose timestamps keep advancing with real time across switches.
+#[derive(Debug, Clone, Default)]
+pub struct TimestampRewriter {
+    /// Added to incoming timestamps (mod 2^32).
+    offset: u32,
+    /// Last timestamp written and the arrival time of its frame.
+    last: Option<(u32, Instant)>,
+}
+
+impl TimestampRewriter {
+    /// The outgoing timestamp of a frame with timestamp `ts` (clock `clock_hz`)
+    /// that arrived at `arrival`. On the first frame of a newly switched-to layer
+    /// (`switched`), the offset is chosen so the timestamp advances from the last one
+    /// written by the arrival-time difference (at least one tick).
+    pub fn rewrite(&mut self, ts: u32, arrival: Instant, clock_hz: u32, switched: bool) -> u32 {
+        if switched && let Some((last_ts, last_at)) = self.last {
+            let elapsed = arrival.saturating_duration_since(last_at);
+            let ticks = (elapsed.as_secs_f64() * f64::from(clock_hz)) as u64;
+            let ticks = ticks.clamp(1, u64::from(u32::MAX / 2)) as u32;
+            self.offset = last_ts.wrapping_add(ticks).wrapping_sub(ts);
+        }
+        let out = ts.wrapping_add(self.offset);
+        self.last = Some((out, arrival));
+        out
+    }
+}
+
+#[cfg(test)]
+#[path = "simulcast_tests.rs"]
+mod tests;

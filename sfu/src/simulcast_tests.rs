@@ -1,0 +1,253 @@
+//! Layer choice on simulated time and bitrates.
+
+use super::*;
+
+const HOLD: Duration = Duration::from_secs(2);
+
+fn layers(rates: &[u64]) -> Vec<LayerInfo> {
+    rates
+        .iter()
+        .map(|r| LayerInfo {
+            bitrate_bps: *r,
+            active: true,
+        })
+        .collect()
+}
+
+/// Typical q/h/f rates.
+const QHF: [u64; 3] = [150_000, 500_000, 1_500_000];
+
+fn alloc_one(budget: u64, l: &[LayerInfo], q: Quality) -> Option<usize> {
+    let mut out = Vec::new();
+    allocate(
+        budget,
+        &[VideoDemand {
+            layers: l,
+            max_quality: q,
+        }],
+        &mut out,
+    );
+    out[0]
+}
+
+#[test]
+fn rids_are_ordered_low_to_high() {
+    assert_eq!(order_rids(&["f", "h", "q"]), vec![2, 1, 0]);
+    assert_eq!(order_rids(&["h", "m", "l"]), vec![2, 1, 0]);
+    assert_eq!(order_rids(&["high", "low"]), vec![1, 0]);
+    // Unknown names keep their SDP order.
+    assert_eq!(order_rids(&["b", "a", "c"]), vec![0, 1, 2]);
+    // "h" alone is ambiguous between schemes; the first scheme that knows all wins.
+    assert_eq!(order_rids(&["h", "q"]), vec![1, 0]);
+}
+
+#[test]
+fn quality_maps_to_layers() {
+    assert_eq!(Quality::Low.max_index(3), 0);
+    assert_eq!(Quality::Medium.max_index(3), 1);
+    assert_eq!(Quality::High.max_index(3), 2);
+    assert_eq!(Quality::Medium.max_index(1), 0);
+    assert_eq!(Quality::parse("medium"), Some(Quality::Medium));
+    assert_eq!(Quality::parse("ultra"), None);
+}
+
+#[test]
+fn allocation_takes_the_best_layer_that_fits() {
+    let l = layers(&QHF);
+    assert_eq!(alloc_one(5_000_000, &l, Quality::High), Some(2));
+    assert_eq!(alloc_one(1_499_999, &l, Quality::High), Some(1));
+    assert_eq!(alloc_one(600_000, &l, Quality::High), Some(1));
+    assert_eq!(alloc_one(499_999, &l, Quality::High), Some(0));
+    // Below the lowest layer video still gets the lowest.
+    assert_eq!(alloc_one(10_000, &l, Quality::High), Some(0));
+    // The request caps it.
+    assert_eq!(alloc_one(5_000_000, &l, Quality::Low), Some(0));
+    assert_eq!(alloc_one(5_000_000, &l, Quality::Medium), Some(1));
+}
+
+#[test]
+fn allocation_skips_stopped_layers() {
+    let mut l = layers(&QHF);
+    l[2].active = false;
+    assert_eq!(alloc_one(5_000_000, &l, Quality::High), Some(1));
+    l[0].active = false;
+    assert_eq!(alloc_one(10_000, &l, Quality::High), Some(1));
+    l[1].active = false;
+    assert_eq!(alloc_one(5_000_000, &l, Quality::High), None);
+}
+
+#[test]
+fn allocation_shares_the_budget_between_tracks() {
+    let a = layers(&QHF);
+    let b = layers(&QHF);
+    let tracks = [
+        VideoDemand {
+            layers: &a,
+            max_quality: Quality::High,
+        },
+        VideoDemand {
+            layers: &b,
+            max_quality: Quality::High,
+        },
+    ];
+    let mut out = Vec::new();
+    // Both medium fit (1 Mb/s), one high does not on top.
+    allocate(1_200_000, &tracks, &mut out);
+    assert_eq!(out, vec![Some(1), Some(1)]);
+    // Raised in turn: the first gets high before the second does.
+    allocate(2_000_000, &tracks, &mut out);
+    assert_eq!(out, vec![Some(2), Some(1)]);
+    allocate(3_000_000, &tracks, &mut out);
+    assert_eq!(out, vec![Some(2), Some(2)]);
+}
+
+/// Drives a selector with frames at 25 fps where each layer has a keyframe every
+/// `gop` frames, returning the layers forwarded.
+fn run_frames(sel: &mut LayerSelector, frames: std::ops::Range<u64>, gop: u64) -> Vec<usize> {
+    let mut forwarded = Vec::new();
+    for n in frames {
+        for layer in 0..3 {
+            let key = n % gop == 0;
+            if sel.on_frame(layer, key) != FrameAction::Drop {
+                forwarded.push(layer);
+            }
+        }
+    }
+    forwarded
+}
+
+#[test]
+fn first_layer_starts_at_its_keyframe() {
+    let t0 = Instant::now();
+    let mut sel = LayerSelector::new(Quality::High);
+    assert_eq!(sel.update(Some(1), Some(1), true, HOLD, t0), Some(1));
+    // Delta frames of every layer before the keyframe are dropped.
+    assert!(run_frames(&mut sel, 1..10, 10).is_empty());
+    let fwd = run_frames(&mut sel, 10..20, 10);
+    assert_eq!(fwd, vec![1; 10]);
+    assert_eq!(sel.current(), Some(1));
+    assert_eq!(sel.pending(), None);
+}
+
+#[test]
+fn downgrade_is_immediate_and_waits_for_the_lower_keyframe() {
+    let t0 = Instant::now();
+    let mut sel = LayerSelector::new(Quality::High);
+    sel.update(Some(2), Some(2), true, HOLD, t0);
+    run_frames(&mut sel, 0..5, 10);
+    assert_eq!(sel.current(), Some(2));
+    // Congestion: the budget only allows the lowest layer.
+    let t1 = t0 + Duration::from_millis(200);
+    assert_eq!(sel.update(Some(0), Some(0), true, HOLD, t1), Some(0));
+    // Until layer 0's keyframe the high layer keeps flowing: no gap for the viewer.
+    assert_eq!(run_frames(&mut sel, 5..10, 10), vec![2; 5]);
+    assert_eq!(run_frames(&mut sel, 10..12, 10), vec![0, 0]);
+    assert_eq!(sel.current(), Some(0));
+}
+
+#[test]
+fn upgrade_waits_for_the_hold_time() {
+    let t0 = Instant::now();
+    let mut sel = LayerSelector::new(Quality::High);
+    sel.update(Some(0), Some(0), true, HOLD, t0);
+    run_frames(&mut sel, 0..1, 10);
+    assert_eq!(sel.current(), Some(0));
+    // Room for the top layer appears; it is granted once it has lasted 2 s.
+    let mut t = t0;
+    for _ in 0..10 {
+        t += Duration::from_millis(200);
+        assert_eq!(sel.update(Some(2), Some(2), true, HOLD, t), None, "{t:?}");
+    }
+    t += Duration::from_millis(200);
+    assert_eq!(sel.update(Some(2), Some(2), true, HOLD, t), Some(2));
+}
+
+#[test]
+fn a_dip_restarts_the_upgrade_hold() {
+    let t0 = Instant::now();
+    let mut sel = LayerSelector::new(Quality::High);
+    sel.update(Some(0), Some(0), true, HOLD, t0);
+    run_frames(&mut sel, 0..1, 10);
+    let ms = |n| t0 + Duration::from_millis(n);
+    assert_eq!(sel.update(Some(2), Some(2), true, HOLD, ms(100)), None);
+    // `up` (budget minus headroom) dips to the current layer: the hold restarts.
+    assert_eq!(sel.update(Some(1), Some(0), true, HOLD, ms(1500)), None);
+    assert_eq!(sel.update(Some(2), Some(2), true, HOLD, ms(2200)), None);
+    assert_eq!(sel.update(Some(2), Some(2), true, HOLD, ms(4100)), None);
+    assert_eq!(sel.update(Some(2), Some(2), true, HOLD, ms(4200)), Some(2));
+}
+
+#[test]
+fn a_requested_quality_is_granted_without_hold_and_lowered_at_once() {
+    let t0 = Instant::now();
+    let mut sel = LayerSelector::new(Quality::Low);
+    sel.update(Some(0), Some(0), true, HOLD, t0);
+    run_frames(&mut sel, 0..1, 10);
+    sel.set_max_quality(Quality::High);
+    assert_eq!(
+        sel.update(Some(2), Some(2), true, HOLD, t0 + Duration::from_millis(1)),
+        Some(2)
+    );
+    run_frames(&mut sel, 1..11, 10);
+    assert_eq!(sel.current(), Some(2));
+    sel.set_max_quality(Quality::Low);
+    assert_eq!(
+        sel.update(Some(0), Some(0), true, HOLD, t0 + Duration::from_millis(2)),
+        Some(0)
+    );
+}
+
+#[test]
+fn a_stopped_current_layer_is_left_at_once() {
+    let t0 = Instant::now();
+    let mut sel = LayerSelector::new(Quality::High);
+    sel.update(Some(2), Some(2), true, HOLD, t0);
+    run_frames(&mut sel, 0..1, 10);
+    // The publisher stopped its top layer; the allocation falls back to layer 1.
+    assert_eq!(sel.update(Some(1), Some(1), false, HOLD, t0), Some(1));
+}
+
+#[test]
+fn rate_meter_measures_and_ages() {
+    let t0 = Instant::now();
+    let mut m = RateMeter::default();
+    // 25 frames of 1000 bytes per second = 200 kb/s.
+    for i in 0..=50u64 {
+        m.add(1000, t0 + Duration::from_millis(i * 40));
+    }
+    let r = m.rate_bps();
+    assert!((190_000..=210_000).contains(&r), "{r}");
+    assert!(m.active(t0 + Duration::from_millis(2100)));
+    assert!(!m.active(t0 + Duration::from_secs(4)));
+}
+
+#[test]
+fn timestamps_stay_continuous_across_switches() {
+    let t0 = Instant::now();
+    let mut rw = TimestampRewriter::default();
+    // Layer A at base 1_000, 25 fps at 90 kHz (3600 ticks per frame).
+    let mut out = Vec::new();
+    for i in 0..5u32 {
+        let at = t0 + Duration::from_millis(u64::from(i) * 40);
+        out.push(rw.rewrite(1_000 + i * 3600, at, 90_000, i == 0));
+    }
+    assert_eq!(out[0], 1_000, "the first layer keeps its timestamps");
+    // Switch to layer B, whose base is near the wrap point, 40 ms later.
+    let base_b = u32::MAX - 5_000;
+    for i in 5..10u32 {
+        let at = t0 + Duration::from_millis(u64::from(i) * 40);
+        out.push(rw.rewrite(
+            base_b.wrapping_add((i - 5) * 3600),
+            at,
+            90_000,
+            i == 5,
+        ));
+    }
+    for w in out.windows(2) {
+        assert_eq!(w[1].wrapping_sub(w[0]), 3600, "{out:?}");
+    }
+    // A switch with no time elapsed still moves forward.
+    let last = *out.last().unwrap();
+    let at = t0 + Duration::from_millis(360);
+    assert_eq!(rw.rewrite(7, at, 90_000, true), last.wrapping_add(1));
+}
