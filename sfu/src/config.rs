@@ -16,6 +16,8 @@ pub struct SfuConfig {
     pub public_ips: Vec<IpAddr>,
     /// Routing limits and timings of the core.
     pub router: RouterConfig,
+    /// Per-subscriber bandwidth estimation, caps and simulcast layer choice.
+    pub bandwidth: BandwidthConfig,
     /// How often per-participant stats are gathered and emitted as `SfuEvent::Stats`.
     pub stats_interval: Duration,
     /// A peer whose ICE has not connected this long after joining is removed.
@@ -33,10 +35,48 @@ impl Default for SfuConfig {
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
             public_ips: Vec::new(),
             router: RouterConfig::default(),
+            bandwidth: BandwidthConfig::default(),
             stats_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(30),
             answer_timeout: Duration::from_secs(5),
             event_backlog: 1024,
+        }
+    }
+}
+
+/// How much the SFU sends each subscriber: str0m's send-side bandwidth estimate
+/// (transport-wide congestion control feedback, draft-holmer-rmcat-transport-wide-cc)
+/// capped per subscriber, split over its tracks with audio first, and turned into a
+/// simulcast layer per video track.
+#[derive(Debug, Clone)]
+pub struct BandwidthConfig {
+    /// Run the estimator for each subscriber. Off: every subscriber is assumed to have
+    /// `max_subscriber_bitrate`, and str0m neither paces nor probes.
+    pub estimate: bool,
+    /// Estimate a new session starts from, in bits per second.
+    pub initial_bitrate: u64,
+    /// Most the SFU sends one subscriber, in bits per second: the desired bitrate given
+    /// to the estimator and the budget for layer choice never exceed it.
+    pub max_subscriber_bitrate: u64,
+    /// How often each subscriber's layers are chosen again.
+    pub allocation_interval: Duration,
+    /// A higher layer must have fit this long before a subscriber is moved up (a lower
+    /// one is taken at once).
+    pub upgrade_hold: Duration,
+    /// A higher layer must fit in the budget divided by this to count as fitting for
+    /// an upgrade, so an estimate hovering at a layer's rate does not flap.
+    pub upgrade_headroom: f64,
+}
+
+impl Default for BandwidthConfig {
+    fn default() -> Self {
+        Self {
+            estimate: true,
+            initial_bitrate: 1_000_000,
+            max_subscriber_bitrate: 8_000_000,
+            allocation_interval: Duration::from_millis(200),
+            upgrade_hold: Duration::from_secs(2),
+            upgrade_headroom: 1.15,
         }
     }
 }

@@ -127,6 +127,14 @@ pub struct ParticipantStats {
     pub keyframe_requests_sent: u64,
     /// Round-trip time from RTCP, when known.
     pub rtt: Option<Duration>,
+    /// Send-side bandwidth estimate toward it (TWCC), in bits per second; `None`
+    /// before the first estimate or with estimation off.
+    pub bandwidth_estimate_bps: Option<u64>,
+    /// What the SFU would like to send it (its subscriptions' best allowed layers plus
+    /// audio, capped by `max_subscriber_bitrate`); the estimator probes up to it.
+    pub desired_bitrate_bps: u64,
+    /// Simulcast layer switches toward it (up or down).
+    pub layer_switches: u64,
     /// Tracks it publishes.
     pub tracks_published: usize,
     /// Tracks it receives (negotiated).

@@ -12,6 +12,7 @@ use crate::event::{ParticipantStats, SfuEvents};
 use crate::ids::{ParticipantId, RoomId, TrackId};
 use crate::metrics::SfuMetrics;
 use crate::router::Census;
+use crate::simulcast::Quality;
 
 /// Requests queued between the handle and the driver.
 const COMMAND_QUEUE: usize = 256;
@@ -42,6 +43,12 @@ pub(crate) enum Command {
         participant: ParticipantId,
         track: TrackId,
         on: bool,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Quality {
+        participant: ParticipantId,
+        track: TrackId,
+        quality: Quality,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
     AutoSubscribe {
@@ -190,6 +197,25 @@ impl SfuHandle {
             participant,
             track,
             on: false,
+            reply,
+        })
+        .await?
+    }
+
+    /// Sets the best simulcast quality `participant` wants of `track` (it must receive
+    /// the track). The layer sent is the best one at or below it that its bandwidth
+    /// allows; unlayered tracks ignore it. [`Quality::High`] by default.
+    pub async fn set_max_quality(
+        &self,
+        participant: impl Into<ParticipantId>,
+        track: TrackId,
+        quality: Quality,
+    ) -> Result<(), SfuError> {
+        let participant = participant.into();
+        self.call(|reply| Command::Quality {
+            participant,
+            track,
+            quality,
             reply,
         })
         .await?

@@ -103,9 +103,10 @@ pub mod router;
 pub mod simulcast;
 pub mod speaker;
 
-pub use config::{DEFAULT_PORT, RouterConfig, SfuConfig, SpeakerConfig};
+pub use config::{BandwidthConfig, DEFAULT_PORT, RouterConfig, SfuConfig, SpeakerConfig};
 pub use error::{RouterError, SfuError};
 pub use event::{LeaveReason, ParticipantStats, SfuEvent, SfuEvents};
 pub use handle::{Sfu, SfuHandle};
 pub use ids::{ParticipantId, RoomId, TrackId, TrackKind};
 pub use metrics::SfuMetrics;
+pub use simulcast::Quality;

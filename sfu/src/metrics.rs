@@ -4,10 +4,11 @@
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// The SFU's counters and gauges. Cloning shares them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SfuMetrics {
     /// UDP datagrams received.
     pub packets_in: Counter,
@@ -40,6 +41,12 @@ pub struct SfuMetrics {
     pub send_dropped: Counter,
     /// Stats/speaker events dropped because the consumer fell behind.
     pub events_dropped: Counter,
+    /// Simulcast layer switches toward subscribers (up or down).
+    pub layer_switches: Counter,
+    /// Subscribers' send-side bandwidth estimates (bits per second), one observation
+    /// per subscriber per stats interval: the distribution without a label per
+    /// participant.
+    pub subscriber_estimate: Histogram,
     /// Open rooms.
     pub rooms: Gauge,
     /// Participants with a media session.
@@ -48,11 +55,39 @@ pub struct SfuMetrics {
     pub tracks: Gauge,
 }
 
+impl Default for SfuMetrics {
+    fn default() -> Self {
+        Self {
+            packets_in: Counter::default(),
+            bytes_in: Counter::default(),
+            packets_out: Counter::default(),
+            bytes_out: Counter::default(),
+            frames_forwarded: Counter::default(),
+            nacks_received: Counter::default(),
+            nacks_sent: Counter::default(),
+            keyframe_requests_received: Counter::default(),
+            keyframe_requests_sent: Counter::default(),
+            keyframe_requests_throttled: Counter::default(),
+            malformed_dropped: Counter::default(),
+            unrouted_dropped: Counter::default(),
+            peer_errors: Counter::default(),
+            send_dropped: Counter::default(),
+            events_dropped: Counter::default(),
+            layer_switches: Counter::default(),
+            // 64 kb/s to 32 Mb/s, doubling.
+            subscriber_estimate: Histogram::new(exponential_buckets(64_000.0, 2.0, 10)),
+            rooms: Gauge::default(),
+            participants: Gauge::default(),
+            tracks: Gauge::default(),
+        }
+    }
+}
+
 impl SfuMetrics {
     /// Registers every metric under the `huddle_sfu` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("huddle_sfu");
-        let counters: [(&str, &str, &Counter); 15] = [
+        let counters: [(&str, &str, &Counter); 16] = [
             ("packets_in", "UDP datagrams received", &self.packets_in),
             ("bytes_in", "bytes received", &self.bytes_in),
             ("packets_out", "UDP datagrams sent", &self.packets_out),
@@ -108,6 +143,11 @@ impl SfuMetrics {
                 "stats/speaker events dropped for a slow consumer",
                 &self.events_dropped,
             ),
+            (
+                "layer_switches",
+                "simulcast layer switches toward subscribers",
+                &self.layer_switches,
+            ),
         ];
         for (name, help, c) in counters {
             r.register(name, help, c.clone());
@@ -119,6 +159,11 @@ impl SfuMetrics {
             self.participants.clone(),
         );
         r.register("tracks", "published tracks", self.tracks.clone());
+        r.register(
+            "subscriber_bandwidth_estimate_bps",
+            "send-side bandwidth estimates toward subscribers",
+            self.subscriber_estimate.clone(),
+        );
     }
 }
 
@@ -138,5 +183,13 @@ mod tests {
         assert!(text.contains("huddle_sfu_packets_in_total 3"), "{text}");
         assert!(text.contains("huddle_sfu_rooms 2"), "{text}");
         assert!(text.contains("huddle_sfu_keyframe_requests_throttled_total 0"));
+        assert!(text.contains("huddle_sfu_layer_switches_total 0"), "{text}");
+        m.subscriber_estimate.observe(1_000_000.0);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("huddle_sfu_subscriber_bandwidth_estimate_bps_count 1"),
+            "{text}"
+        );
     }
 }

@@ -7,11 +7,15 @@ use std::time::Instant;
 
 use str0m::Rtc;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
 
 use crate::error::SfuError;
 use crate::event::ParticipantStats;
 use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind};
+use crate::simulcast::{FrameAction, LayerSelector, Quality, TimestampRewriter};
+
+#[path = "peer_bandwidth.rs"]
+mod bandwidth;
 
 /// Largest SDP accepted from a client; a real one with a dozen m-lines is ~10 KiB.
 pub(crate) const MAX_SDP: usize = 64 * 1024;
@@ -65,6 +69,23 @@ struct TrackOut {
     state: OutState,
     /// Unsubscribed while its addition was in flight: stop it once answered.
     unwanted: bool,
+    /// Best quality the subscriber asked for (simulcast tracks).
+    max_quality: Quality,
+    /// Layer choice of a simulcast track; created by the first allocation.
+    selector: Option<LayerSelector>,
+    /// Keeps timestamps continuous when the forwarded layer changes.
+    rewriter: TimestampRewriter,
+}
+
+/// What [`Peer::forward`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Forwarded {
+    /// Not sent (not subscribed, not negotiated yet, or another layer).
+    No,
+    /// Written to the subscriber's stream.
+    Yes,
+    /// Written, and it is the first frame of a newly chosen layer.
+    Switched,
 }
 
 /// Our outstanding offer.
@@ -105,6 +126,19 @@ pub(crate) struct PeerCounters {
     pub nacks_sent: HashMap<Mid, u64>,
     /// Latest RTCP round-trip time.
     pub rtt: Option<std::time::Duration>,
+    /// Simulcast layer switches toward it.
+    pub layer_switches: u64,
+}
+
+/// Bandwidth state of one subscriber.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PeerBandwidth {
+    /// Latest send-side estimate toward it (bits per second), once str0m has one.
+    pub estimate: Option<u64>,
+    /// Bitrate last given to str0m as the desired one (it probes up to it).
+    pub desired: u64,
+    /// Budget the last allocation split over its tracks (after the cap).
+    pub budget: u64,
 }
 
 /// One participant's session.
@@ -135,6 +169,8 @@ pub(crate) struct Peer {
     has_session: bool,
     /// Counters.
     pub counters: PeerCounters,
+    /// Estimate, desired bitrate and budget.
+    pub bandwidth: PeerBandwidth,
 }
 
 impl Peer {
@@ -154,6 +190,7 @@ impl Peer {
             pending: None,
             has_session: false,
             counters: PeerCounters::default(),
+            bandwidth: PeerBandwidth::default(),
         }
     }
 
@@ -293,6 +330,9 @@ impl Peer {
             publisher,
             state: OutState::ToOpen,
             unwanted: false,
+            max_quality: Quality::default(),
+            selector: None,
+            rewriter: TimestampRewriter::default(),
         });
     }
 
@@ -368,35 +408,78 @@ impl Peer {
             .map(|t| t.track)
     }
 
-    /// Writes a frame of `track` to this subscriber if its m-line is open. str0m
-    /// packetizes it with this session's SSRC, sequence numbers and payload type, and
-    /// keeps it for NACK retransmission (RFC 4585 §6.2.1).
-    pub fn forward(&mut self, track: TrackId, data: &MediaData) -> Result<bool, str0m::RtcError> {
-        let Some(mid) = self.tracks_out.iter().find_map(|t| match t.state {
-            OutState::Open(m) if t.track == track => Some(m),
-            _ => None,
-        }) else {
-            return Ok(false);
+    /// Writes a frame of `track` (of simulcast `layer`, if layered) to this subscriber
+    /// if its m-line is open and, for simulcast, the layer is the one chosen for it.
+    /// str0m packetizes it with this session's SSRC, sequence numbers and payload type,
+    /// and keeps it for NACK retransmission (RFC 4585 §6.2.1).
+    pub fn forward(
+        &mut self,
+        track: TrackId,
+        layer: Option<usize>,
+        data: &MediaData,
+    ) -> Result<Forwarded, str0m::RtcError> {
+        let Some(out) = self
+            .tracks_out
+            .iter_mut()
+            .find(|t| t.track == track && matches!(t.state, OutState::Open(_)))
+        else {
+            return Ok(Forwarded::No);
+        };
+        let OutState::Open(mid) = out.state else {
+            return Ok(Forwarded::No);
+        };
+        let (time, done) = match layer {
+            None => (data.time, Forwarded::Yes),
+            Some(layer) => {
+                // No allocation yet: nothing chosen, nothing sent.
+                let Some(selector) = out.selector.as_mut() else {
+                    return Ok(Forwarded::No);
+                };
+                let switched = match selector.on_frame(layer, data.is_keyframe()) {
+                    FrameAction::Drop => return Ok(Forwarded::No),
+                    FrameAction::Forward => false,
+                    FrameAction::Switch => true,
+                };
+                // str0m writes the timestamp it is given as is (truncated to 32 bits):
+                // each layer has its own base, so the rewriter keeps the stream whole.
+                let freq = data.time.frequency();
+                let ts = out.rewriter.rewrite(
+                    data.time.numer() as u32,
+                    data.network_time,
+                    freq.get(),
+                    switched,
+                );
+                let done = if switched {
+                    Forwarded::Switched
+                } else {
+                    Forwarded::Yes
+                };
+                (MediaTime::new(u64::from(ts), freq), done)
+            }
         };
         let Some(writer) = self.rtc.writer(mid) else {
-            return Ok(false);
+            return Ok(Forwarded::No);
         };
         let Some(pt) = writer.match_params(data.params) else {
-            return Ok(false);
+            return Ok(Forwarded::No);
         };
         // Pass the RFC 6464 level on so clients can show who speaks.
         let writer = match (data.ext_vals.audio_level, data.ext_vals.voice_activity) {
             (Some(level), voice) => writer.audio_level(level, voice.unwrap_or(false)),
             _ => writer,
         };
-        writer.write(pt, data.network_time, data.time, data.data.clone())?;
+        writer.write(pt, data.network_time, time, data.data.clone())?;
         self.counters.frames_forwarded += 1;
-        Ok(true)
+        if done == Forwarded::Switched {
+            self.counters.layer_switches += 1;
+        }
+        Ok(done)
     }
 
-    /// Asks this publisher for a keyframe on `track` (PLI, or FIR if PLI was not
-    /// negotiated). Returns whether a request was queued.
-    pub fn request_keyframe(&mut self, track: TrackId) -> bool {
+    /// Asks this publisher for a keyframe on `track` (of simulcast layer `rid`, if
+    /// given) with PLI, or FIR if PLI was not negotiated. Returns whether a request was
+    /// queued.
+    pub fn request_keyframe(&mut self, track: TrackId, rid: Option<&str>) -> bool {
         let Some(mid) = self.mid_in(track) else {
             return false;
         };
@@ -408,7 +491,7 @@ impl Peer {
         } else {
             KeyframeRequestKind::Fir
         };
-        let ok = writer.request_keyframe(None, kind).is_ok();
+        let ok = writer.request_keyframe(rid.map(Rid::from), kind).is_ok();
         if ok {
             self.counters.keyframe_requests_sent += 1;
         }
@@ -440,6 +523,9 @@ impl Peer {
             keyframe_requests_received: c.keyframe_requests_received,
             keyframe_requests_sent: c.keyframe_requests_sent,
             rtt: c.rtt,
+            bandwidth_estimate_bps: self.bandwidth.estimate,
+            desired_bitrate_bps: self.bandwidth.desired,
+            layer_switches: c.layer_switches,
             tracks_published: self.tracks_in.len(),
             tracks_subscribed: self
                 .tracks_out

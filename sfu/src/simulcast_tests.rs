@@ -236,12 +236,7 @@ fn timestamps_stay_continuous_across_switches() {
     let base_b = u32::MAX - 5_000;
     for i in 5..10u32 {
         let at = t0 + Duration::from_millis(u64::from(i) * 40);
-        out.push(rw.rewrite(
-            base_b.wrapping_add((i - 5) * 3600),
-            at,
-            90_000,
-            i == 5,
-        ));
+        out.push(rw.rewrite(base_b.wrapping_add((i - 5) * 3600), at, 90_000, i == 5));
     }
     for w in out.windows(2) {
         assert_eq!(w[1].wrapping_sub(w[0]), 3600, "{out:?}");

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use str0m::Rtc;
+use str0m::bwe::Bitrate;
 use tracing::{debug, info};
 
 use super::Driver;
@@ -52,9 +53,12 @@ impl Driver {
                     None => Err(RouterError::UnknownParticipant(participant.clone()).into()),
                 };
                 let res = res.map(|opened| {
-                    // A new subscriber of a video track needs a keyframe to start.
+                    // A new subscriber of a video track needs a keyframe to start (of a
+                    // simulcast track: of the layer the allocation picks for it).
                     for track in opened {
-                        self.request_keyframe(track, now);
+                        if self.router.layers(track).is_empty() {
+                            self.request_keyframe(track, None, now);
+                        }
                     }
                 });
                 let _ = reply.send(res);
@@ -81,6 +85,25 @@ impl Driver {
                     self.router.unsubscribe(&participant, track)
                 };
                 let _ = reply.send(res.map_err(SfuError::from));
+            }
+            Command::Quality {
+                participant,
+                track,
+                quality,
+                reply,
+            } => {
+                let ok = self
+                    .peers
+                    .get_mut(&participant)
+                    .is_some_and(|p| p.set_max_quality(track, quality));
+                let res = if ok {
+                    Ok(())
+                } else {
+                    Err(RouterError::NotSubscribable { participant, track }.into())
+                };
+                let _ = reply.send(res);
+                // Applied at once rather than at the next allocation tick.
+                self.allocate_layers(now);
             }
             Command::AutoSubscribe {
                 participant,
@@ -126,6 +149,12 @@ impl Driver {
             .enable_h264(true)
             .enable_vp8(true)
             .set_stats_interval(Some(self.config.stats_interval))
+            .enable_bwe(
+                self.config
+                    .bandwidth
+                    .estimate
+                    .then(|| Bitrate::bps(self.config.bandwidth.initial_bitrate)),
+            )
             .build(now);
         for c in &self.candidates {
             rtc.add_local_candidate(c.clone());

@@ -8,7 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+use str0m::bwe::BweKind;
 use str0m::crypto::CryptoProvider;
+use str0m::media::Rids;
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output};
 use tokio::net::UdpSocket;
@@ -21,7 +23,7 @@ use crate::event::{EventSink, LeaveReason, SfuEvent, SfuEvents};
 use crate::handle::Command;
 use crate::ids::{ParticipantId, TrackId, TrackKind};
 use crate::metrics::SfuMetrics;
-use crate::peer::Peer;
+use crate::peer::{Forwarded, Peer};
 use crate::router::Router;
 
 mod control;
@@ -63,6 +65,10 @@ pub(crate) struct Driver {
     next_stats: Instant,
     /// When stats were gathered last.
     last_stats: Instant,
+    /// When every subscriber's simulcast layers are chosen next.
+    next_allocation: Instant,
+    /// Reused list of layer keyframes the allocation asks for.
+    scratch_keyframes: Vec<(TrackId, usize)>,
     /// Reused per-frame list of subscribers, so forwarding does not allocate.
     scratch_subscribers: Vec<ParticipantId>,
     /// Reused list of one peer's str0m events.
@@ -104,6 +110,8 @@ impl Driver {
                 router: Router::new(config.router.clone()),
                 next_stats: now + config.stats_interval,
                 last_stats: now,
+                next_allocation: now + config.bandwidth.allocation_interval,
+                scratch_keyframes: Vec::new(),
                 config,
                 socket,
                 local_addr,
@@ -160,9 +168,9 @@ impl Driver {
         }
     }
 
-    /// The earliest timer of any peer, the router and the stats tick.
+    /// The earliest timer of any peer, the router, the stats and allocation ticks.
     fn next_deadline(&self) -> Instant {
-        let mut t = self.next_stats;
+        let mut t = self.next_stats.min(self.next_allocation);
         for p in self.peers.values() {
             t = t.min(p.next_timeout);
         }
@@ -263,7 +271,26 @@ impl Driver {
         if self.next_stats <= now {
             self.tick_stats(now);
         }
+        if self.next_allocation <= now {
+            self.allocate_layers(now);
+        }
         self.pump(now);
+    }
+
+    /// Chooses every connected subscriber's simulcast layers from its bandwidth and
+    /// asks publishers for the keyframes the switches wait for.
+    pub(super) fn allocate_layers(&mut self, now: Instant) {
+        self.next_allocation = now + self.config.bandwidth.allocation_interval;
+        let mut keyframes = std::mem::take(&mut self.scratch_keyframes);
+        for peer in self.peers.values_mut() {
+            if peer.connected {
+                peer.allocate(&self.router, &self.config.bandwidth, now, &mut keyframes);
+            }
+        }
+        for (track, layer) in keyframes.drain(..) {
+            self.request_keyframe(track, Some(layer), now);
+        }
+        self.scratch_keyframes = keyframes;
     }
 
     /// Once per stats interval: stats event, connect and answer timeouts.
@@ -272,6 +299,11 @@ impl Driver {
         self.last_stats = now;
         self.next_stats = now + self.config.stats_interval;
         let stats: Vec<_> = self.peers.values_mut().map(|p| p.stats(interval)).collect();
+        for s in &stats {
+            if let Some(e) = s.bandwidth_estimate_bps {
+                self.metrics.subscriber_estimate.observe(e as f64);
+            }
+        }
         if !stats.is_empty() {
             self.events.send(SfuEvent::Stats(stats));
         }
@@ -407,7 +439,11 @@ impl Driver {
                 };
                 p.counters.keyframe_requests_received += 1;
                 if let Some(track) = p.track_out(req.mid) {
-                    self.request_keyframe(track, now);
+                    // A simulcast subscriber lost pictures of the layer it receives.
+                    let layer = p.current_layer(track);
+                    if layer.is_some() || self.router.layers(track).is_empty() {
+                        self.request_keyframe(track, layer, now);
+                    }
                 }
             }
             Event::MediaEgressStats(s) => {
@@ -429,6 +465,11 @@ impl Driver {
                 if let Some(p) = self.peers.get_mut(id) {
                     let old = p.counters.nacks_sent.insert(s.mid, s.nacks).unwrap_or(0);
                     self.metrics.nacks_sent.inc_by(s.nacks.saturating_sub(old));
+                }
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                if let Some(p) = self.peers.get_mut(id) {
+                    p.on_estimate(estimate.as_u64());
                 }
             }
             Event::PeerStats(s) => {
@@ -453,10 +494,16 @@ impl Driver {
         };
         match self.router.publish(id, kind) {
             Ok(track) => {
+                let mut layers = 0;
                 if let Some(p) = self.peers.get_mut(id) {
                     p.add_in(mid, track);
+                    // Simulcast (RFC 8853): the rids the publisher's SDP declared.
+                    if let Some(Rids::Specific(rids)) = p.rtc.media(mid).map(|m| m.rids_rx()) {
+                        let rids: Vec<&str> = rids.iter().map(|r| &**r).collect();
+                        layers = self.router.set_layers(track, &rids);
+                    }
                 }
-                debug!(participant = %id, %track, ?mid, "track published");
+                debug!(participant = %id, %track, ?mid, layers, "track published");
             }
             // The m-line stays negotiated but nothing it carries is forwarded.
             Err(e) => warn!(participant = %id, ?mid, "track refused: {e}"),
@@ -472,11 +519,19 @@ impl Driver {
             return;
         };
         publisher.counters.frames_in += 1;
-        // Simulcast layer selection is not done yet: only the unlayered stream or the
-        // top layer (rid "h" or "f" by browser convention) is forwarded.
-        if data.rid.is_some_and(|rid| !matches!(&*rid, "h" | "f")) {
-            return;
-        }
+        let layered = !self.router.layers(track).is_empty();
+        let layer = match data.rid {
+            Some(rid) if layered => match self.router.layer_of(track, &rid) {
+                Some(i) => Some(i),
+                None => {
+                    // str0m only accepts declared rids; this would be a bug, not a peer.
+                    trace!(%track, %rid, "frame of an undeclared layer dropped");
+                    return;
+                }
+            },
+            _ => None,
+        };
+        self.router.record_frame(track, layer, data.data.len(), now);
         if let Some(level) = data.ext_vals.audio_level {
             // str0m gives -dBov as 0..=-127 (RFC 6464 §3).
             self.router
@@ -485,7 +540,7 @@ impl Driver {
         let is_video = self.router.track(track).is_some_and(|t| t.kind.is_video());
         if is_video && !data.contiguous {
             // A gap the NACKs could not fill: the decoder needs a new keyframe.
-            self.request_keyframe(track, now);
+            self.request_keyframe(track, layer, now);
         }
         let mut subscribers = std::mem::take(&mut self.scratch_subscribers);
         subscribers.extend_from_slice(self.router.subscribers(track));
@@ -493,35 +548,45 @@ impl Driver {
             let Some(peer) = self.peers.get_mut(&sub) else {
                 continue;
             };
-            match peer.forward(track, &data) {
-                Ok(true) => {
+            match peer.forward(track, layer, &data) {
+                Ok(done @ (Forwarded::Yes | Forwarded::Switched)) => {
                     self.metrics.frames_forwarded.inc();
+                    if done == Forwarded::Switched {
+                        self.metrics.layer_switches.inc();
+                        debug!(subscriber = %sub, %track, ?layer, "simulcast layer switched");
+                    }
                     if !peer.dirty {
                         peer.dirty = true;
                         self.dirty.push(sub);
                     }
                 }
-                Ok(false) => {}
+                Ok(Forwarded::No) => {}
                 Err(e) => debug!(subscriber = %sub, %track, "forward failed: {e}"),
             }
         }
         self.scratch_subscribers = subscribers;
     }
 
-    /// A subscriber needs a keyframe of `track`: ask its publisher, throttled to one
-    /// request per track per `keyframe_min_interval`.
-    fn request_keyframe(&mut self, track: TrackId, now: Instant) {
-        if !self.router.request_keyframe(track, now) {
+    /// A subscriber needs a keyframe of `track` (of simulcast `layer`): ask its
+    /// publisher, throttled to one request per track (per layer) per
+    /// `keyframe_min_interval`.
+    fn request_keyframe(&mut self, track: TrackId, layer: Option<usize>, now: Instant) {
+        let allowed = match layer {
+            Some(l) => self.router.request_layer_keyframe(track, l, now),
+            None => self.router.request_keyframe(track, now),
+        };
+        if !allowed {
             self.metrics.keyframe_requests_throttled.inc();
             return;
         }
         let Some(publisher) = self.router.track(track).map(|t| t.publisher.clone()) else {
             return;
         };
+        let rid = layer.and_then(|l| self.router.layers(track).get(l).map(|l| l.rid.clone()));
         let Some(peer) = self.peers.get_mut(&publisher) else {
             return;
         };
-        if peer.request_keyframe(track) {
+        if peer.request_keyframe(track, rid.as_deref()) {
             self.metrics.keyframe_requests_sent.inc();
             self.mark_dirty(&publisher);
         }

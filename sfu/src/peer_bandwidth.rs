@@ -1,0 +1,139 @@
+//! A subscriber's bandwidth: its estimate from str0m, the cap, the split of what is
+//! left after audio over its simulcast video tracks, and the desired bitrate handed
+//! back to the estimator so it probes for the layers the subscriber could use.
+
+use std::time::Instant;
+
+use str0m::bwe::Bitrate;
+
+use super::{OutState, Peer};
+use crate::config::BandwidthConfig;
+use crate::ids::TrackId;
+use crate::router::Router;
+use crate::simulcast::{LayerInfo, LayerSelector, Quality, VideoDemand, allocate};
+
+/// A change of the desired bitrate smaller than this fraction is not passed on (the
+/// layer rates it is made of are themselves measurements that wobble).
+const DESIRED_CHANGE: f64 = 0.05;
+
+impl Peer {
+    /// A new send-side estimate toward this subscriber.
+    pub fn on_estimate(&mut self, bps: u64) {
+        self.bandwidth.estimate = Some(bps);
+    }
+
+    /// Sets the best quality this subscriber wants of `track`; false when it does not
+    /// receive the track.
+    pub fn set_max_quality(&mut self, track: TrackId, quality: Quality) -> bool {
+        let Some(out) = self.tracks_out.iter_mut().find(|t| t.track == track) else {
+            return false;
+        };
+        out.max_quality = quality;
+        if let Some(s) = out.selector.as_mut() {
+            s.set_max_quality(quality);
+        }
+        true
+    }
+
+    /// The simulcast layer of `track` being forwarded to this subscriber.
+    pub fn current_layer(&self, track: TrackId) -> Option<usize> {
+        self.tracks_out
+            .iter()
+            .find(|t| t.track == track)
+            .and_then(|t| t.selector.as_ref())
+            .and_then(|s| s.current())
+    }
+
+    /// Chooses the layer of every simulcast track this subscriber receives: the budget
+    /// is the estimate (or the initial bitrate before one) capped by
+    /// `max_subscriber_bitrate`, minus audio and unlayered video at their measured
+    /// rates. Pushes `(track, layer)` for every switch waiting for a keyframe, and
+    /// updates the desired bitrate of the estimator.
+    pub fn allocate(
+        &mut self,
+        router: &Router,
+        config: &BandwidthConfig,
+        now: Instant,
+        keyframes: &mut Vec<(TrackId, usize)>,
+    ) {
+        let mut fixed: u64 = 0;
+        // Per simulcast track: index in `tracks_out` and its layers. A few tracks per
+        // subscriber, every `allocation_interval`: not a per-packet allocation.
+        let mut layered: Vec<(usize, Vec<LayerInfo>)> = Vec::new();
+        for (i, t) in self.tracks_out.iter().enumerate() {
+            if !matches!(t.state, OutState::Open(_)) {
+                continue;
+            }
+            if router.layers(t.track).is_empty() {
+                fixed = fixed.saturating_add(router.track_bitrate(t.track));
+            } else {
+                let mut infos = Vec::new();
+                router.layer_infos(t.track, now, &mut infos);
+                layered.push((i, infos));
+            }
+        }
+        let cap = config.max_subscriber_bitrate;
+        let total = match (config.estimate, self.bandwidth.estimate) {
+            (true, Some(e)) => e.min(cap),
+            (true, None) => config.initial_bitrate.min(cap),
+            (false, _) => cap,
+        };
+        // Audio (and unlayered video) first: only the rest goes to layers.
+        let budget = total.saturating_sub(fixed);
+        self.bandwidth.budget = budget;
+        let demands: Vec<VideoDemand<'_>> = layered
+            .iter()
+            .map(|(i, infos)| VideoDemand {
+                layers: infos,
+                max_quality: self.tracks_out[*i].max_quality,
+            })
+            .collect();
+        let mut down = Vec::with_capacity(demands.len());
+        let mut up = Vec::with_capacity(demands.len());
+        allocate(budget, &demands, &mut down);
+        let headroom = config.upgrade_headroom.max(1.0);
+        allocate((budget as f64 / headroom) as u64, &demands, &mut up);
+        let mut wanted = fixed;
+        for (((i, infos), down), up) in layered.iter().zip(&down).zip(&up) {
+            let out = &mut self.tracks_out[*i];
+            let quality = out.max_quality;
+            let selector = out
+                .selector
+                .get_or_insert_with(|| LayerSelector::new(quality));
+            let current_active = selector
+                .current()
+                .is_none_or(|c| infos.get(c).is_some_and(|l| l.active));
+            if let Some(layer) =
+                selector.update(*down, *up, current_active, config.upgrade_hold, now)
+            {
+                keyframes.push((out.track, layer));
+            }
+            // The best layer the request allows: what the estimator should find room for.
+            let max = quality.max_index(infos.len());
+            let best = infos[..=max.min(infos.len().saturating_sub(1))]
+                .iter()
+                .rev()
+                .find(|l| l.active)
+                .map_or(0, |l| l.bitrate_bps);
+            wanted = wanted.saturating_add(best);
+        }
+        self.set_desired(
+            (wanted as f64 * config.upgrade_headroom.max(1.0)) as u64,
+            cap,
+        );
+    }
+
+    /// Passes a new desired bitrate to str0m's estimator when it changed enough.
+    fn set_desired(&mut self, wanted: u64, cap: u64) {
+        let desired = wanted.min(cap);
+        let old = self.bandwidth.desired;
+        if old != 0 && (desired.abs_diff(old) as f64) < DESIRED_CHANGE * old as f64 {
+            return;
+        }
+        if desired == 0 {
+            return;
+        }
+        self.bandwidth.desired = desired;
+        self.rtc.bwe().set_desired_bitrate(Bitrate::bps(desired));
+    }
+}
