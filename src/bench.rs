@@ -6,7 +6,7 @@ use anyhow::Context;
 use huddle_bench::server::Target;
 use huddle_bench::signal_load::{self, Options};
 
-use crate::cli::{ChatLoadArgs, SignalLoadArgs, TurnLoadArgs};
+use crate::cli::{ChatLoadArgs, SfuLoadArgs, SignalLoadArgs, TurnLoadArgs};
 
 pub async fn chat_load(args: ChatLoadArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the huddle binary")?;
@@ -94,6 +94,70 @@ pub async fn signal_load(args: SignalLoadArgs) -> anyhow::Result<()> {
     std::fs::write(&args.out, serde_json::to_string_pretty(&reports)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
     print!("{}", signal_load::summary(&reports));
+    println!("report written to {}", args.out.display());
+    Ok(())
+}
+
+pub async fn sfu_load(args: SfuLoadArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.participants >= 2,
+        "--participants: at least 2 per room"
+    );
+    let exe = std::env::current_exe().context("locating the huddle binary")?;
+    let peers = args.max_rooms.saturating_mul(args.participants);
+    let target = match &args.url {
+        Some(url) => Target::external(url.clone(), args.api_secret.clone().unwrap_or_default()),
+        None => Target::spawn_with_sfu(
+            &exe,
+            &[
+                // The benchmark measures forwarding, not the abuse limits.
+                (
+                    "HUDDLE_SIGNAL__MAX_CONNECTIONS_PER_IP",
+                    (peers + 100).to_string(),
+                ),
+                (
+                    "HUDDLE_ROOMS__MAX_PARTICIPANTS",
+                    args.participants.to_string(),
+                ),
+                (
+                    "HUDDLE_SFU__MAX_PARTICIPANTS_PER_ROOM",
+                    args.participants.to_string(),
+                ),
+                ("HUDDLE_SFU__MAX_ROOMS", (args.max_rooms + 1).to_string()),
+            ],
+        )?,
+    };
+    let video = args.video.then(|| {
+        // str0m packetizes H.264 at about 1100 payload bytes per RTP packet.
+        let frame_bytes = args.video_packets.max(1) * 1100 - 100;
+        huddle_bench::sfu_load::VideoSpec {
+            fps: 30,
+            frame_bytes,
+            keyframe_bytes: frame_bytes * 4,
+            keyframe_every: 30 * args.keyframe_seconds.max(1),
+        }
+    });
+    let opts = huddle_bench::sfu_load::Options {
+        rooms_per_step: args.rooms.max(1),
+        participants: args.participants,
+        max_rooms: args.max_rooms.max(1),
+        step: Duration::from_secs(args.step_seconds.max(1)),
+        settle: Duration::from_secs(2),
+        setup_timeout: Duration::from_secs(30),
+        setup_concurrency: 16,
+        media: huddle_bench::sfu_load::MediaSpec {
+            audio_bytes: args.audio_bytes,
+            video,
+        },
+        client_threads: args.client_threads.max(1),
+        max_loss_percent: args.max_loss_percent,
+        max_p99_ms: args.max_p99_ms,
+    };
+    let report =
+        huddle_bench::sfu_load::run(&target, &opts, |p| eprintln!("sfu-load: {p}")).await?;
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    print!("{}", huddle_bench::sfu_load::summary(&report));
     println!("report written to {}", args.out.display());
     Ok(())
 }

@@ -189,14 +189,62 @@ pub enum BenchScenario {
     Call,
     /// `call` over a grid of impairments, with plots (not available yet).
     Sweep,
-    /// SFU forwarding capacity (not available yet).
-    SfuLoad,
+    /// SFU forwarding capacity: rooms of synthetic WebRTC participants (audio, or audio and
+    /// video) are added step by step until loss or latency degrade.
+    SfuLoad(SfuLoadArgs),
     /// Chat throughput and latency: send → durable → delivered to every member, for
     /// conversations of several sizes.
     ChatLoad(ChatLoadArgs),
     /// TURN relay throughput, CPU and memory: huddle's TURN server against coturn's, with
     /// coturn's turnutils_uclient as the load (needs Debian's coturn package).
     TurnLoad(TurnLoadArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SfuLoadArgs {
+    /// Rooms added at each step.
+    #[arg(long, default_value_t = 1)]
+    pub rooms: usize,
+    /// Participants per room; each receives every other.
+    #[arg(long, default_value_t = 4)]
+    pub participants: usize,
+    /// The ramp ends at this many rooms.
+    #[arg(long, default_value_t = 50)]
+    pub max_rooms: usize,
+    /// Seconds of measurement per step.
+    #[arg(long, default_value_t = 10)]
+    pub step_seconds: u64,
+    /// Also publish a 30 fps H.264-like video track per participant.
+    #[arg(long)]
+    pub video: bool,
+    /// RTP packets per video delta frame (about 1100 bytes each); keyframes are 4 times larger.
+    #[arg(long, default_value_t = 6)]
+    pub video_packets: usize,
+    /// Seconds between video keyframes.
+    #[arg(long, default_value_t = 2)]
+    pub keyframe_seconds: u32,
+    /// Bytes of each audio packet's payload.
+    #[arg(long, default_value_t = 100)]
+    pub audio_bytes: usize,
+    /// A step with more frame loss than this (percent) is degraded.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_loss_percent: f64,
+    /// A step with a higher p99 added latency than this (ms) is degraded.
+    #[arg(long, default_value_t = 50.0)]
+    pub max_p99_ms: f64,
+    /// Threads running the synthetic participants.
+    #[arg(long, default_value_t = 2)]
+    pub client_threads: usize,
+    /// Benchmark a running server at this URL instead of starting one (its SFU must be
+    /// reachable from here); its CPU and memory are then not measured.
+    #[arg(long, requires = "api_secret")]
+    pub url: Option<String>,
+    /// API secret of the server given by --url.
+    #[arg(long, env = "HUDDLE_BENCH_API_SECRET")]
+    pub api_secret: Option<String>,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "bench-sfu-load.json")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -133,6 +133,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 runtime.block_on(bench::chat_load(a))?;
                 Ok(ExitCode::SUCCESS)
             }
+            BenchScenario::SfuLoad(a) => {
+                let runtime = tokio::runtime::Runtime::new()?;
+                runtime.block_on(bench::sfu_load(a))?;
+                Ok(ExitCode::SUCCESS)
+            }
             BenchScenario::TurnLoad(a) => {
                 bench::turn_load(a)?;
                 Ok(ExitCode::SUCCESS)

@@ -4,8 +4,8 @@
 //! It has the chat throughput and latency scenario ([`chat_load`]), the signalling load
 //! scenario ([`signal_load`]): many authenticated
 //! WebSocket clients join rooms, and the server's memory per idle connection and the join
-//! latency are reported. Call-quality scenarios (synthetic calls under impairment), SFU and
-//! TURN load arrive with the client SDK and the media work.
+//! latency are reported. The SFU load scenario ([`sfu_load`]) ramps rooms of synthetic
+//! WebRTC peers through the server's SFU until loss or latency degrade.
 //!
 //! The benchmark talks to the server only over its public interfaces (REST token minting,
 //! WebSocket protocol v1), so it measures exactly what a deployment would see.
@@ -14,6 +14,7 @@
 pub mod chat_load;
 pub mod report;
 pub mod server;
+pub mod sfu_load;
 pub mod shim;
 pub mod signal_load;
 pub mod turn_load;

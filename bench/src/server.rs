@@ -12,6 +12,8 @@ pub struct Target {
     /// `http://host:port`
     pub base: String,
     pub api_secret: String,
+    /// The SFU's UDP address as the child printed it (`None`: SFU off, or external).
+    pub sfu_addr: Option<String>,
     child: Option<Child>,
     _dir: Option<PathBuf>,
 }
@@ -22,6 +24,7 @@ impl Target {
         Self {
             base: base.trim_end_matches('/').to_owned(),
             api_secret,
+            sfu_addr: None,
             child: None,
             _dir: None,
         }
@@ -60,9 +63,13 @@ impl Target {
             .take()
             .ok_or_else(|| BenchError::Server("no stdout".into()))?;
         let mut lines = BufReader::new(stdout).lines();
+        let mut sfu_addr = None;
         let base = loop {
             match lines.next() {
                 Some(Ok(line)) => {
+                    if let Some(addr) = line.strip_prefix("huddle: sfu listening on udp://") {
+                        sfu_addr = Some(addr.to_owned());
+                    }
                     if let Some(addr) = line.strip_prefix("huddle: listening on ") {
                         break addr.to_owned();
                     }
@@ -78,9 +85,32 @@ impl Target {
         Ok(Self {
             base,
             api_secret,
+            sfu_addr,
             child: Some(child),
             _dir: Some(dir),
         })
+    }
+
+    /// Like [`Target::spawn`] with the SFU on, bound to a free loopback port (which it
+    /// also advertises as its ICE candidate).
+    pub fn spawn_with_sfu(exe: &Path, env: &[(&str, String)]) -> Result<Self> {
+        let mut all = vec![
+            ("HUDDLE_SFU__ENABLED", "true".to_string()),
+            ("HUDDLE_SFU__LISTEN", "127.0.0.1:0".to_string()),
+        ];
+        all.extend(env.iter().cloned());
+        let target = Self::spawn(exe, &all)?;
+        if target.sfu_addr.is_none() {
+            return Err(BenchError::Server(
+                "the server did not start its SFU".into(),
+            ));
+        }
+        Ok(target)
+    }
+
+    /// Process id of the server, when it is our child.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Resident memory of the server process in bytes, when it is our child.

@@ -1,0 +1,95 @@
+//! `huddle bench sfu-load` end to end at a tiny size: the real binary starts a real server
+//! with its SFU, synthetic WebRTC participants join through the signalling protocol, and
+//! every participant must receive every other at the rate they send.
+
+use std::process::Command;
+
+/// Runs `huddle bench sfu-load ARGS --out <tmp>` and returns its JSON report and stdout.
+fn sfu_load(args: &[&str]) -> (serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_huddle"))
+        .args(["bench", "sfu-load", "--max-rooms", "1", "--step-seconds", "3"])
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    (report, String::from_utf8_lossy(&run.stdout).into_owned())
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// Checks shared by both modes on the single step of a one-room run.
+fn check_step(r: &serde_json::Value, participants: u64, kinds: u64) -> &serde_json::Value {
+    assert_eq!(r["scenario"], "sfu-load");
+    assert_eq!(r["participants_per_room"], participants);
+    let steps = r["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "{r}");
+    let s = &steps[0];
+    assert_eq!(s["rooms"], 1);
+    assert_eq!(s["participants"], participants);
+    // Every participant received every other's every track in the window: no silent zero.
+    let streams = participants * (participants - 1) * kinds;
+    assert_eq!(s["streams_expected"], streams);
+    assert_eq!(s["streams_active"], streams);
+    assert!(f(&s["loss_percent"]) < 1.0, "{s}");
+    assert!(
+        s["frames_received"].as_u64().unwrap() > 0
+            && s["frames_received"].as_u64() <= s["frames_expected"].as_u64()
+    );
+    // Audio: participants × (participants − 1) × 50 packets per second reach subscribers
+    // (the window's edges may cut a frame per stream, and loopback may drop a little).
+    let expected = (participants * (participants - 1) * 50) as f64;
+    assert_eq!(f(&s["audio_packets_per_second_expected"]), expected);
+    let audio = f(&s["audio_packets_per_second"]);
+    assert!(
+        (audio - expected).abs() <= expected * 0.05,
+        "{audio} audio packets/s against {expected}"
+    );
+    assert!(f(&s["forwarded_packets_per_second"]) >= audio);
+    // The server's own counter agrees that it sent at least what the clients received.
+    assert!(f(&s["server_packets_out_per_second"]) >= audio * 0.9, "{s}");
+    // Measurements of the spawned server and of the clients are present.
+    assert!(f(&s["sfu_cpu_cores"]) >= 0.0);
+    assert!(f(&s["client_cpu_cores"]) >= 0.0);
+    assert!(s["rss_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        s["latency"]["count"], s["frames_received"],
+        "one latency sample per frame"
+    );
+    assert!(f(&s["latency"]["p50_ms"]) > 0.0);
+    assert!(f(&s["latency"]["p99_ms"]) >= f(&s["latency"]["p50_ms"]));
+    assert_eq!(s["good"], true, "{s}");
+    assert_eq!(r["capacity"]["rooms"], 1);
+    assert_eq!(r["stop_reason"], "reached the maximum number of rooms");
+    s
+}
+
+#[test]
+fn sfu_load_audio_room_of_three_forwards_everything() {
+    let (r, stdout) = sfu_load(&["--participants", "3"]);
+    assert_eq!(r["mode"], "audio");
+    check_step(&r, 3, 1);
+    assert!(stdout.contains("capacity: 1 rooms, 3 participants"), "{stdout}");
+}
+
+#[test]
+fn sfu_load_video_pair_forwards_audio_and_video() {
+    let (r, _) = sfu_load(&["--participants", "2", "--video", "--video-packets", "4"]);
+    assert_eq!(r["mode"], "video");
+    assert_eq!(r["video_fps"], 30);
+    let s = check_step(&r, 2, 2);
+    // Video adds 2 × 30 frames/s of about 4 packets each on top of 2 × 50 audio packets.
+    let video = f(&s["forwarded_packets_per_second"]) - f(&s["audio_packets_per_second"]);
+    assert!(video > 2.0 * 30.0 * 3.0, "{video} video packets/s");
+}
