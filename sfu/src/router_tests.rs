@@ -266,3 +266,52 @@ fn active_speaker_follows_the_loudest_and_clears_when_it_leaves() {
     }));
     assert_eq!(r.active_speaker(&room), None);
 }
+
+#[test]
+fn simulcast_layers_are_ranked_bounded_and_throttled_per_layer() {
+    let (room, a, b, _) = ids();
+    let mut r = Router::new(RouterConfig::default());
+    r.join(&room, &a).unwrap();
+    r.join(&room, &b).unwrap();
+    let audio = r.publish(&a, TrackKind::Audio).unwrap();
+    let video = r.publish(&a, TrackKind::Video).unwrap();
+    // Declared high to low, with a repeat, an overlong rid and an empty one.
+    let n = r.set_layers(video, &["f", "h", "f", "overlong-rid", "", "q"]);
+    assert_eq!(n, 3);
+    let rids: Vec<&str> = r.layers(video).iter().map(|l| &*l.rid).collect();
+    assert_eq!(rids, ["q", "h", "f"]);
+    assert_eq!(r.layer_of(video, "f"), Some(2));
+    assert_eq!(r.layer_of(video, "x"), None);
+    // Audio has no layers; one rid is no simulcast; more than MAX_LAYERS are cut.
+    assert_eq!(r.set_layers(audio, &["q", "f"]), 0);
+    let many: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let other = r.publish(&a, TrackKind::Video).unwrap();
+    assert_eq!(r.set_layers(other, &many), MAX_LAYERS);
+    assert_eq!(r.set_layers(other, &["only"]), 0);
+    assert!(r.layers(other).is_empty());
+
+    // Rates are measured per layer; a silent layer turns inactive.
+    let t0 = Instant::now();
+    for i in 0..=25u64 {
+        let at = t0 + Duration::from_millis(i * 40);
+        r.record_frame(video, Some(0), 500, at);
+        r.record_frame(video, Some(2), 5000, at);
+    }
+    let mut infos = Vec::new();
+    r.layer_infos(video, t0 + Duration::from_secs(1), &mut infos);
+    assert!(
+        infos[0].bitrate_bps > 90_000 && infos[0].bitrate_bps < 120_000,
+        "{infos:?}"
+    );
+    assert!(infos[2].bitrate_bps > 900_000, "{infos:?}");
+    assert!(infos[0].active && !infos[1].active && infos[2].active);
+
+    // Keyframe requests are throttled per layer, not across layers.
+    let t = t0 + Duration::from_secs(5);
+    assert!(r.request_layer_keyframe(video, 2, t));
+    assert!(!r.request_layer_keyframe(video, 2, t + Duration::from_millis(10)));
+    assert!(r.request_layer_keyframe(video, 0, t + Duration::from_millis(10)));
+    assert!(!r.request_layer_keyframe(video, 7, t));
+    assert_eq!(r.keyframe_requests_suppressed(video), 1);
+}

@@ -117,7 +117,7 @@ impl RateMeter {
 /// What the allocator knows of one layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerInfo {
-    /// Measured bitrate (0 while unknown: such a layer is assumed to fit).
+    /// Measured bitrate; 0 until the first measurement window has closed.
     pub bitrate_bps: u64,
     /// Frames arrive on it.
     pub active: bool,
@@ -135,12 +135,15 @@ pub struct VideoDemand<'a> {
 /// Splits `budget_bps` over simulcast tracks: every track gets its lowest active layer
 /// (video is never cut entirely; audio was taken out of the budget before), then the
 /// tracks are raised one layer at a time in turn while the budget allows, up to each
-/// request. Writes the chosen layer per track to `out` (`None`: no active layer).
+/// request. Writes the chosen layer per track to `out`: `None` when no layer is
+/// active, or while an active layer's rate is not measured yet (a new publisher's
+/// first second: choosing blind would start every subscriber on the top layer).
 pub fn allocate(budget_bps: u64, tracks: &[VideoDemand<'_>], out: &mut Vec<Option<usize>>) {
     out.clear();
     let mut spent: u64 = 0;
     for t in tracks {
-        let lowest = t.layers.iter().position(|l| l.active);
+        let measured = t.layers.iter().all(|l| !l.active || l.bitrate_bps > 0);
+        let lowest = t.layers.iter().position(|l| l.active).filter(|_| measured);
         if let Some(i) = lowest {
             spent = spent.saturating_add(t.layers[i].bitrate_bps);
         }

@@ -77,6 +77,16 @@ fn allocation_skips_stopped_layers() {
 }
 
 #[test]
+fn allocation_waits_until_every_active_layer_is_measured() {
+    let mut l = layers(&QHF);
+    l[2].bitrate_bps = 0;
+    assert_eq!(alloc_one(5_000_000, &l, Quality::High), None);
+    // A stopped, never measured layer does not hold the others back.
+    l[2].active = false;
+    assert_eq!(alloc_one(5_000_000, &l, Quality::High), Some(1));
+}
+
+#[test]
 fn allocation_shares_the_budget_between_tracks() {
     let a = layers(&QHF);
     let b = layers(&QHF);

@@ -24,6 +24,8 @@ use tokio::sync::mpsc;
 pub enum VideoCodec {
     H264,
     Vp8,
+    /// H.264 in three simulcast layers ([`LAYERS`]).
+    H264Simulcast,
 }
 
 /// What a client has seen, shared with the test.
@@ -44,7 +46,40 @@ pub struct Seen {
     /// Write-to-receive time of each audio frame from another client (client → SFU →
     /// client, both clients in this process).
     pub audio_latency: Vec<Duration>,
+    /// Every video frame received, in order, with what the stream looked like.
+    pub video_log: Vec<VideoRx>,
+    /// Keyframe requests received per simulcast rid (our published layers).
+    pub keyframe_requests_by_rid: HashMap<String, u64>,
+    /// Layers whose next frame is to be a keyframe (a request arrived).
+    pub force_keyframe: Vec<String>,
 }
+
+/// One video frame as a subscriber received it.
+#[derive(Debug, Clone)]
+pub struct VideoRx {
+    /// Publisher's name from the payload marker.
+    pub from: String,
+    /// Frame number from the marker.
+    pub n: u64,
+    /// Simulcast layer tag in the payload ("-" when unlayered).
+    pub layer: String,
+    /// Whether the publisher sent it as a keyframe.
+    pub keyframe: bool,
+    /// RTP sequence numbers it arrived in (extended), first and last.
+    pub seq: (u64, u64),
+    /// RTP timestamp (32 bits).
+    pub ts: u32,
+    /// str0m saw no gap before it.
+    pub contiguous: bool,
+}
+
+/// Simulcast layers a simulcast test publisher sends: rid, delta frame size, keyframe
+/// size, RTP timestamp base (each layer its own, one near the 32-bit wrap).
+pub const LAYERS: [(&str, usize, usize, u32); 3] = [
+    ("q", 200, 1500, 0),
+    ("h", 700, 3000, 1_000_000_000),
+    ("f", 2400, 8000, u32::MAX - 90_000 * 4),
+];
 
 /// A running test client.
 pub struct Client {
@@ -170,8 +205,15 @@ impl Call {
         rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
         let mut api = rtc.sdp_api();
         let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let video =
-            video.map(|_| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        let simulcast = (codec == VideoCodec::H264Simulcast).then(|| {
+            let mut s = str0m::media::Simulcast::new();
+            for (rid, ..) in LAYERS {
+                s.send.push(str0m::media::SimulcastLayer::new(rid));
+            }
+            s
+        });
+        let video = video
+            .map(|_| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast));
         let (offer, pending) = api.apply().unwrap();
         // Route the SFU's offers before ours is answered: they queue until the answer
         // is applied, as the signalling ordering rule requires.
@@ -346,7 +388,11 @@ async fn run_client(
             }
             _ = tick.tick() => {
                 n += 1;
-                send_media(&name, &mut rtc, &media, n, start, level.load(Ordering::Relaxed));
+                if media.codec == VideoCodec::H264Simulcast {
+                    send_simulcast(&name, &mut rtc, &media, n, start, level.load(Ordering::Relaxed), &seen);
+                } else {
+                    send_media(&name, &mut rtc, &media, n, start, level.load(Ordering::Relaxed));
+                }
                 sent_at.lock().unwrap().insert((name.clone(), n), Instant::now());
                 if plis.load(Ordering::Relaxed) > 0 {
                     plis.fetch_sub(1, Ordering::Relaxed);
@@ -381,15 +427,42 @@ fn on_event(name: &str, rtc: &mut Rtc, e: Event, seen: &Mutex<Seen>, sent_at: &S
                 let mut seen = seen.lock().unwrap();
                 if kind == TrackKind::Video {
                     seen.video_frames.entry(from.clone()).or_default().push(n);
+                    seen.video_log.push(VideoRx {
+                        from: from.clone(),
+                        n,
+                        layer: layer_tag(&d.data).unwrap_or("-").to_string(),
+                        keyframe: d.is_keyframe(),
+                        seq: (**d.seq_range.start(), **d.seq_range.end()),
+                        ts: d.time.numer() as u32,
+                        contiguous: d.contiguous,
+                    });
                 } else if let Some(t) = sent_at.lock().unwrap().get(&(from.clone(), n)) {
                     seen.audio_latency.push(t.elapsed());
                 }
                 *seen.frames.entry((from, kind)).or_default() += 1;
             }
         }
-        Event::KeyframeRequest(_) => seen.lock().unwrap().keyframe_requests += 1,
+        Event::KeyframeRequest(req) => {
+            let mut seen = seen.lock().unwrap();
+            seen.keyframe_requests += 1;
+            if let Some(rid) = req.rid {
+                *seen
+                    .keyframe_requests_by_rid
+                    .entry(rid.to_string())
+                    .or_default() += 1;
+                seen.force_keyframe.push(rid.to_string());
+            }
+        }
         _ => {}
     }
+}
+
+/// Reads the "layer=<rid>;" tag of simulcast test payloads.
+fn layer_tag(data: &[u8]) -> Option<&str> {
+    let pos = data.windows(6).position(|w| w == b"layer=")?;
+    let rest = &data[pos + 6..];
+    let end = rest.iter().position(|b| *b == b';')?;
+    std::str::from_utf8(&rest[..end]).ok()
 }
 
 /// Reads the "from=<name>;n=<frame>;" marker every test payload carries.
@@ -435,7 +508,7 @@ fn send_media(name: &str, rtc: &mut Rtc, media: &Media, n: u64, start: Instant, 
     if n.is_multiple_of(2) {
         let key = n % 100 == 2;
         let codec = match media.codec {
-            VideoCodec::H264 => Codec::H264,
+            VideoCodec::H264 | VideoCodec::H264Simulcast => Codec::H264,
             VideoCodec::Vp8 => Codec::Vp8,
         };
         let Some(pt) = pt_for(rtc, video, codec) else {
@@ -443,8 +516,8 @@ fn send_media(name: &str, rtc: &mut Rtc, media: &Media, n: u64, start: Instant, 
         };
         let mut frame = match (media.codec, key) {
             // Annex B IDR slice / non-IDR slice NAL (RFC 6184 §1.3 header byte).
-            (VideoCodec::H264, true) => vec![0, 0, 0, 1, 0x65],
-            (VideoCodec::H264, false) => vec![0, 0, 0, 1, 0x41],
+            (VideoCodec::H264 | VideoCodec::H264Simulcast, true) => vec![0, 0, 0, 1, 0x65],
+            (VideoCodec::H264 | VideoCodec::H264Simulcast, false) => vec![0, 0, 0, 1, 0x41],
             // VP8 frame tag (RFC 6386 §9.1): key frame with start code and 320x240.
             (VideoCodec::Vp8, true) => {
                 vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00]
@@ -456,6 +529,59 @@ fn send_media(name: &str, rtc: &mut Rtc, media: &Media, n: u64, start: Instant, 
         let ts = MediaTime::new(elapsed.as_micros() as u64 * 9 / 100, Frequency::NINETY_KHZ);
         if let Some(w) = rtc.writer(video) {
             let _ = w.write(pt, now, ts, frame);
+        }
+    }
+}
+
+/// Audio as [`send_media`], and every other tick one H.264 frame on each simulcast
+/// layer of [`LAYERS`], tagged with the layer; a layer sends a keyframe every 100th
+/// frame and on the frame after a keyframe request for its rid.
+#[allow(clippy::too_many_arguments)]
+fn send_simulcast(
+    name: &str,
+    rtc: &mut Rtc,
+    media: &Media,
+    n: u64,
+    start: Instant,
+    level: u8,
+    seen: &Mutex<Seen>,
+) {
+    let audio_only = Media {
+        audio: media.audio,
+        video: None,
+        codec: media.codec,
+    };
+    send_media(name, rtc, &audio_only, n, start, level);
+    let Some(video) = media.video else { return };
+    if !n.is_multiple_of(2) {
+        return;
+    }
+    let Some(pt) = pt_for(rtc, video, Codec::H264) else {
+        return;
+    };
+    let now = Instant::now();
+    let ticks = now.duration_since(start).as_micros() as u64 * 9 / 100;
+    for (rid, delta_size, key_size, base) in LAYERS {
+        let requested = {
+            let mut seen = seen.lock().unwrap();
+            let before = seen.force_keyframe.len();
+            seen.force_keyframe.retain(|r| r != rid);
+            seen.force_keyframe.len() != before
+        };
+        let key = n % 200 == 2 || requested;
+        let mut frame = if key {
+            vec![0, 0, 0, 1, 0x65]
+        } else {
+            vec![0, 0, 0, 1, 0x41]
+        };
+        frame.extend_from_slice(format!("from={name};n={n};layer={rid};").as_bytes());
+        frame.resize(if key { key_size } else { delta_size }, 0x42);
+        let ts = MediaTime::new(
+            u64::from(base.wrapping_add(ticks as u32)),
+            Frequency::NINETY_KHZ,
+        );
+        if let Some(w) = rtc.writer(video) {
+            let _ = w.rid(rid.into()).write(pt, now, ts, frame);
         }
     }
 }
