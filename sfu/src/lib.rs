@@ -9,18 +9,23 @@
 //! DTLS-SRTP, RTP/RTCP, packetization, per-subscriber SSRC/sequence rewriting and NACK
 //! answers from its send buffer; this crate decides who gets what and drives the loop.
 //!
+//! Each subscriber's session runs str0m's send-side bandwidth estimator (TWCC); what it
+//! allows, capped per subscriber and minus audio, picks the simulcast layer each
+//! subscriber receives of each layered video track ([`simulcast`]).
+//!
 //! It does not do signalling (`huddle-signal` carries SDP over its WebSocket and calls
-//! this API), codec work (`huddle-media`), simulcast layer selection, per-subscriber
-//! bandwidth adaptation, TCP fallback or sharding over several sockets yet (see
-//! `docs/sfu.md`).
+//! this API), codec work (`huddle-media`), temporal/SVC layers, TCP fallback or
+//! sharding over several sockets yet (see `docs/sfu.md`).
 //!
 //! ## Layout
 //!
 //! - [`router`]: the sans-IO core. Rooms, participants, tracks, subscriptions, forwarding
 //!   decisions, keyframe-request throttling ([`keyframe`]), active speaker ([`speaker`]),
 //!   limits, cleanup. Plain calls with `now`; tested with simulated time.
-//! - `peer` (private): one participant's str0m `Rtc` and the negotiation state of its
-//!   m-lines.
+//! - [`simulcast`]: sans-IO layer choice: layer rates, the split of a subscriber's
+//!   budget, keyframe-gated switches with upgrade hysteresis, timestamp rewriting.
+//! - `peer` (private): one participant's str0m `Rtc`, the negotiation state of its
+//!   m-lines and its bandwidth state.
 //! - `driver` (private): the tokio task owning the socket, every `Rtc` and the router. A
 //!   datagram goes to the peer whose `Rtc::accepts` it; the driver then polls
 //!   `poll_output` until a timeout, sends transmits, and forwards each received frame to
