@@ -95,6 +95,10 @@ pub struct RouterConfig {
     pub keyframe_min_interval: Duration,
     /// Active speaker detection.
     pub speaker: SpeakerConfig,
+    /// "Last N": forward each subscriber the video of only the N other members who
+    /// were the active speaker most recently (then the earliest joiners); audio is
+    /// always forwarded. `None` forwards all video.
+    pub last_n: Option<usize>,
 }
 
 impl Default for RouterConfig {
@@ -105,6 +109,7 @@ impl Default for RouterConfig {
             max_tracks_per_participant: 4,
             keyframe_min_interval: Duration::from_millis(500),
             speaker: SpeakerConfig::default(),
+            last_n: None,
         }
     }
 }

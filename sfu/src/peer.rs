@@ -75,6 +75,8 @@ struct TrackOut {
     selector: Option<LayerSelector>,
     /// Keeps timestamps continuous when the forwarded layer changes.
     rewriter: TimestampRewriter,
+    /// Video held back ("last N"): resumes at a keyframe.
+    paused: bool,
 }
 
 /// What [`Peer::forward`] did with a frame.
@@ -86,6 +88,8 @@ pub(crate) enum Forwarded {
     Yes,
     /// Written, and it is the first frame of a newly chosen layer.
     Switched,
+    /// Not sent: the track resumes after a pause and waits for a keyframe.
+    NeedsKeyframe,
 }
 
 /// Our outstanding offer.
@@ -333,6 +337,7 @@ impl Peer {
             max_quality: Quality::default(),
             selector: None,
             rewriter: TimestampRewriter::default(),
+            paused: false,
         });
     }
 
@@ -410,13 +415,15 @@ impl Peer {
 
     /// Writes a frame of `track` (of simulcast `layer`, if layered) to this subscriber
     /// if its m-line is open and, for simulcast, the layer is the one chosen for it.
-    /// str0m packetizes it with this session's SSRC, sequence numbers and payload type,
-    /// and keeps it for NACK retransmission (RFC 4585 §6.2.1).
+    /// `allowed` false holds the track back ("last N"); once allowed again it resumes
+    /// at a keyframe. str0m packetizes it with this session's SSRC, sequence numbers
+    /// and payload type, and keeps it for NACK retransmission (RFC 4585 §6.2.1).
     pub fn forward(
         &mut self,
         track: TrackId,
         layer: Option<usize>,
         data: &MediaData,
+        allowed: bool,
     ) -> Result<Forwarded, str0m::RtcError> {
         let Some(out) = self
             .tracks_out
@@ -428,6 +435,19 @@ impl Peer {
         let OutState::Open(mid) = out.state else {
             return Ok(Forwarded::No);
         };
+        if !allowed {
+            // A simulcast track starts over from a fresh layer choice when resumed.
+            out.paused = true;
+            out.selector = None;
+            return Ok(Forwarded::No);
+        }
+        if out.paused {
+            // Simulcast: the next allocation chooses a layer and asks for its keyframe.
+            if layer.is_none() && !data.is_keyframe() {
+                return Ok(Forwarded::NeedsKeyframe);
+            }
+            out.paused = false;
+        }
         let (time, done) = match layer {
             None => (data.time, Forwarded::Yes),
             Some(layer) => {

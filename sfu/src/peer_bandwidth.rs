@@ -61,7 +61,8 @@ impl Peer {
         // subscriber, every `allocation_interval`: not a per-packet allocation.
         let mut layered: Vec<(usize, Vec<LayerInfo>)> = Vec::new();
         for (i, t) in self.tracks_out.iter().enumerate() {
-            if !matches!(t.state, OutState::Open(_)) {
+            // Held-back video ("last N") leaves its share to the others.
+            if !matches!(t.state, OutState::Open(_)) || t.paused {
                 continue;
             }
             if router.layers(t.track).is_empty() {

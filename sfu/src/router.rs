@@ -10,7 +10,7 @@ use crate::config::RouterConfig;
 use crate::error::RouterError;
 use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind};
 use crate::keyframe::KeyframeThrottle;
-use crate::simulcast::{LayerInfo, RateMeter, order_rids};
+use crate::simulcast::RateMeter;
 use crate::speaker::SpeakerDetector;
 
 /// Simulcast layers accepted per track (libwebrtc sends at most three; one spare).
@@ -120,6 +120,9 @@ struct Room {
     members: Vec<ParticipantId>,
     /// Active speaker from the members' audio levels.
     speaker: SpeakerDetector,
+    /// Members by how recently they were the active speaker, most recent first;
+    /// those who never spoke follow in joining order ("last N" forwarding).
+    recent: Vec<ParticipantId>,
 }
 
 /// Counts of everything the router holds, to prove state is freed.
@@ -184,8 +187,10 @@ impl Router {
         let r = self.rooms.entry(room.clone()).or_insert_with(|| Room {
             members: Vec::new(),
             speaker: SpeakerDetector::new(speaker),
+            recent: Vec::new(),
         });
         r.members.push(participant.clone());
+        r.recent.push(participant.clone());
         let existing: Vec<TrackId> = r
             .members
             .iter()
@@ -227,6 +232,7 @@ impl Router {
         }
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.members.retain(|m| m != participant);
+            room.recent.retain(|m| m != participant);
             if room.speaker.remove(participant) {
                 self.events.push_back(RouterEvent::ActiveSpeaker {
                     room: room_id.clone(),
@@ -449,104 +455,6 @@ impl Router {
         })
     }
 
-    /// Declares the simulcast layers of a video track from the publisher's SDP
-    /// (`a=simulcast:send`, RFC 8853 §5.1), in any order; they are ranked low to high
-    /// by [`order_rids`]. Beyond [`MAX_LAYERS`], overlong or repeated rids are ignored.
-    /// Returns how many layers the track has.
-    pub fn set_layers(&mut self, track: TrackId, rids: &[&str]) -> usize {
-        let Some(t) = self.tracks.get_mut(&track) else {
-            return 0;
-        };
-        if !t.kind.is_video() {
-            return 0;
-        }
-        let mut accepted: Vec<&str> = Vec::new();
-        for rid in rids {
-            if accepted.len() < MAX_LAYERS
-                && !rid.is_empty()
-                && rid.len() <= MAX_RID_LEN
-                && !accepted.contains(rid)
-            {
-                accepted.push(rid);
-            }
-        }
-        // One rid is no simulcast: it is forwarded as the unlayered stream.
-        if accepted.len() < 2 {
-            t.layers.clear();
-            return 0;
-        }
-        t.layers = order_rids(&accepted)
-            .into_iter()
-            .map(|i| Layer {
-                rid: accepted[i].into(),
-                meter: RateMeter::default(),
-                keyframe: KeyframeThrottle::new(self.config.keyframe_min_interval),
-            })
-            .collect();
-        t.layers.len()
-    }
-
-    /// The layers of a track, low to high (empty: unlayered).
-    pub fn layers(&self, track: TrackId) -> &[Layer] {
-        self.tracks
-            .get(&track)
-            .map(|t| t.layers.as_slice())
-            .unwrap_or_default()
-    }
-
-    /// The layer index of `rid` on `track`.
-    pub fn layer_of(&self, track: TrackId, rid: &str) -> Option<usize> {
-        self.tracks
-            .get(&track)?
-            .layers
-            .iter()
-            .position(|l| &*l.rid == rid)
-    }
-
-    /// Counts a frame of `bytes` received on `track` (on `layer`, if layered).
-    pub fn record_frame(
-        &mut self,
-        track: TrackId,
-        layer: Option<usize>,
-        bytes: usize,
-        now: Instant,
-    ) {
-        let Some(t) = self.tracks.get_mut(&track) else {
-            return;
-        };
-        match layer.and_then(|i| t.layers.get_mut(i)) {
-            Some(l) => l.meter.add(bytes, now),
-            None => t.meter.add(bytes, now),
-        }
-    }
-
-    /// Bitrate of a track's unlayered stream.
-    pub fn track_bitrate(&self, track: TrackId) -> u64 {
-        self.tracks.get(&track).map_or(0, |t| t.meter.rate_bps())
-    }
-
-    /// What the allocator needs of each layer of `track`, into `out`.
-    pub fn layer_infos(&self, track: TrackId, now: Instant, out: &mut Vec<LayerInfo>) {
-        out.clear();
-        out.extend(self.layers(track).iter().map(|l| LayerInfo {
-            bitrate_bps: l.meter.rate_bps(),
-            active: l.meter.active(now),
-        }));
-    }
-
-    /// A subscriber needs a keyframe of one layer of `track` (switching to it, or
-    /// lost pictures on it): whether the request goes to the publisher now.
-    pub fn request_layer_keyframe(&mut self, track: TrackId, layer: usize, now: Instant) -> bool {
-        match self
-            .tracks
-            .get_mut(&track)
-            .and_then(|t| t.layers.get_mut(layer))
-        {
-            Some(l) => l.keyframe.allow(now),
-            None => false,
-        }
-    }
-
     /// An RFC 6464 level (-dBov) arrived on an audio track.
     pub fn audio_level(&mut self, track: TrackId, dbov: u8, now: Instant) {
         let Some(t) = self.tracks.get(&track) else {
@@ -555,6 +463,29 @@ impl Router {
         if let Some(room) = self.rooms.get_mut(&t.room) {
             room.speaker.observe(&t.publisher, dbov, now);
         }
+    }
+
+    /// Whether `track` is forwarded to `subscriber` now (it must be subscribed too).
+    /// Audio always is; with `last_n`, video only from the N members who spoke most
+    /// recently, not counting the subscriber itself, so a big room does not send
+    /// everyone every camera.
+    pub fn video_forwarded(&self, subscriber: &ParticipantId, track: TrackId) -> bool {
+        let Some(t) = self.tracks.get(&track) else {
+            return false;
+        };
+        let Some(n) = self.config.last_n else {
+            return true;
+        };
+        if !t.kind.is_video() {
+            return true;
+        }
+        self.rooms.get(&t.room).is_some_and(|r| {
+            r.recent
+                .iter()
+                .filter(|m| *m != subscriber)
+                .take(n)
+                .any(|m| *m == t.publisher)
+        })
     }
 
     /// The room's active speaker.
@@ -574,6 +505,10 @@ impl Router {
     pub fn handle_timeout(&mut self, now: Instant) {
         for (id, room) in &mut self.rooms {
             if let Some(p) = room.speaker.handle_timeout(now) {
+                if let Some(i) = room.recent.iter().position(|m| *m == p) {
+                    let speaker = room.recent.remove(i);
+                    room.recent.insert(0, speaker);
+                }
                 self.events.push_back(RouterEvent::ActiveSpeaker {
                     room: id.clone(),
                     participant: Some(p),
@@ -618,6 +553,9 @@ impl Router {
         });
     }
 }
+
+#[path = "router_layers.rs"]
+mod layers;
 
 #[cfg(test)]
 #[path = "router_tests.rs"]

@@ -315,3 +315,57 @@ fn simulcast_layers_are_ranked_bounded_and_throttled_per_layer() {
     assert!(!r.request_layer_keyframe(video, 7, t));
     assert_eq!(r.keyframe_requests_suppressed(video), 1);
 }
+
+#[test]
+fn last_n_forwards_video_of_the_most_recent_speakers_only() {
+    let mut r = Router::new(RouterConfig {
+        last_n: Some(2),
+        ..RouterConfig::default()
+    });
+    let room = RoomId::from("r");
+    let names = ["a", "b", "c", "d"];
+    let ids: Vec<ParticipantId> = names.iter().map(|n| ParticipantId::from(*n)).collect();
+    let mut audio = Vec::new();
+    let mut video = Vec::new();
+    for p in &ids {
+        r.join(&room, p).unwrap();
+        audio.push(r.publish(p, TrackKind::Audio).unwrap());
+        video.push(r.publish(p, TrackKind::Video).unwrap());
+    }
+    // Whose video `who` gets, by name.
+    let sees = |r: &Router, who: usize| -> Vec<&str> {
+        (0..ids.len())
+            .filter(|i| *i != who && r.video_forwarded(&ids[who], video[*i]))
+            .map(|i| names[i])
+            .collect()
+    };
+    // Nobody spoke yet: the earliest joiners, never oneself.
+    assert_eq!(sees(&r, 3), ["a", "b"]);
+    assert_eq!(sees(&r, 0), ["b", "c"]);
+    // Audio is never held back.
+    assert!(r.video_forwarded(&ids[3], audio[2]));
+
+    let mut now = Instant::now();
+    let mut speak = |r: &mut Router, who: usize| {
+        for _ in 0..50 {
+            now += Duration::from_millis(20);
+            for (i, t) in audio.iter().enumerate() {
+                r.audio_level(*t, if i == who { 20 } else { 90 }, now);
+            }
+            if r.poll_timeout().is_some_and(|t| t <= now) {
+                r.handle_timeout(now);
+            }
+        }
+        assert_eq!(r.active_speaker(&room), Some(&ids[who]));
+    };
+    speak(&mut r, 3);
+    assert_eq!(sees(&r, 0), ["b", "d"]);
+    assert_eq!(sees(&r, 3), ["a", "b"]);
+    speak(&mut r, 2);
+    assert_eq!(sees(&r, 0), ["c", "d"]);
+    assert_eq!(sees(&r, 1), ["c", "d"]);
+    assert_eq!(sees(&r, 2), ["a", "d"]);
+    // A recent speaker who leaves makes room for the next.
+    r.leave(&ids[3]).unwrap();
+    assert_eq!(sees(&r, 0), ["b", "c"]);
+}

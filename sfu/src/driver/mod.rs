@@ -544,11 +544,13 @@ impl Driver {
         }
         let mut subscribers = std::mem::take(&mut self.scratch_subscribers);
         subscribers.extend_from_slice(self.router.subscribers(track));
+        let mut needs_keyframe = false;
         for sub in subscribers.drain(..) {
+            let allowed = self.router.video_forwarded(&sub, track);
             let Some(peer) = self.peers.get_mut(&sub) else {
                 continue;
             };
-            match peer.forward(track, layer, &data) {
+            match peer.forward(track, layer, &data, allowed) {
                 Ok(done @ (Forwarded::Yes | Forwarded::Switched)) => {
                     self.metrics.frames_forwarded.inc();
                     if done == Forwarded::Switched {
@@ -561,10 +563,14 @@ impl Driver {
                     }
                 }
                 Ok(Forwarded::No) => {}
+                Ok(Forwarded::NeedsKeyframe) => needs_keyframe = true,
                 Err(e) => debug!(subscriber = %sub, %track, "forward failed: {e}"),
             }
         }
         self.scratch_subscribers = subscribers;
+        if needs_keyframe {
+            self.request_keyframe(track, layer, now);
+        }
     }
 
     /// A subscriber needs a keyframe of `track` (of simulcast `layer`): ask its

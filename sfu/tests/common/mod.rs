@@ -391,7 +391,16 @@ async fn run_client(
                 if media.codec == VideoCodec::H264Simulcast {
                     send_simulcast(&name, &mut rtc, &media, n, start, level.load(Ordering::Relaxed), &seen);
                 } else {
-                    send_media(&name, &mut rtc, &media, n, start, level.load(Ordering::Relaxed));
+                    // Answer a keyframe request with the next video frame.
+                    let force = {
+                        let mut seen = seen.lock().unwrap();
+                        let asked = seen.force_keyframe.iter().any(|r| r.is_empty());
+                        if asked && n.is_multiple_of(2) {
+                            seen.force_keyframe.retain(|r| !r.is_empty());
+                        }
+                        asked && n.is_multiple_of(2)
+                    };
+                    send_media(&name, &mut rtc, &media, n, start, level.load(Ordering::Relaxed), force);
                 }
                 sent_at.lock().unwrap().insert((name.clone(), n), Instant::now());
                 if plis.load(Ordering::Relaxed) > 0 {
@@ -445,13 +454,13 @@ fn on_event(name: &str, rtc: &mut Rtc, e: Event, seen: &Mutex<Seen>, sent_at: &S
         Event::KeyframeRequest(req) => {
             let mut seen = seen.lock().unwrap();
             seen.keyframe_requests += 1;
-            if let Some(rid) = req.rid {
-                *seen
-                    .keyframe_requests_by_rid
-                    .entry(rid.to_string())
-                    .or_default() += 1;
-                seen.force_keyframe.push(rid.to_string());
-            }
+            // An empty rid stands for the unlayered stream.
+            let rid = req.rid.map(|r| r.to_string()).unwrap_or_default();
+            *seen
+                .keyframe_requests_by_rid
+                .entry(rid.clone())
+                .or_default() += 1;
+            seen.force_keyframe.push(rid);
         }
         _ => {}
     }
@@ -486,8 +495,16 @@ fn pt_for(rtc: &mut Rtc, mid: Mid, codec: Codec) -> Option<str0m::media::Pt> {
 }
 
 /// One 20 ms Opus-like audio frame, and a video frame every other tick (keyframe every
-/// 50th), each carrying our name.
-fn send_media(name: &str, rtc: &mut Rtc, media: &Media, n: u64, start: Instant, level: u8) {
+/// 50th, or when `force`d), each carrying our name.
+fn send_media(
+    name: &str,
+    rtc: &mut Rtc,
+    media: &Media,
+    n: u64,
+    start: Instant,
+    level: u8,
+    force: bool,
+) {
     let now = Instant::now();
     let elapsed = now.duration_since(start);
     if let Some(pt) = pt_for(rtc, media.audio, Codec::Opus) {
@@ -506,7 +523,7 @@ fn send_media(name: &str, rtc: &mut Rtc, media: &Media, n: u64, start: Instant, 
         return;
     };
     if n.is_multiple_of(2) {
-        let key = n % 100 == 2;
+        let key = n % 100 == 2 || force;
         let codec = match media.codec {
             VideoCodec::H264 | VideoCodec::H264Simulcast => Codec::H264,
             VideoCodec::Vp8 => Codec::Vp8,
@@ -551,7 +568,7 @@ fn send_simulcast(
         video: None,
         codec: media.codec,
     };
-    send_media(name, rtc, &audio_only, n, start, level);
+    send_media(name, rtc, &audio_only, n, start, level, false);
     let Some(video) = media.video else { return };
     if !n.is_multiple_of(2) {
         return;
