@@ -133,7 +133,7 @@ pub struct ParticipantStats {
     /// What the SFU would like to send it (its subscriptions' best allowed layers plus
     /// audio, capped by `max_subscriber_bitrate`); the estimator probes up to it.
     pub desired_bitrate_bps: u64,
-    /// Simulcast layer switches toward it (up or down).
+    /// Simulcast layer switches toward it (up or down; starting on the first layer counts as one).
     pub layer_switches: u64,
     /// Tracks it publishes.
     pub tracks_published: usize,

@@ -41,7 +41,7 @@ pub struct SfuMetrics {
     pub send_dropped: Counter,
     /// Stats/speaker events dropped because the consumer fell behind.
     pub events_dropped: Counter,
-    /// Simulcast layer switches toward subscribers (up or down).
+    /// Simulcast layer switches toward subscribers (up or down; starting on the first layer counts as one).
     pub layer_switches: Counter,
     /// Subscribers' send-side bandwidth estimates (bits per second), one observation
     /// per subscriber per stats interval: the distribution without a label per

@@ -33,7 +33,7 @@ type Probe = oneshot::Sender<f64>;
 
 /// Starts the SFU on a thread of its own; the returned sender asks that thread for its
 /// CPU time.
-fn sfu_on_own_thread() -> (SfuHandle, SfuEvents, mpsc::UnboundedSender<Probe>) {
+fn sfu_on_own_thread(estimate: bool) -> (SfuHandle, SfuEvents, mpsc::UnboundedSender<Probe>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new().name("sfu-driver".into());
     thread
@@ -43,10 +43,11 @@ fn sfu_on_own_thread() -> (SfuHandle, SfuEvents, mpsc::UnboundedSender<Probe>) {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let config = SfuConfig {
+                let mut config = SfuConfig {
                     bind: "127.0.0.1:0".parse().unwrap(),
                     ..SfuConfig::default()
                 };
+                config.bandwidth.estimate = estimate;
                 let (sfu, events) = Sfu::start(config).await.unwrap();
                 let (ptx, mut prx) = mpsc::unbounded_channel::<Probe>();
                 tx.send((sfu, events, ptx)).unwrap();
@@ -65,8 +66,8 @@ async fn cpu(probe: &mpsc::UnboundedSender<Probe>) -> f64 {
     rx.await.unwrap()
 }
 
-async fn measure(label: &str, participants: usize, video: Option<VideoCodec>) {
-    let (sfu, events, probe) = sfu_on_own_thread();
+async fn measure(label: &str, participants: usize, video: Option<VideoCodec>, estimate: bool) {
+    let (sfu, events, probe) = sfu_on_own_thread(estimate);
     let mut call = Call::with_sfu(sfu, events);
     let names: Vec<String> = (0..participants).map(|i| format!("p{i}")).collect();
     for n in &names {
@@ -138,11 +139,32 @@ async fn measure(label: &str, participants: usize, video: Option<VideoCodec>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement; run with --release -- --ignored --nocapture"]
 async fn forwarding_cost_audio_room() {
-    measure("audio-only room", 12, None).await;
+    measure("audio-only room", 12, None, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement; run with --release -- --ignored --nocapture"]
 async fn forwarding_cost_video_room() {
-    measure("audio+video room", 6, Some(VideoCodec::H264)).await;
+    measure("audio+video room", 6, Some(VideoCodec::H264), true).await;
+}
+
+/// The same room with bandwidth estimation off: what str0m's estimator, pacer and
+/// probing cost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run with --release -- --ignored --nocapture"]
+async fn forwarding_cost_video_room_without_estimation() {
+    measure(
+        "audio+video room, no estimation",
+        6,
+        Some(VideoCodec::H264),
+        false,
+    )
+    .await;
+}
+
+/// Every participant publishes three simulcast layers; each subscriber gets one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run with --release -- --ignored --nocapture"]
+async fn forwarding_cost_simulcast_room() {
+    measure("simulcast room", 6, Some(VideoCodec::H264Simulcast), true).await;
 }
