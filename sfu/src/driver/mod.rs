@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use str0m::bwe::BweKind;
 use str0m::crypto::CryptoProvider;
-use str0m::media::Rids;
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output};
 use tokio::net::UdpSocket;
@@ -21,12 +20,13 @@ use crate::config::SfuConfig;
 use crate::error::SfuError;
 use crate::event::{EventSink, LeaveReason, SfuEvent, SfuEvents};
 use crate::handle::Command;
-use crate::ids::{ParticipantId, TrackId, TrackKind};
+use crate::ids::{ParticipantId, TrackId};
 use crate::metrics::SfuMetrics;
-use crate::peer::{Forwarded, Peer};
+use crate::peer::Peer;
 use crate::router::Router;
 
 mod control;
+mod media;
 
 /// Largest datagram read; WebRTC keeps below ~1200 bytes, bigger is truncated and
 /// then fails to parse (counted as malformed).
@@ -277,22 +277,6 @@ impl Driver {
         self.pump(now);
     }
 
-    /// Chooses every connected subscriber's simulcast layers from its bandwidth and
-    /// asks publishers for the keyframes the switches wait for.
-    pub(super) fn allocate_layers(&mut self, now: Instant) {
-        self.next_allocation = now + self.config.bandwidth.allocation_interval;
-        let mut keyframes = std::mem::take(&mut self.scratch_keyframes);
-        for peer in self.peers.values_mut() {
-            if peer.connected {
-                peer.allocate(&self.router, &self.config.bandwidth, now, &mut keyframes);
-            }
-        }
-        for (track, layer) in keyframes.drain(..) {
-            self.request_keyframe(track, Some(layer), now);
-        }
-        self.scratch_keyframes = keyframes;
-    }
-
     /// Once per stats interval: stats event, connect and answer timeouts.
     fn tick_stats(&mut self, now: Instant) {
         let interval = now.saturating_duration_since(self.last_stats);
@@ -478,123 +462,6 @@ impl Driver {
                 }
             }
             _ => {}
-        }
-    }
-
-    /// Registers a track the peer sends on `mid`.
-    fn publish(
-        &mut self,
-        id: &ParticipantId,
-        mid: str0m::media::Mid,
-        kind: str0m::media::MediaKind,
-    ) {
-        let kind = match kind {
-            str0m::media::MediaKind::Audio => TrackKind::Audio,
-            str0m::media::MediaKind::Video => TrackKind::Video,
-        };
-        match self.router.publish(id, kind) {
-            Ok(track) => {
-                let mut layers = 0;
-                if let Some(p) = self.peers.get_mut(id) {
-                    p.add_in(mid, track);
-                    // Simulcast (RFC 8853): the rids the publisher's SDP declared.
-                    if let Some(Rids::Specific(rids)) = p.rtc.media(mid).map(|m| m.rids_rx()) {
-                        let rids: Vec<&str> = rids.iter().map(|r| &**r).collect();
-                        layers = self.router.set_layers(track, &rids);
-                    }
-                }
-                debug!(participant = %id, %track, ?mid, layers, "track published");
-            }
-            // The m-line stays negotiated but nothing it carries is forwarded.
-            Err(e) => warn!(participant = %id, ?mid, "track refused: {e}"),
-        }
-    }
-
-    /// Forwards a frame from publisher `from` to its track's subscribers.
-    fn forward(&mut self, from: &ParticipantId, data: str0m::media::MediaData, now: Instant) {
-        let Some(publisher) = self.peers.get_mut(from) else {
-            return;
-        };
-        let Some(track) = publisher.track_in(data.mid) else {
-            return;
-        };
-        publisher.counters.frames_in += 1;
-        let layered = !self.router.layers(track).is_empty();
-        let layer = match data.rid {
-            Some(rid) if layered => match self.router.layer_of(track, &rid) {
-                Some(i) => Some(i),
-                None => {
-                    // str0m only accepts declared rids; this would be a bug, not a peer.
-                    trace!(%track, %rid, "frame of an undeclared layer dropped");
-                    return;
-                }
-            },
-            _ => None,
-        };
-        self.router.record_frame(track, layer, data.data.len(), now);
-        if let Some(level) = data.ext_vals.audio_level {
-            // str0m gives -dBov as 0..=-127 (RFC 6464 §3).
-            self.router
-                .audio_level(track, level.unsigned_abs().min(127), now);
-        }
-        let is_video = self.router.track(track).is_some_and(|t| t.kind.is_video());
-        if is_video && !data.contiguous {
-            // A gap the NACKs could not fill: the decoder needs a new keyframe.
-            self.request_keyframe(track, layer, now);
-        }
-        let mut subscribers = std::mem::take(&mut self.scratch_subscribers);
-        subscribers.extend_from_slice(self.router.subscribers(track));
-        let mut needs_keyframe = false;
-        for sub in subscribers.drain(..) {
-            let allowed = self.router.video_forwarded(&sub, track);
-            let Some(peer) = self.peers.get_mut(&sub) else {
-                continue;
-            };
-            match peer.forward(track, layer, &data, allowed) {
-                Ok(done @ (Forwarded::Yes | Forwarded::Switched)) => {
-                    self.metrics.frames_forwarded.inc();
-                    if done == Forwarded::Switched {
-                        self.metrics.layer_switches.inc();
-                        debug!(subscriber = %sub, %track, ?layer, "simulcast layer switched");
-                    }
-                    if !peer.dirty {
-                        peer.dirty = true;
-                        self.dirty.push(sub);
-                    }
-                }
-                Ok(Forwarded::No) => {}
-                Ok(Forwarded::NeedsKeyframe) => needs_keyframe = true,
-                Err(e) => debug!(subscriber = %sub, %track, "forward failed: {e}"),
-            }
-        }
-        self.scratch_subscribers = subscribers;
-        if needs_keyframe {
-            self.request_keyframe(track, layer, now);
-        }
-    }
-
-    /// A subscriber needs a keyframe of `track` (of simulcast `layer`): ask its
-    /// publisher, throttled to one request per track (per layer) per
-    /// `keyframe_min_interval`.
-    fn request_keyframe(&mut self, track: TrackId, layer: Option<usize>, now: Instant) {
-        let allowed = match layer {
-            Some(l) => self.router.request_layer_keyframe(track, l, now),
-            None => self.router.request_keyframe(track, now),
-        };
-        if !allowed {
-            self.metrics.keyframe_requests_throttled.inc();
-            return;
-        }
-        let Some(publisher) = self.router.track(track).map(|t| t.publisher.clone()) else {
-            return;
-        };
-        let rid = layer.and_then(|l| self.router.layers(track).get(l).map(|l| l.rid.clone()));
-        let Some(peer) = self.peers.get_mut(&publisher) else {
-            return;
-        };
-        if peer.request_keyframe(track, rid.as_deref()) {
-            self.metrics.keyframe_requests_sent.inc();
-            self.mark_dirty(&publisher);
         }
     }
 

@@ -19,6 +19,10 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+mod simulcast;
+pub use simulcast::LAYERS;
+use simulcast::send_simulcast;
+
 /// Which video codec a client publishes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VideoCodec {
@@ -72,14 +76,6 @@ pub struct VideoRx {
     /// str0m saw no gap before it.
     pub contiguous: bool,
 }
-
-/// Simulcast layers a simulcast test publisher sends: rid, delta frame size, keyframe
-/// size, RTP timestamp base (each layer its own, one near the 32-bit wrap).
-pub const LAYERS: [(&str, usize, usize, u32); 3] = [
-    ("q", 200, 1500, 0),
-    ("h", 700, 3000, 1_000_000_000),
-    ("f", 2400, 8000, u32::MAX - 90_000 * 4),
-];
 
 /// A running test client.
 pub struct Client {
@@ -546,59 +542,6 @@ fn send_media(
         let ts = MediaTime::new(elapsed.as_micros() as u64 * 9 / 100, Frequency::NINETY_KHZ);
         if let Some(w) = rtc.writer(video) {
             let _ = w.write(pt, now, ts, frame);
-        }
-    }
-}
-
-/// Audio as [`send_media`], and every other tick one H.264 frame on each simulcast
-/// layer of [`LAYERS`], tagged with the layer; a layer sends a keyframe every 100th
-/// frame and on the frame after a keyframe request for its rid.
-#[allow(clippy::too_many_arguments)]
-fn send_simulcast(
-    name: &str,
-    rtc: &mut Rtc,
-    media: &Media,
-    n: u64,
-    start: Instant,
-    level: u8,
-    seen: &Mutex<Seen>,
-) {
-    let audio_only = Media {
-        audio: media.audio,
-        video: None,
-        codec: media.codec,
-    };
-    send_media(name, rtc, &audio_only, n, start, level, false);
-    let Some(video) = media.video else { return };
-    if !n.is_multiple_of(2) {
-        return;
-    }
-    let Some(pt) = pt_for(rtc, video, Codec::H264) else {
-        return;
-    };
-    let now = Instant::now();
-    let ticks = now.duration_since(start).as_micros() as u64 * 9 / 100;
-    for (rid, delta_size, key_size, base) in LAYERS {
-        let requested = {
-            let mut seen = seen.lock().unwrap();
-            let before = seen.force_keyframe.len();
-            seen.force_keyframe.retain(|r| r != rid);
-            seen.force_keyframe.len() != before
-        };
-        let key = n % 200 == 2 || requested;
-        let mut frame = if key {
-            vec![0, 0, 0, 1, 0x65]
-        } else {
-            vec![0, 0, 0, 1, 0x41]
-        };
-        frame.extend_from_slice(format!("from={name};n={n};layer={rid};").as_bytes());
-        frame.resize(if key { key_size } else { delta_size }, 0x42);
-        let ts = MediaTime::new(
-            u64::from(base.wrapping_add(ticks as u32)),
-            Frequency::NINETY_KHZ,
-        );
-        if let Some(w) = rtc.writer(video) {
-            let _ = w.rid(rid.into()).write(pt, now, ts, frame);
         }
     }
 }
