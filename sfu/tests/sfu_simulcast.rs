@@ -229,11 +229,13 @@ async fn a_subscriber_losing_packets_is_moved_down_and_keeps_its_audio() {
     call.client("weak")
         .loss_permille
         .store(250, std::sync::atomic::Ordering::Relaxed);
+    let loss_start = std::time::Instant::now();
     let moved_down = eventually(WAIT, || {
         let log = video_log(&call, "weak");
         log[mark..].iter().any(|f| f.layer != "f")
     })
     .await;
+    let took = loss_start.elapsed();
     let log = video_log(&call, "weak");
     let stats = call.sfu.stats().await.unwrap();
     let s = stats
@@ -251,6 +253,11 @@ async fn a_subscriber_losing_packets_is_moved_down_and_keeps_its_audio() {
             .is_some_and(|e| e < estimate_before),
         "estimate {estimate_before} -> {:?}",
         s.bandwidth_estimate_bps
+    );
+    println!(
+        "25% loss: estimate {estimate_before} -> {:?} b/s, first lower-layer frame after {took:?}, runs {:?}",
+        s.bandwidth_estimate_bps,
+        layer_runs(&log[mark..])
     );
     // The lower layer was entered at a keyframe. (Under loss the keyframe itself may
     // arrive late or not at all, so what arrives first can be a delta frame after a
