@@ -255,8 +255,10 @@ async fn a_subscriber_losing_packets_is_moved_down_and_keeps_its_audio() {
         s.bandwidth_estimate_bps
     );
     println!(
-        "25% loss: estimate {estimate_before} -> {:?} b/s, first lower-layer frame after {took:?}, runs {:?}",
+        "25% loss: estimate {estimate_before} -> {:?} b/s, first lower-layer frame after {took:?}, \
+         worst video latency meanwhile {:?}, runs {:?}",
         s.bandwidth_estimate_bps,
+        log[mark..].iter().filter_map(|f| f.latency).max(),
         layer_runs(&log[mark..])
     );
     // The lower layer was entered at a keyframe. (Under loss the keyframe itself may

@@ -75,6 +75,8 @@ pub struct VideoRx {
     pub ts: u32,
     /// str0m saw no gap before it.
     pub contiguous: bool,
+    /// From the publisher's write to this client's receive (same process, one clock).
+    pub latency: Option<Duration>,
 }
 
 /// A running test client.
@@ -440,6 +442,11 @@ fn on_event(name: &str, rtc: &mut Rtc, e: Event, seen: &Mutex<Seen>, sent_at: &S
                         seq: (**d.seq_range.start(), **d.seq_range.end()),
                         ts: d.time.numer() as u32,
                         contiguous: d.contiguous,
+                        latency: sent_at
+                            .lock()
+                            .unwrap()
+                            .get(&(from.clone(), n))
+                            .map(|t| t.elapsed()),
                     });
                 } else if let Some(t) = sent_at.lock().unwrap().get(&(from.clone(), n)) {
                     seen.audio_latency.push(t.elapsed());
