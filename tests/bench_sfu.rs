@@ -9,7 +9,14 @@ fn sfu_load(args: &[&str]) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("report.json");
     let run = Command::new(env!("CARGO_BIN_EXE_huddle"))
-        .args(["bench", "sfu-load", "--max-rooms", "1", "--step-seconds", "3"])
+        .args([
+            "bench",
+            "sfu-load",
+            "--max-rooms",
+            "1",
+            "--step-seconds",
+            "3",
+        ])
         .args(args)
         .arg("--out")
         .arg(&out)
@@ -80,7 +87,10 @@ fn sfu_load_audio_room_of_three_forwards_everything() {
     let (r, stdout) = sfu_load(&["--participants", "3"]);
     assert_eq!(r["mode"], "audio");
     check_step(&r, 3, 1);
-    assert!(stdout.contains("capacity: 1 rooms, 3 participants"), "{stdout}");
+    assert!(
+        stdout.contains("capacity: 1 rooms, 3 participants"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -26,7 +26,7 @@ mod shards;
 mod signalling;
 mod tally;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -93,6 +93,9 @@ pub struct Step {
     /// The server's `huddle_sfu_packets_in`/`_out` rates (datagrams, RTCP and STUN too).
     pub server_packets_in_per_second: Option<f64>,
     pub server_packets_out_per_second: Option<f64>,
+    /// Increase of every `huddle_sfu_*_total` counter over the window (drops, NACKs,
+    /// keyframe requests…), to see why a step degraded.
+    pub server_counters: BTreeMap<String, f64>,
     /// CPU of the server process, in cores (user + system over the window).
     pub sfu_cpu_cores: Option<f64>,
     /// `forwarded_packets_per_second` / `sfu_cpu_cores`.
@@ -302,6 +305,14 @@ impl Run<'_> {
                 |m: &HashMap<String, f64>| m.get(&format!("{name}_total")).or(m.get(name)).copied();
             Some((get(&m1)? - get(&m0)?) / secs)
         };
+        let server_counters = m1
+            .iter()
+            .filter(|(k, _)| k.ends_with("_total"))
+            .filter_map(|(k, v)| {
+                let d = v - m0.get(k)?;
+                Some((k.trim_start_matches("huddle_sfu_").to_owned(), d))
+            })
+            .collect();
         let cores = |a: Option<f64>, b: Option<f64>| Some((b? - a?) / secs);
         let sfu_cpu_cores = cores(cpu0, cpu1);
         let forwarded = window.packets as f64 / secs;
@@ -340,6 +351,7 @@ impl Run<'_> {
             forwarded_packets_per_second: forwarded,
             server_packets_in_per_second: rate("huddle_sfu_packets_in"),
             server_packets_out_per_second: rate("huddle_sfu_packets_out"),
+            server_counters,
             sfu_cpu_cores,
             packets_per_cpu_second: sfu_cpu_cores.filter(|c| *c > 0.0).map(|c| forwarded / c),
             rss_bytes: self.target.rss_bytes(),

@@ -122,7 +122,7 @@ mod tests {
         );
         assert_eq!(f.len(), 5000);
         assert_eq!(f[4], 0x65);
-        let start_codes = f[1..].windows(3).filter(|w| w == &[0, 0, 1]).count();
+        let start_codes = f[4..].windows(3).filter(|w| w == &[0, 0, 1]).count();
         assert_eq!(start_codes, 0);
         assert_eq!(
             Marker::parse_at(&f, VIDEO_MARKER_AT).unwrap().frame,
