@@ -107,6 +107,17 @@ async fn subscribers_get_their_layer_and_switch_at_keyframes_without_gaps() {
         .await
         .unwrap();
     call.join_with("room", "high", None).await;
+    // Only a subscriber of the track may choose its quality.
+    let own = call.sfu.set_max_quality("pub", track, Quality::Low).await;
+    assert!(
+        matches!(
+            own,
+            Err(huddle_sfu::SfuError::Router(
+                huddle_sfu::RouterError::NotSubscribable { .. }
+            ))
+        ),
+        "{own:?}"
+    );
 
     let ok = eventually(WAIT, || {
         count_layer(&video_log(&call, "low"), "q") >= 30

@@ -96,14 +96,15 @@ impl Driver {
                     .peers
                     .get_mut(&participant)
                     .is_some_and(|p| p.set_max_quality(track, quality));
-                let res = if ok {
-                    Ok(())
+                if ok {
+                    // Applied at once rather than at the next allocation tick (to this
+                    // subscriber only: a client repeating requests costs little).
+                    self.allocate(Some(&participant), now);
+                    let _ = reply.send(Ok(()));
                 } else {
-                    Err(RouterError::NotSubscribable { participant, track }.into())
-                };
-                let _ = reply.send(res);
-                // Applied at once rather than at the next allocation tick.
-                self.allocate_layers(now);
+                    let e = RouterError::NotSubscribable { participant, track };
+                    let _ = reply.send(Err(e.into()));
+                }
             }
             Command::AutoSubscribe {
                 participant,

@@ -16,9 +16,15 @@ impl Driver {
     /// asks publishers for the keyframes the switches wait for.
     pub(super) fn allocate_layers(&mut self, now: Instant) {
         self.next_allocation = now + self.config.bandwidth.allocation_interval;
+        self.allocate(None, now);
+    }
+
+    /// Chooses the layers of one subscriber (`Some`) or of all, and asks for the
+    /// keyframes the switches wait for.
+    pub(super) fn allocate(&mut self, only: Option<&ParticipantId>, now: Instant) {
         let mut keyframes = std::mem::take(&mut self.scratch_keyframes);
-        for peer in self.peers.values_mut() {
-            if peer.connected {
+        for (id, peer) in &mut self.peers {
+            if peer.connected && only.is_none_or(|o| o == id) {
                 peer.allocate(&self.router, &self.config.bandwidth, now, &mut keyframes);
             }
         }
