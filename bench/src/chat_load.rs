@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -90,25 +90,9 @@ struct Frame<'a> {
     seq: Option<i64>,
 }
 
-async fn token(target: &Target, identity: &str, room: &str) -> Result<String> {
-    let resp: Value = reqwest::Client::new()
-        .post(format!("{}/v1/tokens", target.base))
-        .bearer_auth(&target.api_secret)
-        .json(&json!({"identity": identity, "room": room}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    resp["token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| BenchError::Protocol(format!("no token in {resp}")))
-}
-
 /// Connects, syncs as `device` and returns the socket once `chat_synced` arrived.
 async fn device(target: &Target, identity: &str, room: &str) -> Result<Ws> {
-    let t = token(target, identity, room).await?;
+    let t = target.token(identity, room).await?;
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
         format!("{}?access_token={t}", target.ws_url()),
         None,

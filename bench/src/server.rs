@@ -108,6 +108,23 @@ impl Target {
         Ok(target)
     }
 
+    /// An access token for `identity` in `room`, minted with the API secret.
+    pub async fn token(&self, identity: &str, room: &str) -> Result<String> {
+        let resp: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/v1/tokens", self.base))
+            .bearer_auth(&self.api_secret)
+            .json(&serde_json::json!({"identity": identity, "room": room}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        resp["token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| BenchError::Protocol(format!("no token in {resp}")))
+    }
+
     /// Process id of the server, when it is our child.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

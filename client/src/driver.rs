@@ -365,6 +365,14 @@ impl Driver {
             }
             return Ok(());
         }
+        if kind.starts_with("media_") {
+            let sink = self.shared.media.lock().expect("not poisoned").clone();
+            if let Some(sink) = sink
+                && sink.send(m.clone()).is_ok()
+            {
+                return Ok(());
+            }
+        }
         let _ = self.events.send(Event::from_push(kind.as_str(), m)).await;
         Ok(())
     }

@@ -28,6 +28,7 @@
 
 mod config;
 mod driver;
+pub mod media;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -142,6 +143,8 @@ pub(crate) struct Shared {
     identity: Mutex<String>,
     /// Last chat seq handed to the app, per conversation.
     cursors: Mutex<HashMap<String, i64>>,
+    /// Where `media_*` pushes go while a [`media::MediaSession`] runs.
+    media: Mutex<Option<mpsc::UnboundedSender<Value>>>,
 }
 
 /// A connection to a huddle server. Cheap to clone; closed when [`Client::close`] is
@@ -283,6 +286,11 @@ impl Client {
             })
             .await
             .map_err(|_| ClientError::Closed)
+    }
+
+    /// Routes `media_*` pushes to `sink` (or back to the event stream with `None`).
+    pub(crate) fn set_media_sink(&self, sink: Option<mpsc::UnboundedSender<Value>>) {
+        *self.shared.media.lock().expect("not poisoned") = sink;
     }
 
     /// Closes the connection and stops reconnecting.

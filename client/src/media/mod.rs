@@ -1,0 +1,440 @@
+//! Calls: audio and video through the server's SFU, over one WebRTC peer connection
+//! (webrtc-rs) negotiated on the signalling connection (`media_join`, `media_offer`,
+//! `media_answer`; docs/protocol.md "Media (SFU)").
+//!
+//! The client offers first with what it publishes; afterwards the SFU offers whenever the
+//! set of tracks this client receives changes, and the session answers each offer by
+//! itself. Publishing takes PCM or I420 pictures from any source ([`AudioSender`],
+//! [`VideoSender`]); each track received comes out as a [`RemoteTrack`] with decoded
+//! frames (through the media crate's jitter buffer and frame buffer) and statistics.
+//!
+//! ```no_run
+//! # async fn demo(client: huddle_client::Client) -> Result<(), huddle_client::media::MediaError> {
+//! use huddle_client::media::{MediaEvent, MediaOptions, MediaSession, RemoteMedia};
+//! client.join(Some("standup")).await?;
+//! let (mut session, mut events) = MediaSession::start(&client, MediaOptions::audio_only()).await?;
+//! let mut mic = session.take_audio().expect("audio was asked for");
+//! let silence = vec![0i16; mic.frame_samples()];
+//! mic.send(&silence).await?; // every 20 ms, from a real source
+//! while let Some(ev) = events.recv().await {
+//!     if let MediaEvent::Track(mut track) = ev {
+//!         if let Some(RemoteMedia::Audio(mut frames)) = track.media.take() {
+//!             while let Some(f) = frames.recv().await { /* play f.pcm */ }
+//!         }
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+mod peer;
+mod receive;
+mod send;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use huddle_media::audio::jitter::JitterConfig;
+use huddle_media::codec::h264::H264EncoderConfig;
+use huddle_media::codec::opus::OpusEncoderConfig;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
+use webrtc::rtp_transceiver::RtpSender;
+
+pub use receive::{AudioFrame, RemoteMedia, RemoteTrack, TrackKind, TrackStats, VideoFrame};
+pub use send::{AudioSender, SendStats, VideoSender};
+
+use crate::{Client, ClientError};
+
+/// How long ICE candidate gathering may take before the offer goes out anyway.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error(transparent)]
+    Signal(#[from] ClientError),
+    #[error("webrtc: {0}")]
+    WebRtc(String),
+    #[error("codec: {0}")]
+    Codec(String),
+    #[error("the media session ended: {0}")]
+    Ended(String),
+}
+
+/// A STUN/TURN server for ICE (as `get_ice_servers` returns them).
+#[derive(Debug, Clone, Default)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
+}
+
+/// Video publishing settings.
+#[derive(Debug, Clone)]
+pub struct VideoOptions {
+    pub width: usize,
+    pub height: usize,
+    pub encoder: H264EncoderConfig,
+}
+
+impl Default for VideoOptions {
+    fn default() -> Self {
+        Self {
+            width: 320,
+            height: 240,
+            encoder: H264EncoderConfig {
+                bitrate_bps: 300_000,
+                ..H264EncoderConfig::default()
+            },
+        }
+    }
+}
+
+/// What a media session publishes and how it receives.
+#[derive(Debug, Clone)]
+pub struct MediaOptions {
+    /// Publish a microphone track with this encoder.
+    pub audio: Option<OpusEncoderConfig>,
+    /// Publish a camera track.
+    pub video: Option<VideoOptions>,
+    /// Local address the peer connection's UDP socket binds (port chosen by the OS).
+    pub bind_ip: IpAddr,
+    /// Send media to this address instead of the SFU's own candidates: a relay in front
+    /// of the SFU (an impairment shim, a port forward).
+    pub sfu_address: Option<SocketAddr>,
+    /// Ask for and answer retransmissions (RFC 4585 generic NACK).
+    pub nack: bool,
+    /// Jitter buffer of every received audio track.
+    pub jitter: JitterConfig,
+    pub ice_servers: Vec<IceServer>,
+}
+
+impl Default for MediaOptions {
+    fn default() -> Self {
+        Self {
+            audio: Some(OpusEncoderConfig::default()),
+            video: Some(VideoOptions::default()),
+            bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            sfu_address: None,
+            nack: true,
+            jitter: JitterConfig::default(),
+            ice_servers: Vec::new(),
+        }
+    }
+}
+
+impl MediaOptions {
+    /// Publishes audio only.
+    pub fn audio_only() -> Self {
+        Self {
+            video: None,
+            ..Self::default()
+        }
+    }
+
+    /// Publishes nothing; receives everyone.
+    pub fn receive_only() -> Self {
+        Self {
+            audio: None,
+            video: None,
+            ..Self::default()
+        }
+    }
+}
+
+/// What happens in a media session.
+pub enum MediaEvent {
+    /// ICE and DTLS are up (the SFU's `media_connected`).
+    Connected,
+    /// A track of another participant arrived.
+    Track(RemoteTrack),
+    /// The session ended (`media_left` reason, or the peer connection failed).
+    Left { reason: String },
+}
+
+/// A participant's media session in the room the client has joined.
+pub struct MediaSession {
+    client: Client,
+    pc: Arc<dyn PeerConnection>,
+    sid: String,
+    audio: Option<AudioSender>,
+    video: Option<VideoSender>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MediaSession {
+    /// Enters the room's media session: offers what `opts` publishes, applies the SFU's
+    /// answer, and from then on answers the SFU's offers and delivers received tracks as
+    /// [`MediaEvent::Track`]. The client must have joined a room.
+    pub async fn start(
+        client: &Client,
+        opts: MediaOptions,
+    ) -> Result<(MediaSession, mpsc::Receiver<MediaEvent>), MediaError> {
+        let (pushes_tx, pushes) = mpsc::unbounded_channel();
+        client.set_media_sink(Some(pushes_tx));
+        let joined = client.request(json!({"type": "media_join"})).await?;
+        let sid = joined["sid"].as_str().unwrap_or_default().to_owned();
+
+        let (pc, peer_events) = peer::build(&opts).await?;
+        let mut outs = Vec::new();
+        if opts.audio.is_some() {
+            outs.push(add_track(&pc, RtpCodecKind::Audio, peer::opus_codec(), &sid).await?);
+        }
+        if opts.video.is_some() {
+            outs.push(add_track(&pc, RtpCodecKind::Video, peer::h264_codec(), &sid).await?);
+        }
+        if outs.is_empty() {
+            // Something to negotiate: a receive-only audio m-line.
+            use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+            pc.add_transceiver_from_kind(
+                RtpCodecKind::Audio,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                }),
+            )
+            .await
+            .map_err(peer::webrtc_error)?;
+        }
+
+        let offer = pc.create_offer(None).await.map_err(peer::webrtc_error)?;
+        pc.set_local_description(offer)
+            .await
+            .map_err(peer::webrtc_error)?;
+        let mut gathered = peer_events.gathered.clone();
+        let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.wait_for(|g| *g)).await;
+        let local = pc
+            .local_description()
+            .await
+            .ok_or_else(|| MediaError::WebRtc("no local description".into()))?;
+        let answer = client
+            .request(json!({"type": "media_offer", "sdp": local.sdp}))
+            .await?;
+        let sdp = answer["sdp"]
+            .as_str()
+            .ok_or_else(|| MediaError::WebRtc("media_answer without sdp".into()))?;
+        let sdp = redirect(sdp, opts.sfu_address);
+        pc.set_remote_description(RTCSessionDescription::answer(sdp).map_err(peer::webrtc_error)?)
+            .await
+            .map_err(peer::webrtc_error)?;
+
+        let (mut audio, mut video) = (None, None);
+        for (kind, track, sender, ssrc) in outs {
+            let pt = negotiated_payload_type(&sender).await?;
+            let out = send::RtpOut::new(track, ssrc, pt);
+            match kind {
+                RtpCodecKind::Audio => {
+                    audio = Some(AudioSender::new(
+                        out,
+                        opts.audio.clone().unwrap_or_default(),
+                    )?)
+                }
+                _ => {
+                    let v = opts.video.clone().unwrap_or_default();
+                    video = Some(VideoSender::new(out, v.encoder)?);
+                }
+            }
+        }
+
+        let (events_tx, events) = mpsc::channel(64);
+        let task = tokio::spawn(run(
+            client.clone(),
+            pc.clone(),
+            opts,
+            pushes,
+            peer_events,
+            events_tx,
+        ));
+        Ok((
+            MediaSession {
+                client: client.clone(),
+                pc,
+                sid,
+                audio,
+                video,
+                task,
+            },
+            events,
+        ))
+    }
+
+    /// This session's id, as others see it in `RemoteTrack::publisher`.
+    pub fn sid(&self) -> &str {
+        &self.sid
+    }
+
+    /// The microphone track's sender (once).
+    pub fn take_audio(&mut self) -> Option<AudioSender> {
+        self.audio.take()
+    }
+
+    /// The camera track's sender (once).
+    pub fn take_video(&mut self) -> Option<VideoSender> {
+        self.video.take()
+    }
+
+    /// Receive (`on`) or stop receiving one track (`T…` id from `track_published`).
+    pub async fn subscribe(&self, track: &str, on: bool) -> Result<(), MediaError> {
+        self.client
+            .request(json!({"type": "media_subscribe", "track": track, "on": on}))
+            .await?;
+        Ok(())
+    }
+
+    /// Leaves the media session (the room stays joined) and closes the connection.
+    pub async fn leave(self) -> Result<(), MediaError> {
+        let r = self.client.request(json!({"type": "media_leave"})).await;
+        self.client.set_media_sink(None);
+        self.task.abort();
+        let _ = self.pc.close().await;
+        r.map(|_| ()).map_err(MediaError::from)
+    }
+}
+
+type Outgoing = (
+    RtpCodecKind,
+    Arc<TrackLocalStaticRTP>,
+    Arc<dyn RtpSender>,
+    u32,
+);
+
+async fn add_track(
+    pc: &Arc<dyn PeerConnection>,
+    kind: RtpCodecKind,
+    codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
+    stream: &str,
+) -> Result<Outgoing, MediaError> {
+    let ssrc: u32 = rand::random();
+    let label = if kind == RtpCodecKind::Audio {
+        "microphone"
+    } else {
+        "camera"
+    };
+    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        stream.to_owned(),
+        format!("{label}-{ssrc:08x}"),
+        label.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    )));
+    let sender = pc
+        .add_track(track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .map_err(peer::webrtc_error)?;
+    Ok((kind, track, sender, ssrc))
+}
+
+async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>) -> Result<u8, MediaError> {
+    let params = sender.get_parameters().await.map_err(peer::webrtc_error)?;
+    params
+        .rtp_parameters
+        .codecs
+        .first()
+        .map(|c| c.payload_type)
+        .ok_or_else(|| MediaError::WebRtc("no codec negotiated for a published track".into()))
+}
+
+fn redirect(sdp: &str, to: Option<SocketAddr>) -> String {
+    match to {
+        Some(addr) => peer::redirect_candidates(sdp, addr),
+        None => sdp.to_owned(),
+    }
+}
+
+/// The session task: answers the SFU's offers, reports connection changes and opens
+/// received tracks.
+async fn run(
+    client: Client,
+    pc: Arc<dyn PeerConnection>,
+    opts: MediaOptions,
+    mut pushes: mpsc::UnboundedReceiver<Value>,
+    mut peer: peer::PeerEvents,
+    events: mpsc::Sender<MediaEvent>,
+) {
+    let receive = receive::ReceiveConfig {
+        jitter: opts.jitter.clone(),
+        nack: opts.nack,
+    };
+    let reason = loop {
+        tokio::select! {
+            push = pushes.recv() => {
+                let Some(m) = push else { break "signalling closed".to_owned() };
+                match m["type"].as_str().unwrap_or("") {
+                    "media_offer" => {
+                        if let Err(e) = answer_offer(&client, &pc, &m, opts.sfu_address).await {
+                            tracing::warn!(error = %e, "cannot answer the SFU's offer");
+                        }
+                    }
+                    "media_connected" => {
+                        let _ = events.send(MediaEvent::Connected).await;
+                    }
+                    "media_left" => {
+                        break m["reason"].as_str().unwrap_or("left").to_owned();
+                    }
+                    _ => {}
+                }
+            }
+            track = peer.tracks.recv() => {
+                let Some(track) = track else { continue };
+                let events = events.clone();
+                let receive = receive.clone();
+                tokio::spawn(async move {
+                    if let Some(t) = receive::open(track, receive).await {
+                        let _ = events.send(MediaEvent::Track(t)).await;
+                    }
+                });
+            }
+            changed = peer.state.changed() => {
+                if changed.is_err() {
+                    break "peer connection closed".to_owned();
+                }
+                let state = *peer.state.borrow();
+                if state == RTCPeerConnectionState::Failed {
+                    break "peer connection failed".to_owned();
+                }
+            }
+        }
+    };
+    let _ = events.send(MediaEvent::Left { reason }).await;
+}
+
+async fn answer_offer(
+    client: &Client,
+    pc: &Arc<dyn PeerConnection>,
+    m: &Value,
+    sfu_address: Option<SocketAddr>,
+) -> Result<(), MediaError> {
+    let offer_id = m["offer_id"].clone();
+    let sdp = redirect(m["sdp"].as_str().unwrap_or_default(), sfu_address);
+    pc.set_remote_description(RTCSessionDescription::offer(sdp).map_err(peer::webrtc_error)?)
+        .await
+        .map_err(peer::webrtc_error)?;
+    let answer = pc.create_answer(None).await.map_err(peer::webrtc_error)?;
+    pc.set_local_description(answer)
+        .await
+        .map_err(peer::webrtc_error)?;
+    let local = pc
+        .local_description()
+        .await
+        .ok_or_else(|| MediaError::WebRtc("no local description".into()))?;
+    client
+        .request(json!({"type": "media_answer", "offer_id": offer_id, "sdp": local.sdp}))
+        .await?;
+    Ok(())
+}

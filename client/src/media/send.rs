@@ -1,0 +1,238 @@
+//! Publishing: PCM and I420 pictures in, Opus and H.264 RTP out, packetized by the media
+//! crate (RFC 7587, RFC 6184) with the RFC 6464 audio level on every audio packet.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use huddle_media::codec::h264::{H264Encoder, H264EncoderConfig};
+use huddle_media::codec::i420::I420Frame;
+use huddle_media::codec::opus::{OpusEncoder, OpusEncoderConfig};
+use huddle_media::rtp::PayloadPacket;
+use huddle_media::rtp::audio_level::AudioLevel;
+use huddle_media::rtp::h264::H264Packetizer;
+use huddle_media::rtp::opus::OpusPacketizer;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp::extension::HeaderExtension;
+use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+
+use super::MediaError;
+
+/// RTP payload budget per packet: fits a 1280-byte datagram with SRTP and extensions.
+const MAX_RTP_PAYLOAD: usize = 1100;
+/// Largest Opus packet libopus writes for one frame (RFC 6716 §3.2.1 bound, rounded).
+const MAX_OPUS_PACKET: usize = 1500;
+
+/// Counters of a published track.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendStats {
+    pub packets_sent: u64,
+    pub bytes_sent: u64,
+    /// Audio frames or video pictures handed to the encoder.
+    pub frames_encoded: u64,
+    /// Keyframe requests (PLI/FIR) received for this track.
+    pub keyframe_requests: u64,
+}
+
+/// Where an encoded stream goes: the RTP track with its negotiated SSRC and payload type.
+pub(crate) struct RtpOut {
+    pub track: Arc<TrackLocalStaticRTP>,
+    pub ssrc: u32,
+    pub payload_type: u8,
+    seq: u16,
+    stats: SendStats,
+}
+
+impl RtpOut {
+    pub fn new(track: Arc<TrackLocalStaticRTP>, ssrc: u32, payload_type: u8) -> Self {
+        Self {
+            track,
+            ssrc,
+            payload_type,
+            seq: rand::random(),
+            stats: SendStats::default(),
+        }
+    }
+
+    async fn write(
+        &mut self,
+        p: PayloadPacket,
+        extensions: &[HeaderExtension],
+    ) -> Result<(), MediaError> {
+        let packet = rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                marker: p.marker,
+                payload_type: self.payload_type,
+                sequence_number: self.seq,
+                timestamp: p.timestamp,
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload: p.payload,
+        };
+        self.seq = self.seq.wrapping_add(1);
+        self.stats.packets_sent += 1;
+        self.stats.bytes_sent += packet.payload.len() as u64;
+        let r = if extensions.is_empty() {
+            self.track.write_rtp(packet).await
+        } else {
+            self.track
+                .write_rtp_with_extensions(packet, extensions)
+                .await
+        };
+        r.map_err(|e| MediaError::WebRtc(e.to_string()))
+    }
+}
+
+/// Sends microphone audio: 48 kHz mono PCM frames of the configured duration (20 ms by
+/// default) are Opus-encoded and sent, each packet carrying its audio level.
+pub struct AudioSender {
+    out: RtpOut,
+    encoder: OpusEncoder,
+    packetizer: OpusPacketizer,
+    buf: Vec<u8>,
+}
+
+impl AudioSender {
+    pub(crate) fn new(out: RtpOut, config: OpusEncoderConfig) -> Result<Self, MediaError> {
+        let encoder = OpusEncoder::new(config).map_err(|e| MediaError::Codec(e.to_string()))?;
+        Ok(Self {
+            out,
+            encoder,
+            packetizer: OpusPacketizer::new(rand::random()),
+            buf: vec![0; MAX_OPUS_PACKET],
+        })
+    }
+
+    /// Samples (per channel) each [`AudioSender::send`] takes.
+    pub fn frame_samples(&mut self) -> usize {
+        self.encoder.frame_len()
+    }
+
+    /// Encodes and sends one frame of PCM (exactly [`AudioSender::frame_samples`] samples).
+    /// The caller paces it in real time, as a microphone would.
+    pub async fn send(&mut self, pcm: &[i16]) -> Result<(), MediaError> {
+        let encoded = self
+            .encoder
+            .encode(pcm, &mut self.buf)
+            .map_err(|e| MediaError::Codec(e.to_string()))?;
+        self.out.stats.frames_encoded += 1;
+        let payload = Bytes::copy_from_slice(&self.buf[..encoded.len]);
+        let Some(p) = self
+            .packetizer
+            .packetize(payload)
+            .map_err(|e| MediaError::Codec(e.to_string()))?
+        else {
+            return Ok(()); // DTX silence suppressed; the timestamp still advanced
+        };
+        let level = AudioLevel::from_pcm(pcm, !encoded.dtx);
+        let ext = HeaderExtension::AudioLevel(AudioLevelExtension {
+            level: level.level(),
+            voice: !encoded.dtx,
+        });
+        self.out.write(p, &[ext]).await
+    }
+
+    pub fn stats(&self) -> SendStats {
+        self.out.stats
+    }
+}
+
+/// Sends camera video: I420 pictures are H.264-encoded (OpenH264) and packetized
+/// (single NAL, STAP-A, FU-A); a keyframe is produced when the SFU asks for one.
+pub struct VideoSender {
+    out: RtpOut,
+    encoder: H264Encoder,
+    packetizer: H264Packetizer,
+    start: Instant,
+    au: Vec<u8>,
+    packets: Vec<PayloadPacket>,
+    keyframe_wanted: Arc<AtomicBool>,
+    requests: Arc<AtomicU64>,
+}
+
+impl VideoSender {
+    pub(crate) fn new(out: RtpOut, config: H264EncoderConfig) -> Result<Self, MediaError> {
+        let encoder = H264Encoder::new(config).map_err(|e| MediaError::Codec(e.to_string()))?;
+        let packetizer =
+            H264Packetizer::new(MAX_RTP_PAYLOAD).map_err(|e| MediaError::Codec(e.to_string()))?;
+        let keyframe_wanted = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicU64::new(0));
+        tokio::spawn(watch_keyframe_requests(
+            out.track.clone(),
+            keyframe_wanted.clone(),
+            requests.clone(),
+        ));
+        Ok(Self {
+            out,
+            encoder,
+            packetizer,
+            start: Instant::now(),
+            au: Vec::new(),
+            packets: Vec::new(),
+            keyframe_wanted,
+            requests,
+        })
+    }
+
+    /// Encodes and sends one picture captured at `captured`. Returns false when rate
+    /// control skipped it.
+    pub async fn send(
+        &mut self,
+        picture: &I420Frame,
+        captured: Instant,
+    ) -> Result<bool, MediaError> {
+        if self.keyframe_wanted.swap(false, Ordering::Relaxed) {
+            self.encoder.request_keyframe();
+        }
+        let since = captured.saturating_duration_since(self.start);
+        let encoded = self
+            .encoder
+            .encode(picture, since.as_millis() as u64, &mut self.au)
+            .map_err(|e| MediaError::Codec(e.to_string()))?;
+        self.out.stats.frames_encoded += 1;
+        if encoded.skipped || encoded.len == 0 {
+            return Ok(false);
+        }
+        // 90 kHz media clock (RFC 6184 §5.1).
+        let timestamp = (since.as_micros() as u64 * 9 / 100) as u32;
+        self.packets.clear();
+        self.packetizer
+            .packetize(&self.au[..encoded.len], timestamp, &mut self.packets)
+            .map_err(|e| MediaError::Codec(e.to_string()))?;
+        for p in std::mem::take(&mut self.packets) {
+            self.out.write(p, &[]).await?;
+        }
+        Ok(true)
+    }
+
+    pub fn stats(&self) -> SendStats {
+        SendStats {
+            keyframe_requests: self.requests.load(Ordering::Relaxed),
+            ..self.out.stats
+        }
+    }
+}
+
+async fn watch_keyframe_requests(
+    track: Arc<TrackLocalStaticRTP>,
+    wanted: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
+) {
+    while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = track.poll().await {
+        let asks = packets.iter().any(|p| {
+            let any = p.as_any();
+            any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+        });
+        if asks {
+            count.fetch_add(1, Ordering::Relaxed);
+            wanted.store(true, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Calls placed by the native client SDK (webrtc-rs) through `huddle serve`'s SFU (str0m),
+//! measured by `huddle bench call`'s machinery: real Opus audio and H.264 video are
+//! encoded, forwarded, decoded and compared with what was sent. The measurements are
+//! checked where the truth is known: no loss, 10% loss (and the shim's own count of what
+//! it dropped), 100 ms of added delay; NACK repairs video loss; a participant who leaves
+//! stops arriving.
+//!
+//! Calls run in real time and one at a time (a lock), so that they do not starve each
+//! other of CPU.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use huddle_bench::call::participant::{Participant, ParticipantSetup};
+use huddle_bench::call::{
+    CallConfig, CallReport, CallTarget, Impairments, PairReport, VideoSetup, print_summary, run,
+};
+use huddle_bench::server::Target;
+use huddle_client::media::TrackKind;
+use huddle_media::audio::jitter::JitterConfig;
+use huddle_media::codec::opus::OpusEncoderConfig;
+use huddle_media::quality::signal::speech_like;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn server() -> (Target, SocketAddr) {
+    let exe = Path::new(env!("CARGO_BIN_EXE_huddle"));
+    let target = Target::spawn_with_sfu(exe, &[]).expect("huddle serve starts");
+    let sfu = target
+        .sfu_addr
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .expect("the SFU address");
+    (target, sfu)
+}
+
+async fn call(cfg: CallConfig) -> CallReport {
+    let (target, sfu_addr) = server();
+    let report = run(
+        &CallTarget {
+            server: &target,
+            sfu_addr,
+        },
+        &cfg,
+    )
+    .await
+    .expect("the call runs");
+    print_summary(&report);
+    report
+}
+
+fn video(width: usize, height: usize, fps: u32) -> Option<VideoSetup> {
+    Some(VideoSetup {
+        width,
+        height,
+        fps,
+        bitrate_bps: 250_000,
+    })
+}
+
+fn down(imp: Impairments) -> CallConfig {
+    CallConfig {
+        down: imp,
+        ..CallConfig::default()
+    }
+}
+
+fn audio(p: &PairReport) -> &huddle_bench::call::report::AudioReport {
+    p.audio
+        .as_ref()
+        .unwrap_or_else(|| panic!("no audio: {p:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_participants_hear_and_see_each_other_cleanly() {
+    let _serial = SERIAL.lock().await;
+    let report = call(CallConfig {
+        duration: Duration::from_secs(5),
+        video: video(320, 240, 15),
+        ..CallConfig::default()
+    })
+    .await;
+    assert_eq!(report.pairs.len(), 2);
+    for p in &report.pairs {
+        let a = audio(p);
+        let v = p
+            .video
+            .as_ref()
+            .unwrap_or_else(|| panic!("no video: {p:?}"));
+        // 5 s in 200 ms windows, minus pauses in the speech.
+        assert!(a.measured.windows >= 12, "{p:?}");
+        assert_eq!(a.loss_before_repair_pct, 0.0, "{p:?}");
+        assert!(a.concealed_pct < 0.5, "no loss, no concealment: {p:?}");
+        // Opus at 32 kb/s keeps the waveform roughly (it is a perceptual codec).
+        assert!(a.measured.snr_db > 5.0, "{p:?}");
+        assert!(a.mos > 4.2, "{p:?}");
+        // Loopback: framing (20 ms) + jitter buffer + transit.
+        assert!(
+            a.measured.delay_p50_ms > 20.0 && a.measured.delay_p50_ms < 120.0,
+            "{p:?}"
+        );
+        assert!(v.frames_decoded >= 60, "15 fps for 5 s: {p:?}");
+        assert_eq!((v.width, v.height), (320, 240), "{p:?}");
+        assert!(
+            v.time_to_first_frame_ms.is_some_and(|t| t < 3000.0),
+            "{p:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_percent_loss_is_measured_as_ten_percent() {
+    let _serial = SERIAL.lock().await;
+    let report = call(CallConfig {
+        duration: Duration::from_secs(8),
+        nack: false,
+        fec: false,
+        ..down(Impairments {
+            loss: 0.10,
+            ..Impairments::default()
+        })
+    })
+    .await;
+    for p in &report.pairs {
+        let a = audio(p);
+        // What the shim in front of this listener dropped, of every datagram it saw.
+        let shim = &report
+            .joins
+            .iter()
+            .find(|j| j.name == p.listener)
+            .expect("listener")
+            .shim_down;
+        let shim_pct = shim.lost as f64 * 100.0 / shim.received as f64;
+        assert!((a.loss_before_repair_pct - 10.0).abs() < 3.5, "{p:?}");
+        assert!(
+            (a.loss_before_repair_pct - shim_pct).abs() < 2.5,
+            "{shim_pct} {p:?}"
+        );
+        // Without FEC every loss reaches playout and is concealed.
+        assert!(
+            (a.loss_after_repair_pct - a.loss_before_repair_pct).abs() < 1.0,
+            "{p:?}"
+        );
+        assert!(
+            (a.concealed_pct - a.loss_after_repair_pct).abs() < 3.0,
+            "{p:?}"
+        );
+        assert!(a.mos < 4.0, "10% loss must cost quality: {p:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_delay_raises_mouth_to_ear_delay_by_as_much() {
+    let _serial = SERIAL.lock().await;
+    let base = call(CallConfig {
+        duration: Duration::from_secs(4),
+        ..CallConfig::default()
+    })
+    .await;
+    let delayed = call(CallConfig {
+        duration: Duration::from_secs(4),
+        ..down(Impairments {
+            delay_ms: 100.0,
+            ..Impairments::default()
+        })
+    })
+    .await;
+    let p50 = |r: &CallReport| r.summary.delay_p50_ms;
+    let added = p50(&delayed) - p50(&base);
+    assert!(
+        (added - 100.0).abs() < 25.0,
+        "{} -> {} ms: added {added}",
+        p50(&base),
+        p50(&delayed)
+    );
+    for p in &delayed.pairs {
+        assert!(
+            audio(p).concealed_pct < 1.0,
+            "delay alone is not loss: {p:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nack_repairs_video_loss_and_its_absence_shows() {
+    let _serial = SERIAL.lock().await;
+    let lossy = || Impairments {
+        loss: 0.05,
+        ..Impairments::default()
+    };
+    let with = call(CallConfig {
+        duration: Duration::from_secs(5),
+        video: video(320, 240, 15),
+        ..down(lossy())
+    })
+    .await;
+    let without = call(CallConfig {
+        duration: Duration::from_secs(5),
+        video: video(320, 240, 15),
+        nack: false,
+        ..down(lossy())
+    })
+    .await;
+    for p in &with.pairs {
+        let v = p.video.as_ref().expect("video");
+        assert!(
+            v.loss_before_repair_pct > 1.0,
+            "the shim dropped packets: {p:?}"
+        );
+        assert!(v.nacks > 0, "{p:?}");
+        assert!(v.loss_after_repair_pct < 0.5, "NACK repairs: {p:?}");
+        // 75 pictures sent; repairs that come too late for their frame still freeze the
+        // picture now and then (see docs/benchmarking.md).
+        assert!(v.frames_decoded >= 35, "{p:?}");
+    }
+    for p in &without.pairs {
+        let v = p.video.as_ref().expect("video");
+        assert_eq!(v.nacks, 0, "{p:?}");
+        assert!(v.loss_after_repair_pct > 1.0, "nothing repairs: {p:?}");
+        // Lost packets break frames; the receiver asks for keyframes to recover, and
+        // pictures keep coming.
+        assert!(v.keyframe_requests > 0, "{p:?}");
+        assert!(v.frames_decoded >= 10, "{p:?}");
+    }
+}
+
+/// Four participants: each receives and decodes the other three's audio and video; one
+/// leaves and nobody receives it any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_participants_and_one_leaves() {
+    let _serial = SERIAL.lock().await;
+    let (target, sfu_addr) = server();
+    let mut people = Vec::new();
+    for i in 0..4 {
+        let name = format!("q{i}");
+        let setup = ParticipantSetup {
+            token: target.token(&name, "four").await.expect("token"),
+            name,
+            ws_url: target.ws_url(),
+            sfu_addr,
+            shim: None,
+            speech: Arc::new(speech_like(8.0, 48_000, 16_000, i)),
+            video: video(160, 120, 10),
+            opus: OpusEncoderConfig::default(),
+            jitter: JitterConfig::default(),
+            nack: true,
+        };
+        people.push(Participant::join(setup).await.expect("joins"));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sids: Vec<String> = people.iter().map(|p| p.sid.clone()).collect();
+    for p in &people {
+        let heard = p.heard.lock().unwrap();
+        for other in sids.iter().filter(|s| **s != p.sid) {
+            let h = heard
+                .get(other)
+                .unwrap_or_else(|| panic!("{} heard nothing of {other}", p.name));
+            assert!(
+                h.pcm.len() >= 48_000,
+                "{} played {} samples of {other}",
+                p.name,
+                h.pcm.len()
+            );
+            assert!(h.pcm.iter().any(|&s| s.abs() > 1000), "audible audio");
+            assert!(
+                h.pictures >= 10,
+                "{} decoded {} pictures",
+                p.name,
+                h.pictures
+            );
+            assert_eq!(h.picture_size, Some((160, 120)));
+        }
+    }
+    let leaver = people.pop().expect("four");
+    let gone = leaver.sid.clone();
+    leaver.leave().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let packets = |p: &Participant| -> u64 {
+        let heard = p.heard.lock().unwrap();
+        heard.get(&gone).map_or(0, |h| {
+            h.tracks
+                .iter()
+                .map(|t| t.stats().packets_received)
+                .sum::<u64>()
+        })
+    };
+    let before: Vec<u64> = people.iter().map(packets).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after: Vec<u64> = people.iter().map(packets).collect();
+    assert_eq!(
+        before, after,
+        "packets of a participant who left still arrive"
+    );
+    // The others still hear each other.
+    for p in &people {
+        let heard = p.heard.lock().unwrap();
+        for other in people.iter().filter(|o| o.sid != p.sid) {
+            let kinds: Vec<TrackKind> = heard[&other.sid].tracks.iter().map(|t| t.kind).collect();
+            assert!(kinds.contains(&TrackKind::Audio) && kinds.contains(&TrackKind::Video));
+        }
+    }
+    for p in people {
+        p.leave().await;
+    }
+}
