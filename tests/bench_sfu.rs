@@ -17,6 +17,9 @@ fn sfu_load(args: &[&str]) -> (serde_json::Value, String) {
             "--step-seconds",
             "3",
         ])
+        // The latency limit is loose: CI machines are shared, and this test checks
+        // delivery, not speed.
+        .args(["--max-p99-ms", "2000"])
         .args(args)
         .arg("--out")
         .arg(&out)
@@ -55,12 +58,13 @@ fn check_step(r: &serde_json::Value, participants: u64, kinds: u64) -> &serde_js
             && s["frames_received"].as_u64() <= s["frames_expected"].as_u64()
     );
     // Audio: participants × (participants − 1) × 50 packets per second reach subscribers
-    // (the window's edges may cut a frame per stream, and loopback may drop a little).
+    // (the window's edges may cut a frame per stream, and a busy machine may delay a
+    // sender).
     let expected = (participants * (participants - 1) * 50) as f64;
     assert_eq!(f(&s["audio_packets_per_second_expected"]), expected);
     let audio = f(&s["audio_packets_per_second"]);
     assert!(
-        (audio - expected).abs() <= expected * 0.05,
+        (audio - expected).abs() <= expected * 0.1,
         "{audio} audio packets/s against {expected}"
     );
     assert!(f(&s["forwarded_packets_per_second"]) >= audio);
@@ -77,6 +81,7 @@ fn check_step(r: &serde_json::Value, participants: u64, kinds: u64) -> &serde_js
     assert!(f(&s["latency"]["p50_ms"]) > 0.0);
     assert!(f(&s["latency"]["p99_ms"]) >= f(&s["latency"]["p50_ms"]));
     assert_eq!(s["good"], true, "{s}");
+    assert_eq!(r["max_p99_ms"], 2000.0);
     assert_eq!(r["capacity"]["rooms"], 1);
     assert_eq!(r["stop_reason"], "reached the maximum number of rooms");
     s
