@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chat_load;
+pub mod compare;
 pub mod report;
 pub mod server;
 pub mod sfu_load;
