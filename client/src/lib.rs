@@ -1,13 +1,20 @@
 //! # huddle-client
 //!
-//! The native Rust client SDK of huddle. Today it speaks signalling and chat: it connects
-//! with an access token, reconnects by itself (resuming the session), joins rooms, and
-//! gives chat its guarantees on the client side: a message handed to
-//! [`Client::send_chat`] is resent with the same `client_msg_id` across reconnects until
-//! the server acks it (so it is stored exactly once), entries arrive as
-//! [`Event::ChatMessage`] once each in seq order per conversation, and delivery is
-//! acknowledged to the server as the app receives it. WebRTC media (publishing and
-//! subscribing through the SFU) is not part of it yet.
+//! The native Rust client SDK of huddle: the same code path an app embeds for in-app
+//! calls and chat.
+//!
+//! - Signalling: it connects with an access token, reconnects by itself (resuming the
+//!   session) and joins rooms.
+//! - Chat with the server's guarantees on the client side: a message handed to
+//!   [`Client::send_chat`] is resent with the same `client_msg_id` across reconnects
+//!   until the server acks it (so it is stored exactly once), entries arrive as
+//!   [`Event::ChatMessage`] once each in seq order per conversation, and delivery is
+//!   acknowledged to the server as the app receives it.
+//! - Calls ([`media`]): a WebRTC session (webrtc-rs) with the server's SFU that publishes
+//!   Opus audio and H.264 video from any PCM or I420 source and hands out every other
+//!   participant's tracks as decoded audio frames and pictures, through the media crate's
+//!   adaptive jitter buffer and video frame buffer, with per-track statistics.
+//!   `examples/join.rs` is a runnable participant.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), huddle_client::ClientError> {

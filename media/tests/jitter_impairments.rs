@@ -528,3 +528,39 @@ fn mode_switches_make_no_clicks() {
         "largest step {worst} vs {natural} in the tone"
     );
 }
+
+/// FEC is only useful if the packet after a lost one is there when the loss reaches
+/// playout: with 30 ms of jitter the adaptive target must still leave room for it.
+#[test]
+fn under_loss_and_jitter_fec_repairs_most_losses() {
+    let cfg = TraceConfig {
+        packets: 3000,
+        loss: Loss::Random(0.05),
+        jitter: Jitter::Uniform { max_ms: 30.0 },
+        seed: 17,
+        ..Default::default()
+    };
+    let trace = cfg.generate();
+    let signal = speech_like(RATE, cfg.packets * 320);
+    let frames: Vec<&[i16]> = signal.chunks(320).collect();
+    let recoverable = trace
+        .windows(2)
+        .filter(|w| w[0].arrival.is_none() && w[1].arrival.is_some())
+        .count() as u64;
+    let mut jb = adaptive(RedundantL16(L16Decoder::new(RATE, 1)));
+    simulate(
+        &mut jb,
+        &trace,
+        |i| RedundantL16::packet(frames[i], if i > 0 { Some(frames[i - 1]) } else { None }),
+        Instant::now(),
+        Duration::from_secs(60),
+        10,
+        |_, _| {},
+    );
+    let s = jb.stats();
+    assert!(
+        s.fec_recovered_packets * 100 >= recoverable * 90,
+        "{recoverable} recoverable: {s:?}"
+    );
+    assert!(s.concealed_percent() < 2.0, "{s:?}");
+}

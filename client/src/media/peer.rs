@@ -9,15 +9,15 @@ use std::time::Instant;
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_rtcp_reports,
-};
+use rtc::interceptor::NackResponderBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MediaEngine,
 };
 use rtc::peer_connection::transport::RTCIceServer;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
@@ -147,11 +147,20 @@ pub(crate) async fn build(
         .map_err(webrtc_error)?;
     let mut registry = configure_rtcp_reports(Registry::new());
     if opts.nack {
-        // Registers nack / nack pli feedback and webrtc-rs's responder (retransmits what
-        // we sent) and generator; the generator only acts on streams that negotiated
-        // NACK, and our video receive path asks through the frame buffer as well — the
-        // duplicate requests cost a few bytes of RTCP and nothing else.
-        registry = configure_nack(registry, &mut engine);
+        // NACK is negotiated for video and answered by webrtc-rs's responder (it
+        // retransmits what we sent). Requests for what we receive come from the media
+        // crate's frame buffer only: a second requester would double every resend, and an
+        // SFU caps resends at a share of its bitrate (str0m: 15%), past which it drops them.
+        for parameter in ["", "pli"] {
+            engine.register_feedback(
+                RTCPFeedback {
+                    typ: "nack".to_owned(),
+                    parameter: parameter.to_owned(),
+                },
+                RtpCodecKind::Video,
+            );
+        }
+        registry = registry.with(Slot::NackResponder, NackResponderBuilder::new().build());
     }
     let registry = registry.with(Slot::from(14_000), KeyframeRequests::default());
 
