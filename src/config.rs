@@ -81,6 +81,15 @@ pub struct SfuSection {
     /// A client whose ICE has not connected this long after joining is dropped.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Estimate each subscriber's bandwidth (transport-wide congestion control) and pick
+    /// simulcast layers by it; off: every subscriber is assumed to have
+    /// `max_subscriber_bitrate`.
+    pub bandwidth_estimation: bool,
+    /// Most the SFU sends one subscriber, in bits per second.
+    pub max_subscriber_bitrate: u64,
+    /// Forward video of only the N most recent speakers to each participant (audio of
+    /// everyone); 0: everyone's video.
+    pub last_n: usize,
 }
 
 impl Default for SfuSection {
@@ -94,6 +103,9 @@ impl Default for SfuSection {
             max_tracks_per_participant: d.router.max_tracks_per_participant,
             max_rooms: d.router.max_rooms,
             connect_timeout: d.connect_timeout,
+            bandwidth_estimation: d.bandwidth.estimate,
+            max_subscriber_bitrate: d.bandwidth.max_subscriber_bitrate,
+            last_n: d.router.last_n.unwrap_or(0),
         }
     }
 }
@@ -109,6 +121,9 @@ impl SfuSection {
         c.router.max_participants_per_room = self.max_participants_per_room;
         c.router.max_tracks_per_participant = self.max_tracks_per_participant;
         c.router.max_rooms = self.max_rooms;
+        c.router.last_n = (self.last_n > 0).then_some(self.last_n);
+        c.bandwidth.estimate = self.bandwidth_estimation;
+        c.bandwidth.max_subscriber_bitrate = self.max_subscriber_bitrate;
         if c.public_ips.is_empty() && !self.listen.ip().is_unspecified() {
             c.public_ips = vec![self.listen.ip()];
         }
@@ -416,6 +431,9 @@ fn validate_sfu(s: &SfuSection) -> anyhow::Result<()> {
     }
     if s.max_participants_per_room == 0 || s.max_tracks_per_participant == 0 || s.max_rooms == 0 {
         bail!("sfu limits must be positive");
+    }
+    if s.max_subscriber_bitrate < 50_000 {
+        bail!("sfu.max_subscriber_bitrate is in bits per second and at least 50000");
     }
     Ok(())
 }

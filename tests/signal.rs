@@ -622,3 +622,30 @@ async fn graceful_shutdown_tells_clients_and_exits_zero() {
             .is_err()
     );
 }
+
+/// `media_subscribe`'s `max_quality` is checked before it reaches the SFU, and a track the
+/// session does not receive cannot be given one.
+#[tokio::test]
+async fn media_subscribe_checks_max_quality() {
+    let server = Server::start_with("[sfu]\nlisten = \"127.0.0.1:0\"\n", &["--dev"], &[]);
+    let mut a = server.connect("alice", "q").await;
+    a.request(json!({"type": "join"}), 1).await;
+    let r = a.request(json!({"type": "media_join"}), 2).await;
+    assert_eq!(r["type"], "media_joined", "{r}");
+    let r = a
+        .request(
+            json!({"type": "media_subscribe", "track": "T1", "max_quality": "ultra"}),
+            3,
+        )
+        .await;
+    assert_eq!((r["type"].as_str(), r["code"].as_str()), (Some("error"), Some("invalid_message")), "{r}");
+    assert!(r["message"].as_str().unwrap_or("").contains("max_quality"), "{r}");
+    // A valid quality for a track that does not exist: the SFU refuses it.
+    let r = a
+        .request(
+            json!({"type": "media_subscribe", "track": "T99", "max_quality": "low"}),
+            4,
+        )
+        .await;
+    assert_eq!(r["type"], "error", "{r}");
+}

@@ -12,7 +12,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use huddle_sfu::{LeaveReason, SfuError, SfuEvent, SfuEvents, SfuHandle, TrackId, TrackKind};
+use huddle_sfu::{
+    LeaveReason, Quality, SfuError, SfuEvent, SfuEvents, SfuHandle, TrackId, TrackKind,
+};
 use tokio::sync::mpsc;
 
 use crate::hub::SessionKey;
@@ -58,6 +60,15 @@ fn parse_track(t: &str) -> Result<TrackId, ProtocolError> {
         .ok_or_else(|| ProtocolError::new(ErrorCode::InvalidMessage, "track ids look like T7"))
 }
 
+fn parse_quality(q: &str) -> Result<Quality, ProtocolError> {
+    Quality::parse(q).ok_or_else(|| {
+        ProtocolError::new(
+            ErrorCode::InvalidMessage,
+            "max_quality is \"low\", \"medium\" or \"high\"",
+        )
+    })
+}
+
 fn check_sdp(sdp: &str) -> Result<(), ProtocolError> {
     if sdp.len() > MAX_SDP_BYTES {
         return Err(ProtocolError::new(
@@ -96,8 +107,13 @@ pub(crate) fn handle(
             ClientMessage::MediaOffer { sdp } | ClientMessage::MediaAnswer { sdp, .. } => {
                 check_sdp(sdp)?
             }
-            ClientMessage::MediaSubscribe { track, .. } => {
+            ClientMessage::MediaSubscribe {
+                track, max_quality, ..
+            } => {
                 parse_track(track)?;
+                if let Some(q) = max_quality {
+                    parse_quality(q)?;
+                }
             }
             _ => {}
         }
@@ -132,10 +148,20 @@ pub(crate) fn handle(
                 .answer(sid_s.as_str(), offer_id, sdp)
                 .await
                 .map(|()| ServerMessage::Ok {}),
-            ClientMessage::MediaSubscribe { track, on } => {
+            ClientMessage::MediaSubscribe {
+                track,
+                on,
+                max_quality,
+            } => {
                 let track = parse_track(&track).expect("checked above");
                 let r = if on {
-                    sfu.subscribe(sid_s.as_str(), track).await
+                    match sfu.subscribe(sid_s.as_str(), track).await {
+                        Ok(()) => match max_quality.as_deref().and_then(Quality::parse) {
+                            Some(q) => sfu.set_max_quality(sid_s.as_str(), track, q).await,
+                            None => Ok(()),
+                        },
+                        Err(e) => Err(e),
+                    }
                 } else {
                     sfu.unsubscribe(sid_s.as_str(), track).await
                 };

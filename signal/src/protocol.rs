@@ -157,6 +157,9 @@ pub enum ClientMessage {
         track: String,
         #[serde(default = "yes")]
         on: bool,
+        /// Best simulcast layer wanted: "low", "medium" or "high" (the default).
+        #[serde(default)]
+        max_quality: Option<String>,
     },
     /// Whether new tracks of the room are received automatically (default on).
     MediaAutoSubscribe {
