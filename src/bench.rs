@@ -6,7 +6,9 @@ use anyhow::Context;
 use huddle_bench::server::Target;
 use huddle_bench::signal_load::{self, Options};
 
-use crate::cli::{ChatLoadArgs, SfuLoadArgs, SignalLoadArgs, TurnLoadArgs};
+use crate::cli::{
+    CallArgs, ChatLoadArgs, Direction, SfuLoadArgs, SignalLoadArgs, SweepArgs, TurnLoadArgs,
+};
 
 pub async fn chat_load(args: ChatLoadArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the huddle binary")?;
@@ -177,5 +179,184 @@ pub fn turn_load(args: TurnLoadArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", args.out.display()))?;
     print!("{}", huddle_bench::turn_load::summary(&report));
     println!("report written to {}", args.out.display());
+    Ok(())
+}
+
+pub async fn call(args: CallArgs) -> anyhow::Result<()> {
+    use huddle_bench::call::{self, CallConfig, CallTarget, Impairments, VideoSetup};
+    anyhow::ensure!(
+        args.participants >= 2,
+        "--participants: a call has at least 2"
+    );
+    anyhow::ensure!(
+        (0.0..1.0).contains(&args.loss),
+        "--loss is a fraction in [0, 1)"
+    );
+    anyhow::ensure!(
+        args.duration > 0.0 && args.duration <= 3600.0,
+        "--duration: seconds in (0, 3600]"
+    );
+    // A wrong --compare file fails before a call is spent on it.
+    let old = (args.compare.as_deref())
+        .map(|p| huddle_bench::compare::load(p, "call"))
+        .transpose()?;
+    let exe = std::env::current_exe().context("locating the huddle binary")?;
+    let target = Target::spawn_with_sfu(&exe, &[])?;
+    let sfu_addr = target
+        .sfu_addr
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .context("the server did not report its SFU address")?;
+    let imp = Impairments {
+        loss: args.loss,
+        burst: args.burst,
+        delay_ms: args.delay_ms,
+        jitter_ms: args.jitter_ms,
+        reorder: args.reorder,
+        bandwidth: args.bandwidth_kbps * 1000 / 8,
+    };
+    let (up, down) = match args.direction {
+        Direction::Down => (Impairments::default(), imp),
+        Direction::Up => (imp, Impairments::default()),
+        Direction::Both => (imp, imp),
+    };
+    let speech = match &args.wav {
+        Some(path) => Some(std::sync::Arc::new(huddle_bench::call::wav::read_speech(
+            path,
+        )?)),
+        None => None,
+    };
+    let cfg = CallConfig {
+        participants: args.participants,
+        duration: Duration::from_secs_f64(args.duration),
+        up,
+        down,
+        video: args.video.then_some(VideoSetup {
+            width: args.width,
+            height: args.height,
+            fps: args.fps.clamp(1, 60),
+            bitrate_bps: args.video_kbps.saturating_mul(1000),
+        }),
+        speech,
+        nack: !args.no_nack,
+        fec: !args.no_fec,
+        seed: args.seed,
+        audio_bitrate: args.audio_kbps.clamp(6, 510) * 1000,
+        progress: true,
+        ..CallConfig::default()
+    };
+    println!(
+        "call: {} participants, {:.0} s, impairments {:?} ({:?})",
+        cfg.participants, args.duration, imp, args.direction
+    );
+    let report = call::run(
+        &CallTarget {
+            server: &target,
+            sfu_addr,
+        },
+        &cfg,
+    )
+    .await?;
+    call::print_summary(&report);
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("report written to {}", args.out.display());
+    if let (Some(old), Some(path)) = (old, &args.compare) {
+        let cmp = huddle_bench::compare::compare(&old, &serde_json::to_value(&report)?)?;
+        println!("compared with {}:", path.display());
+        print!("{}", huddle_bench::compare::render(&cmp));
+    }
+    Ok(())
+}
+
+pub async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
+    use huddle_bench::call::{CallConfig, CallTarget, Impairments, VideoSetup, plot, sweep};
+    anyhow::ensure!(
+        args.participants >= 2,
+        "--participants: a call has at least 2"
+    );
+    anyhow::ensure!(
+        args.duration > 0.0 && args.duration <= 600.0,
+        "--duration: seconds per point in (0, 600]"
+    );
+    let (impair_up, impair_down) = match args.direction {
+        Direction::Down => (false, true),
+        Direction::Up => (true, false),
+        Direction::Both => (true, true),
+    };
+    let cfg = sweep::SweepConfig {
+        call: CallConfig {
+            participants: args.participants,
+            duration: Duration::from_secs_f64(args.duration),
+            video: args.video.then_some(VideoSetup {
+                width: 320,
+                height: 240,
+                fps: 15,
+                bitrate_bps: 300_000,
+            }),
+            nack: !args.no_nack,
+            fec: !args.no_fec,
+            seed: args.seed,
+            audio_bitrate: args.audio_kbps.clamp(6, 510) * 1000,
+            ..CallConfig::default()
+        },
+        template: Impairments {
+            burst: args.burst,
+            delay_ms: args.delay_ms,
+            reorder: args.reorder,
+            ..Impairments::default()
+        },
+        impair_up,
+        impair_down,
+        losses: args.loss.clone(),
+        jitters_ms: args.jitter_ms.clone(),
+    };
+    let total = cfg.points()?.len();
+    let old = (args.compare.as_deref())
+        .map(|p| huddle_bench::compare::load(p, "sweep"))
+        .transpose()?;
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("creating {}", args.out_dir.display()))?;
+    let exe = std::env::current_exe().context("locating the huddle binary")?;
+    let target = Target::spawn_with_sfu(&exe, &[])?;
+    let sfu_addr = target
+        .sfu_addr
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .context("the server did not report its SFU address")?;
+    println!(
+        "sweep: {total} calls of {} participants, {} s each (plus about 3 s of setup)",
+        args.participants, args.duration
+    );
+    let report = sweep::run(
+        &CallTarget {
+            server: &target,
+            sfu_addr,
+        },
+        &cfg,
+        |i, n, p| {
+            println!("[{}/{n}] {}", i + 1, sweep::point_line(p));
+        },
+    )
+    .await?;
+    drop(target);
+    print!("{}", sweep::table(&report));
+    let json = args.out_dir.join("sweep.json");
+    std::fs::write(&json, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    println!("report written to {}", json.display());
+    for file in plot::draw_sweep(&report, &args.out_dir)? {
+        println!("plot written to {}", file.display());
+    }
+    if let (Some(old), Some(path)) = (old, &args.compare) {
+        let cmp = huddle_bench::compare::compare(&old, &serde_json::to_value(&report)?)?;
+        println!("compared with {}:", path.display());
+        print!("{}", huddle_bench::compare::render(&cmp));
+    }
+    let failed = report.points.iter().filter(|p| p.summary.is_none()).count();
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {total} calls failed (see the report)"
+    );
     Ok(())
 }

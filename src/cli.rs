@@ -185,10 +185,12 @@ pub enum BenchScenario {
     /// Many authenticated WebSocket clients join rooms: join latency and memory per idle
     /// connection of the server.
     SignalLoad(SignalLoadArgs),
-    /// Synthetic calls under packet loss, jitter and delay (not available yet).
-    Call,
-    /// `call` over a grid of impairments, with plots (not available yet).
-    Sweep,
+    /// Synthetic calls under packet loss, jitter and delay: mouth-to-ear delay, loss
+    /// before and after repair, concealment, SNR, E-model MOS, video frames and freezes.
+    Call(CallArgs),
+    /// `call` over a grid of packet loss × jitter, one call per point against one server:
+    /// a table, a JSON report and SVG plots (MOS, mouth-to-ear delay, concealment).
+    Sweep(SweepArgs),
     /// SFU forwarding capacity: rooms of synthetic WebRTC participants (audio, or audio and
     /// video) are added step by step until loss or latency degrade.
     SfuLoad(SfuLoadArgs),
@@ -245,6 +247,130 @@ pub struct SfuLoadArgs {
     /// Where to write the JSON report.
     #[arg(long, default_value = "bench-sfu-load.json")]
     pub out: PathBuf,
+}
+
+/// Which way impairments apply, from each participant's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Direction {
+    /// SFU -> participant: the path between two participants is impaired once.
+    Down,
+    /// Participant -> SFU.
+    Up,
+    /// Both: the path between two participants crosses two impaired links.
+    Both,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CallArgs {
+    /// Participants in the call (each hears all others).
+    #[arg(long, default_value_t = 2)]
+    pub participants: usize,
+    /// Seconds measured (after a warm-up of one second).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Packet loss, 0..1 (e.g. 0.05 for 5%).
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+    /// Mean loss burst in packets: 1 is random loss, more is Gilbert–Elliott bursts.
+    #[arg(long, default_value_t = 1.0)]
+    pub burst: f64,
+    /// Added one-way delay, ms.
+    #[arg(long, default_value_t = 0.0)]
+    pub delay_ms: f64,
+    /// Extra delay uniform in [0, jitter], ms.
+    #[arg(long, default_value_t = 0.0)]
+    pub jitter_ms: f64,
+    /// Let jitter reorder packets.
+    #[arg(long)]
+    pub reorder: bool,
+    /// Bandwidth cap in kbit/s (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub bandwidth_kbps: u64,
+    /// Where the impairments apply.
+    #[arg(long, value_enum, default_value_t = Direction::Down)]
+    pub direction: Direction,
+    /// Also send H.264 video (a moving test pattern).
+    #[arg(long)]
+    pub video: bool,
+    #[arg(long, default_value_t = 320)]
+    pub width: usize,
+    #[arg(long, default_value_t = 240)]
+    pub height: usize,
+    #[arg(long, default_value_t = 15)]
+    pub fps: u32,
+    #[arg(long, default_value_t = 300)]
+    pub video_kbps: u32,
+    /// Opus bitrate, kbit/s.
+    #[arg(long, default_value_t = 32)]
+    pub audio_kbps: u32,
+    /// Do not ask for retransmissions (video) or answer them.
+    #[arg(long)]
+    pub no_nack: bool,
+    /// Send Opus without in-band FEC.
+    #[arg(long)]
+    pub no_fec: bool,
+    /// Seed of the impairments and the test signal.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Speak this WAV file (48 kHz, 16-bit; the first channel) instead of the built-in
+    /// speech-like signal.
+    #[arg(long)]
+    pub wav: Option<PathBuf>,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "bench-call.json")]
+    pub out: PathBuf,
+    /// Compare with an earlier call report: its summary metrics, new/old and new-old.
+    #[arg(long, value_name = "OLD_JSON")]
+    pub compare: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SweepArgs {
+    /// Packet loss values of the grid, fractions 0..1, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0,0.02,0.05,0.1,0.2")]
+    pub loss: Vec<f64>,
+    /// Jitter values of the grid, ms, comma-separated (extra delay uniform in [0, value]).
+    #[arg(long, value_delimiter = ',', default_value = "0,30,60")]
+    pub jitter_ms: Vec<f64>,
+    /// Participants in each call.
+    #[arg(long, default_value_t = 2)]
+    pub participants: usize,
+    /// Seconds measured per point (after a warm-up of one second).
+    #[arg(long, default_value_t = 6.0)]
+    pub duration: f64,
+    /// Mean loss burst in packets: 1 is random loss, more is Gilbert–Elliott bursts.
+    #[arg(long, default_value_t = 1.0)]
+    pub burst: f64,
+    /// Added one-way delay at every point, ms.
+    #[arg(long, default_value_t = 0.0)]
+    pub delay_ms: f64,
+    /// Let jitter reorder packets.
+    #[arg(long)]
+    pub reorder: bool,
+    /// Where the impairments apply.
+    #[arg(long, value_enum, default_value_t = Direction::Down)]
+    pub direction: Direction,
+    /// Also send H.264 video (320x240, 15 fps, 300 kbit/s).
+    #[arg(long)]
+    pub video: bool,
+    /// Opus bitrate, kbit/s.
+    #[arg(long, default_value_t = 32)]
+    pub audio_kbps: u32,
+    /// Do not ask for retransmissions (video) or answer them.
+    #[arg(long)]
+    pub no_nack: bool,
+    /// Send Opus without in-band FEC.
+    #[arg(long)]
+    pub no_fec: bool,
+    /// Seed of the impairments and the test signal (the same at every point).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Directory for the JSON report (sweep.json) and the plots (*.svg).
+    #[arg(long, default_value = "bench-sweep")]
+    pub out_dir: PathBuf,
+    /// Compare with an earlier sweep report, point by point (matched by loss and jitter).
+    #[arg(long, value_name = "OLD_JSON")]
+    pub compare: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -138,13 +138,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 runtime.block_on(bench::sfu_load(a))?;
                 Ok(ExitCode::SUCCESS)
             }
+            BenchScenario::Call(a) => {
+                let runtime = tokio::runtime::Runtime::new()?;
+                runtime.block_on(bench::call(a))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            BenchScenario::Sweep(a) => {
+                let runtime = tokio::runtime::Runtime::new()?;
+                runtime.block_on(bench::sweep(a))?;
+                Ok(ExitCode::SUCCESS)
+            }
             BenchScenario::TurnLoad(a) => {
                 bench::turn_load(a)?;
                 Ok(ExitCode::SUCCESS)
-            }
-            other => {
-                eprintln!("huddle bench: scenario {other:?} is not available in this version yet");
-                Ok(ExitCode::from(2))
             }
         },
     }

@@ -11,6 +11,7 @@
 //! WebSocket protocol v1), so it measures exactly what a deployment would see.
 #![forbid(unsafe_code)]
 
+pub mod call;
 pub mod chat_load;
 pub mod compare;
 pub mod report;

@@ -90,6 +90,8 @@ pub struct VideoReport {
     /// From when the speaker sent and the listener was connected to the listener's
     /// first decoded picture, ms.
     pub time_to_first_frame_ms: Option<f64>,
+    /// The same to the first video packet (the rest is waiting for a decodable keyframe).
+    pub time_to_first_packet_ms: Option<f64>,
     pub freezes: u64,
     pub freeze_ms: f64,
     pub keyframe_requests: u64,
@@ -301,6 +303,11 @@ pub(super) fn build(
                     jitter_buffer: full_jitter.unwrap_or_default(),
                 }
             });
+            let first_packet = h
+                .tracks
+                .iter()
+                .find(|t| t.kind == TrackKind::Video)
+                .and_then(|t| t.stats().first_packet_at);
             let video = stats_of(TrackKind::Video).map(|st| {
                 let fb = st.video.clone().unwrap_or_default();
                 let span = cfg.duration;
@@ -314,6 +321,12 @@ pub(super) fn build(
                         (Some(a), Some(b)) => {
                             Some(ms(b.saturating_duration_since(a.max(listener.connected_at))))
                         }
+                        _ => None,
+                    },
+                    time_to_first_packet_ms: match (speaker.video_start, first_packet) {
+                        (Some(a), Some(b)) => Some(ms(
+                            b.saturating_duration_since(a.max(listener.connected_at)),
+                        )),
                         _ => None,
                     },
                     freezes: fb.freeze_count,

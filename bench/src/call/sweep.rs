@@ -4,6 +4,7 @@
 //! random draws, so points differ only by their impairment.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -13,6 +14,9 @@ use super::{CallConfig, CallTarget, Impairments};
 /// More points than this is a typo in a grid, not a benchmark (each point is a real-time
 /// call of several seconds).
 pub const MAX_POINTS: usize = 200;
+/// Time a call may take beyond its warm-up and measured duration (joins, teardown)
+/// before the point is recorded as failed.
+pub const SETUP_LIMIT: Duration = Duration::from_secs(60);
 /// Jitter beyond this is not a call any more.
 pub const MAX_JITTER_MS: f64 = 5_000.0;
 
@@ -157,9 +161,15 @@ pub async fn run(
     let mut points = Vec::with_capacity(total);
     for (i, (loss, jitter_ms)) in grid.into_iter().enumerate() {
         let call = cfg.call_at(loss, jitter_ms);
-        let (summary, error) = match super::run(target, &call).await {
-            Ok(report) => (Some(report.summary), None),
-            Err(e) => (None, Some(e.to_string())),
+        // A call that hangs (a join that never completes) must not stall the whole sweep.
+        let limit = call.duration + call.warmup + SETUP_LIMIT;
+        let (summary, error) = match tokio::time::timeout(limit, super::run(target, &call)).await {
+            Ok(Ok(report)) => (Some(report.summary), None),
+            Ok(Err(e)) => (None, Some(e.to_string())),
+            Err(_) => (
+                None,
+                Some(format!("no result within {} s", limit.as_secs())),
+            ),
         };
         let point = SweepPoint {
             label: label(loss, jitter_ms),
