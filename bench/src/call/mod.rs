@@ -164,7 +164,11 @@ pub async fn run(target: &CallTarget<'_>, cfg: &CallConfig) -> Result<CallReport
         };
         let p = Participant::join(setup).await?;
         if cfg.progress {
-            eprintln!("  {} joined in {:.0} ms", p.name, p.join_time.as_secs_f64() * 1000.0);
+            eprintln!(
+                "  {} joined in {:.0} ms",
+                p.name,
+                p.join_time.as_secs_f64() * 1000.0
+            );
         }
         joined.push(p);
     }
