@@ -152,7 +152,8 @@ impl MediaOptions {
 
 /// What happens in a media session.
 pub enum MediaEvent {
-    /// ICE and DTLS are up (the SFU's `media_connected`).
+    /// ICE and DTLS are up on both sides (the SFU's `media_connected` and this peer
+    /// connection's own `connected`): media flows.
     Connected,
     /// A track of another participant arrived.
     Track(RemoteTrack),
@@ -371,6 +372,7 @@ async fn run(
         jitter: opts.jitter.clone(),
         nack: opts.nack,
     };
+    let (mut server_up, mut client_up, mut announced) = (false, false, false);
     let reason = loop {
         tokio::select! {
             push = pushes.recv() => {
@@ -382,7 +384,11 @@ async fn run(
                         }
                     }
                     "media_connected" => {
-                        let _ = events.send(MediaEvent::Connected).await;
+                        server_up = true;
+                        if client_up && !announced {
+                            announced = true;
+                            let _ = events.send(MediaEvent::Connected).await;
+                        }
                     }
                     "media_left" => {
                         break m["reason"].as_str().unwrap_or("left").to_owned();
@@ -407,6 +413,14 @@ async fn run(
                 let state = *peer.state.borrow();
                 if state == RTCPeerConnectionState::Failed {
                     break "peer connection failed".to_owned();
+                }
+                // The SFU may finish its side of DTLS before we do (when our last
+                // flight is lost, its retransmission timer decides): media flows once
+                // both sides are up.
+                client_up = state == RTCPeerConnectionState::Connected;
+                if client_up && server_up && !announced {
+                    announced = true;
+                    let _ = events.send(MediaEvent::Connected).await;
                 }
             }
         }

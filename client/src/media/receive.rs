@@ -186,6 +186,10 @@ pub(crate) async fn open(
             let (tx, rx) = mpsc::channel(FRAME_QUEUE);
             let mut fb = FrameBufferConfig::default();
             fb.nack.enabled = config.nack;
+            // Repairs through the SFU take a round trip (milliseconds, tens on a bad
+            // path); a chain still broken after 200 ms, or a stream joined after its
+            // keyframe, needs a new keyframe sooner than the default half second.
+            fb.keyframe_request_delay = Duration::from_millis(200);
             tokio::spawn(video_pipeline(
                 packets,
                 track.clone(),
