@@ -305,3 +305,57 @@ async fn four_participants_and_one_leaves() {
         p.leave().await;
     }
 }
+
+/// A participant's network changes: its old path stops (the shim it used is gone), it
+/// restarts ICE over a new one, and media flows both ways again without rejoining.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_restart_after_a_network_change_keeps_the_call() {
+    let _serial = SERIAL.lock().await;
+    let (target, sfu_addr) = server();
+    let mut people = Vec::new();
+    for i in 0..2 {
+        let name = format!("m{i}");
+        let setup = ParticipantSetup {
+            token: target.token(&name, "moving").await.expect("token"),
+            name,
+            ws_url: target.ws_url(),
+            sfu_addr,
+            shim: Some(Default::default()),
+            speech: Arc::new(speech_like(8.0, 48_000, 16_000, i)),
+            video: None,
+            opus: OpusEncoderConfig::default(),
+            jitter: JitterConfig::default(),
+            nack: true,
+        };
+        people.push(Participant::join(setup).await.expect("joins"));
+    }
+    let received = |p: &Participant, from: &str| -> u64 {
+        let heard = p.heard.lock().unwrap();
+        heard.get(from).map_or(0, |h| {
+            h.tracks
+                .iter()
+                .map(|t| t.stats().packets_received)
+                .sum::<u64>()
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (a, b) = (people[0].sid.clone(), people[1].sid.clone());
+    assert!(received(&people[0], &b) > 20 && received(&people[1], &a) > 20);
+
+    people[1]
+        .move_to(Default::default(), Default::default())
+        .await
+        .expect("ICE restarts");
+    // Give the restart a moment, then media must flow again both ways on the new path.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (ab0, ba0) = (received(&people[0], &b), received(&people[1], &a));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (ab1, ba1) = (received(&people[0], &b), received(&people[1], &a));
+    assert!(ab1 - ab0 >= 40, "m0 hears m1 again: {ab0} -> {ab1}");
+    assert!(ba1 - ba0 >= 40, "m1 hears m0 again: {ba0} -> {ba1}");
+    let (up, down) = people[1].shim_stats().expect("the new shim");
+    assert!(up.delivered > 40 && down.delivered > 40, "{up:?} {down:?}");
+    for p in people {
+        p.leave().await;
+    }
+}

@@ -88,6 +88,7 @@ pub struct Participant {
     /// What it heard, by publisher sid.
     pub heard: Arc<Mutex<HashMap<String, Heard>>>,
     client: Client,
+    sfu_addr: SocketAddr,
     session: Option<MediaSession>,
     relay: Option<Relay>,
     senders: Vec<JoinHandle<SendStats>>,
@@ -176,12 +177,30 @@ impl Participant {
             video_start,
             heard,
             client,
+            sfu_addr: setup.sfu_addr,
             session: Some(session),
             relay,
             senders,
             stop,
             events_task,
         })
+    }
+
+    /// Moves to another network: a new shim (a new local address toward the SFU) with
+    /// these impairments replaces the old one, which stops relaying, and ICE restarts
+    /// over it.
+    pub async fn move_to(&mut self, up: ImpairmentConfig, down: ImpairmentConfig) -> Result<()> {
+        let relay = Relay::start(self.sfu_addr, up, down).await?;
+        let to = relay.local_addr();
+        self.relay = Some(relay);
+        let session = self
+            .session
+            .as_ref()
+            .ok_or_else(|| BenchError::Protocol("the participant has left".into()))?;
+        session
+            .restart_ice(Some(to))
+            .await
+            .map_err(|e| BenchError::Server(format!("{}: ICE restart: {e}", self.name)))
     }
 
     /// Shim counters: toward the SFU, toward this participant.

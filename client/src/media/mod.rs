@@ -165,6 +165,9 @@ pub enum MediaEvent {
 pub struct MediaSession {
     client: Client,
     pc: Arc<dyn PeerConnection>,
+    /// Where media to the SFU goes instead of its candidates (see
+    /// [`MediaOptions::sfu_address`]); shared with the session task.
+    redirect_to: Arc<std::sync::Mutex<Option<SocketAddr>>>,
     sid: String,
     audio: Option<AudioSender>,
     video: Option<VideoSender>,
@@ -246,8 +249,10 @@ impl MediaSession {
             }
         }
 
+        let redirect_to = Arc::new(std::sync::Mutex::new(opts.sfu_address));
         let (events_tx, events) = mpsc::channel(64);
         let task = tokio::spawn(run(
+            redirect_to.clone(),
             client.clone(),
             pc.clone(),
             opts,
@@ -259,6 +264,7 @@ impl MediaSession {
             MediaSession {
                 client: client.clone(),
                 pc,
+                redirect_to,
                 sid,
                 audio,
                 video,
@@ -289,6 +295,51 @@ impl MediaSession {
             .request(json!({"type": "media_subscribe", "track": track, "on": on}))
             .await?;
         Ok(())
+    }
+
+    /// Restarts ICE (RFC 8445 §9) after a network change: new credentials are offered,
+    /// the SFU answers with its own, and connectivity checks find the path again while
+    /// DTLS and the media streams go on. `sfu_address` replaces the address media is sent
+    /// to instead of the SFU's candidates (a relay on the new network), if given.
+    pub async fn restart_ice(&self, sfu_address: Option<SocketAddr>) -> Result<(), MediaError> {
+        if sfu_address.is_some() {
+            *self.redirect_to.lock().expect("not poisoned") = sfu_address;
+        }
+        self.pc.restart_ice().await.map_err(peer::webrtc_error)?;
+        let offer = self
+            .pc
+            .create_offer(None)
+            .await
+            .map_err(peer::webrtc_error)?;
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(peer::webrtc_error)?;
+        // Candidates are gathered again; wait until the description carries one.
+        let deadline = tokio::time::Instant::now() + GATHER_TIMEOUT;
+        let local = loop {
+            let d = self.pc.local_description().await;
+            if d.as_ref().is_some_and(|d| d.sdp.contains("a=candidate:"))
+                || tokio::time::Instant::now() >= deadline
+            {
+                break d.ok_or_else(|| MediaError::WebRtc("no local description".into()))?;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let answer = self
+            .client
+            .request(json!({"type": "media_offer", "sdp": local.sdp}))
+            .await?;
+        let sdp = answer["sdp"]
+            .as_str()
+            .ok_or_else(|| MediaError::WebRtc("media_answer without sdp".into()))?;
+        let to = *self.redirect_to.lock().expect("not poisoned");
+        self.pc
+            .set_remote_description(
+                RTCSessionDescription::answer(redirect(sdp, to)).map_err(peer::webrtc_error)?,
+            )
+            .await
+            .map_err(peer::webrtc_error)
     }
 
     /// Leaves the media session (the room stays joined) and closes the connection.
@@ -361,6 +412,7 @@ fn redirect(sdp: &str, to: Option<SocketAddr>) -> String {
 /// The session task: answers the SFU's offers, reports connection changes and opens
 /// received tracks.
 async fn run(
+    redirect_to: Arc<std::sync::Mutex<Option<SocketAddr>>>,
     client: Client,
     pc: Arc<dyn PeerConnection>,
     opts: MediaOptions,
@@ -379,7 +431,8 @@ async fn run(
                 let Some(m) = push else { break "signalling closed".to_owned() };
                 match m["type"].as_str().unwrap_or("") {
                     "media_offer" => {
-                        if let Err(e) = answer_offer(&client, &pc, &m, opts.sfu_address).await {
+                        let to = *redirect_to.lock().expect("not poisoned");
+                        if let Err(e) = answer_offer(&client, &pc, &m, to).await {
                             tracing::warn!(error = %e, "cannot answer the SFU's offer");
                         }
                     }
