@@ -68,3 +68,25 @@ fn browsers_call_relay_only_through_huddle_turn() {
     assert_eq!(report["two"]["alice"]["candidate"], "relay", "{report}");
     assert_eq!(report["two"]["bob"]["candidate"], "relay", "{report}");
 }
+
+/// Clients that cannot use UDP at all: the only ICE server is huddle's TURN over TCP
+/// (RFC 6062 client leg), so every relay candidate is a TCP allocation, and the call
+/// still goes through the SFU.
+#[test]
+fn browsers_call_over_tcp_through_huddle_turn() {
+    if !browser_available() {
+        return;
+    }
+    let server = Server::start_with(
+        "[sfu]\nlisten = \"127.0.0.1:0\"\n\
+         [turn]\nlisten_udp = [\"127.0.0.1:34793\"]\nlisten_tcp = [\"127.0.0.1:34793\"]\n\
+         min_port = 46000\nmax_port = 46999\n\
+         [ice]\nturn_urls = [\"turn:127.0.0.1:34793?transport=tcp\"]\nturn_secret = \"tcp-call-secret\"\n",
+        &["--dev"],
+        &[],
+    );
+    let report = call(&server, "relay");
+    assert_call(&report);
+    assert_eq!(report["two"]["alice"]["candidate"], "relay", "{report}");
+    assert_eq!(report["two"]["bob"]["candidate"], "relay", "{report}");
+}
