@@ -81,3 +81,46 @@ fn chat_load_delivers_every_message_to_every_member_and_reports() {
         assert!(r["delivery"]["p50_ms"].as_f64().unwrap() > 0.0);
     }
 }
+
+/// `huddle bench turn-load` at a tiny size: huddle's TURN server and coturn relay the same
+/// load from coturn's own client, nothing is lost, and the ratios are computed. Needs
+/// Debian's coturn (CI installs it and sets HUDDLE_REQUIRE_INTEROP=1).
+#[test]
+fn turn_load_smoke_run_compares_with_coturn() {
+    let have = ["turnserver", "turnutils_uclient"].iter().all(|t| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file()))
+    });
+    if !have {
+        assert!(
+            std::env::var_os("HUDDLE_REQUIRE_INTEROP").is_none(),
+            "coturn's tools not found: install Debian's coturn package"
+        );
+        eprintln!("SKIPPED: coturn not found (apt-get install coturn)");
+        return;
+    }
+    let (r, stdout) = bench(&[
+        "turn-load",
+        "--clients",
+        "2",
+        "--messages",
+        "100",
+        "--threads",
+        "1",
+        "--idle-allocations",
+        "10",
+    ]);
+    assert_eq!(r["scenario"], "turn-load", "{r}");
+    let runs = r["runs"].as_array().expect("runs");
+    for server in ["huddle", "coturn"] {
+        let run = runs
+            .iter()
+            .find(|x| x["server"] == server)
+            .unwrap_or_else(|| panic!("no {server} run: {r}"));
+        assert_eq!(run["sent"], run["received"], "{server} lost messages: {run}");
+        assert!(run["relayed_packets"].as_u64().unwrap_or(0) >= 400, "{run}");
+    }
+    let ratio = r["ratio_packets_per_cpu_second"][0][1].as_f64().expect("a ratio");
+    assert!(ratio > 0.0, "{r}");
+    assert!(stdout.contains("coturn"), "{stdout}");
+}
