@@ -200,13 +200,21 @@ pub async fn call(args: CallArgs) -> anyhow::Result<()> {
     let old = (args.compare.as_deref())
         .map(|p| huddle_bench::compare::load(p, "call"))
         .transpose()?;
-    let exe = std::env::current_exe().context("locating the huddle binary")?;
-    let target = Target::spawn_with_sfu(&exe, &[])?;
-    let sfu_addr = target
-        .sfu_addr
-        .as_deref()
-        .and_then(|a| a.parse().ok())
-        .context("the server did not report its SFU address")?;
+    let (target, sfu_addr) = match (&args.url, &args.api_secret, args.sfu_addr) {
+        (Some(url), Some(secret), Some(sfu)) => {
+            (Target::external(url.clone(), secret.clone()), sfu)
+        }
+        _ => {
+            let exe = std::env::current_exe().context("locating the huddle binary")?;
+            let target = Target::spawn_with_sfu(&exe, &[])?;
+            let sfu = target
+                .sfu_addr
+                .as_deref()
+                .and_then(|a| a.parse().ok())
+                .context("the server did not report its SFU address")?;
+            (target, sfu)
+        }
+    };
     let imp = Impairments {
         loss: args.loss,
         burst: args.burst,

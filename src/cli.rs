@@ -322,6 +322,17 @@ pub struct CallArgs {
     /// Compare with an earlier call report: its summary metrics, new/old and new-old.
     #[arg(long, value_name = "OLD_JSON")]
     pub compare: Option<PathBuf>,
+    /// Call through a running server at this URL (e.g. http://10.0.0.5:8080) instead of
+    /// starting one; needs --api-secret (to mint tokens) and --sfu-addr.
+    #[arg(long, requires_all = ["api_secret", "sfu_addr"])]
+    pub url: Option<String>,
+    /// API secret of the server given by --url.
+    #[arg(long, env = "HUDDLE_BENCH_API_SECRET")]
+    pub api_secret: Option<String>,
+    /// UDP address of that server's SFU as clients reach it (its `sfu.public_ips` and
+    /// port), where the shims send media.
+    #[arg(long)]
+    pub sfu_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Args)]
