@@ -43,7 +43,7 @@ use crate::{BenchError, Result};
 use peer::PeerStats;
 use shards::Shards;
 use signalling::{Participant, SignalStats};
-use tally::Window;
+use tally::{Kind, Window};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -145,6 +145,10 @@ pub struct Report {
 }
 
 struct Member {
+    /// The participant's sender id in media markers.
+    id: u32,
+    /// Index of the participant's room.
+    room: usize,
     stats: Arc<PeerStats>,
 }
 
@@ -186,7 +190,7 @@ impl Run<'_> {
                         stats: stats.clone(),
                         shard: self.shards.next(),
                     },
-                    Member { stats },
+                    Member { id, room, stats },
                 ));
             }
         }
@@ -231,9 +235,12 @@ impl Run<'_> {
         let deadline = Instant::now() + self.opts.setup_timeout;
         loop {
             let mut missing = 0;
-            for m in &self.members {
+            let mut short = Vec::new();
+            for (i, m) in self.members.iter().enumerate() {
                 if m.stats.ended.load(Ordering::Acquire) {
-                    return Err(BenchError::Protocol("a participant's media ended".into()));
+                    return Err(BenchError::Protocol(format!(
+                        "participant {i}'s media ended"
+                    )));
                 }
                 let active = m
                     .stats
@@ -241,19 +248,59 @@ impl Run<'_> {
                     .lock()
                     .map(|t| t.active_streams())
                     .unwrap_or(0);
-                missing += want.saturating_sub(active as u64);
+                let lacking = want.saturating_sub(active as u64);
+                if lacking > 0 {
+                    missing += lacking;
+                    short.push(format!(
+                        "peer {} (room {}): {active} of {want} streams, {}connected (ICE {}), {} SFU offers applied, {} receive m-lines, nothing from {}",
+                        m.id,
+                        m.room,
+                        if m.stats.connected.load(Ordering::Relaxed) { "" } else { "not " },
+                        m.stats.ice_state.lock().map(|s| s.clone()).unwrap_or_default(),
+                        m.stats.offers_applied.load(Ordering::Relaxed),
+                        m.stats.recv_mlines.load(Ordering::Relaxed),
+                        self.silent_senders(m)
+                    ));
+                }
             }
             if missing == 0 {
                 return Ok(());
             }
             if Instant::now() > deadline {
+                short.truncate(8);
                 return Err(BenchError::Protocol(format!(
-                    "{missing} streams were not received within {:?}",
-                    self.opts.setup_timeout
+                    "{missing} streams were not received within {:?}: {}",
+                    self.opts.setup_timeout,
+                    short.join("; ")
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The room mates `m` has received nothing from, with what they sent, for diagnostics.
+    fn silent_senders(&self, m: &Member) -> String {
+        let Ok(tally) = m.stats.tally.lock() else {
+            return String::new();
+        };
+        let mut out = Vec::new();
+        for o in self
+            .members
+            .iter()
+            .filter(|o| o.room == m.room && o.id != m.id)
+        {
+            for kind in [Kind::Audio, Kind::Video] {
+                let publishes = kind == Kind::Audio || self.opts.media.video.is_some();
+                if publishes && !tally.is_active(o.id, kind) {
+                    out.push(format!(
+                        "{} {kind:?} ({} frames sent)",
+                        o.id,
+                        o.stats.frames_sent.load(Ordering::Relaxed)
+                    ));
+                }
+            }
+        }
+        out.join(", ")
     }
 
     fn take_windows(&self) -> (Window, u64) {

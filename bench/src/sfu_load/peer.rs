@@ -68,6 +68,10 @@ pub struct PeerStats {
     pub send_slips: AtomicU64,
     /// SFU offers applied.
     pub offers_applied: AtomicU64,
+    /// The last ICE connection state, for diagnostics.
+    pub ice_state: Mutex<String>,
+    /// Receiving m-lines the SFU's offers added (one per track of another participant).
+    pub recv_mlines: AtomicU64,
     /// str0m refused input or output: the peer stops.
     pub errors: AtomicU64,
 }
@@ -267,6 +271,14 @@ async fn drain(
                 socket.send_to(&t.contents, t.destination).await?;
             }
             Output::Event(Event::Connected) => stats.connected.store(true, Ordering::Release),
+            Output::Event(Event::IceConnectionStateChange(s)) => {
+                if let Ok(mut state) = stats.ice_state.lock() {
+                    *state = format!("{s:?}");
+                }
+            }
+            Output::Event(Event::MediaAdded(m)) if m.direction.is_receiving() => {
+                stats.recv_mlines.fetch_add(1, Ordering::Relaxed);
+            }
             Output::Event(Event::MediaData(d)) => {
                 let kind = match rtc.media(d.mid).map(|m| m.kind()) {
                     Some(MediaKind::Audio) => Kind::Audio,

@@ -116,6 +116,13 @@ impl Tally {
         self.streams.values().filter(|s| s.in_window > 0).count()
     }
 
+    /// Whether `sender`'s `kind` stream delivered anything since the last window.
+    pub fn is_active(&self, sender: u32, kind: Kind) -> bool {
+        self.streams
+            .get(&(sender, kind))
+            .is_some_and(|s| s.in_window > 0)
+    }
+
     /// Returns the window's counts and starts a new window.
     pub fn take_window(&mut self) -> Window {
         let mut w = std::mem::take(&mut self.window);
