@@ -273,6 +273,35 @@ async fn four_participants_and_one_leaves() {
             assert_eq!(h.picture_size, Some((160, 120)));
         }
     }
+    // The admin API has the SFU's view of the room: everyone publishes two tracks and
+    // receives the other six.
+    let media: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/rooms/four/media", target.base))
+        .bearer_auth(&target.api_secret)
+        .send()
+        .await
+        .expect("admin API")
+        .json()
+        .await
+        .expect("JSON");
+    let list = media["participants"].as_array().expect("participants");
+    assert_eq!(list.len(), 4, "{media}");
+    for p in list {
+        assert_eq!(p["tracks_published"], 2, "{p}");
+        assert_eq!(p["tracks_subscribed"], 6, "{p}");
+        assert!(p["packets_out"].as_u64().unwrap_or(0) > 100, "{p}");
+        assert!(
+            p["identity"].as_str().is_some_and(|i| i.starts_with('q')),
+            "{p}"
+        );
+    }
+    assert!(
+        media["totals"]["packets_out_per_sec"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 100.0,
+        "{media}"
+    );
     let leaver = people.pop().expect("four");
     let gone = leaver.sid.clone();
     leaver.leave().await;

@@ -56,6 +56,7 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
         .route("/v1/rooms", get(list_rooms))
         .route("/v1/rooms/{room}", delete(close_room))
         .route("/v1/rooms/{room}/participants", get(list_participants))
+        .route("/v1/rooms/{room}/media", get(room_media))
         .route(
             "/v1/rooms/{room}/participants/{identity}",
             delete(remove_participant),
@@ -299,6 +300,66 @@ async fn list_participants(
             format!("no room {room:?}"),
         )),
     }
+}
+
+/// The SFU's statistics of a room's participants (refreshed every stats interval) and
+/// the room's totals.
+async fn room_media(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&st, &headers)?;
+    let stats = st.media_stats.lock().get(&room).cloned();
+    let Some(stats) = stats else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("no media session in room {room:?}"),
+        ));
+    };
+    let hub = st.hub.lock();
+    let participants: Vec<serde_json::Value> = stats
+        .iter()
+        .map(|p| {
+            json!({
+                "sid": p.participant.to_string(),
+                "identity": hub.identity_of_sid(p.participant.as_str()).map(|i| i.to_string()),
+                "packets_in": p.packets_in,
+                "bytes_in": p.bytes_in,
+                "packets_out": p.packets_out,
+                "bytes_out": p.bytes_out,
+                "packets_out_per_sec": p.packets_out_per_sec,
+                "frames_in": p.frames_in,
+                "frames_forwarded": p.frames_forwarded,
+                "nacks_received": p.nacks_received,
+                "nacks_sent": p.nacks_sent,
+                "keyframe_requests_received": p.keyframe_requests_received,
+                "keyframe_requests_sent": p.keyframe_requests_sent,
+                "rtt_ms": p.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                "bandwidth_estimate_bps": p.bandwidth_estimate_bps,
+                "desired_bitrate_bps": p.desired_bitrate_bps,
+                "layer_switches": p.layer_switches,
+                "tracks_published": p.tracks_published,
+                "tracks_subscribed": p.tracks_subscribed,
+            })
+        })
+        .collect();
+    let sum = |f: fn(&huddle_sfu::ParticipantStats) -> u64| stats.iter().map(f).sum::<u64>();
+    Ok(Json(json!({
+        "room": room,
+        "participants": participants,
+        "totals": {
+            "packets_in": sum(|p| p.packets_in),
+            "packets_out": sum(|p| p.packets_out),
+            "bytes_in": sum(|p| p.bytes_in),
+            "bytes_out": sum(|p| p.bytes_out),
+            "packets_out_per_sec": stats.iter().map(|p| p.packets_out_per_sec).sum::<f64>(),
+            "nacks": sum(|p| p.nacks_received),
+            "keyframe_requests": sum(|p| p.keyframe_requests_received),
+            "tracks": stats.iter().map(|p| p.tracks_published).sum::<usize>(),
+        },
+    })))
 }
 
 async fn remove_participant(

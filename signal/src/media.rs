@@ -9,11 +9,13 @@
 //! push, answered with `media_answer {offer_id}`). On glare the client's offer wins: the
 //! SFU drops its own offer (an answer to it gets `stale_offer`) and offers again later.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use huddle_sfu::{
-    LeaveReason, Quality, SfuError, SfuEvent, SfuEvents, SfuHandle, TrackId, TrackKind,
+    LeaveReason, ParticipantStats, Quality, SfuError, SfuEvent, SfuEvents, SfuHandle, TrackId,
+    TrackKind,
 };
 use tokio::sync::mpsc;
 
@@ -277,7 +279,14 @@ pub(crate) async fn relay_events(st: Arc<AppState>, mut events: SfuEvents) {
                     now,
                 )
             }
-            SfuEvent::Stats(_) => {}
+            SfuEvent::Stats(stats) => {
+                let mut by_room: HashMap<String, Vec<ParticipantStats>> = HashMap::new();
+                for s in stats {
+                    by_room.entry(s.room.to_string()).or_default().push(s);
+                }
+                // The snapshot covers every participant: rooms absent from it have none.
+                *st.media_stats.lock() = by_room;
+            }
         }
     }
 }

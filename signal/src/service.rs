@@ -51,6 +51,9 @@ pub struct AppState {
     pub(crate) store: Store,
     pub(crate) chat: Arc<Chat>,
     pub(crate) sfu: Option<SfuHandle>,
+    /// The SFU's latest statistics of each participant, by room (for the admin API).
+    pub(crate) media_stats:
+        Mutex<std::collections::HashMap<String, Vec<huddle_sfu::ParticipantStats>>>,
     pub(crate) dev: bool,
     /// Cancelled when the server starts shutting down.
     pub(crate) shutdown: CancellationToken,
@@ -137,6 +140,7 @@ impl SignalService {
             store,
             chat,
             sfu,
+            media_stats: Mutex::default(),
             dev: opts.dev,
             shutdown,
             tracker: TaskTracker::new(),

@@ -237,6 +237,9 @@ impl Driver {
 
     /// Removes peers whose `Rtc` has closed (ICE lost, DTLS closed, protocol error).
     pub(super) fn reap_dead(&mut self) {
+        if self.peers.values().all(|p| p.rtc.is_alive()) {
+            return;
+        }
         let dead: Vec<(ParticipantId, LeaveReason)> = self
             .peers
             .iter()
@@ -252,6 +255,7 @@ impl Driver {
             .collect();
         for (id, reason) in dead {
             self.remove_participant(&id, reason);
+            self.update_gauges();
         }
     }
 

@@ -31,6 +31,8 @@ mod media;
 /// Largest datagram read; WebRTC keeps below ~1200 bytes, bigger is truncated and
 /// then fails to parse (counted as malformed).
 const RECV_BUFFER: usize = 2048;
+/// Datagrams read from the socket before the peers are polled.
+const RECV_BATCH: usize = 32;
 
 /// The driver task's state.
 pub(crate) struct Driver {
@@ -148,7 +150,10 @@ impl Driver {
                         let _ = reply.send(());
                         return;
                     }
-                    Some(cmd) => self.handle_command(cmd, Instant::now()),
+                    Some(cmd) => {
+                        self.handle_command(cmd, Instant::now());
+                        self.update_gauges();
+                    }
                     None => {
                         self.close_all();
                         return;
@@ -158,6 +163,15 @@ impl Driver {
                     Ok((n, source)) => {
                         let now = Instant::now();
                         self.handle_datagram(&buf[..n], source, now);
+                        // Whatever else is already queued goes in before the peers are
+                        // polled: one pump then serves a batch of datagrams.
+                        for _ in 1..RECV_BATCH {
+                            match self.socket.try_recv_from(&mut buf) {
+                                Ok((n, source)) => self.handle_datagram(&buf[..n], source, now),
+                                Err(_) => break,
+                            }
+                        }
+                        self.pump(now);
                     }
                     // ICMP port unreachable surfaces here on some systems; not fatal.
                     Err(e) => debug!("recv_from: {e}"),
@@ -180,7 +194,7 @@ impl Driver {
         t
     }
 
-    /// Routes one datagram to the peer that accepts it.
+    /// Routes one datagram to the peer that accepts it (the caller pumps).
     fn handle_datagram(&mut self, bytes: &[u8], source: SocketAddr, now: Instant) {
         self.metrics.packets_in.inc();
         self.metrics.bytes_in.inc_by(bytes.len() as u64);
@@ -235,7 +249,6 @@ impl Driver {
             peer.rtc.disconnect();
         }
         self.mark_dirty(&id);
-        self.pump(now);
     }
 
     /// The local address a datagram from `source` was sent to: the first candidate of
@@ -250,6 +263,13 @@ impl Driver {
 
     /// Runs due timers: peers' str0m timeouts, speaker evaluation, stats, hygiene.
     fn handle_timeouts(&mut self, now: Instant) {
+        if !self.peers.values().any(|p| p.next_timeout <= now)
+            && self.router.poll_timeout().is_none_or(|t| t > now)
+            && self.next_stats > now
+            && self.next_allocation > now
+        {
+            return;
+        }
         let due: Vec<ParticipantId> = self
             .peers
             .iter()
@@ -282,15 +302,17 @@ impl Driver {
         let interval = now.saturating_duration_since(self.last_stats);
         self.last_stats = now;
         self.next_stats = now + self.config.stats_interval;
+        // Gauges are refreshed here and after commands, not per datagram: the census
+        // walks every track.
+        self.update_gauges();
         let stats: Vec<_> = self.peers.values_mut().map(|p| p.stats(interval)).collect();
         for s in &stats {
             if let Some(e) = s.bandwidth_estimate_bps {
                 self.metrics.subscriber_estimate.observe(e as f64);
             }
         }
-        if !stats.is_empty() {
-            self.events.send(SfuEvent::Stats(stats));
-        }
+        // Sent even when empty: the consumer learns that the last participant left.
+        self.events.send(SfuEvent::Stats(stats));
         let connect_deadline = now.checked_sub(self.config.connect_timeout);
         let answer_deadline = now.checked_sub(self.config.answer_timeout);
         let mut late = Vec::new();
@@ -326,7 +348,6 @@ impl Driver {
                 break;
             }
         }
-        self.update_gauges();
     }
 
     /// Sends a peer's transmits and collects its events until str0m wants a timeout.
