@@ -10,7 +10,32 @@ use crate::cli::{
     CallArgs, ChatLoadArgs, Direction, SfuLoadArgs, SignalLoadArgs, SweepArgs, TurnLoadArgs,
 };
 
+/// Reads `--compare`'s old report of `scenario` before the run spends any time.
+fn old_report(
+    path: Option<&std::path::Path>,
+    scenario: &str,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    Ok(path
+        .map(|p| huddle_bench::compare::load(p, scenario))
+        .transpose()?)
+}
+
+/// Prints the new report against the old one, metric by metric.
+fn print_comparison(
+    old: Option<serde_json::Value>,
+    path: Option<&std::path::Path>,
+    new: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    if let (Some(old), Some(path)) = (old, path) {
+        let cmp = huddle_bench::compare::compare(&old, &serde_json::to_value(new)?)?;
+        println!("compared with {}:", path.display());
+        print!("{}", huddle_bench::compare::render(&cmp));
+    }
+    Ok(())
+}
+
 pub async fn chat_load(args: ChatLoadArgs) -> anyhow::Result<()> {
+    let old = old_report(args.compare.as_deref(), "chat-load")?;
     let exe = std::env::current_exe().context("locating the huddle binary")?;
     let mut env = vec![
         // The benchmark measures the store and delivery, not the abuse limits.
@@ -56,10 +81,11 @@ pub async fn chat_load(args: ChatLoadArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", args.out.display()))?;
     print!("{}", huddle_bench::chat_load::summary(&reports));
     println!("report written to {}", args.out.display());
-    Ok(())
+    print_comparison(old, args.compare.as_deref(), &reports)
 }
 
 pub async fn signal_load(args: SignalLoadArgs) -> anyhow::Result<()> {
+    let old = old_report(args.compare.as_deref(), "signal-load")?;
     let exe = std::env::current_exe().context("locating the huddle binary")?;
     let mut reports = Vec::new();
     for &n in &args.connections {
@@ -97,10 +123,11 @@ pub async fn signal_load(args: SignalLoadArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", args.out.display()))?;
     print!("{}", signal_load::summary(&reports));
     println!("report written to {}", args.out.display());
-    Ok(())
+    print_comparison(old, args.compare.as_deref(), &reports)
 }
 
 pub async fn sfu_load(args: SfuLoadArgs) -> anyhow::Result<()> {
+    let old = old_report(args.compare.as_deref(), "sfu-load")?;
     anyhow::ensure!(
         args.participants >= 2,
         "--participants: at least 2 per room"
@@ -161,10 +188,11 @@ pub async fn sfu_load(args: SfuLoadArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", args.out.display()))?;
     print!("{}", huddle_bench::sfu_load::summary(&report));
     println!("report written to {}", args.out.display());
-    Ok(())
+    print_comparison(old, args.compare.as_deref(), &report)
 }
 
 pub fn turn_load(args: TurnLoadArgs) -> anyhow::Result<()> {
+    let old = old_report(args.compare.as_deref(), "turn-load")?;
     let exe = std::env::current_exe().context("locating the huddle binary")?;
     let opts = huddle_bench::turn_load::Options {
         clients: args.clients,
@@ -179,7 +207,7 @@ pub fn turn_load(args: TurnLoadArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", args.out.display()))?;
     print!("{}", huddle_bench::turn_load::summary(&report));
     println!("report written to {}", args.out.display());
-    Ok(())
+    print_comparison(old, args.compare.as_deref(), &report)
 }
 
 pub async fn call(args: CallArgs) -> anyhow::Result<()> {

@@ -247,6 +247,9 @@ pub struct SfuLoadArgs {
     /// Where to write the JSON report.
     #[arg(long, default_value = "bench-sfu-load.json")]
     pub out: PathBuf,
+    /// Compare with an earlier report of this scenario: every metric, new/old and new-old.
+    #[arg(long, value_name = "OLD_JSON")]
+    pub compare: Option<PathBuf>,
 }
 
 /// Which way impairments apply, from each participant's point of view.
@@ -407,6 +410,9 @@ pub struct TurnLoadArgs {
     /// Where to write the JSON report.
     #[arg(long, default_value = "bench-turn-load.json")]
     pub out: PathBuf,
+    /// Compare with an earlier report of this scenario: every metric, new/old and new-old.
+    #[arg(long, value_name = "OLD_JSON")]
+    pub compare: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -434,6 +440,9 @@ pub struct ChatLoadArgs {
     /// Where to write the JSON report.
     #[arg(long, default_value = "bench-chat-load.json")]
     pub out: PathBuf,
+    /// Compare with an earlier report of this scenario: every metric, new/old and new-old.
+    #[arg(long, value_name = "OLD_JSON")]
+    pub compare: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -458,4 +467,7 @@ pub struct SignalLoadArgs {
     /// Where to write the JSON report.
     #[arg(long, default_value = "bench-signal-load.json")]
     pub out: PathBuf,
+    /// Compare with an earlier report of this scenario: every metric, new/old and new-old.
+    #[arg(long, value_name = "OLD_JSON")]
+    pub compare: Option<PathBuf>,
 }

@@ -47,6 +47,10 @@ pub enum CompareError {
 /// Which scenario wrote `report`: its `scenario` field, or `call` for a call report (which
 /// predates that field and is recognised by its `pairs` and `summary`).
 pub fn scenario_of(report: &Value) -> Option<&str> {
+    // Scenarios run at several sizes (signal-load, chat-load) write a list of reports.
+    if let Some(first) = report.as_array().and_then(|a| a.first()) {
+        return first.get("scenario").and_then(Value::as_str);
+    }
     let obj = report.as_object()?;
     if let Some(s) = obj.get("scenario").and_then(Value::as_str) {
         return Some(s);
@@ -202,8 +206,23 @@ pub fn compare(old: &Value, new: &Value) -> Result<Comparison, CompareError> {
 }
 
 /// Numeric leaves (and nulls, which a summary uses for "not measured") under every
-/// `summary` object, by path, object keys sorted.
+/// `summary` object, by path, object keys sorted. A report without summaries (the load
+/// scenarios) is its own summary: all its numeric leaves.
 fn summaries(report: &Value) -> Vec<(String, Option<f64>)> {
+    let found = summary_leaves(report);
+    if !found.is_empty() {
+        return found;
+    }
+    let mut out = Vec::new();
+    walk(report, String::new(), true, 0, &mut |path, v, _| {
+        if let Value::Number(n) = v {
+            out.push((path, n.as_f64()));
+        }
+    });
+    out
+}
+
+fn summary_leaves(report: &Value) -> Vec<(String, Option<f64>)> {
     let mut out = Vec::new();
     walk(
         report,
@@ -363,6 +382,20 @@ mod tests {
         assert!(c.settings.is_empty());
         // Per-pair values are not summary metrics.
         assert!(!paths.iter().any(|p| p.starts_with("pairs")));
+    }
+
+    #[test]
+    fn load_reports_without_summaries_compare_every_number() {
+        let run = |pps: f64| json!([{ "scenario": "signal-load", "connections": 100, "join_ms": { "p99": pps } }]);
+        let c = compare(&run(10.0), &run(12.0)).unwrap();
+        let m = c
+            .metrics
+            .iter()
+            .find(|m| m.path == "[0].join_ms.p99")
+            .expect("nested number");
+        assert_eq!(m.ratio(), Some(1.2));
+        let other = json!([{ "scenario": "chat-load", "x": 1 }]);
+        assert!(compare(&other, &run(1.0)).is_err());
     }
 
     #[test]

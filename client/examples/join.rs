@@ -16,6 +16,9 @@ use huddle_client::{Client, Config};
 use huddle_media::codec::i420::I420Frame;
 use huddle_media::quality::signal::{moving_pattern, speech_like};
 
+/// A received track and how many decoded frames came out of it.
+type Received = (RemoteTrack, Arc<Mutex<u64>>);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -57,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
     });
 
     // Received tracks: count what comes out of their decoders.
-    let tracks: Arc<Mutex<Vec<(RemoteTrack, Arc<Mutex<u64>>)>>> = Arc::default();
+    let tracks: Arc<Mutex<Vec<Received>>> = Arc::default();
     let collector = tracks.clone();
     tokio::spawn(async move {
         while let Some(ev) = events.recv().await {
