@@ -117,10 +117,15 @@ fn turn_load_smoke_run_compares_with_coturn() {
             .iter()
             .find(|x| x["server"] == server)
             .unwrap_or_else(|| panic!("no {server} run: {r}"));
-        assert_eq!(run["sent"], run["received"], "{server} lost messages: {run}");
+        assert_eq!(
+            run["sent"], run["received"],
+            "{server} lost messages: {run}"
+        );
         assert!(run["relayed_packets"].as_u64().unwrap_or(0) >= 400, "{run}");
     }
-    let ratio = r["ratio_packets_per_cpu_second"][0][1].as_f64().expect("a ratio");
+    let ratio = r["ratio_packets_per_cpu_second"][0][1]
+        .as_f64()
+        .expect("a ratio");
     assert!(ratio > 0.0, "{r}");
     assert!(stdout.contains("coturn"), "{stdout}");
 }

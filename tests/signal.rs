@@ -638,8 +638,15 @@ async fn media_subscribe_checks_max_quality() {
             3,
         )
         .await;
-    assert_eq!((r["type"].as_str(), r["code"].as_str()), (Some("error"), Some("invalid_message")), "{r}");
-    assert!(r["message"].as_str().unwrap_or("").contains("max_quality"), "{r}");
+    assert_eq!(
+        (r["type"].as_str(), r["code"].as_str()),
+        (Some("error"), Some("invalid_message")),
+        "{r}"
+    );
+    assert!(
+        r["message"].as_str().unwrap_or("").contains("max_quality"),
+        "{r}"
+    );
     // A valid quality for a track that does not exist: the SFU refuses it.
     let r = a
         .request(

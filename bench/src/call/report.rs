@@ -324,9 +324,9 @@ pub(super) fn build(
                         _ => None,
                     },
                     time_to_first_packet_ms: match (speaker.video_start, first_packet) {
-                        (Some(a), Some(b)) => Some(ms(
-                            b.saturating_duration_since(a.max(listener.connected_at)),
-                        )),
+                        (Some(a), Some(b)) => {
+                            Some(ms(b.saturating_duration_since(a.max(listener.connected_at))))
+                        }
                         _ => None,
                     },
                     freezes: fb.freeze_count,
