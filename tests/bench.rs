@@ -3,8 +3,13 @@
 
 use std::process::Command;
 
+/// One benchmark at a time: each starts its own servers and loads the machine, and a
+/// run starved by another measures nothing useful (and can time out).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs `huddle bench ARGS --out <tmp>` and returns its JSON report and stdout.
 fn bench(args: &[&str]) -> (serde_json::Value, String) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("report.json");
     let run = Command::new(env!("CARGO_BIN_EXE_huddle"))
@@ -83,7 +88,7 @@ fn chat_load_delivers_every_message_to_every_member_and_reports() {
 }
 
 /// `huddle bench turn-load` at a tiny size: huddle's TURN server and coturn relay the same
-/// load from coturn's own client, nothing is lost, and the ratios are computed. Needs
+/// load from coturn's own client, nothing is lost, and both are measured. Needs
 /// Debian's coturn (CI installs it and sets HUDDLE_REQUIRE_INTEROP=1).
 #[test]
 fn turn_load_smoke_run_compares_with_coturn() {
@@ -123,9 +128,14 @@ fn turn_load_smoke_run_compares_with_coturn() {
         );
         assert!(run["relayed_packets"].as_u64().unwrap_or(0) >= 400, "{run}");
     }
-    let ratio = r["ratio_packets_per_cpu_second"][0][1]
-        .as_f64()
-        .expect("a ratio");
-    assert!(ratio > 0.0, "{r}");
+    // The CPU ratio is not checked: a run this small uses a few clock ticks of CPU (10 ms
+    // each), often zero for coturn, and the report then leaves the ratio out; the figures
+    // come from full-size runs. If present it is for the one thread count run.
+    let ratios = r["ratio_packets_per_cpu_second"]
+        .as_array()
+        .expect("ratios");
+    assert!(ratios.len() <= 1 && ratios.iter().all(|x| x[0] == 1), "{r}");
+    let memory = r["memory"].as_array().expect("memory");
+    assert_eq!(memory.len(), 2, "huddle and coturn: {r}");
     assert!(stdout.contains("coturn"), "{stdout}");
 }
