@@ -220,6 +220,9 @@ async fn send(
     let reader_clock = clock.clone();
     let (reader_acked, reader_notify, reader_prefix) =
         (acked.clone(), notify.clone(), prefix.clone());
+    // A refused message (e.g. `unavailable` while the store is saturated) is sent again
+    // with the same client_msg_id, as a real client does; the server stores it once.
+    let (resend_tx, mut resend_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
     let reader = tokio::spawn(async move {
         let mut ack_us = Vec::new();
         while reader_acked.load(Ordering::Acquire) < n {
@@ -239,11 +242,19 @@ async fn send(
                 reader_acked.fetch_add(1, Ordering::AcqRel);
                 reader_notify.notify_one();
             } else if f.kind == "error" {
-                eprintln!("chat-load: server refused a message: {text}");
+                eprintln!("chat-load: server refused a message (resending): {text}");
+                if let Some(i) = f.client_msg_id.and_then(|id| index_of(id, &reader_prefix)) {
+                    let _ = resend_tx.send(i);
+                }
             }
         }
         (stream, ack_us)
     });
+    let body = |i: usize| {
+        json!({"type":"chat_send","conversation":conv,"client_msg_id":format!("{prefix}{i}"),"text":"the quick brown fox jumps over the lazy dog"})
+            .to_string()
+    };
+    let mut resends = 0usize;
     let mut next_at = Instant::now();
     for i in 0..n {
         match pace {
@@ -253,13 +264,42 @@ async fn send(
             }
             None => {
                 while i >= acked.load(Ordering::Acquire) + window {
-                    notify.notified().await;
+                    tokio::select! {
+                        _ = notify.notified() => {}
+                        Some(r) = resend_rx.recv() => {
+                            resends += 1;
+                            if resends > n {
+                                return Err(BenchError::Protocol("the server keeps refusing messages".into()));
+                            }
+                            sink.send(Message::text(body(r))).await?;
+                        }
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                            return Err(BenchError::Protocol("no ack for 60 s".into()));
+                        }
+                    }
                 }
             }
         }
-        let body = json!({"type":"chat_send","conversation":conv,"client_msg_id":format!("{prefix}{i}"),"text":"the quick brown fox jumps over the lazy dog"});
+        while let Ok(r) = resend_rx.try_recv() {
+            resends += 1;
+            sink.send(Message::text(body(r))).await?;
+        }
         clock.sent_us[i].store(clock.now_us(), Ordering::Relaxed);
-        sink.send(Message::text(body.to_string())).await?;
+        sink.send(Message::text(body(i))).await?;
+    }
+    // Refusals of the last messages: resend until everything is acked.
+    while acked.load(Ordering::Acquire) < n {
+        tokio::select! {
+            _ = notify.notified() => {}
+            Some(r) = resend_rx.recv() => {
+                resends += 1;
+                if resends > n {
+                    return Err(BenchError::Protocol("the server keeps refusing messages".into()));
+                }
+                sink.send(Message::text(body(r))).await?;
+            }
+            _ = tokio::time::sleep(Duration::from_secs(60)) => break,
+        }
     }
     let (stream, ack_us) = tokio::time::timeout(Duration::from_secs(60), reader)
         .await
