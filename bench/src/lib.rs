@@ -5,7 +5,10 @@
 //! scenario ([`signal_load`]): many authenticated
 //! WebSocket clients join rooms, and the server's memory per idle connection and the join
 //! latency are reported. The SFU load scenario ([`sfu_load`]) ramps rooms of synthetic
-//! WebRTC peers through the server's SFU until loss or latency degrade.
+//! WebRTC peers through the server's SFU until loss or latency degrade. The call-quality
+//! scenarios ([`call`]: one call, and a sweep over impairments) place real calls with
+//! the client SDK behind the impairment [`shim`] and measure them as a listener would;
+//! [`compare`] puts two reports side by side.
 //!
 //! The benchmark talks to the server only over its public interfaces (REST token minting,
 //! WebSocket protocol v1), so it measures exactly what a deployment would see.
