@@ -200,3 +200,26 @@ async fn nacks_from_a_lossy_subscriber_are_answered_from_the_sfu_buffer() {
         expected.len()
     );
 }
+
+/// Every session is answered with the SFU's one DTLS certificate (made once at start, not
+/// per join on the driver thread), and both still connect and exchange media.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_share_one_dtls_certificate() {
+    let mut call = Call::start().await;
+    call.join("r", "a", VideoCodec::H264).await;
+    call.join("r", "b", VideoCodec::H264).await;
+    let fingerprint = |who: &str| -> String {
+        call.answers[who]
+            .lines()
+            .find(|l| l.starts_with("a=fingerprint:"))
+            .expect("a fingerprint")
+            .to_owned()
+    };
+    assert_eq!(fingerprint("a"), fingerprint("b"));
+    let flowing = eventually(Duration::from_secs(10), || {
+        call.client("a").frames_from("b", TrackKind::Audio) > 0
+            && call.client("b").frames_from("a", TrackKind::Audio) > 0
+    })
+    .await;
+    assert!(flowing, "media flows with the shared certificate");
+}

@@ -141,7 +141,7 @@ impl Driver {
         now: Instant,
     ) -> Result<(), SfuError> {
         self.router.join(&room, &participant)?;
-        let mut rtc = Rtc::builder()
+        let rtc_config = Rtc::builder()
             // The SFU has a public address and never initiates checks (RFC 8445 §2.5).
             .set_ice_lite(true)
             .set_crypto_provider(self.crypto.clone())
@@ -155,8 +155,12 @@ impl Driver {
                     .bandwidth
                     .estimate
                     .then(|| Bitrate::bps(self.config.bandwidth.initial_bitrate)),
-            )
-            .build(now);
+            );
+        let rtc_config = match &self.dtls_cert {
+            Some(cert) => rtc_config.set_dtls_cert(cert.clone()),
+            None => rtc_config,
+        };
+        let mut rtc = rtc_config.build(now);
         for c in &self.candidates {
             rtc.add_local_candidate(c.clone());
         }

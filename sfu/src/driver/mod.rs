@@ -44,6 +44,10 @@ pub(crate) struct Driver {
     candidates: Vec<Candidate>,
     /// DTLS/SRTP crypto shared by every `Rtc`.
     crypto: Arc<CryptoProvider>,
+    /// One DTLS certificate for every session (RFC 8827 lets an endpoint reuse one; its
+    /// fingerprint is in each SDP): a join does not pay for a key generation on the
+    /// driver thread. `None` if the provider cannot make one (each `Rtc` then does).
+    dtls_cert: Option<str0m::config::DtlsCert>,
     /// Rooms, tracks, subscriptions.
     router: Router,
     /// Every participant's session.
@@ -103,6 +107,7 @@ impl Driver {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| SfuError::Config(format!("candidate: {e}")))?;
         let (events, stream) = EventSink::new(config.event_backlog, metrics.events_dropped.clone());
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
         let now = Instant::now();
         info!(%local_addr, candidates = ?ips, "SFU media socket bound");
         Ok((
@@ -116,7 +121,8 @@ impl Driver {
                 socket,
                 local_addr,
                 candidates,
-                crypto: Arc::new(str0m::crypto::from_feature_flags()),
+                dtls_cert: crypto.dtls_provider.generate_certificate(),
+                crypto,
                 peers: HashMap::new(),
                 by_addr: HashMap::new(),
                 dirty: Vec::new(),

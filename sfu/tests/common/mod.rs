@@ -134,6 +134,8 @@ pub struct Call {
     pub lose_next_offer: Arc<Mutex<Vec<String>>>,
     /// When each audio frame (publisher, frame number) was written, for latency.
     pub sent_at: SentAt,
+    /// The SFU's answer to each participant's first offer.
+    pub answers: HashMap<String, String>,
 }
 
 /// Send instants of audio frames by (publisher, frame number).
@@ -166,6 +168,7 @@ impl Call {
             log,
             lose_next_offer: lose,
             sent_at: Arc::default(),
+            answers: HashMap::new(),
         }
     }
 
@@ -222,6 +225,7 @@ impl Call {
             .offer(name, offer.to_sdp_string())
             .await
             .expect("SFU answers");
+        self.answers.insert(name.into(), answer.clone());
         let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
         rtc.sdp_api().accept_answer(pending, answer).unwrap();
 
