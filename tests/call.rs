@@ -388,3 +388,29 @@ async fn ice_restart_after_a_network_change_keeps_the_call() {
         p.leave().await;
     }
 }
+
+/// Loss between a publisher and the SFU: the SFU must not hold later audio back while
+/// waiting for a lost packet (it did, 300 ms), the listeners see the loss as concealment,
+/// and the SFU's NACKs toward the publisher repair its video.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_loss_adds_no_delay_and_video_is_repaired() {
+    let _serial = SERIAL.lock().await;
+    let report = call(CallConfig {
+        duration: Duration::from_secs(5),
+        video: video(320, 240, 15),
+        up: Impairments {
+            loss: 0.05,
+            ..Impairments::default()
+        },
+        ..CallConfig::default()
+    })
+    .await;
+    for p in &report.pairs {
+        let a = audio(p);
+        assert!(a.measured.delay_p50_ms < 150.0, "audio held back: {p:?}");
+        assert!(a.effective_loss_pct > 1.0, "the loss is seen: {p:?}");
+        let v = p.video.as_ref().expect("video");
+        assert!(v.loss_after_repair_pct < 0.5, "{p:?}");
+        assert!(v.frames_decoded >= 50, "{p:?}");
+    }
+}

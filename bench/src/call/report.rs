@@ -67,6 +67,10 @@ pub struct AudioReport {
     pub loss_before_repair_pct: f64,
     /// Still missing at playout after FEC, in percent of expected.
     pub loss_after_repair_pct: f64,
+    /// The loss the E-model is given: the larger of the loss after repair and the
+    /// concealment (which also catches loss hidden by renumbering upstream of the
+    /// listener).
+    pub effective_loss_pct: f64,
     pub fec_recovered: u64,
     /// Played samples that were concealment, percent.
     pub concealed_pct: f64,
@@ -74,8 +78,8 @@ pub struct AudioReport {
     pub jitter_buffer_target_ms: f64,
     #[serde(flatten)]
     pub measured: AudioMeasure,
-    /// E-model (ITU-T G.107) rating from the mean mouth-to-ear delay and the loss after
-    /// repair, with the provisional Opus impairment figures.
+    /// E-model (ITU-T G.107) rating from the mean mouth-to-ear delay and the effective
+    /// loss, with the provisional Opus impairment figures.
     pub r: f64,
     pub mos: f64,
     /// The jitter buffer's own statistics at the end of the measured period (WebRTC
@@ -100,6 +104,8 @@ pub struct VideoReport {
     /// came after their frame was given up.
     pub frames_dropped: u64,
     pub packets_late: u64,
+    /// Frames the decoder could not use.
+    pub decode_errors: u64,
     /// Time from a gap showing to a (retransmitted) packet filling it: mean and max, ms.
     pub repair_ms_mean: f64,
     pub repair_ms_max: f64,
@@ -156,6 +162,7 @@ fn since(now: TrackStats, base: Option<&TrackStats>) -> TrackStats {
     d.packets_expected = d.packets_expected.saturating_sub(b.packets_expected);
     d.packets_received = d.packets_received.saturating_sub(b.packets_received);
     d.frames_decoded = d.frames_decoded.saturating_sub(b.frames_decoded);
+    d.decode_errors = d.decode_errors.saturating_sub(b.decode_errors);
     if let (Some(a), Some(ba)) = (d.audio.as_mut(), b.audio.as_ref()) {
         a.concealed_samples = a.concealed_samples.saturating_sub(ba.concealed_samples);
         a.total_samples_received = a
@@ -278,9 +285,14 @@ pub(super) fn build(
                 let js = st.audio.clone().unwrap_or_default();
                 let expected = st.packets_expected;
                 let after = pct(js.packets_lost, expected);
+                // What the listener lost is what was concealed as much as what its
+                // sequence numbers miss: an SFU that forwards frames renumbers them, so
+                // a publisher's upstream loss shows only as concealment.
+                let effective = after.max(js.concealed_percent());
+                let lost_equiv = (effective / 100.0 * expected as f64).round() as u64;
                 let loss = GilbertLoss {
-                    ppl_percent: after,
-                    burst_r: burst_r(js.packets_lost, js.concealment_events, expected),
+                    ppl_percent: effective,
+                    burst_r: burst_r(lost_equiv, js.concealment_events, expected),
                 };
                 let rating = EModelInput::for_call(
                     OPUS_PROVISIONAL,
@@ -293,6 +305,7 @@ pub(super) fn build(
                     packets_expected: expected,
                     loss_before_repair_pct: pct(st.packets_lost(), expected),
                     loss_after_repair_pct: after,
+                    effective_loss_pct: effective,
                     fec_recovered: js.fec_recovered_packets,
                     concealed_pct: js.concealed_percent(),
                     jitter_buffer_delay_ms: js.mean_delay_ms(),
@@ -335,6 +348,7 @@ pub(super) fn build(
                     nacks: fb.nack_count,
                     frames_dropped: fb.frames_dropped,
                     packets_late: fb.packets_late,
+                    decode_errors: st.decode_errors,
                     repair_ms_mean: ms(st.gap_fill_mean()),
                     repair_ms_max: ms(st.gap_fill_max),
                     packets_expected: st.packets_expected,

@@ -31,6 +31,8 @@ const FRAME_QUEUE: usize = 256;
 const SEQ_MEMORY: u64 = 4096;
 /// Open gaps tracked for their fill time.
 const MAX_GAPS: usize = 1024;
+/// Least time between two keyframe requests made because frames failed to decode.
+const DECODE_ERROR_PLI_INTERVAL: Duration = Duration::from_millis(300);
 
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,6 +329,7 @@ async fn video_pipeline(
     let mut depacketizer = H264Depacketizer::default();
     let mut counter = SeqCounter::default();
     let mut nacks = Vec::new();
+    let (mut last_decode_pli, mut decode_pli): (Option<Instant>, bool) = (None, false);
     loop {
         let wake = fb
             .poll_timeout()
@@ -377,7 +380,18 @@ async fn video_pipeline(
                         st.frames_dropped_by_app += 1;
                     }
                 }
-                None => st.decode_errors += 1,
+                None => {
+                    // The frame buffer saw a whole chain (an SFU that renumbers hides its
+                    // gaps), yet the decoder could not use it: only a keyframe helps, as
+                    // a browser would ask after a decode error.
+                    st.decode_errors += 1;
+                    if last_decode_pli
+                        .is_none_or(|t: Instant| now.duration_since(t) >= DECODE_ERROR_PLI_INTERVAL)
+                    {
+                        last_decode_pli = Some(now);
+                        decode_pli = true;
+                    }
+                }
             }
         }
         nacks.clear();
@@ -390,7 +404,7 @@ async fn video_pipeline(
                 nacks: nack_pairs_from_sequence_numbers(&nacks),
             }));
         }
-        if fb.poll_keyframe_request(now) {
+        if fb.poll_keyframe_request(now) || std::mem::take(&mut decode_pli) {
             rtcp.push(Box::new(PictureLossIndication {
                 sender_ssrc: 0,
                 media_ssrc: ssrc,

@@ -15,6 +15,8 @@ use crate::ids::{ParticipantId, RoomId};
 use crate::peer::Peer;
 use crate::router::RouterEvent;
 
+/// Audio packets str0m may hold back waiting for a missing one (see `join`).
+const AUDIO_REORDERING_PACKETS: usize = 2;
 impl Driver {
     /// Serves one request from a handle.
     pub(super) fn handle_command(&mut self, cmd: Command, now: Instant) {
@@ -150,6 +152,11 @@ impl Driver {
             .enable_h264(true)
             .enable_vp8(true)
             .set_stats_interval(Some(self.config.stats_interval))
+            // A lost audio packet must not hold back the ones after it: str0m's default
+            // waits for 15 later packets (300 ms of Opus), which a publisher's upstream
+            // loss turns into 300 ms of added delay for every listener. Two packets
+            // cover ordinary reordering; the listeners' jitter buffers conceal the rest.
+            .set_reordering_size_audio(AUDIO_REORDERING_PACKETS)
             .enable_bwe(
                 self.config
                     .bandwidth
