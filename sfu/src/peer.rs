@@ -77,7 +77,18 @@ struct TrackOut {
     rewriter: TimestampRewriter,
     /// Video held back ("last N"): resumes at a keyframe.
     paused: bool,
+    /// Its send stream's resend cache has been set up (see [`RESEND_SHARE_CAP`]).
+    resends_configured: bool,
 }
+
+/// Share of a stream's bytes over the last second that resends may take before str0m
+/// drops every queued resend. Its default (15%) is hit by a keyframe's repairs at a few
+/// percent loss, after which lost packets are never repaired; half keeps a NACK storm
+/// bounded without giving up on ordinary loss.
+const RESEND_SHARE_CAP: f32 = 0.5;
+/// Packets kept for resends per stream and how long (str0m's defaults).
+const RESEND_CACHE_PACKETS: usize = 1024;
+const RESEND_CACHE_AGE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What [`Peer::forward`] did with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,6 +348,7 @@ impl Peer {
             max_quality: Quality::default(),
             selector: None,
             rewriter: TimestampRewriter::default(),
+            resends_configured: false,
             paused: false,
         });
     }
@@ -477,6 +489,16 @@ impl Peer {
                 (MediaTime::new(u64::from(ts), freq), done)
             }
         };
+        if !out.resends_configured
+            && let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None)
+        {
+            tx.set_rtx_cache(
+                RESEND_CACHE_PACKETS,
+                RESEND_CACHE_AGE,
+                Some(RESEND_SHARE_CAP),
+            );
+            out.resends_configured = true;
+        }
         let Some(writer) = self.rtc.writer(mid) else {
             return Ok(Forwarded::No);
         };
