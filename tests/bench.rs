@@ -1,32 +1,16 @@
 //! `huddle bench signal-load` end to end at a small scale: the real binary starts a real
 //! server, and every presence event the protocol promises must arrive.
 
-use std::process::Command;
+mod common;
 
 /// One benchmark at a time: each starts its own servers and loads the machine, and a
 /// run starved by another measures nothing useful (and can time out).
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Runs `huddle bench ARGS --out <tmp>` and returns its JSON report and stdout.
+/// Runs `huddle bench ARGS` (see `common::run_bench`), one at a time.
 fn bench(args: &[&str]) -> (serde_json::Value, String) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("report.json");
-    let run = Command::new(env!("CARGO_BIN_EXE_huddle"))
-        .arg("bench")
-        .args(args)
-        .arg("--out")
-        .arg(&out)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let report = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    (report, String::from_utf8_lossy(&run.stdout).into_owned())
+    common::run_bench(args)
 }
 
 #[test]

@@ -2,37 +2,17 @@
 //! with its SFU, synthetic WebRTC participants join through the signalling protocol, and
 //! every participant must receive every other at the rate they send.
 
-use std::process::Command;
+mod common;
 
-/// Runs `huddle bench sfu-load ARGS --out <tmp>` and returns its JSON report and stdout.
+/// Runs `huddle bench sfu-load ARGS` at one room for 3 s and returns its JSON report and
+/// stdout.
 fn sfu_load(args: &[&str]) -> (serde_json::Value, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("report.json");
-    let run = Command::new(env!("CARGO_BIN_EXE_huddle"))
-        .args([
-            "bench",
-            "sfu-load",
-            "--max-rooms",
-            "1",
-            "--step-seconds",
-            "3",
-        ])
-        // The latency limit is loose: CI machines are shared, and this test checks
-        // delivery, not speed.
-        .args(["--max-p99-ms", "2000"])
-        .args(args)
-        .arg("--out")
-        .arg(&out)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let report = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    (report, String::from_utf8_lossy(&run.stdout).into_owned())
+    let mut all = vec!["sfu-load", "--max-rooms", "1", "--step-seconds", "3"];
+    // The latency limit is loose: CI machines are shared, and this test checks delivery,
+    // not speed.
+    all.extend(["--max-p99-ms", "2000"]);
+    all.extend_from_slice(args);
+    common::run_bench(&all)
 }
 
 fn f(v: &serde_json::Value) -> f64 {

@@ -48,18 +48,19 @@ fn browsers_see_and_hear_each_other_through_the_sfu() {
     assert_eq!(report["two"]["alice"]["candidate"], "host", "{report}");
 }
 
-#[test]
-fn browsers_call_relay_only_through_huddle_turn() {
-    if !browser_available() {
-        return;
-    }
-    // TURN on its own ports so that this test can run beside others; the ICE servers
-    // handed to the pages point at it.
+/// A call whose only ICE server is huddle's TURN on `port` over `transport`, with relay
+/// ports from `min_port`: both pages must end up on relay candidates. TURN runs on its
+/// own ports so that this can run beside other tests.
+fn relay_only_call(port: u16, transport: &str, min_port: u16) {
     let server = Server::start_with(
-        "[sfu]\nlisten = \"127.0.0.1:0\"\n\
-         [turn]\nlisten_udp = [\"127.0.0.1:34791\"]\nlisten_tcp = [\"127.0.0.1:34791\"]\n\
-         min_port = 45000\nmax_port = 45999\n\
-         [ice]\nturn_urls = [\"turn:127.0.0.1:34791?transport=udp\"]\nturn_secret = \"relay-call-secret\"\n",
+        &format!(
+            "[sfu]\nlisten = \"127.0.0.1:0\"\n\
+             [turn]\nlisten_udp = [\"127.0.0.1:{port}\"]\nlisten_tcp = [\"127.0.0.1:{port}\"]\n\
+             min_port = {min_port}\nmax_port = {}\n\
+             [ice]\nturn_urls = [\"turn:127.0.0.1:{port}?transport={transport}\"]\n\
+             turn_secret = \"relay-call-secret\"\n",
+            min_port + 999
+        ),
         &["--dev"],
         &[],
     );
@@ -67,6 +68,14 @@ fn browsers_call_relay_only_through_huddle_turn() {
     assert_call(&report);
     assert_eq!(report["two"]["alice"]["candidate"], "relay", "{report}");
     assert_eq!(report["two"]["bob"]["candidate"], "relay", "{report}");
+}
+
+#[test]
+fn browsers_call_relay_only_through_huddle_turn() {
+    if !browser_available() {
+        return;
+    }
+    relay_only_call(34791, "udp", 45000);
 }
 
 /// Clients that cannot use UDP at all: the only ICE server is huddle's TURN over TCP
@@ -77,16 +86,5 @@ fn browsers_call_over_tcp_through_huddle_turn() {
     if !browser_available() {
         return;
     }
-    let server = Server::start_with(
-        "[sfu]\nlisten = \"127.0.0.1:0\"\n\
-         [turn]\nlisten_udp = [\"127.0.0.1:34793\"]\nlisten_tcp = [\"127.0.0.1:34793\"]\n\
-         min_port = 46000\nmax_port = 46999\n\
-         [ice]\nturn_urls = [\"turn:127.0.0.1:34793?transport=tcp\"]\nturn_secret = \"tcp-call-secret\"\n",
-        &["--dev"],
-        &[],
-    );
-    let report = call(&server, "relay");
-    assert_call(&report);
-    assert_eq!(report["two"]["alice"]["candidate"], "relay", "{report}");
-    assert_eq!(report["two"]["bob"]["candidate"], "relay", "{report}");
+    relay_only_call(34793, "tcp", 46000);
 }

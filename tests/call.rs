@@ -18,6 +18,7 @@ use huddle_bench::call::{
     CallConfig, CallReport, CallTarget, Impairments, PairReport, VideoSetup, print_summary, run,
 };
 use huddle_bench::server::Target;
+use huddle_bench::shim::ImpairmentConfig;
 use huddle_client::media::TrackKind;
 use huddle_media::audio::jitter::JitterConfig;
 use huddle_media::codec::opus::OpusEncoderConfig;
@@ -28,11 +29,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 fn server() -> (Target, SocketAddr) {
     let exe = Path::new(env!("CARGO_BIN_EXE_huddle"));
     let target = Target::spawn_with_sfu(exe, &[]).expect("huddle serve starts");
-    let sfu = target
-        .sfu_addr
-        .as_deref()
-        .and_then(|a| a.parse().ok())
-        .expect("the SFU address");
+    let sfu = target.sfu_addr.expect("the SFU address");
     (target, sfu)
 }
 
@@ -58,6 +55,29 @@ fn video(width: usize, height: usize, fps: u32) -> Option<VideoSetup> {
         fps,
         bitrate_bps: 250_000,
     })
+}
+
+/// Participant `{prefix}{i}` of `room`, speaking its own seeded signal.
+async fn setup(
+    target: &Target,
+    sfu_addr: SocketAddr,
+    (room, prefix, i): (&str, &str, u64),
+    video: Option<VideoSetup>,
+    shim: Option<(ImpairmentConfig, ImpairmentConfig)>,
+) -> ParticipantSetup {
+    let name = format!("{prefix}{i}");
+    ParticipantSetup {
+        token: target.token(&name, room).await.expect("token"),
+        name,
+        ws_url: target.ws_url(),
+        sfu_addr,
+        shim,
+        speech: Arc::new(speech_like(8.0, 48_000, 16_000, i)),
+        video,
+        opus: OpusEncoderConfig::default(),
+        jitter: JitterConfig::default(),
+        nack: true,
+    }
 }
 
 fn down(imp: Impairments) -> CallConfig {
@@ -234,19 +254,14 @@ async fn four_participants_and_one_leaves() {
     let (target, sfu_addr) = server();
     let mut people = Vec::new();
     for i in 0..4 {
-        let name = format!("q{i}");
-        let setup = ParticipantSetup {
-            token: target.token(&name, "four").await.expect("token"),
-            name,
-            ws_url: target.ws_url(),
+        let setup = setup(
+            &target,
             sfu_addr,
-            shim: None,
-            speech: Arc::new(speech_like(8.0, 48_000, 16_000, i)),
-            video: video(160, 120, 10),
-            opus: OpusEncoderConfig::default(),
-            jitter: JitterConfig::default(),
-            nack: true,
-        };
+            ("four", "q", i),
+            video(160, 120, 10),
+            None,
+        )
+        .await;
         people.push(Participant::join(setup).await.expect("joins"));
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -343,19 +358,8 @@ async fn ice_restart_after_a_network_change_keeps_the_call() {
     let (target, sfu_addr) = server();
     let mut people = Vec::new();
     for i in 0..2 {
-        let name = format!("m{i}");
-        let setup = ParticipantSetup {
-            token: target.token(&name, "moving").await.expect("token"),
-            name,
-            ws_url: target.ws_url(),
-            sfu_addr,
-            shim: Some(Default::default()),
-            speech: Arc::new(speech_like(8.0, 48_000, 16_000, i)),
-            video: None,
-            opus: OpusEncoderConfig::default(),
-            jitter: JitterConfig::default(),
-            nack: true,
-        };
+        let shim = Some(Default::default());
+        let setup = setup(&target, sfu_addr, ("moving", "m", i), None, shim).await;
         people.push(Participant::join(setup).await.expect("joins"));
     }
     let received = |p: &Participant, from: &str| -> u64 {

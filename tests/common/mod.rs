@@ -431,3 +431,25 @@ impl Drop for TurnProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `huddle bench ARGS --out <tmp>` (a benchmark starting its own server) and returns
+/// its JSON report and stdout; fails the test with its stderr if it fails.
+pub fn run_bench(args: &[&str]) -> (Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_huddle"))
+        .arg("bench")
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    (report, String::from_utf8_lossy(&run.stdout).into_owned())
+}
