@@ -225,9 +225,7 @@ pub async fn call(args: CallArgs) -> anyhow::Result<()> {
         "--duration: seconds in (0, 3600]"
     );
     // A wrong --compare file fails before a call is spent on it.
-    let old = (args.compare.as_deref())
-        .map(|p| huddle_bench::compare::load(p, "call"))
-        .transpose()?;
+    let old = old_report(args.compare.as_deref(), "call")?;
     let (target, sfu_addr) = match (&args.url, &args.api_secret, args.sfu_addr) {
         (Some(url), Some(secret), Some(sfu)) => {
             (Target::external(url.clone(), secret.clone()), sfu)
@@ -237,8 +235,6 @@ pub async fn call(args: CallArgs) -> anyhow::Result<()> {
             let target = Target::spawn_with_sfu(&exe, &[])?;
             let sfu = target
                 .sfu_addr
-                .as_deref()
-                .and_then(|a| a.parse().ok())
                 .context("the server did not report its SFU address")?;
             (target, sfu)
         }
@@ -297,11 +293,7 @@ pub async fn call(args: CallArgs) -> anyhow::Result<()> {
     std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!("report written to {}", args.out.display());
-    if let (Some(old), Some(path)) = (old, &args.compare) {
-        let cmp = huddle_bench::compare::compare(&old, &serde_json::to_value(&report)?)?;
-        println!("compared with {}:", path.display());
-        print!("{}", huddle_bench::compare::render(&cmp));
-    }
+    print_comparison(old, args.compare.as_deref(), &report)?;
     Ok(())
 }
 
@@ -348,17 +340,13 @@ pub async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
         jitters_ms: args.jitter_ms.clone(),
     };
     let total = cfg.points()?.len();
-    let old = (args.compare.as_deref())
-        .map(|p| huddle_bench::compare::load(p, "sweep"))
-        .transpose()?;
+    let old = old_report(args.compare.as_deref(), "sweep")?;
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("creating {}", args.out_dir.display()))?;
     let exe = std::env::current_exe().context("locating the huddle binary")?;
     let target = Target::spawn_with_sfu(&exe, &[])?;
     let sfu_addr = target
         .sfu_addr
-        .as_deref()
-        .and_then(|a| a.parse().ok())
         .context("the server did not report its SFU address")?;
     println!(
         "sweep: {total} calls of {} participants, {} s each (plus about 3 s of setup)",
@@ -384,11 +372,7 @@ pub async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     for file in plot::draw_sweep(&report, &args.out_dir)? {
         println!("plot written to {}", file.display());
     }
-    if let (Some(old), Some(path)) = (old, &args.compare) {
-        let cmp = huddle_bench::compare::compare(&old, &serde_json::to_value(&report)?)?;
-        println!("compared with {}:", path.display());
-        print!("{}", huddle_bench::compare::render(&cmp));
-    }
+    print_comparison(old, args.compare.as_deref(), &report)?;
     let failed = report.points.iter().filter(|p| p.summary.is_none()).count();
     anyhow::ensure!(
         failed == 0,

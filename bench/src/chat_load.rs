@@ -263,21 +263,9 @@ async fn send(
                 tokio::time::sleep_until(next_at.into()).await;
             }
             None => {
-                while i >= acked.load(Ordering::Acquire) + window {
-                    tokio::select! {
-                        _ = notify.notified() => {}
-                        Some(r) = resend_rx.recv() => {
-                            resends += 1;
-                            if resends > n {
-                                return Err(BenchError::Protocol("the server keeps refusing messages".into()));
-                            }
-                            sink.send(Message::text(body(r))).await?;
-                        }
-                        _ = tokio::time::sleep(Duration::from_secs(60)) => {
-                            return Err(BenchError::Protocol("no ack for 60 s".into()));
-                        }
-                    }
-                }
+                let until = (i + 1).saturating_sub(window);
+                let ctx = (&*acked, &*notify, &body, n);
+                await_acks(&mut sink, &mut resend_rx, &mut resends, until, ctx).await?;
             }
         }
         while let Ok(r) = resend_rx.try_recv() {
@@ -288,19 +276,8 @@ async fn send(
         sink.send(Message::text(body(i))).await?;
     }
     // Refusals of the last messages: resend until everything is acked.
-    while acked.load(Ordering::Acquire) < n {
-        tokio::select! {
-            _ = notify.notified() => {}
-            Some(r) = resend_rx.recv() => {
-                resends += 1;
-                if resends > n {
-                    return Err(BenchError::Protocol("the server keeps refusing messages".into()));
-                }
-                sink.send(Message::text(body(r))).await?;
-            }
-            _ = tokio::time::sleep(Duration::from_secs(60)) => break,
-        }
-    }
+    let ctx = (&*acked, &*notify, &body, n);
+    await_acks(&mut sink, &mut resend_rx, &mut resends, n, ctx).await?;
     let (stream, ack_us) = tokio::time::timeout(Duration::from_secs(60), reader)
         .await
         .map_err(|_| BenchError::Protocol("acks did not arrive within 60 s".into()))?
@@ -309,6 +286,38 @@ async fn send(
         .reunite(stream)
         .map_err(|e| BenchError::Protocol(e.to_string()))?;
     Ok((ws, ack_us))
+}
+
+/// Waits until `until` messages are acked, resending those the server refused (at most
+/// `n` resends in all); fails after 60 s without an ack.
+async fn await_acks(
+    sink: &mut futures_util::stream::SplitSink<Ws, Message>,
+    resend_rx: &mut tokio::sync::mpsc::UnboundedReceiver<usize>,
+    resends: &mut usize,
+    until: usize,
+    (acked, notify, body, n): (
+        &AtomicUsize,
+        &tokio::sync::Notify,
+        &impl Fn(usize) -> String,
+        usize,
+    ),
+) -> Result<()> {
+    while acked.load(Ordering::Acquire) < until {
+        tokio::select! {
+            _ = notify.notified() => {}
+            Some(r) = resend_rx.recv() => {
+                *resends += 1;
+                if *resends > n {
+                    return Err(BenchError::Protocol("the server keeps refusing messages".into()));
+                }
+                sink.send(Message::text(body(r))).await?;
+            }
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                return Err(BenchError::Protocol("no ack for 60 s".into()));
+            }
+        }
+    }
+    Ok(())
 }
 
 struct Phase {

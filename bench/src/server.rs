@@ -13,7 +13,7 @@ pub struct Target {
     pub base: String,
     pub api_secret: String,
     /// The SFU's UDP address as the child printed it (`None`: SFU off, or external).
-    pub sfu_addr: Option<String>,
+    pub sfu_addr: Option<std::net::SocketAddr>,
     child: Option<Child>,
     _dir: Option<PathBuf>,
 }
@@ -68,7 +68,7 @@ impl Target {
             match lines.next() {
                 Some(Ok(line)) => {
                     if let Some(addr) = line.strip_prefix("huddle: sfu listening on udp://") {
-                        sfu_addr = Some(addr.to_owned());
+                        sfu_addr = addr.parse().ok();
                     }
                     if let Some(addr) = line.strip_prefix("huddle: listening on ") {
                         break addr.to_owned();

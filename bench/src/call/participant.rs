@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use huddle_client::media::{
     AudioSender, MediaEvent, MediaOptions, MediaSession, RemoteMedia, RemoteTrack, SendStats,
-    TrackKind, VideoOptions, VideoSender,
+    VideoOptions, VideoSender,
 };
 use huddle_client::{Client, Config};
 use huddle_media::audio::jitter::JitterConfig;
@@ -96,7 +96,7 @@ pub struct Participant {
     events_task: JoinHandle<()>,
 }
 
-/// Sends stop here: collected send statistics.
+/// What a participant sent, collected when it stops sending.
 pub struct Sent {
     pub audio: Option<SendStats>,
     pub video: Option<SendStats>,
@@ -342,12 +342,4 @@ async fn send_video(mut sender: VideoSender, v: VideoSetup, stop: CancellationTo
         }
     }
     sender.stats()
-}
-
-/// The kind of a remote track, for reports.
-pub fn kind_name(k: TrackKind) -> &'static str {
-    match k {
-        TrackKind::Audio => "audio",
-        TrackKind::Video => "video",
-    }
 }
