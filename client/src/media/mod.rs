@@ -220,16 +220,7 @@ impl MediaSession {
             .local_description()
             .await
             .ok_or_else(|| MediaError::WebRtc("no local description".into()))?;
-        let answer = client
-            .request(json!({"type": "media_offer", "sdp": local.sdp}))
-            .await?;
-        let sdp = answer["sdp"]
-            .as_str()
-            .ok_or_else(|| MediaError::WebRtc("media_answer without sdp".into()))?;
-        let sdp = redirect(sdp, opts.sfu_address);
-        pc.set_remote_description(RTCSessionDescription::answer(sdp).map_err(peer::webrtc_error)?)
-            .await
-            .map_err(peer::webrtc_error)?;
+        offer_to_sfu(client, &pc, local.sdp, opts.sfu_address).await?;
 
         let (mut audio, mut video) = (None, None);
         for (kind, track, sender, ssrc) in outs {
@@ -326,20 +317,8 @@ impl MediaSession {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let answer = self
-            .client
-            .request(json!({"type": "media_offer", "sdp": local.sdp}))
-            .await?;
-        let sdp = answer["sdp"]
-            .as_str()
-            .ok_or_else(|| MediaError::WebRtc("media_answer without sdp".into()))?;
         let to = *self.redirect_to.lock().expect("not poisoned");
-        self.pc
-            .set_remote_description(
-                RTCSessionDescription::answer(redirect(sdp, to)).map_err(peer::webrtc_error)?,
-            )
-            .await
-            .map_err(peer::webrtc_error)
+        offer_to_sfu(&self.client, &self.pc, local.sdp, to).await
     }
 
     /// Leaves the media session (the room stays joined) and closes the connection.
@@ -400,6 +379,27 @@ async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>) -> Result<u8, Medi
         .first()
         .map(|c| c.payload_type)
         .ok_or_else(|| MediaError::WebRtc("no codec negotiated for a published track".into()))
+}
+
+/// Sends our offer (`media_offer`) and applies the SFU's answer, its candidates
+/// redirected to `to` if given.
+async fn offer_to_sfu(
+    client: &Client,
+    pc: &Arc<dyn PeerConnection>,
+    sdp: String,
+    to: Option<SocketAddr>,
+) -> Result<(), MediaError> {
+    let answer = client
+        .request(json!({"type": "media_offer", "sdp": sdp}))
+        .await?;
+    let sdp = answer["sdp"]
+        .as_str()
+        .ok_or_else(|| MediaError::WebRtc("media_answer without sdp".into()))?;
+    pc.set_remote_description(
+        RTCSessionDescription::answer(redirect(sdp, to)).map_err(peer::webrtc_error)?,
+    )
+    .await
+    .map_err(peer::webrtc_error)
 }
 
 fn redirect(sdp: &str, to: Option<SocketAddr>) -> String {
