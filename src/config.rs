@@ -90,6 +90,9 @@ pub struct SfuSection {
     /// Forward video of only the N most recent speakers to each participant (audio of
     /// everyone); 0: everyone's video.
     pub last_n: usize,
+    /// SFU driver threads, each with its own socket on `listen` (SO_REUSEPORT) and its
+    /// own rooms; 0: one per core.
+    pub shards: usize,
 }
 
 impl Default for SfuSection {
@@ -106,6 +109,7 @@ impl Default for SfuSection {
             bandwidth_estimation: d.bandwidth.estimate,
             max_subscriber_bitrate: d.bandwidth.max_subscriber_bitrate,
             last_n: d.router.last_n.unwrap_or(0),
+            shards: d.shards,
         }
     }
 }
@@ -116,6 +120,7 @@ impl SfuSection {
             bind: self.listen,
             public_ips: self.public_ips.clone(),
             connect_timeout: self.connect_timeout,
+            shards: self.shards,
             ..Default::default()
         };
         c.router.max_participants_per_room = self.max_participants_per_room;

@@ -27,6 +27,9 @@ pub struct SfuConfig {
     /// Droppable events (stats, active speaker) are dropped once this many events wait
     /// unread, so a stalled consumer cannot grow memory; negotiation events never are.
     pub event_backlog: usize,
+    /// Driver threads, each with its own socket on the same address (SO_REUSEPORT) and
+    /// its own rooms; 0 means one per available core. See [`crate::Sfu`].
+    pub shards: usize,
 }
 
 impl Default for SfuConfig {
@@ -40,6 +43,7 @@ impl Default for SfuConfig {
             connect_timeout: Duration::from_secs(30),
             answer_timeout: Duration::from_secs(5),
             event_backlog: 1024,
+            shards: 0,
         }
     }
 }
@@ -77,6 +81,16 @@ impl Default for BandwidthConfig {
             allocation_interval: Duration::from_millis(200),
             upgrade_hold: Duration::from_secs(2),
             upgrade_headroom: 1.15,
+        }
+    }
+}
+
+impl SfuConfig {
+    /// The number of shards to run: `shards`, or one per available core for 0.
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         }
     }
 }

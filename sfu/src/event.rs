@@ -70,14 +70,24 @@ pub enum SfuEvent {
         /// The new speaker.
         participant: Option<ParticipantId>,
     },
-    /// Periodic per-participant statistics.
-    Stats(Vec<ParticipantStats>),
+    /// Periodic per-participant statistics of one shard: every participant of the
+    /// shard's rooms (a room lives on one shard), so a room absent from a shard's
+    /// snapshot has no participants there any more.
+    Stats {
+        /// Which shard reports (0-based; see [`crate::SfuHandle::shards`]).
+        shard: usize,
+        /// Its participants.
+        participants: Vec<ParticipantStats>,
+    },
 }
 
 impl SfuEvent {
     /// Periodic events a slow consumer may lose; the next one supersedes them.
     fn droppable(&self) -> bool {
-        matches!(self, SfuEvent::Stats(_) | SfuEvent::ActiveSpeaker { .. })
+        matches!(
+            self,
+            SfuEvent::Stats { .. } | SfuEvent::ActiveSpeaker { .. }
+        )
     }
 }
 
@@ -170,8 +180,8 @@ impl SfuEvents {
     }
 }
 
-/// The driver's side of the event stream.
-#[derive(Debug)]
+/// The drivers' side of the event stream (one clone per shard).
+#[derive(Debug, Clone)]
 pub(crate) struct EventSink {
     /// To the consumer.
     tx: mpsc::UnboundedSender<SfuEvent>,

@@ -1,21 +1,30 @@
-//! The public face of the SFU: [`Sfu::start`] binds the socket and spawns the driver
-//! task; [`SfuHandle`] sends it requests and awaits the replies.
+//! The public face of the SFU: [`Sfu::start`] binds the sockets and starts one driver
+//! thread per shard; [`SfuHandle`] routes requests to them and awaits the replies.
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use parking_lot::Mutex;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, oneshot};
+use tracing::info;
 
 use crate::config::SfuConfig;
-use crate::driver::Driver;
-use crate::error::SfuError;
-use crate::event::{ParticipantStats, SfuEvents};
+use crate::driver::{Driver, HANDOFF_QUEUE, ShardLink, Shared};
+use crate::error::{RouterError, SfuError};
+use crate::event::{EventSink, ParticipantStats, SfuEvents};
 use crate::ids::{ParticipantId, RoomId, TrackId};
 use crate::metrics::SfuMetrics;
 use crate::router::Census;
 use crate::simulcast::Quality;
 
-/// Requests queued between the handle and the driver.
+/// Requests queued between the handle and each driver.
 const COMMAND_QUEUE: usize = 256;
+
+/// Socket buffer asked for each shard's socket, in bytes.
+const SOCKET_BUFFER: usize = 4 << 20;
 
 /// A request to the driver task, with where its reply goes.
 pub(crate) enum Command {
@@ -68,34 +77,133 @@ pub(crate) enum Command {
 }
 
 /// Starts SFUs.
+///
+/// ## Shards
+///
+/// The SFU runs [`SfuConfig::shards`] drivers, each on its own thread with its own
+/// single-threaded runtime, its own socket bound to the same address (SO_REUSEPORT), its
+/// own router and its own sessions: no lock on the packet path. A room lives on one shard
+/// (chosen by a hash of its name), so forwarding never crosses shards. The kernel spreads
+/// incoming datagrams over the sockets by their source address, so a datagram may arrive
+/// at a shard that does not hold its peer: that shard hands it to the owner through a
+/// bounded channel (and learns the owner of a new source by passing its first datagram,
+/// a STUN check, around the shards). Replies leave through the owner's socket, from the same
+/// address.
 pub struct Sfu;
 
 impl Sfu {
-    /// Binds the media socket and spawns the driver on the current tokio runtime.
-    /// Returns the handle (clone it freely) and the event stream (one consumer).
+    /// Binds the media sockets and starts the drivers on their threads. Returns the
+    /// handle (clone it freely) and the event stream (one consumer, all shards).
     pub async fn start(config: SfuConfig) -> Result<(SfuHandle, SfuEvents), SfuError> {
         let metrics = SfuMetrics::default();
-        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let (driver, events) = Driver::bind(config, rx, metrics.clone()).await?;
-        let local_addr = driver.local_addr();
-        tokio::spawn(driver.run());
+        let count = config.shard_count().max(1);
+        let sockets = bind_sockets(config.bind, count)?;
+        let local_addr = sockets[0].local_addr()?;
+        let shared = Arc::new(Shared::new(&config, local_addr)?);
+        let (events, stream) = EventSink::new(config.event_backlog, metrics.events_dropped.clone());
+        let placement: Placement = Arc::default();
+        let (handoff_tx, handoff_rx): (Vec<_>, Vec<_>) =
+            (0..count).map(|_| mpsc::channel(HANDOFF_QUEUE)).unzip();
+        let mut commands = Vec::with_capacity(count);
+        for (index, (socket, handoff)) in sockets.into_iter().zip(handoff_rx).enumerate() {
+            let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+            commands.push(tx);
+            let shard = ShardLink {
+                index,
+                count,
+                handoff,
+                peers: handoff_tx.clone(),
+                placement: placement.clone(),
+            };
+            let (config, shared, events, metrics) = (
+                config.clone(),
+                shared.clone(),
+                events.clone(),
+                metrics.clone(),
+            );
+            let (ready_tx, ready_rx) = oneshot::channel();
+            std::thread::Builder::new()
+                .name(format!("huddle-sfu-{index}"))
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(SfuError::Io(e)));
+                            return;
+                        }
+                    };
+                    runtime.block_on(async move {
+                        match Driver::new(config, shared, socket, shard, rx, events, metrics) {
+                            Ok(driver) => {
+                                let _ = ready_tx.send(Ok(()));
+                                driver.run().await;
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                            }
+                        }
+                    });
+                })?;
+            ready_rx.await.map_err(|_| SfuError::Closed)??;
+        }
+        info!(%local_addr, shards = count, candidates = ?shared.candidate_ips(), "SFU media socket bound");
         Ok((
             SfuHandle {
-                tx,
+                shards: commands.into(),
+                placement,
                 local_addr,
                 metrics,
             },
-            events,
+            stream,
         ))
     }
+}
+
+/// Binds `count` UDP sockets to `bind`; with more than one they share the address
+/// (SO_REUSEPORT; port 0 takes the first one's port). Non-blocking, ready for tokio.
+fn bind_sockets(bind: SocketAddr, count: usize) -> Result<Vec<std::net::UdpSocket>, SfuError> {
+    let mut sockets = Vec::with_capacity(count);
+    let mut addr = bind;
+    for _ in 0..count {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if count > 1 {
+            socket.set_reuse_port(true)?;
+        }
+        // Bursts (a keyframe to many subscribers) must not overflow the default buffers;
+        // the kernel caps these at net.core.{r,w}mem_max.
+        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        let socket: std::net::UdpSocket = socket.into();
+        addr = socket.local_addr()?;
+        sockets.push(socket);
+    }
+    Ok(sockets)
+}
+
+/// Which shard holds each participant: written on join and removal (control path
+/// only), read by the handle to route a participant's requests.
+pub(crate) type Placement = Arc<Mutex<HashMap<ParticipantId, usize>>>;
+
+/// The shard a room lives on.
+fn shard_of(room: &RoomId, count: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    room.as_str().hash(&mut h);
+    (h.finish() % count as u64) as usize
 }
 
 /// Sends requests to a running SFU. Cheap to clone; the SFU stops when every handle is
 /// dropped or [`shutdown`](Self::shutdown) is called.
 #[derive(Clone, Debug)]
 pub struct SfuHandle {
-    /// To the driver task.
-    tx: mpsc::Sender<Command>,
+    /// To each shard's driver.
+    shards: Arc<[mpsc::Sender<Command>]>,
+    /// Which shard holds each participant.
+    placement: Placement,
     /// The bound media socket.
     local_addr: SocketAddr,
     /// Shared counters.
@@ -113,6 +221,11 @@ impl SfuHandle {
         &self.metrics
     }
 
+    /// How many shards (driver threads) run.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
     /// Admits `participant` to `room` for media. The client offers next.
     pub async fn join(
         &self,
@@ -120,12 +233,18 @@ impl SfuHandle {
         participant: impl Into<ParticipantId>,
     ) -> Result<(), SfuError> {
         let (room, participant) = (room.into(), participant.into());
-        self.call(|reply| Command::Join {
+        // A participant already in a room (of any shard) is refused by its own shard.
+        let placed = self.placement.lock().get(&participant).copied();
+        let shard = placed.unwrap_or_else(|| shard_of(&room, self.shards.len()));
+        let id = participant.clone();
+        self.call_shard(shard, |reply| Command::Join {
             room,
             participant,
             reply,
         })
-        .await?
+        .await??;
+        self.placement.lock().insert(id, shard);
+        Ok(())
     }
 
     /// Applies a client's SDP offer (the first one creates the session; later ones
@@ -136,12 +255,12 @@ impl SfuHandle {
         sdp: impl Into<String>,
     ) -> Result<String, SfuError> {
         let (participant, sdp) = (participant.into(), sdp.into());
-        self.call(|reply| Command::Offer {
+        self.call(&participant.clone(), |reply| Command::Offer {
             participant,
             sdp,
             reply,
         })
-        .await?
+        .await
     }
 
     /// Applies the client's answer to the SFU's offer `offer_id`
@@ -153,21 +272,24 @@ impl SfuHandle {
         sdp: impl Into<String>,
     ) -> Result<(), SfuError> {
         let (participant, sdp) = (participant.into(), sdp.into());
-        self.call(|reply| Command::Answer {
+        self.call(&participant.clone(), |reply| Command::Answer {
             participant,
             offer_id,
             sdp,
             reply,
         })
-        .await?
+        .await
     }
 
     /// Ends a participant's media session and frees all its state; the others stop
     /// receiving its tracks (their m-lines are stopped by renegotiation).
     pub async fn leave(&self, participant: impl Into<ParticipantId>) -> Result<(), SfuError> {
         let participant = participant.into();
-        self.call(|reply| Command::Leave { participant, reply })
-            .await?
+        self.call(&participant.clone(), |reply| Command::Leave {
+            participant,
+            reply,
+        })
+        .await
     }
 
     /// Subscribes `participant` to `track` (selective subscription).
@@ -176,14 +298,7 @@ impl SfuHandle {
         participant: impl Into<ParticipantId>,
         track: TrackId,
     ) -> Result<(), SfuError> {
-        let participant = participant.into();
-        self.call(|reply| Command::Subscribe {
-            participant,
-            track,
-            on: true,
-            reply,
-        })
-        .await?
+        self.set_subscribed(participant.into(), track, true).await
     }
 
     /// Stops sending `track` to `participant`.
@@ -192,14 +307,23 @@ impl SfuHandle {
         participant: impl Into<ParticipantId>,
         track: TrackId,
     ) -> Result<(), SfuError> {
-        let participant = participant.into();
-        self.call(|reply| Command::Subscribe {
+        self.set_subscribed(participant.into(), track, false).await
+    }
+
+    /// Subscribes or unsubscribes.
+    async fn set_subscribed(
+        &self,
+        participant: ParticipantId,
+        track: TrackId,
+        on: bool,
+    ) -> Result<(), SfuError> {
+        self.call(&participant.clone(), |reply| Command::Subscribe {
             participant,
             track,
-            on: false,
+            on,
             reply,
         })
-        .await?
+        .await
     }
 
     /// Sets the best simulcast quality `participant` wants of `track` (it must receive
@@ -212,13 +336,13 @@ impl SfuHandle {
         quality: Quality,
     ) -> Result<(), SfuError> {
         let participant = participant.into();
-        self.call(|reply| Command::Quality {
+        self.call(&participant.clone(), |reply| Command::Quality {
             participant,
             track,
             quality,
             reply,
         })
-        .await?
+        .await
     }
 
     /// Whether `participant` is subscribed to new tracks of its room automatically
@@ -229,40 +353,73 @@ impl SfuHandle {
         on: bool,
     ) -> Result<(), SfuError> {
         let participant = participant.into();
-        self.call(|reply| Command::AutoSubscribe {
+        self.call(&participant.clone(), |reply| Command::AutoSubscribe {
             participant,
             on,
             reply,
         })
-        .await?
+        .await
     }
 
-    /// Current per-participant statistics.
+    /// Current per-participant statistics (of every shard).
     pub async fn stats(&self) -> Result<Vec<ParticipantStats>, SfuError> {
-        self.call(|reply| Command::Stats { reply }).await
+        let all = self.call_all(|reply| Command::Stats { reply }).await?;
+        Ok(all.into_iter().flatten().collect())
     }
 
-    /// Counts of rooms, participants, tracks and subscriptions held by the router, and
-    /// of WebRTC sessions held by the driver.
+    /// Counts of rooms, participants, tracks and subscriptions held by the routers, and
+    /// of WebRTC sessions held by the drivers (summed over the shards).
     pub async fn census(&self) -> Result<(Census, usize), SfuError> {
-        self.call(|reply| Command::Census { reply }).await
+        let all = self.call_all(|reply| Command::Census { reply }).await?;
+        Ok(all
+            .into_iter()
+            .fold((Census::default(), 0), |(sum, sessions), (c, n)| {
+                (sum + c, sessions + n)
+            }))
     }
 
-    /// Ends every session and stops the driver; returns once it has.
+    /// Ends every session and stops the drivers; returns once they have.
     pub async fn shutdown(&self) -> Result<(), SfuError> {
-        self.call(|reply| Command::Shutdown { reply }).await
+        self.call_all(|reply| Command::Shutdown { reply }).await?;
+        Ok(())
     }
 
-    /// Sends a request and awaits its reply.
-    async fn call<T>(
+    /// Sends a request to shard `shard` and awaits its reply.
+    async fn call_shard<T>(
         &self,
+        shard: usize,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, SfuError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
+        self.shards[shard]
             .send(make(reply))
             .await
             .map_err(|_| SfuError::Closed)?;
         rx.await.map_err(|_| SfuError::Closed)
+    }
+
+    /// Sends a request about `participant` to the shard holding it.
+    async fn call<T>(
+        &self,
+        participant: &ParticipantId,
+        make: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> Command,
+    ) -> Result<T, SfuError> {
+        let shard = self.placement.lock().get(participant).copied();
+        match shard {
+            Some(shard) => self.call_shard(shard, make).await?,
+            None => Err(RouterError::UnknownParticipant(participant.clone()).into()),
+        }
+    }
+
+    /// Sends a request to every shard and collects the replies in shard order.
+    async fn call_all<T>(
+        &self,
+        make: impl Fn(oneshot::Sender<T>) -> Command,
+    ) -> Result<Vec<T>, SfuError> {
+        let mut replies = Vec::with_capacity(self.shards.len());
+        for shard in 0..self.shards.len() {
+            replies.push(self.call_shard(shard, &make).await?);
+        }
+        Ok(replies)
     }
 }

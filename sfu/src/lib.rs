@@ -14,8 +14,8 @@
 //! subscriber receives of each layered video track ([`simulcast`]).
 //!
 //! It does not do signalling (`huddle-signal` carries SDP over its WebSocket and calls
-//! this API), codec work (`huddle-media`), temporal/SVC layers, TCP fallback or
-//! sharding over several sockets yet (see `docs/sfu.md`).
+//! this API), codec work (`huddle-media`), temporal/SVC layers or TCP fallback yet (see
+//! `docs/sfu.md`).
 //!
 //! ## Layout
 //!
@@ -26,8 +26,10 @@
 //!   budget, keyframe-gated switches with upgrade hysteresis, timestamp rewriting.
 //! - `peer` (private): one participant's str0m `Rtc`, the negotiation state of its
 //!   m-lines and its bandwidth state.
-//! - `driver` (private): the tokio task owning the socket, every `Rtc` and the router. A
-//!   datagram goes to the peer whose `Rtc::accepts` it; the driver then polls
+//! - `driver` (private): one per shard, on its own thread, owning its socket (all
+//!   shards share one address), its rooms' `Rtc`s and its router (see [`Sfu`] for how
+//!   rooms and datagrams find their shard). A datagram goes to the peer whose
+//!   `Rtc::accepts` it; the driver then polls
 //!   `poll_output` until a timeout, sends transmits, and forwards each received frame to
 //!   the subscribers' `Rtc`s with str0m's frame writer.
 //! - [`Sfu`] / [`SfuHandle`]: requests to the driver; [`SfuEvents`]: what it reports.

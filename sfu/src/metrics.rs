@@ -39,6 +39,11 @@ pub struct SfuMetrics {
     pub peer_errors: Counter,
     /// Datagrams not sent because the socket buffer was full.
     pub send_dropped: Counter,
+    /// Datagrams received by one shard's socket for a peer of another shard and passed
+    /// to it (the kernel spreads sources over the shards' sockets).
+    pub datagrams_handed_off: Counter,
+    /// Messages between shards dropped because the receiving shard's queue was full.
+    pub handoff_dropped: Counter,
     /// Stats/speaker events dropped because the consumer fell behind.
     pub events_dropped: Counter,
     /// Simulcast layer switches toward subscribers (up or down; starting on the first layer counts as one).
@@ -72,6 +77,8 @@ impl Default for SfuMetrics {
             unrouted_dropped: Counter::default(),
             peer_errors: Counter::default(),
             send_dropped: Counter::default(),
+            datagrams_handed_off: Counter::default(),
+            handoff_dropped: Counter::default(),
             events_dropped: Counter::default(),
             layer_switches: Counter::default(),
             // 64 kb/s to 32 Mb/s, doubling.
@@ -87,7 +94,7 @@ impl SfuMetrics {
     /// Registers every metric under the `huddle_sfu` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("huddle_sfu");
-        let counters: [(&str, &str, &Counter); 16] = [
+        let counters: [(&str, &str, &Counter); 18] = [
             ("packets_in", "UDP datagrams received", &self.packets_in),
             ("bytes_in", "bytes received", &self.bytes_in),
             ("packets_out", "UDP datagrams sent", &self.packets_out),
@@ -137,6 +144,16 @@ impl SfuMetrics {
                 "send_dropped",
                 "datagrams dropped on a full socket buffer",
                 &self.send_dropped,
+            ),
+            (
+                "datagrams_handed_off",
+                "datagrams passed from the shard that received them to the one holding their peer",
+                &self.datagrams_handed_off,
+            ),
+            (
+                "handoff_dropped",
+                "messages between shards dropped on a full queue",
+                &self.handoff_dropped,
             ),
             (
                 "events_dropped",

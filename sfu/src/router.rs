@@ -138,7 +138,19 @@ pub struct Census {
     pub subscriptions: usize,
 }
 
-/// The routing state of the whole SFU.
+impl std::ops::Add for Census {
+    type Output = Census;
+    fn add(self, o: Census) -> Census {
+        Census {
+            rooms: self.rooms + o.rooms,
+            participants: self.participants + o.participants,
+            tracks: self.tracks + o.tracks,
+            subscriptions: self.subscriptions + o.subscriptions,
+        }
+    }
+}
+
+/// The routing state of the whole SFU (of one shard).
 #[derive(Debug)]
 pub struct Router {
     /// Limits and timings.
@@ -151,6 +163,9 @@ pub struct Router {
     tracks: HashMap<TrackId, Track>,
     /// Next track number; never reused, so a stale id cannot hit a new track.
     next_track: u64,
+    /// Step between track numbers: with shards, shard `i` of `n` numbers `i+1, i+1+n,
+    /// ...`, so track ids are unique across the SFU.
+    track_step: u64,
     /// Changes not yet taken by [`poll_event`](Self::poll_event).
     events: VecDeque<RouterEvent>,
 }
@@ -158,12 +173,18 @@ pub struct Router {
 impl Router {
     /// An empty router.
     pub fn new(config: RouterConfig) -> Self {
+        Self::with_track_ids(config, 1, 1)
+    }
+
+    /// An empty router numbering its tracks `first, first + step, ...`.
+    pub fn with_track_ids(config: RouterConfig, first: u64, step: u64) -> Self {
         Self {
             config,
             rooms: HashMap::new(),
             participants: HashMap::new(),
             tracks: HashMap::new(),
-            next_track: 1,
+            next_track: first.max(1),
+            track_step: step.max(1),
             events: VecDeque::new(),
         }
     }
@@ -259,7 +280,7 @@ impl Router {
             return Err(RouterError::TooManyTracks(participant.clone()));
         }
         let track = TrackId(self.next_track);
-        self.next_track += 1;
+        self.next_track += self.track_step;
         p.published.push(track);
         let room = p.room.clone();
         self.tracks.insert(

@@ -48,7 +48,9 @@ async fn two_participants_receive_each_others_audio_and_video() {
     // Periodic stats events report both participants with a sending rate.
     let rates = |call: &Call| {
         call.events().iter().rev().find_map(|e| match e {
-            SfuEvent::Stats(s) if s.len() == 2 => Some(
+            SfuEvent::Stats {
+                participants: s, ..
+            } if s.len() == 2 => Some(
                 s.iter()
                     .all(|p| p.packets_out_per_sec > 10.0 && p.rtt.is_some()),
             ),
@@ -61,7 +63,7 @@ async fn two_participants_receive_each_others_audio_and_video() {
         call.events()
             .iter()
             .rev()
-            .find(|e| matches!(e, SfuEvent::Stats(_)))
+            .find(|e| matches!(e, SfuEvent::Stats { .. }))
     );
 }
 

@@ -204,6 +204,8 @@ fn kind(k: TrackKind) -> &'static str {
 
 /// Relays the SFU's events to sessions and rooms until the SFU stops.
 pub(crate) async fn relay_events(st: Arc<AppState>, mut events: SfuEvents) {
+    // The rooms each SFU shard reported last: its next snapshot replaces them.
+    let mut shard_rooms: HashMap<usize, Vec<String>> = HashMap::new();
     while let Some(ev) = events.recv().await {
         let now = Instant::now();
         let mut hub = st.hub.lock();
@@ -279,13 +281,22 @@ pub(crate) async fn relay_events(st: Arc<AppState>, mut events: SfuEvents) {
                     now,
                 )
             }
-            SfuEvent::Stats(stats) => {
+            SfuEvent::Stats {
+                shard,
+                participants,
+            } => {
                 let mut by_room: HashMap<String, Vec<ParticipantStats>> = HashMap::new();
-                for s in stats {
+                for s in participants {
                     by_room.entry(s.room.to_string()).or_default().push(s);
                 }
-                // The snapshot covers every participant: rooms absent from it have none.
-                *st.media_stats.lock() = by_room;
+                // A room lives on one shard and the snapshot covers all of the shard's
+                // participants: its rooms absent from it have none.
+                let mut stats = st.media_stats.lock();
+                for room in shard_rooms.remove(&shard).unwrap_or_default() {
+                    stats.remove(&room);
+                }
+                shard_rooms.insert(shard, by_room.keys().cloned().collect());
+                stats.extend(by_room);
             }
         }
     }

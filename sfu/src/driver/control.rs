@@ -142,11 +142,24 @@ impl Driver {
         participant: ParticipantId,
         now: Instant,
     ) -> Result<(), SfuError> {
-        self.router.join(&room, &participant)?;
+        if self.peers.contains_key(&participant) {
+            return Err(RouterError::AlreadyJoined(participant).into());
+        }
+        // The room limit counts every shard's rooms.
+        let new_room = self.router.members(&room).is_empty();
+        if new_room && !self.shared.open_room(self.config.router.max_rooms) {
+            return Err(RouterError::TooManyRooms.into());
+        }
+        if let Err(e) = self.router.join(&room, &participant) {
+            if new_room {
+                self.shared.close_room();
+            }
+            return Err(e.into());
+        }
         let rtc_config = Rtc::builder()
             // The SFU has a public address and never initiates checks (RFC 8445 §2.5).
             .set_ice_lite(true)
-            .set_crypto_provider(self.crypto.clone())
+            .set_crypto_provider(self.shared.crypto.clone())
             .clear_codecs()
             .enable_opus(true, false)
             .enable_h264(true)
@@ -163,12 +176,12 @@ impl Driver {
                     .estimate
                     .then(|| Bitrate::bps(self.config.bandwidth.initial_bitrate)),
             );
-        let rtc_config = match &self.dtls_cert {
+        let rtc_config = match &self.shared.dtls_cert {
             Some(cert) => rtc_config.set_dtls_cert(cert.clone()),
             None => rtc_config,
         };
         let mut rtc = rtc_config.build(now);
-        for c in &self.candidates {
+        for c in &self.shared.candidates {
             rtc.add_local_candidate(c.clone());
         }
         info!(%room, %participant, "joined");
@@ -235,7 +248,8 @@ impl Driver {
             }
             let offer_id = self.next_offer_id;
             if let Some(sdp) = peer.negotiate(offer_id, now) {
-                self.next_offer_id += 1;
+                // Shard i of n numbers i+1, i+1+n, ...: unique across shards.
+                self.next_offer_id += self.shard.count as u64;
                 debug!(participant = %id, offer_id, "offering");
                 self.events.send(SfuEvent::NeedsAnswer {
                     participant: id.clone(),
@@ -277,9 +291,18 @@ impl Driver {
             return;
         };
         peer.rtc.disconnect();
+        {
+            let mut placement = self.shard.placement.lock();
+            if placement.get(id) == Some(&self.shard.index) {
+                placement.remove(id);
+            }
+        }
         self.by_addr.retain(|_, p| p != id);
         self.dirty.retain(|p| p != id);
         let _ = self.router.leave(id);
+        if self.router.members(&peer.room).is_empty() {
+            self.shared.close_room();
+        }
         info!(participant = %id, ?reason, "left");
         self.events.send(SfuEvent::ParticipantLeft {
             room: peer.room,
@@ -298,11 +321,14 @@ impl Driver {
         self.update_gauges();
     }
 
-    /// Mirrors the router's census into the gauges.
-    pub(super) fn update_gauges(&self) {
+    /// Adds the change of this shard's census to the gauges (every shard adds its own).
+    pub(super) fn update_gauges(&mut self) {
         let c = self.router.census();
-        self.metrics.rooms.set(c.rooms as i64);
-        self.metrics.participants.set(self.peers.len() as i64);
-        self.metrics.tracks.set(c.tracks as i64);
+        let now = (c.rooms as i64, self.peers.len() as i64, c.tracks as i64);
+        let (rooms, participants, tracks) = self.gauges;
+        self.metrics.rooms.inc_by(now.0 - rooms);
+        self.metrics.participants.inc_by(now.1 - participants);
+        self.metrics.tracks.inc_by(now.2 - tracks);
+        self.gauges = now;
     }
 }

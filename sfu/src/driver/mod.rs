@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use str0m::bwe::BweKind;
 use str0m::crypto::CryptoProvider;
-use str0m::net::{Protocol, Receive};
+use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -18,8 +19,8 @@ use tracing::{debug, info, trace, warn};
 
 use crate::config::SfuConfig;
 use crate::error::SfuError;
-use crate::event::{EventSink, LeaveReason, SfuEvent, SfuEvents};
-use crate::handle::Command;
+use crate::event::{EventSink, LeaveReason, SfuEvent};
+use crate::handle::{Command, Placement};
 use crate::ids::{ParticipantId, TrackId};
 use crate::metrics::SfuMetrics;
 use crate::peer::Peer;
@@ -32,14 +33,19 @@ mod media;
 /// then fails to parse (counted as malformed).
 const RECV_BUFFER: usize = 2048;
 
-/// The driver task's state.
-pub(crate) struct Driver {
-    /// Timings, limits, addresses.
-    config: SfuConfig,
-    /// The one media socket all peers share.
-    socket: UdpSocket,
-    /// Its bound address.
-    local_addr: SocketAddr,
+/// Datagrams and notices queued toward one shard from the others; more are dropped
+/// (counted): a stalled shard must not grow memory.
+pub(crate) const HANDOFF_QUEUE: usize = 4096;
+
+/// Handed-off messages taken per wake before the peers are polled.
+const HANDOFF_BATCH: usize = 64;
+
+/// Addresses of other shards' peers remembered per shard; when full the map is
+/// cleared and relearned.
+const FOREIGN_ROUTES: usize = 65_536;
+
+/// What every shard uses alike: candidates, crypto, the DTLS certificate.
+pub(crate) struct Shared {
     /// ICE host candidates given to every peer (ICE-lite, RFC 8445 §2.5).
     candidates: Vec<Candidate>,
     /// DTLS/SRTP crypto shared by every `Rtc`.
@@ -48,6 +54,105 @@ pub(crate) struct Driver {
     /// fingerprint is in each SDP): a join does not pay for a key generation on the
     /// driver thread. `None` if the provider cannot make one (each `Rtc` then does).
     dtls_cert: Option<str0m::config::DtlsCert>,
+    /// Rooms open on all shards, against `max_rooms` (each shard's router only sees
+    /// its own).
+    rooms_open: AtomicUsize,
+}
+
+impl Shared {
+    /// Candidates from the configured public IPs and the bound address.
+    pub(crate) fn new(config: &SfuConfig, local_addr: SocketAddr) -> Result<Self, SfuError> {
+        let mut ips: Vec<IpAddr> = config.public_ips.clone();
+        if !local_addr.ip().is_unspecified() && !ips.contains(&local_addr.ip()) {
+            ips.push(local_addr.ip());
+        }
+        if ips.is_empty() {
+            return Err(SfuError::Config(
+                "bind is a wildcard address: set public_ips to the addresses peers reach".into(),
+            ));
+        }
+        let candidates = ips
+            .iter()
+            .map(|ip| Candidate::host(SocketAddr::new(*ip, local_addr.port()), "udp"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SfuError::Config(format!("candidate: {e}")))?;
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        Ok(Self {
+            candidates,
+            dtls_cert: crypto.dtls_provider.generate_certificate(),
+            crypto,
+            rooms_open: AtomicUsize::new(0),
+        })
+    }
+
+    /// Counts a new room unless `max` are open.
+    fn open_room(&self, max: usize) -> bool {
+        self.rooms_open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Counts a room closed.
+    fn close_room(&self) {
+        self.rooms_open.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The advertised addresses (for the log).
+    pub(crate) fn candidate_ips(&self) -> Vec<IpAddr> {
+        self.candidates.iter().map(|c| c.addr().ip()).collect()
+    }
+}
+
+/// A message from one shard to another.
+pub(crate) enum Handoff {
+    /// A datagram that arrived on the sender's socket for a peer it does not hold.
+    Datagram {
+        /// Its bytes.
+        bytes: Vec<u8>,
+        /// Where it came from.
+        source: SocketAddr,
+        /// The shard whose socket received it.
+        origin: usize,
+        /// The origin does not know the owner: a shard that does not hold the peer
+        /// passes it on to the next one; the owner tells the origin.
+        probe: bool,
+    },
+    /// `source`'s peer is held by `shard`.
+    Owner { source: SocketAddr, shard: usize },
+    /// `source` is no longer held by the shard the origin thought.
+    Forget { source: SocketAddr },
+}
+
+/// One shard's links to the others.
+pub(crate) struct ShardLink {
+    /// This shard's number.
+    pub(crate) index: usize,
+    /// How many shards run.
+    pub(crate) count: usize,
+    /// Messages from other shards.
+    pub(crate) handoff: mpsc::Receiver<Handoff>,
+    /// To every shard (this one included, unused).
+    pub(crate) peers: Vec<mpsc::Sender<Handoff>>,
+    /// Which shard holds each participant (kept by the handle and the drivers).
+    pub(crate) placement: Placement,
+}
+
+/// The driver task's state (one per shard).
+pub(crate) struct Driver {
+    /// Timings, limits, addresses.
+    config: SfuConfig,
+    /// This shard's socket (all shards' share one address).
+    socket: UdpSocket,
+    /// Its bound address.
+    local_addr: SocketAddr,
+    /// Candidates and crypto.
+    shared: Arc<Shared>,
+    /// The other shards.
+    shard: ShardLink,
+    /// Sources whose peer another shard holds, learned from probes.
+    foreign: HashMap<SocketAddr, usize>,
     /// Rooms, tracks, subscriptions.
     router: Router,
     /// Every participant's session.
@@ -63,7 +168,10 @@ pub(crate) struct Driver {
     events: EventSink,
     /// Shared counters.
     metrics: SfuMetrics,
-    /// Next offer id; ids are unique across peers.
+    /// What this shard last added to the room/participant/track gauges (shards add
+    /// their own counts).
+    gauges: (i64, i64, i64),
+    /// Next offer id; ids are unique across peers and shards.
     next_offer_id: u64,
     /// When stats are gathered next.
     next_stats: Instant,
@@ -83,71 +191,71 @@ pub(crate) struct Driver {
 /// spraying STUN from many ports must not grow the map; uncached routes still work).
 const ROUTES_PER_PEER: usize = 4;
 
-impl Driver {
-    /// Binds the socket and prepares the candidates.
-    pub(crate) async fn bind(
-        config: SfuConfig,
-        commands: mpsc::Receiver<Command>,
-        metrics: SfuMetrics,
-    ) -> Result<(Self, SfuEvents), SfuError> {
-        let socket = UdpSocket::bind(config.bind).await?;
-        let local_addr = socket.local_addr()?;
-        let mut ips: Vec<IpAddr> = config.public_ips.clone();
-        if !local_addr.ip().is_unspecified() && !ips.contains(&local_addr.ip()) {
-            ips.push(local_addr.ip());
-        }
-        if ips.is_empty() {
-            return Err(SfuError::Config(
-                "bind is a wildcard address: set public_ips to the addresses peers reach".into(),
-            ));
-        }
-        let candidates = ips
-            .iter()
-            .map(|ip| Candidate::host(SocketAddr::new(*ip, local_addr.port()), "udp"))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| SfuError::Config(format!("candidate: {e}")))?;
-        let (events, stream) = EventSink::new(config.event_backlog, metrics.events_dropped.clone());
-        let crypto = Arc::new(str0m::crypto::from_feature_flags());
-        let now = Instant::now();
-        info!(%local_addr, candidates = ?ips, "SFU media socket bound");
-        Ok((
-            Self {
-                router: Router::new(config.router.clone()),
-                next_stats: now + config.stats_interval,
-                last_stats: now,
-                next_allocation: now + config.bandwidth.allocation_interval,
-                scratch_keyframes: Vec::new(),
-                config,
-                socket,
-                local_addr,
-                candidates,
-                dtls_cert: crypto.dtls_provider.generate_certificate(),
-                crypto,
-                peers: HashMap::new(),
-                by_addr: HashMap::new(),
-                dirty: Vec::new(),
-                commands,
-                events,
-                metrics,
-                next_offer_id: 1,
-                scratch_subscribers: Vec::new(),
-                scratch_events: Vec::new(),
-            },
-            stream,
-        ))
-    }
+/// Where a datagram goes.
+enum Route {
+    /// To this shard's peer.
+    Local(ParticipantId),
+    /// To the shard that holds its peer.
+    Shard(usize),
+    /// Nobody known.
+    Unknown,
+}
 
-    /// The bound address.
-    pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+impl Driver {
+    /// A shard's driver on `socket`; must be called inside the runtime that runs it.
+    pub(crate) fn new(
+        config: SfuConfig,
+        shared: Arc<Shared>,
+        socket: std::net::UdpSocket,
+        shard: ShardLink,
+        commands: mpsc::Receiver<Command>,
+        events: EventSink,
+        metrics: SfuMetrics,
+    ) -> Result<Self, SfuError> {
+        let socket = UdpSocket::from_std(socket)?;
+        let local_addr = socket.local_addr()?;
+        let now = Instant::now();
+        let router = Router::with_track_ids(
+            config.router.clone(),
+            shard.index as u64 + 1,
+            shard.count as u64,
+        );
+        Ok(Self {
+            router,
+            next_stats: now + config.stats_interval,
+            last_stats: now,
+            next_allocation: now + config.bandwidth.allocation_interval,
+            scratch_keyframes: Vec::new(),
+            config,
+            socket,
+            local_addr,
+            shared,
+            foreign: HashMap::new(),
+            peers: HashMap::new(),
+            by_addr: HashMap::new(),
+            dirty: Vec::new(),
+            commands,
+            events,
+            metrics,
+            gauges: (0, 0, 0),
+            next_offer_id: shard.index as u64 + 1,
+            shard,
+            scratch_subscribers: Vec::new(),
+            scratch_events: Vec::new(),
+        })
     }
 
     /// Runs until shutdown or until every handle is dropped.
     pub(crate) async fn run(mut self) {
         let mut buf = vec![0u8; RECV_BUFFER];
+        let mut handed = Vec::with_capacity(HANDOFF_BATCH);
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
+                // Commands, then other shards' messages (an owner's notice must be
+                // learned before the next datagram from that source is read), then the
+                // socket.
+                biased;
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Shutdown { reply }) => {
                         self.close_all();
@@ -163,6 +271,15 @@ impl Driver {
                         return;
                     }
                 },
+                n = self.shard.handoff.recv_many(&mut handed, HANDOFF_BATCH) => {
+                    // Never 0: this shard holds a sender to itself.
+                    debug_assert!(n > 0);
+                    let now = Instant::now();
+                    for msg in handed.drain(..) {
+                        self.handle_handoff(msg, now);
+                    }
+                    self.pump(now);
+                }
                 res = self.socket.recv_from(&mut buf) => match res {
                     Ok((n, source)) => {
                         let now = Instant::now();
@@ -193,7 +310,8 @@ impl Driver {
         t
     }
 
-    /// Routes one datagram to the peer that accepts it (the caller pumps).
+    /// Routes one datagram received on this shard's socket to the peer that accepts
+    /// it, here or on another shard (the caller pumps).
     fn handle_datagram(&mut self, bytes: &[u8], source: SocketAddr, now: Instant) {
         self.metrics.packets_in.inc();
         self.metrics.bytes_in.inc_by(bytes.len() as u64);
@@ -203,57 +321,172 @@ impl Driver {
             trace!(%source, len = bytes.len(), "malformed datagram");
             return;
         };
-        let destination = self.destination_for(source);
-        let input = Input::Receive(
+        let input = self.input(contents, source, now);
+        match self.route(&input, source) {
+            Route::Local(id) => self.deliver(&id, input, bytes.len()),
+            Route::Shard(shard) => self.hand_off(
+                shard,
+                Handoff::Datagram {
+                    bytes: bytes.to_vec(),
+                    source,
+                    origin: self.shard.index,
+                    probe: false,
+                },
+            ),
+            // A new source's first datagram is a STUN check (ICE precedes DTLS and
+            // media): ask the other shards whose it is. DTLS or media may overtake the
+            // owner's notice, so they ask too.
+            Route::Unknown if self.shard.count > 1 => {
+                let next = (self.shard.index + 1) % self.shard.count;
+                self.hand_off(
+                    next,
+                    Handoff::Datagram {
+                        bytes: bytes.to_vec(),
+                        source,
+                        origin: self.shard.index,
+                        probe: true,
+                    },
+                );
+            }
+            Route::Unknown => {
+                self.metrics.unrouted_dropped.inc();
+            }
+        }
+    }
+
+    /// Acts on a message from another shard (the caller pumps).
+    fn handle_handoff(&mut self, msg: Handoff, now: Instant) {
+        match msg {
+            Handoff::Datagram {
+                bytes,
+                source,
+                origin,
+                probe,
+            } => {
+                // Checked by the shard that received it.
+                let Ok(contents) = bytes.as_slice().try_into() else {
+                    return;
+                };
+                let input = self.input(contents, source, now);
+                if let Some(id) = self.local_peer(&input, source) {
+                    if probe {
+                        let shard = self.shard.index;
+                        self.hand_off(origin, Handoff::Owner { source, shard });
+                    }
+                    self.deliver(&id, input, bytes.len());
+                    return;
+                }
+                let next = (self.shard.index + 1) % self.shard.count;
+                if probe && next != origin {
+                    self.hand_off(
+                        next,
+                        Handoff::Datagram {
+                            bytes,
+                            source,
+                            origin,
+                            probe,
+                        },
+                    );
+                    return;
+                }
+                if !probe {
+                    // The peer left this shard: the origin asks around next time.
+                    self.hand_off(origin, Handoff::Forget { source });
+                }
+                self.metrics.unrouted_dropped.inc();
+            }
+            Handoff::Owner { source, shard } => {
+                if self.foreign.len() >= FOREIGN_ROUTES {
+                    self.foreign.clear();
+                }
+                self.foreign.insert(source, shard);
+            }
+            Handoff::Forget { source } => {
+                self.foreign.remove(&source);
+            }
+        }
+    }
+
+    /// Queues a message to another shard; dropped (counted) when its queue is full.
+    fn hand_off(&self, shard: usize, msg: Handoff) {
+        if matches!(msg, Handoff::Datagram { .. }) {
+            self.metrics.datagrams_handed_off.inc();
+        }
+        if self.shard.peers[shard].try_send(msg).is_err() {
+            self.metrics.handoff_dropped.inc();
+        }
+    }
+
+    /// str0m's input for a received datagram.
+    fn input<'a>(&self, contents: DatagramRecv<'a>, source: SocketAddr, now: Instant) -> Input<'a> {
+        Input::Receive(
             now,
             Receive {
                 proto: Protocol::Udp,
                 source,
-                destination,
+                destination: self.destination_for(source),
                 contents,
             },
-        );
+        )
+    }
+
+    /// Where a datagram from `source` goes: a peer of this shard, the shard that holds
+    /// its peer, or nobody known.
+    fn route(&mut self, input: &Input, source: SocketAddr) -> Route {
+        if let Some(id) = self.local_peer(input, source) {
+            return Route::Local(id);
+        }
+        match self.foreign.get(&source) {
+            Some(&shard) => Route::Shard(shard),
+            None => Route::Unknown,
+        }
+    }
+
+    /// This shard's peer that accepts `input`, remembered by source address.
+    fn local_peer(&mut self, input: &Input, source: SocketAddr) -> Option<ParticipantId> {
         let cached = self
             .by_addr
             .get(&source)
-            .filter(|id| self.peers.get(*id).is_some_and(|p| p.rtc.accepts(&input)))
+            .filter(|id| self.peers.get(*id).is_some_and(|p| p.rtc.accepts(input)))
             .cloned();
-        let id = match cached {
-            Some(id) => id,
-            None => {
-                let Some(id) = self
-                    .peers
-                    .iter()
-                    .find(|(_, p)| p.rtc.accepts(&input))
-                    .map(|(id, _)| id.clone())
-                else {
-                    self.metrics.unrouted_dropped.inc();
-                    return;
-                };
-                if self.by_addr.len() < ROUTES_PER_PEER * self.peers.len() + 16 {
-                    self.by_addr.insert(source, id.clone());
-                }
-                id
-            }
-        };
-        let Some(peer) = self.peers.get_mut(&id) else {
+        if cached.is_some() {
+            return cached;
+        }
+        let id = self
+            .peers
+            .iter()
+            .find(|(_, p)| p.rtc.accepts(input))
+            .map(|(id, _)| id.clone())?;
+        if self.by_addr.len() < ROUTES_PER_PEER * self.peers.len() + 16 {
+            self.by_addr.insert(source, id.clone());
+        }
+        // It moved here (a new shard never holds a peer another one held, but a stale
+        // guess must not outlive the truth).
+        self.foreign.remove(&source);
+        Some(id)
+    }
+
+    /// Gives a datagram to peer `id`.
+    fn deliver(&mut self, id: &ParticipantId, input: Input, len: usize) {
+        let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
         peer.counters.packets_in += 1;
-        peer.counters.bytes_in += bytes.len() as u64;
+        peer.counters.bytes_in += len as u64;
         if let Err(e) = peer.rtc.handle_input(input) {
             self.metrics.peer_errors.inc();
             warn!(participant = %id, "peer input refused, disconnecting: {e}");
             peer.protocol_error = true;
             peer.rtc.disconnect();
         }
-        self.mark_dirty(&id);
+        self.mark_dirty(id);
     }
 
     /// The local address a datagram from `source` was sent to: the first candidate of
     /// its address family (str0m matches it against the local candidates).
     fn destination_for(&self, source: SocketAddr) -> SocketAddr {
-        self.candidates
+        self.shared
+            .candidates
             .iter()
             .map(|c| c.addr())
             .find(|a| a.is_ipv4() == source.is_ipv4())
@@ -315,7 +548,10 @@ impl Driver {
             }
         }
         // Sent even when empty: the consumer learns that the last participant left.
-        self.events.send(SfuEvent::Stats(stats));
+        self.events.send(SfuEvent::Stats {
+            shard: self.shard.index,
+            participants: stats,
+        });
         let connect_deadline = now.checked_sub(self.config.connect_timeout);
         let answer_deadline = now.checked_sub(self.config.answer_timeout);
         let mut late = Vec::new();
