@@ -69,8 +69,9 @@ pub struct SfuSection {
     pub enabled: bool,
     /// The one UDP socket all media uses (port 0: any free port).
     pub listen: SocketAddr,
-    /// Addresses advertised to clients as ICE candidates (with the bound port); required
-    /// when `listen` is a wildcard address.
+    /// Addresses advertised to clients as ICE candidates (with the bound port), besides
+    /// the listen address or, when it is a wildcard, the node's interface addresses;
+    /// behind NAT, the public address.
     pub public_ips: Vec<IpAddr>,
     /// Participants with media in one room.
     pub max_participants_per_room: usize,
@@ -427,13 +428,6 @@ fn validate(cfg: &Config, dev: bool) -> anyhow::Result<()> {
 }
 
 fn validate_sfu(s: &SfuSection) -> anyhow::Result<()> {
-    if s.listen.ip().is_unspecified() && s.public_ips.is_empty() {
-        bail!(
-            "sfu.public_ips must name the address(es) clients reach this server at when \
-             sfu.listen is {} (or set sfu.enabled = false)",
-            s.listen
-        );
-    }
     if s.max_participants_per_room == 0 || s.max_tracks_per_participant == 0 || s.max_rooms == 0 {
         bail!("sfu limits must be positive");
     }
@@ -513,20 +507,14 @@ mod tests {
     }
 
     #[test]
-    fn sfu_needs_an_address_to_advertise_except_in_dev() {
+    fn sfu_advertises_the_listen_address_or_leaves_a_wildcard_to_the_interfaces() {
         let dir = tempfile::tempdir().unwrap();
         let p = write(&dir, SECRETS);
-        let err = load(Some(&p), json!({}), false, Purpose::Serve)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("sfu.public_ips"), "{err}");
-        let off = load(
-            Some(&p),
-            json!({"sfu": {"enabled": false}}),
-            false,
-            Purpose::Serve,
-        );
-        assert!(off.is_ok());
+        // A wildcard listen address without public_ips: the SFU advertises the node's
+        // interface addresses (found when it starts), so the config is complete.
+        let cfg = load(Some(&p), json!({}), false, Purpose::Serve).unwrap();
+        assert!(cfg.sfu.listen.ip().is_unspecified());
+        assert!(cfg.sfu.to_sfu_config().public_ips.is_empty());
         let dev = load(None, json!({}), true, Purpose::Serve).unwrap();
         assert!(dev.sfu.listen.ip().is_loopback());
         assert_eq!(

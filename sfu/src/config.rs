@@ -11,8 +11,10 @@ pub const DEFAULT_PORT: u16 = 7882;
 pub struct SfuConfig {
     /// Where the media socket binds; port 0 picks a free port (tests).
     pub bind: SocketAddr,
-    /// Addresses advertised as ICE host candidates (with the bound port). Needed when
-    /// `bind` is a wildcard address: the SFU does not guess which interface peers reach.
+    /// Addresses advertised as ICE host candidates (with the bound port), first. Bound
+    /// to a specific address, that address is advertised too; bound to a wildcard
+    /// address, every interface address of its family (not loopback, not IPv6
+    /// link-local). Behind NAT, name the public address here.
     pub public_ips: Vec<IpAddr>,
     /// Routing limits and timings of the core.
     pub router: RouterConfig,

@@ -172,6 +172,11 @@ fn bind_sockets(bind: SocketAddr, count: usize) -> Result<Vec<std::net::UdpSocke
         if count > 1 {
             socket.set_reuse_port(true)?;
         }
+        if addr.is_ipv6() {
+            // IPv4 peers would otherwise arrive as mapped IPv6 addresses that match no
+            // candidate.
+            socket.set_only_v6(true)?;
+        }
         // Bursts (a keyframe to many subscribers) must not overflow the default buffers;
         // the kernel caps these at net.core.{r,w}mem_max.
         let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);

@@ -112,14 +112,51 @@ async fn limits_refuse_joins_and_unknown_participants() {
     ));
 }
 
-#[tokio::test]
-async fn wildcard_bind_without_public_ips_is_refused() {
-    let res = huddle_sfu::Sfu::start(SfuConfig {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_bind_advertises_the_interface_addresses() {
+    let config = SfuConfig {
         bind: "0.0.0.0:0".parse().unwrap(),
         ..SfuConfig::default()
-    })
-    .await;
-    assert!(matches!(res, Err(SfuError::Config(_))));
+    };
+    let interfaces: Vec<std::net::IpAddr> = if_addrs::get_if_addrs()
+        .unwrap()
+        .iter()
+        .map(|i| i.ip())
+        .filter(|ip| ip.is_ipv4() && !ip.is_loopback())
+        .collect();
+    if interfaces.is_empty() {
+        // Nothing to advertise: refused at start rather than offering 0.0.0.0.
+        let res = huddle_sfu::Sfu::start(config).await;
+        assert!(matches!(res, Err(SfuError::Config(_))));
+        return;
+    }
+    let mut call = Call::start_with(config).await;
+    call.join("room", "alice", VideoCodec::H264).await;
+    call.join("room", "bob", VideoCodec::H264).await;
+    let candidates: Vec<&str> = call.answers["alice"]
+        .lines()
+        .filter(|l| l.starts_with("a=candidate"))
+        .collect();
+    for ip in &interfaces {
+        assert!(
+            candidates.iter().any(|c| c.contains(&format!(" {ip} "))),
+            "{ip} not advertised: {candidates:?}"
+        );
+    }
+    assert!(
+        !candidates
+            .iter()
+            .any(|c| c.contains(" 0.0.0.0 ") || c.contains(" 127.0.0.1 ")),
+        "{candidates:?}"
+    );
+    // The clients (on loopback) reach the SFU at an interface address.
+    assert!(
+        eventually(Duration::from_secs(10), || call
+            .client("bob")
+            .frames_from("alice", TrackKind::Audio)
+            >= 5)
+        .await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,16 +60,25 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Candidates from the configured public IPs and the bound address.
+    /// Candidates from the configured public IPs and the bound address, or, when bound
+    /// to a wildcard address, the node's interface addresses of that family.
     pub(crate) fn new(config: &SfuConfig, local_addr: SocketAddr) -> Result<Self, SfuError> {
         let mut ips: Vec<IpAddr> = config.public_ips.clone();
-        if !local_addr.ip().is_unspecified() && !ips.contains(&local_addr.ip()) {
-            ips.push(local_addr.ip());
+        let bound = if local_addr.ip().is_unspecified() {
+            interface_ips(local_addr.is_ipv4())
+        } else {
+            vec![local_addr.ip()]
+        };
+        for ip in bound {
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
         }
         if ips.is_empty() {
-            return Err(SfuError::Config(
-                "bind is a wildcard address: set public_ips to the addresses peers reach".into(),
-            ));
+            return Err(SfuError::Config(format!(
+                "bound to {local_addr} and no interface has an address of its family: set \
+                 public_ips to the addresses peers reach"
+            )));
         }
         let candidates = ips
             .iter()
@@ -103,6 +112,31 @@ impl Shared {
     pub(crate) fn candidate_ips(&self) -> Vec<IpAddr> {
         self.candidates.iter().map(|c| c.addr().ip()).collect()
     }
+}
+
+/// The addresses of the node's interfaces that peers could reach on a socket bound to
+/// the IPv4 (or IPv6) wildcard: not loopback, not IPv6 link-local (which needs a scope
+/// the SDP cannot carry).
+fn interface_ips(v4: bool) -> Vec<IpAddr> {
+    let interfaces = match if_addrs::get_if_addrs() {
+        Ok(i) => i,
+        Err(e) => {
+            warn!("listing network interfaces: {e}");
+            return Vec::new();
+        }
+    };
+    let mut ips: Vec<IpAddr> = interfaces
+        .iter()
+        .map(|i| i.ip())
+        .filter(|ip| ip.is_ipv4() == v4 && !ip.is_loopback())
+        .filter(|ip| match ip {
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+            IpAddr::V4(_) => true,
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 /// A message from one shard to another.
