@@ -28,6 +28,7 @@ use crate::router::Router;
 
 mod control;
 mod media;
+mod outbox;
 
 /// Largest datagram read; WebRTC keeps below ~1200 bytes, bigger is truncated and
 /// then fails to parse (counted as malformed).
@@ -219,6 +220,8 @@ pub(crate) struct Driver {
     scratch_subscribers: Vec<ParticipantId>,
     /// Reused list of one peer's str0m events.
     scratch_events: Vec<Event>,
+    /// Datagrams produced by the current pump, sent in batches.
+    outbox: outbox::Outbox,
 }
 
 /// Cached address routes per peer on average before new ones stop being cached (a peer
@@ -276,6 +279,7 @@ impl Driver {
             shard,
             scratch_subscribers: Vec::new(),
             scratch_events: Vec::new(),
+            outbox: outbox::Outbox::new(),
         })
     }
 
@@ -621,6 +625,7 @@ impl Driver {
                 break;
             }
         }
+        self.outbox.flush(&self.socket, &self.metrics);
     }
 
     /// Sends a peer's transmits and collects its events until str0m wants a timeout.
@@ -636,20 +641,10 @@ impl Driver {
             }
             match peer.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
-                    let len = t.contents.len() as u64;
-                    match self.socket.try_send_to(&t.contents, t.destination) {
-                        Ok(_) => {
-                            self.metrics.packets_out.inc();
-                            self.metrics.bytes_out.inc_by(len);
-                            peer.counters.packets_out += 1;
-                            peer.counters.bytes_out += len;
-                        }
-                        Err(e) => {
-                            // A full buffer drops the datagram: RTP tolerates loss and
-                            // waiting here would stall every other peer.
-                            self.metrics.send_dropped.inc();
-                            trace!("send to {}: {e}", t.destination);
-                        }
+                    peer.counters.packets_out += 1;
+                    peer.counters.bytes_out += t.contents.len() as u64;
+                    if self.outbox.push(t) {
+                        self.outbox.flush(&self.socket, &self.metrics);
                     }
                 }
                 Ok(Output::Timeout(t)) => {
