@@ -86,9 +86,8 @@ pub(crate) enum Command {
 /// (chosen by a hash of its name), so forwarding never crosses shards. The kernel spreads
 /// incoming datagrams over the sockets by their source address, so a datagram may arrive
 /// at a shard that does not hold its peer: that shard hands it to the owner through a
-/// bounded channel (and learns the owner of a new source by passing its first datagram,
-/// a STUN check, around the shards). Replies leave through the owner's socket, from the same
-/// address.
+/// bounded channel (and learns the owner of a new source by passing its first datagram
+/// around the shards). Replies leave through the owner's socket, from the same address.
 pub struct Sfu;
 
 impl Sfu {
@@ -115,38 +114,16 @@ impl Sfu {
                 peers: handoff_tx.clone(),
                 placement: placement.clone(),
             };
-            let (config, shared, events, metrics) = (
-                config.clone(),
-                shared.clone(),
-                events.clone(),
-                metrics.clone(),
-            );
-            let (ready_tx, ready_rx) = oneshot::channel();
-            std::thread::Builder::new()
-                .name(format!("huddle-sfu-{index}"))
-                .spawn(move || {
-                    let runtime = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(SfuError::Io(e)));
-                            return;
-                        }
-                    };
-                    runtime.block_on(async move {
-                        match Driver::new(config, shared, socket, shard, rx, events, metrics) {
-                            Ok(driver) => {
-                                let _ = ready_tx.send(Ok(()));
-                                driver.run().await;
-                            }
-                            Err(e) => {
-                                let _ = ready_tx.send(Err(e));
-                            }
-                        }
-                    });
-                })?;
+            let driver = DriverParts {
+                config: config.clone(),
+                shared: shared.clone(),
+                socket,
+                shard,
+                commands: rx,
+                events: events.clone(),
+                metrics: metrics.clone(),
+            };
+            let ready_rx = spawn_shard(index, driver)?;
             ready_rx.await.map_err(|_| SfuError::Closed)??;
         }
         info!(%local_addr, shards = count, candidates = ?shared.candidate_ips(), "SFU media socket bound");
@@ -160,6 +137,55 @@ impl Sfu {
             stream,
         ))
     }
+}
+
+/// What one shard's driver is made of.
+struct DriverParts {
+    config: SfuConfig,
+    shared: Arc<Shared>,
+    socket: std::net::UdpSocket,
+    shard: ShardLink,
+    commands: mpsc::Receiver<Command>,
+    events: EventSink,
+    metrics: SfuMetrics,
+}
+
+/// Starts shard `index`'s thread: a current-thread runtime running its driver. The
+/// receiver says whether the driver started.
+fn spawn_shard(
+    index: usize,
+    p: DriverParts,
+) -> Result<oneshot::Receiver<Result<(), SfuError>>, SfuError> {
+    let (ready_tx, ready_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("huddle-sfu-{index}"))
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(SfuError::Io(e)));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let driver = Driver::new(
+                    p.config, p.shared, p.socket, p.shard, p.commands, p.events, p.metrics,
+                );
+                match driver {
+                    Ok(driver) => {
+                        let _ = ready_tx.send(Ok(()));
+                        driver.run().await;
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+        })?;
+    Ok(ready_rx)
 }
 
 /// Binds `count` UDP sockets to `bind`; with more than one they share the address
