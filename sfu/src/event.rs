@@ -145,6 +145,9 @@ pub struct ParticipantStats {
     pub desired_bitrate_bps: u64,
     /// Simulcast layer switches toward it (up or down; starting on the first layer counts as one).
     pub layer_switches: u64,
+    /// Simulcast tracks it receives that are paused because not even their lowest
+    /// layer fits its bandwidth.
+    pub tracks_paused: usize,
     /// Tracks it publishes.
     pub tracks_published: usize,
     /// Tracks it receives (negotiated).

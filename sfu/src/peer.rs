@@ -568,6 +568,11 @@ impl Peer {
             bandwidth_estimate_bps: self.bandwidth.estimate,
             desired_bitrate_bps: self.bandwidth.desired,
             layer_switches: c.layer_switches,
+            tracks_paused: self
+                .tracks_out
+                .iter()
+                .filter(|t| t.selector.as_ref().is_some_and(|s| s.paused()))
+                .count(),
             tracks_published: self.tracks_in.len(),
             tracks_subscribed: self
                 .tracks_out

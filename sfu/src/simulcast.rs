@@ -132,27 +132,57 @@ pub struct VideoDemand<'a> {
     pub max_quality: Quality,
 }
 
-/// Splits `budget_bps` over simulcast tracks: every track gets its lowest active layer
-/// (video is never cut entirely; audio was taken out of the budget before), then the
-/// tracks are raised one layer at a time in turn while the budget allows, up to each
-/// request. Writes the chosen layer per track to `out`: `None` when no layer is
-/// active, or while an active layer's rate is not measured yet (a new publisher's
-/// first second: choosing blind would start every subscriber on the top layer).
-pub fn allocate(budget_bps: u64, tracks: &[VideoDemand<'_>], out: &mut Vec<Option<usize>>) {
+/// The allocation's choice for one simulcast track of one subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// Nothing to choose yet: no layer is active, or an active one is not measured yet
+    /// (a new publisher's first second: choosing blind would start every subscriber on
+    /// the top layer).
+    Unknown,
+    /// Not even the lowest layer fits: the track is paused for this subscriber (its
+    /// audio keeps flowing).
+    Paused,
+    /// This layer.
+    Layer(usize),
+}
+
+impl Choice {
+    /// The layer, if one is chosen.
+    pub fn layer(self) -> Option<usize> {
+        match self {
+            Choice::Layer(l) => Some(l),
+            _ => None,
+        }
+    }
+}
+
+/// Splits `budget_bps` over simulcast tracks: each track in turn gets its lowest active
+/// layer while the budget allows (audio was taken out of it before); a track whose
+/// lowest layer no longer fits is paused. Then the tracks are raised one layer at a
+/// time in turn while the budget allows, up to each request. Writes the choice per
+/// track to `out`.
+pub fn allocate(budget_bps: u64, tracks: &[VideoDemand<'_>], out: &mut Vec<Choice>) {
     out.clear();
     let mut spent: u64 = 0;
     for t in tracks {
         let measured = t.layers.iter().all(|l| !l.active || l.bitrate_bps > 0);
         let lowest = t.layers.iter().position(|l| l.active).filter(|_| measured);
-        if let Some(i) = lowest {
-            spent = spent.saturating_add(t.layers[i].bitrate_bps);
-        }
-        out.push(lowest);
+        let choice = match lowest {
+            None => Choice::Unknown,
+            Some(i) if spent.saturating_add(t.layers[i].bitrate_bps) <= budget_bps => {
+                spent += t.layers[i].bitrate_bps;
+                Choice::Layer(i)
+            }
+            Some(_) => Choice::Paused,
+        };
+        out.push(choice);
     }
     loop {
         let mut raised = false;
         for (t, chosen) in tracks.iter().zip(out.iter_mut()) {
-            let Some(cur) = *chosen else { continue };
+            let Choice::Layer(cur) = *chosen else {
+                continue;
+            };
             let max = t.max_quality.max_index(t.layers.len());
             let Some(next) = (cur + 1..=max).find(|i| t.layers.get(*i).is_some_and(|l| l.active))
             else {
@@ -163,7 +193,7 @@ pub fn allocate(budget_bps: u64, tracks: &[VideoDemand<'_>], out: &mut Vec<Optio
                 .saturating_sub(t.layers[cur].bitrate_bps);
             if spent.saturating_add(extra) <= budget_bps {
                 spent += extra;
-                *chosen = Some(next);
+                *chosen = Choice::Layer(next);
                 raised = true;
             }
         }
@@ -196,6 +226,9 @@ pub struct LayerSelector {
     upgrade_since: Option<Instant>,
     /// The next upgrade is the subscriber's own request: no hysteresis.
     requested: bool,
+    /// Paused because not even the lowest layer fits the subscriber's bandwidth;
+    /// resumed like an upgrade (after `hold`, with headroom) at a keyframe.
+    paused: bool,
     /// The subscriber's request.
     max_quality: Quality,
 }
@@ -208,6 +241,7 @@ impl LayerSelector {
             target: None,
             upgrade_since: None,
             requested: false,
+            paused: false,
             max_quality,
         }
     }
@@ -236,39 +270,65 @@ impl LayerSelector {
         self.target
     }
 
-    /// Applies an allocation: `down` is the layer the full budget allows, `up` the one
-    /// the budget minus upgrade headroom allows (`up <= down`). A lower layer is taken
-    /// at once (congestion), a higher one only after `up` stayed above the current
-    /// layer for `hold`. `current_active` is false when the publisher stopped sending
-    /// the current layer. Returns the layer a keyframe is needed from, if a switch is
-    /// pending.
+    /// Whether the track is paused for lack of bandwidth.
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Applies an allocation: `down` is the choice the full budget allows, `up` the one
+    /// the budget minus upgrade headroom allows. A lower layer is taken at once
+    /// (congestion), and so is a pause; a higher one, or resuming, only after `up`
+    /// stayed above the current layer for `hold`. `current_active` is false when the
+    /// publisher stopped sending the current layer. Returns the layer a keyframe is
+    /// needed from, if a switch is pending.
     pub fn update(
         &mut self,
-        down: Option<usize>,
-        up: Option<usize>,
+        down: Choice,
+        up: Choice,
         current_active: bool,
         hold: Duration,
         now: Instant,
     ) -> Option<usize> {
-        match self.current {
-            None => self.target = down,
-            Some(_) if !current_active => {
-                self.target = down;
-                self.upgrade_since = None;
-            }
-            Some(cur) if down.is_some_and(|d| d < cur) => {
-                self.target = down;
-                self.upgrade_since = None;
-            }
-            Some(cur) if up.is_some_and(|u| u > cur) => {
-                let since = *self.upgrade_since.get_or_insert(now);
-                if self.requested || now.saturating_duration_since(since) >= hold {
-                    self.target = up;
+        let (down_layer, up_layer) = (down.layer(), up.layer());
+        if down == Choice::Paused {
+            self.paused = true;
+            self.current = None;
+            self.target = None;
+            self.upgrade_since = None;
+        } else if self.paused {
+            match up_layer {
+                Some(u) => {
+                    let since = *self.upgrade_since.get_or_insert(now);
+                    if self.requested || now.saturating_duration_since(since) >= hold {
+                        self.target = Some(u);
+                    }
+                }
+                None => {
+                    self.target = None;
+                    self.upgrade_since = None;
                 }
             }
-            Some(cur) => {
-                self.target = Some(cur);
-                self.upgrade_since = None;
+        } else {
+            match self.current {
+                None => self.target = down_layer,
+                Some(_) if !current_active => {
+                    self.target = down_layer;
+                    self.upgrade_since = None;
+                }
+                Some(cur) if down_layer.is_some_and(|d| d < cur) => {
+                    self.target = down_layer;
+                    self.upgrade_since = None;
+                }
+                Some(cur) if up_layer.is_some_and(|u| u > cur) => {
+                    let since = *self.upgrade_since.get_or_insert(now);
+                    if self.requested || now.saturating_duration_since(since) >= hold {
+                        self.target = up_layer;
+                    }
+                }
+                Some(cur) => {
+                    self.target = Some(cur);
+                    self.upgrade_since = None;
+                }
             }
         }
         self.requested = false;
@@ -289,6 +349,7 @@ impl LayerSelector {
         if keyframe && self.pending() == Some(layer) {
             self.current = Some(layer);
             self.upgrade_since = None;
+            self.paused = false;
             return FrameAction::Switch;
         }
         if self.current == Some(layer) {

@@ -17,7 +17,12 @@ fn layers(rates: &[u64]) -> Vec<LayerInfo> {
 /// Typical q/h/f rates.
 const QHF: [u64; 3] = [150_000, 500_000, 1_500_000];
 
-fn alloc_one(budget: u64, l: &[LayerInfo], q: Quality) -> Option<usize> {
+/// Shorthand for a chosen layer.
+fn at(layer: usize) -> Choice {
+    Choice::Layer(layer)
+}
+
+fn alloc_one(budget: u64, l: &[LayerInfo], q: Quality) -> Choice {
     let mut out = Vec::new();
     allocate(
         budget,
@@ -54,36 +59,40 @@ fn quality_maps_to_layers() {
 #[test]
 fn allocation_takes_the_best_layer_that_fits() {
     let l = layers(&QHF);
-    assert_eq!(alloc_one(5_000_000, &l, Quality::High), Some(2));
-    assert_eq!(alloc_one(1_499_999, &l, Quality::High), Some(1));
-    assert_eq!(alloc_one(600_000, &l, Quality::High), Some(1));
-    assert_eq!(alloc_one(499_999, &l, Quality::High), Some(0));
-    // Below the lowest layer video still gets the lowest.
-    assert_eq!(alloc_one(10_000, &l, Quality::High), Some(0));
+    assert_eq!(alloc_one(5_000_000, &l, Quality::High), at(2));
+    assert_eq!(alloc_one(1_499_999, &l, Quality::High), at(1));
+    assert_eq!(alloc_one(600_000, &l, Quality::High), at(1));
+    assert_eq!(alloc_one(499_999, &l, Quality::High), at(0));
+    // Below the lowest layer the video is paused.
+    assert_eq!(alloc_one(10_000, &l, Quality::High), Choice::Paused);
+    assert_eq!(alloc_one(149_999, &l, Quality::High), Choice::Paused);
     // The request caps it.
-    assert_eq!(alloc_one(5_000_000, &l, Quality::Low), Some(0));
-    assert_eq!(alloc_one(5_000_000, &l, Quality::Medium), Some(1));
+    assert_eq!(alloc_one(5_000_000, &l, Quality::Low), at(0));
+    assert_eq!(alloc_one(5_000_000, &l, Quality::Medium), at(1));
 }
 
 #[test]
 fn allocation_skips_stopped_layers() {
     let mut l = layers(&QHF);
     l[2].active = false;
-    assert_eq!(alloc_one(5_000_000, &l, Quality::High), Some(1));
+    assert_eq!(alloc_one(5_000_000, &l, Quality::High), at(1));
+    // With q stopped, h is the lowest running layer: it is chosen when it fits, and
+    // the track is paused when it does not.
     l[0].active = false;
-    assert_eq!(alloc_one(10_000, &l, Quality::High), Some(1));
+    assert_eq!(alloc_one(600_000, &l, Quality::High), at(1));
+    assert_eq!(alloc_one(10_000, &l, Quality::High), Choice::Paused);
     l[1].active = false;
-    assert_eq!(alloc_one(5_000_000, &l, Quality::High), None);
+    assert_eq!(alloc_one(5_000_000, &l, Quality::High), Choice::Unknown);
 }
 
 #[test]
 fn allocation_waits_until_every_active_layer_is_measured() {
     let mut l = layers(&QHF);
     l[2].bitrate_bps = 0;
-    assert_eq!(alloc_one(5_000_000, &l, Quality::High), None);
+    assert_eq!(alloc_one(5_000_000, &l, Quality::High), Choice::Unknown);
     // A stopped, never measured layer does not hold the others back.
     l[2].active = false;
-    assert_eq!(alloc_one(5_000_000, &l, Quality::High), Some(1));
+    assert_eq!(alloc_one(5_000_000, &l, Quality::High), at(1));
 }
 
 #[test]
@@ -103,12 +112,12 @@ fn allocation_shares_the_budget_between_tracks() {
     let mut out = Vec::new();
     // Both medium fit (1 Mb/s), one high does not on top.
     allocate(1_200_000, &tracks, &mut out);
-    assert_eq!(out, vec![Some(1), Some(1)]);
+    assert_eq!(out, vec![at(1), at(1)]);
     // Raised in turn: the first gets high before the second does.
     allocate(2_000_000, &tracks, &mut out);
-    assert_eq!(out, vec![Some(2), Some(1)]);
+    assert_eq!(out, vec![at(2), at(1)]);
     allocate(3_000_000, &tracks, &mut out);
-    assert_eq!(out, vec![Some(2), Some(2)]);
+    assert_eq!(out, vec![at(2), at(2)]);
 }
 
 /// Drives a selector with frames at 25 fps where each layer has a keyframe every
@@ -130,7 +139,7 @@ fn run_frames(sel: &mut LayerSelector, frames: std::ops::Range<u64>, gop: u64) -
 fn first_layer_starts_at_its_keyframe() {
     let t0 = Instant::now();
     let mut sel = LayerSelector::new(Quality::High);
-    assert_eq!(sel.update(Some(1), Some(1), true, HOLD, t0), Some(1));
+    assert_eq!(sel.update(at(1), at(1), true, HOLD, t0), Some(1));
     // Delta frames of every layer before the keyframe are dropped.
     assert!(run_frames(&mut sel, 1..10, 10).is_empty());
     let fwd = run_frames(&mut sel, 10..20, 10);
@@ -143,12 +152,12 @@ fn first_layer_starts_at_its_keyframe() {
 fn downgrade_is_immediate_and_waits_for_the_lower_keyframe() {
     let t0 = Instant::now();
     let mut sel = LayerSelector::new(Quality::High);
-    sel.update(Some(2), Some(2), true, HOLD, t0);
+    sel.update(at(2), at(2), true, HOLD, t0);
     run_frames(&mut sel, 0..5, 10);
     assert_eq!(sel.current(), Some(2));
     // Congestion: the budget only allows the lowest layer.
     let t1 = t0 + Duration::from_millis(200);
-    assert_eq!(sel.update(Some(0), Some(0), true, HOLD, t1), Some(0));
+    assert_eq!(sel.update(at(0), at(0), true, HOLD, t1), Some(0));
     // Until layer 0's keyframe the high layer keeps flowing: no gap for the viewer.
     assert_eq!(run_frames(&mut sel, 5..10, 10), vec![2; 5]);
     assert_eq!(run_frames(&mut sel, 10..12, 10), vec![0, 0]);
@@ -159,50 +168,50 @@ fn downgrade_is_immediate_and_waits_for_the_lower_keyframe() {
 fn upgrade_waits_for_the_hold_time() {
     let t0 = Instant::now();
     let mut sel = LayerSelector::new(Quality::High);
-    sel.update(Some(0), Some(0), true, HOLD, t0);
+    sel.update(at(0), at(0), true, HOLD, t0);
     run_frames(&mut sel, 0..1, 10);
     assert_eq!(sel.current(), Some(0));
     // Room for the top layer appears; it is granted once it has lasted 2 s.
     let mut t = t0;
     for _ in 0..10 {
         t += Duration::from_millis(200);
-        assert_eq!(sel.update(Some(2), Some(2), true, HOLD, t), None, "{t:?}");
+        assert_eq!(sel.update(at(2), at(2), true, HOLD, t), None, "{t:?}");
     }
     t += Duration::from_millis(200);
-    assert_eq!(sel.update(Some(2), Some(2), true, HOLD, t), Some(2));
+    assert_eq!(sel.update(at(2), at(2), true, HOLD, t), Some(2));
 }
 
 #[test]
 fn a_dip_restarts_the_upgrade_hold() {
     let t0 = Instant::now();
     let mut sel = LayerSelector::new(Quality::High);
-    sel.update(Some(0), Some(0), true, HOLD, t0);
+    sel.update(at(0), at(0), true, HOLD, t0);
     run_frames(&mut sel, 0..1, 10);
     let ms = |n| t0 + Duration::from_millis(n);
-    assert_eq!(sel.update(Some(2), Some(2), true, HOLD, ms(100)), None);
+    assert_eq!(sel.update(at(2), at(2), true, HOLD, ms(100)), None);
     // `up` (budget minus headroom) dips to the current layer: the hold restarts.
-    assert_eq!(sel.update(Some(1), Some(0), true, HOLD, ms(1500)), None);
-    assert_eq!(sel.update(Some(2), Some(2), true, HOLD, ms(2200)), None);
-    assert_eq!(sel.update(Some(2), Some(2), true, HOLD, ms(4100)), None);
-    assert_eq!(sel.update(Some(2), Some(2), true, HOLD, ms(4200)), Some(2));
+    assert_eq!(sel.update(at(1), at(0), true, HOLD, ms(1500)), None);
+    assert_eq!(sel.update(at(2), at(2), true, HOLD, ms(2200)), None);
+    assert_eq!(sel.update(at(2), at(2), true, HOLD, ms(4100)), None);
+    assert_eq!(sel.update(at(2), at(2), true, HOLD, ms(4200)), Some(2));
 }
 
 #[test]
 fn a_requested_quality_is_granted_without_hold_and_lowered_at_once() {
     let t0 = Instant::now();
     let mut sel = LayerSelector::new(Quality::Low);
-    sel.update(Some(0), Some(0), true, HOLD, t0);
+    sel.update(at(0), at(0), true, HOLD, t0);
     run_frames(&mut sel, 0..1, 10);
     sel.set_max_quality(Quality::High);
     assert_eq!(
-        sel.update(Some(2), Some(2), true, HOLD, t0 + Duration::from_millis(1)),
+        sel.update(at(2), at(2), true, HOLD, t0 + Duration::from_millis(1)),
         Some(2)
     );
     run_frames(&mut sel, 1..11, 10);
     assert_eq!(sel.current(), Some(2));
     sel.set_max_quality(Quality::Low);
     assert_eq!(
-        sel.update(Some(0), Some(0), true, HOLD, t0 + Duration::from_millis(2)),
+        sel.update(at(0), at(0), true, HOLD, t0 + Duration::from_millis(2)),
         Some(0)
     );
 }
@@ -211,10 +220,10 @@ fn a_requested_quality_is_granted_without_hold_and_lowered_at_once() {
 fn a_stopped_current_layer_is_left_at_once() {
     let t0 = Instant::now();
     let mut sel = LayerSelector::new(Quality::High);
-    sel.update(Some(2), Some(2), true, HOLD, t0);
+    sel.update(at(2), at(2), true, HOLD, t0);
     run_frames(&mut sel, 0..1, 10);
     // The publisher stopped its top layer; the allocation falls back to layer 1.
-    assert_eq!(sel.update(Some(1), Some(1), false, HOLD, t0), Some(1));
+    assert_eq!(sel.update(at(1), at(1), false, HOLD, t0), Some(1));
 }
 
 #[test]
@@ -255,4 +264,63 @@ fn timestamps_stay_continuous_across_switches() {
     let last = *out.last().unwrap();
     let at = t0 + Duration::from_millis(360);
     assert_eq!(rw.rewrite(7, at, 90_000, true), last.wrapping_add(1));
+}
+
+#[test]
+fn a_track_is_paused_at_once_and_resumed_after_the_hold_at_a_keyframe() {
+    let t0 = Instant::now();
+    let ms = |m: u64| t0 + Duration::from_millis(m);
+    let mut sel = LayerSelector::new(Quality::High);
+    sel.update(at(0), at(0), true, HOLD, t0);
+    assert_eq!(sel.on_frame(0, true), FrameAction::Switch);
+    // The budget falls below the lowest layer: paused at once, nothing forwarded.
+    assert_eq!(
+        sel.update(Choice::Paused, Choice::Paused, true, HOLD, ms(100)),
+        None
+    );
+    assert!(sel.paused());
+    assert_eq!(sel.current(), None);
+    assert_eq!(sel.on_frame(0, true), FrameAction::Drop);
+    assert_eq!(sel.on_frame(0, false), FrameAction::Drop);
+    // The lowest layer fits again, but only without headroom: still paused.
+    assert_eq!(sel.update(at(0), Choice::Paused, true, HOLD, ms(200)), None);
+    // It fits with headroom, but not yet for the hold.
+    assert_eq!(sel.update(at(0), at(0), true, HOLD, ms(300)), None);
+    assert_eq!(sel.update(at(1), at(0), true, HOLD, ms(2000)), None);
+    // A dip restarts the hold.
+    assert_eq!(
+        sel.update(at(0), Choice::Paused, true, HOLD, ms(2100)),
+        None
+    );
+    assert_eq!(sel.update(at(0), at(0), true, HOLD, ms(2200)), None);
+    assert_eq!(sel.update(at(0), at(0), true, HOLD, ms(4199)), None);
+    // Held: resume on the lowest layer's next keyframe.
+    assert_eq!(sel.update(at(0), at(0), true, HOLD, ms(4200)), Some(0));
+    assert_eq!(sel.on_frame(0, false), FrameAction::Drop);
+    assert_eq!(sel.on_frame(0, true), FrameAction::Switch);
+    assert!(!sel.paused());
+    assert_eq!(sel.on_frame(0, false), FrameAction::Forward);
+}
+
+#[test]
+fn the_budget_pauses_the_last_tracks_first() {
+    let a = layers(&QHF);
+    let b = layers(&QHF);
+    let tracks = [
+        VideoDemand {
+            layers: &a,
+            max_quality: Quality::High,
+        },
+        VideoDemand {
+            layers: &b,
+            max_quality: Quality::High,
+        },
+    ];
+    let mut out = Vec::new();
+    allocate(200_000, &tracks, &mut out);
+    assert_eq!(out, vec![at(0), Choice::Paused]);
+    allocate(100_000, &tracks, &mut out);
+    assert_eq!(out, vec![Choice::Paused, Choice::Paused]);
+    allocate(300_000, &tracks, &mut out);
+    assert_eq!(out, vec![at(0), at(0)]);
 }

@@ -1,8 +1,9 @@
 //! Simulcast through a real SFU on loopback: a str0m publisher sends three H.264 layers
 //! (q, h, f; each payload tagged with its layer, each layer with its own RTP timestamp
 //! base), subscribers get the layer they ask for, switch only at a keyframe of the new
-//! layer with no gap in their stream, are held under a bandwidth cap and moved down
-//! when their link loses packets; audio flows throughout.
+//! layer with no gap in their stream, are held under a bandwidth cap (video paused when
+//! not even the lowest layer fits) and moved down when their link loses packets; audio
+//! flows throughout.
 
 mod common;
 
@@ -191,6 +192,43 @@ async fn subscribers_get_their_layer_and_switch_at_keyframes_without_gaps() {
         assert!(s.desired_bitrate_bps > 0, "{s:?}");
     }
     assert!(call.sfu.metrics().layer_switches.get() >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_with_no_room_for_the_lowest_layer_gets_audio_only() {
+    // q ≈ 40 kb/s does not fit a 35 kb/s cap even before audio (24 kb/s) is counted.
+    let mut call = call_without_estimation(35_000).await;
+    call.join("room", "pub", VideoCodec::H264Simulcast).await;
+    call.join_with("room", "starved", None).await;
+    // Three seconds of audio: the layers were measured and allocated long before.
+    assert!(
+        eventually(WAIT, || call
+            .client("starved")
+            .frames_from("pub", TrackKind::Audio)
+            >= 150)
+        .await
+    );
+    let mut paused = 0;
+    for _ in 0..100 {
+        let stats = call.sfu.stats().await.unwrap();
+        let s = stats
+            .iter()
+            .find(|s| s.participant.as_str() == "starved")
+            .unwrap();
+        paused = s.tracks_paused;
+        if paused == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(paused, 1, "the video track is not reported paused");
+    assert!(
+        video_log(&call, "starved").is_empty(),
+        "video reached a subscriber it cannot fit: {:?}",
+        layer_runs(&video_log(&call, "starved"))
+    );
+    // Audio goes the other way too.
+    assert!(call.client("pub").frames_from("starved", TrackKind::Audio) >= 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
