@@ -20,6 +20,7 @@ export class RoomMedia {
     this.screen = null; // screen capture stream while sharing
     this.muted = { audio: false, video: false };
     this.streams = new Map(); // sid -> remote MediaStream
+    this.trackOwner = new Map(); // remote track id (a=msid) -> publisher sid
     this.queue = Promise.resolve(); // negotiation steps run one at a time
   }
 
@@ -77,6 +78,8 @@ export class RoomMedia {
   addTrack(stream, track) {
     if (!stream) return;
     const sid = stream.id;
+    // The SFU names tracks in a=msid; its pause notices use the same id.
+    this.trackOwner.set(track.id, sid);
     this.streams.set(sid, stream);
     const fresh = !this.tiles.get(sid);
     const t = this.tiles.ensure(sid, this.nameOfSid(sid));
@@ -84,6 +87,12 @@ export class RoomMedia {
     track.onended = () => this.prune(sid);
     stream.onremovetrack = () => this.prune(sid);
     if (t.video.srcObject !== stream) t.video.srcObject = stream;
+  }
+
+  // media_track_paused: a simulcast video we receive is paused for bandwidth, or back.
+  trackPaused(track, paused) {
+    const sid = this.trackOwner.get(track);
+    if (sid) this.tiles.setPaused(sid, paused);
   }
 
   prune(sid) {

@@ -192,6 +192,9 @@ export class Room {
       case 'active_speaker':
         this.media.speaker(m.sid);
         return true;
+      case 'media_track_paused':
+        this.media.trackPaused(m.track, m.paused);
+        return true;
       case 'participant_joined':
       case 'participant_updated':
         this.remember(m.participant);

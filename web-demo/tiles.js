@@ -89,6 +89,15 @@ export class Tiles {
     t.el.classList.toggle('video-off', !!video);
   }
 
+  // The SFU paused this participant's video for us (too little bandwidth for its lowest
+  // layer): show the avatar and say so, rather than a frozen picture.
+  setPaused(sid, paused) {
+    const t = this.tiles.get(sid);
+    if (!t) return;
+    t.el.classList.toggle('paused', paused);
+    t.el.title = paused ? 'Video paused: not enough bandwidth' : '';
+  }
+
   setScreen(sid, on) {
     const t = this.tiles.get(sid);
     if (!t) return;

@@ -66,6 +66,16 @@ async fn main() -> anyhow::Result<()> {
         while let Some(ev) = events.recv().await {
             match ev {
                 MediaEvent::Connected => println!("media connected"),
+                MediaEvent::TrackPaused { track, paused } => {
+                    println!(
+                        "{track} {}",
+                        if paused {
+                            "paused (bandwidth)"
+                        } else {
+                            "resumed"
+                        }
+                    );
+                }
                 MediaEvent::Left { reason } => {
                     println!("media session ended: {reason}");
                     break;

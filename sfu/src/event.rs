@@ -48,6 +48,17 @@ pub enum SfuEvent {
         /// The SDP offer.
         sdp: String,
     },
+    /// A simulcast track `participant` receives was paused because not even its lowest
+    /// layer fits the participant's bandwidth (`paused: true`), or flows again
+    /// (`paused: false`). Audio is never paused.
+    TrackPaused {
+        /// The subscriber.
+        participant: ParticipantId,
+        /// The track.
+        track: TrackId,
+        /// Paused or flowing again.
+        paused: bool,
+    },
     /// ICE and DTLS are up: media flows.
     Connected {
         /// Who.

@@ -73,6 +73,8 @@ struct TrackOut {
     max_quality: Quality,
     /// Layer choice of a simulcast track; created by the first allocation.
     selector: Option<LayerSelector>,
+    /// Whether the subscriber was last told this track is paused for bandwidth.
+    pause_reported: bool,
     /// Keeps timestamps continuous when the forwarded layer changes.
     rewriter: TimestampRewriter,
     /// Video held back ("last N"): resumes at a keyframe.
@@ -347,6 +349,7 @@ impl Peer {
             unwanted: false,
             max_quality: Quality::default(),
             selector: None,
+            pause_reported: false,
             rewriter: TimestampRewriter::default(),
             resends_configured: false,
             paused: false,

@@ -47,14 +47,16 @@ impl Peer {
     /// Chooses the layer of every simulcast track this subscriber receives: the budget
     /// is the estimate (or the initial bitrate before one) capped by
     /// `max_subscriber_bitrate`, minus audio and unlayered video at their measured
-    /// rates. Pushes `(track, layer)` for every switch waiting for a keyframe, and
-    /// updates the desired bitrate of the estimator.
+    /// rates. Pushes `(track, layer)` for every switch waiting for a keyframe and
+    /// `(track, paused)` for every track whose pause state changed since it was last
+    /// reported, and updates the desired bitrate of the estimator.
     pub fn allocate(
         &mut self,
         router: &Router,
         config: &BandwidthConfig,
         now: Instant,
         keyframes: &mut Vec<(TrackId, usize)>,
+        pauses: &mut Vec<(TrackId, bool)>,
     ) {
         let mut fixed: u64 = 0;
         // Per simulcast track: index in `tracks_out` and its layers. A few tracks per
@@ -108,6 +110,12 @@ impl Peer {
                 selector.update(*down, *up, current_active, config.upgrade_hold, now)
             {
                 keyframes.push((out.track, layer));
+            }
+            // Reported from here, one allocation interval at most after a resume's
+            // keyframe.
+            if selector.paused() != out.pause_reported {
+                out.pause_reported = selector.paused();
+                pauses.push((out.track, out.pause_reported));
             }
             // The best layer the request allows: what the estimator should find room for.
             let max = quality.max_index(infos.len());

@@ -222,6 +222,21 @@ async fn a_subscriber_with_no_room_for_the_lowest_layer_gets_audio_only() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(paused, 1, "the video track is not reported paused");
+    // The subscriber is told, once.
+    let track = video_track(&call, "pub").await;
+    let notices: Vec<bool> = call
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            SfuEvent::TrackPaused {
+                participant,
+                track: t,
+                paused,
+            } if participant.as_str() == "starved" && *t == track => Some(*paused),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notices, [true]);
     assert!(
         video_log(&call, "starved").is_empty(),
         "video reached a subscriber it cannot fit: {:?}",

@@ -219,6 +219,18 @@ pub(crate) async fn relay_events(st: Arc<AppState>, mut events: SfuEvents) {
                 &ServerMessage::MediaOffer { offer_id, sdp },
                 now,
             ),
+            SfuEvent::TrackPaused {
+                participant,
+                track,
+                paused,
+            } => hub.push_to_sid(
+                participant.as_str(),
+                &ServerMessage::MediaTrackPaused {
+                    track: track.to_string(),
+                    paused,
+                },
+                now,
+            ),
             SfuEvent::Connected { participant } => {
                 hub.push_to_sid(participant.as_str(), &ServerMessage::MediaConnected {}, now)
             }

@@ -449,6 +449,13 @@ pub enum ServerMessage {
     },
     /// ICE and DTLS are up: media flows.
     MediaConnected {},
+    /// A simulcast video track this session receives is paused because not even its
+    /// lowest layer fits this session's bandwidth (`paused: true`; audio continues), or
+    /// flows again (`paused: false`, from a keyframe).
+    MediaTrackPaused {
+        track: String,
+        paused: bool,
+    },
     /// The media session ended (`disconnected`, `connect_timeout`, `protocol_error`,
     /// `shutdown`, or `left`).
     MediaLeft {

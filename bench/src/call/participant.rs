@@ -246,6 +246,8 @@ async fn consume_events(
             MediaEvent::Connected => {
                 let _ = connected.try_send(());
             }
+            // The bench's participants publish one layer: never paused.
+            MediaEvent::TrackPaused { .. } => {}
             MediaEvent::Track(mut track) => {
                 let media = track.media.take();
                 let publisher = track.publisher.clone();

@@ -157,6 +157,10 @@ pub enum MediaEvent {
     Connected,
     /// A track of another participant arrived.
     Track(RemoteTrack),
+    /// The SFU paused a simulcast video track this session receives because not even
+    /// its lowest layer fits this session's bandwidth (`paused`), or resumed it; `track`
+    /// is the track id (as in `RemoteTrack::track_id`).
+    TrackPaused { track: String, paused: bool },
     /// The session ended (`media_left` reason, or the peer connection failed).
     Left { reason: String },
 }
@@ -445,6 +449,14 @@ async fn run(
                     }
                     "media_left" => {
                         break m["reason"].as_str().unwrap_or("left").to_owned();
+                    }
+                    "media_track_paused" => {
+                        if let (Some(track), Some(paused)) =
+                            (m["track"].as_str(), m["paused"].as_bool())
+                        {
+                            let track = track.to_owned();
+                            let _ = events.send(MediaEvent::TrackPaused { track, paused }).await;
+                        }
                     }
                     _ => {}
                 }

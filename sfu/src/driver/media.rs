@@ -8,6 +8,7 @@ use str0m::media::Rids;
 use tracing::{debug, trace, warn};
 
 use super::Driver;
+use crate::event::SfuEvent;
 use crate::ids::{ParticipantId, TrackId, TrackKind};
 use crate::peer::Forwarded;
 
@@ -23,9 +24,24 @@ impl Driver {
     /// keyframes the switches wait for.
     pub(super) fn allocate(&mut self, only: Option<&ParticipantId>, now: Instant) {
         let mut keyframes = std::mem::take(&mut self.scratch_keyframes);
+        let mut pauses = Vec::new();
         for (id, peer) in &mut self.peers {
             if peer.connected && only.is_none_or(|o| o == id) {
-                peer.allocate(&self.router, &self.config.bandwidth, now, &mut keyframes);
+                peer.allocate(
+                    &self.router,
+                    &self.config.bandwidth,
+                    now,
+                    &mut keyframes,
+                    &mut pauses,
+                );
+                for (track, paused) in pauses.drain(..) {
+                    debug!(subscriber = %id, %track, paused, "video paused for bandwidth");
+                    self.events.send(SfuEvent::TrackPaused {
+                        participant: id.clone(),
+                        track,
+                        paused,
+                    });
+                }
             }
         }
         for (track, layer) in keyframes.drain(..) {
