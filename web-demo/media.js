@@ -6,6 +6,13 @@
 // RTCRtpSender.replaceTrack, so no renegotiation is needed. Protocol: docs/protocol.md,
 // "Media".
 
+// Simulcast layers, low to high (the SFU ranks q/h/f).
+const SIMULCAST = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', maxBitrate: 1_500_000 },
+];
+
 export class RoomMedia {
   constructor({ request, send, tiles, nameOfSid, relay, onScreenEnded, onTile }) {
     this.request = request; // (msg) => Promise<response>
@@ -45,7 +52,12 @@ export class RoomMedia {
       for (const track of local.getTracks()) {
         track.enabled = !this.muted[track.kind];
         const sendTrack = track.kind === 'video' && this.screen ? this.screen.getVideoTracks()[0] : track;
-        pc.addTransceiver(sendTrack, { direction: 'sendonly', streams: [local] });
+        const init = { direction: 'sendonly', streams: [local] };
+        // Camera video goes out in three simulcast layers (quarter, half and full size);
+        // the SFU sends each receiver the one its bandwidth and its request allow. The
+        // browser drops layers the capture is too small for.
+        if (track.kind === 'video') init.sendEncodings = SIMULCAST;
+        pc.addTransceiver(sendTrack, init);
       }
       t.video.srcObject = this.screen || local;
       if (this.screen) this.screenSender = pc.getSenders().find((s) => s.track?.kind === 'video');

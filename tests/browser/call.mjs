@@ -1,6 +1,6 @@
 // Calls through huddle's SFU in headless Chromium with fake camera and microphone: two
-// pages each see the other's video playing (videoWidth > 0 and currentTime advancing) and
-// receive audio packets; with a third page everyone sees two remote tiles; when one page
+// pages each see the other's video playing (videoWidth > 0 and currentTime advancing),
+// receive audio packets and send their camera in simulcast layers (rids with bytes sent); with a third page everyone sees two remote tiles; when one page
 // leaves, the others' grids drop its tile. `relay` as the second argument makes the
 // pages use only TURN relay candidates (URL option relay=1). Screenshot: target/e2e/.
 // Usage: node call.mjs <base-url> [relay]. Prints one JSON line last; exits non-zero on failure.
@@ -46,6 +46,15 @@ const inbound = (page) => page.evaluate(async () => {
   });
   return out;
 });
+// The simulcast layers a page sends: rids of outbound video with bytes sent.
+const layersSent = (page) => page.evaluate(async () => {
+  const rids = [];
+  const stats = await window.huddleMedia.pc.getStats();
+  stats.forEach((s) => {
+    if (s.type === 'outbound-rtp' && s.kind === 'video' && s.bytesSent > 0) rids.push(s.rid || '');
+  });
+  return rids.sort();
+});
 const report = {};
 try {
   const open = async (name) => {
@@ -58,6 +67,7 @@ try {
   await playing(alice, 1);
   await playing(bob, 1);
   report.two = { alice: await inbound(alice), bob: await inbound(bob) };
+  report.two.alice.layers_sent = await layersSent(alice);
   const carol = await open('Carol');
   await playing(carol, 2);
   await playing(alice, 2);
