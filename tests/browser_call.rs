@@ -65,6 +65,15 @@ fn browsers_see_and_hear_each_other_through_the_sfu() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
     assert!(switches >= 2.0, "no simulcast layer chosen: {switches}");
+    // Bob's page asked for layers by tile size (media_subscribe max_quality): half size
+    // for its medium tiles, a quarter in a small window, half again after.
+    let bob = &report["two"]["bob"];
+    let w = |k: &str| bob[k].as_u64().unwrap_or(0);
+    assert!(w("width_small") > 0 && w("width_small") <= 320, "{report}");
+    assert!(
+        w("width_before") > 320 && w("width_after") > 320,
+        "{report}"
+    );
 }
 
 /// A call whose only ICE server is huddle's TURN on `port` over `transport`, with relay

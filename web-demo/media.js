@@ -28,6 +28,9 @@ export class RoomMedia {
     this.muted = { audio: false, video: false };
     this.streams = new Map(); // sid -> remote MediaStream
     this.trackOwner = new Map(); // remote track id (a=msid) -> publisher sid
+    this.videoTracks = new Set(); // ids of the remote video tracks received
+    this.quality = 'high'; // the simulcast quality asked for, from the tile size
+    tiles.onWidth = (width) => this.fitQuality(width);
     this.queue = Promise.resolve(); // negotiation steps run one at a time
   }
 
@@ -90,8 +93,12 @@ export class RoomMedia {
   addTrack(stream, track) {
     if (!stream) return;
     const sid = stream.id;
-    // The SFU names tracks in a=msid; its pause notices use the same id.
+    // The SFU names tracks in a=msid; its pause notices and media_subscribe use the id.
     this.trackOwner.set(track.id, sid);
+    if (track.kind === 'video') {
+      this.videoTracks.add(track.id);
+      if (this.quality !== 'high') this.send({ type: 'media_subscribe', track: track.id, max_quality: this.quality });
+    }
     this.streams.set(sid, stream);
     const fresh = !this.tiles.get(sid);
     const t = this.tiles.ensure(sid, this.nameOfSid(sid));
@@ -99,6 +106,17 @@ export class RoomMedia {
     track.onended = () => this.prune(sid);
     stream.onremovetrack = () => this.prune(sid);
     if (t.video.srcObject !== stream) t.video.srcObject = stream;
+  }
+
+  // Asks the SFU for simulcast layers no larger than the tiles show: a quarter-size
+  // layer for thumbnails, half size for medium tiles (layers of a 1280x720 camera).
+  fitQuality(tileWidth) {
+    const quality = tileWidth < 240 ? 'low' : tileWidth < 560 ? 'medium' : 'high';
+    if (quality === this.quality) return;
+    this.quality = quality;
+    for (const track of this.videoTracks) {
+      this.send({ type: 'media_subscribe', track, max_quality: quality });
+    }
   }
 
   // media_track_paused: a simulcast video we receive is paused for bandwidth, or back.
@@ -116,6 +134,12 @@ export class RoomMedia {
   participantLeft(sid) {
     this.streams.delete(sid);
     this.tiles.remove(sid);
+    for (const [track, owner] of this.trackOwner) {
+      if (owner === sid) {
+        this.trackOwner.delete(track);
+        this.videoTracks.delete(track);
+      }
+    }
   }
 
   localMuted() {
@@ -181,6 +205,8 @@ export class RoomMedia {
     this.pc?.close();
     this.pc = null;
     this.streams.clear();
+    this.trackOwner.clear();
+    this.videoTracks.clear();
     this.tiles.clear({ keepLocal: true });
   }
 
