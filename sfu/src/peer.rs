@@ -156,6 +156,9 @@ pub(crate) struct PeerBandwidth {
     pub desired: u64,
     /// Budget the last allocation split over its tracks (after the cap).
     pub budget: u64,
+    /// Latest REMB (receiver estimated maximum bitrate) from the subscriber: a cap until
+    /// the next one.
+    pub remb: Option<u64>,
 }
 
 /// One participant's session.
@@ -569,6 +572,7 @@ impl Peer {
             keyframe_requests_sent: c.keyframe_requests_sent,
             rtt: c.rtt,
             bandwidth_estimate_bps: self.bandwidth.estimate,
+            remb_bps: self.bandwidth.remb,
             desired_bitrate_bps: self.bandwidth.desired,
             layer_switches: c.layer_switches,
             tracks_paused: self

@@ -22,6 +22,12 @@ impl Peer {
         self.bandwidth.estimate = Some(bps);
     }
 
+    /// The subscriber reported the most it can receive (REMB, from receivers that
+    /// estimate on their side): a cap on its budget until the next report.
+    pub fn on_remb(&mut self, bps: u64) {
+        self.bandwidth.remb = Some(bps);
+    }
+
     /// Sets the best quality this subscriber wants of `track`; false when it does not
     /// receive the track.
     pub fn set_max_quality(&mut self, track: TrackId, quality: Quality) -> bool {
@@ -75,7 +81,10 @@ impl Peer {
                 layered.push((i, infos));
             }
         }
-        let cap = config.max_subscriber_bitrate;
+        // The subscriber's own report (REMB) caps whatever we estimate or assume.
+        let cap = config
+            .max_subscriber_bitrate
+            .min(self.bandwidth.remb.unwrap_or(u64::MAX));
         let total = match (config.estimate, self.bandwidth.estimate) {
             (true, Some(e)) => e.min(cap),
             (true, None) => config.initial_bitrate.min(cap),

@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Call, VideoCodec, VideoRx, eventually};
@@ -244,6 +245,99 @@ async fn a_subscriber_with_no_room_for_the_lowest_layer_gets_audio_only() {
     );
     // Audio goes the other way too.
     assert!(call.client("pub").frames_from("starved", TrackKind::Audio) >= 100);
+}
+
+/// Polls the SFU's stats of `who` until `cond` holds (up to WAIT).
+async fn stats_until(
+    call: &Call,
+    who: &str,
+    cond: impl Fn(&huddle_sfu::ParticipantStats) -> bool,
+) -> huddle_sfu::ParticipantStats {
+    let end = std::time::Instant::now() + WAIT;
+    loop {
+        let stats = call.sfu.stats().await.unwrap();
+        let s = stats
+            .into_iter()
+            .find(|s| s.participant.as_str() == who)
+            .unwrap();
+        if cond(&s) || std::time::Instant::now() > end {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_s_remb_caps_its_layers_pauses_and_resumes_its_video() {
+    // No estimation: only the subscriber's REMB limits it (q ≈ 40, h ≈ 140, f ≈ 480
+    // kb/s, audio 24 kb/s).
+    let mut call = call_without_estimation(BandwidthConfig::default().max_subscriber_bitrate).await;
+    call.join("room", "pub", VideoCodec::H264Simulcast).await;
+    let track = video_track(&call, "pub").await;
+    call.join_with("room", "sub", None).await;
+    let layer_frames =
+        |call: &Call, from: usize, layer: &str| count_layer(&video_log(call, "sub")[from..], layer);
+    assert!(eventually(WAIT, || layer_frames(&call, 0, "f") >= 20).await);
+    // 300 kb/s: h fits, f does not.
+    call.client("sub")
+        .remb_bps
+        .store(300_000, Ordering::Relaxed);
+    let s = stats_until(&call, "sub", |s| s.remb_bps == Some(300_000)).await;
+    assert_eq!(s.remb_bps, Some(300_000), "{s:?}");
+    let mark = video_log(&call, "sub").len();
+    assert!(
+        eventually(WAIT, || layer_frames(&call, mark, "h") >= 20).await,
+        "not moved to h: {:?}",
+        layer_runs(&video_log(&call, "sub")[mark..])
+    );
+    // 30 kb/s: not even q fits: paused, audio goes on.
+    call.client("sub").remb_bps.store(30_000, Ordering::Relaxed);
+    let s = stats_until(&call, "sub", |s| s.tracks_paused == 1).await;
+    assert_eq!(s.tracks_paused, 1, "{s:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (video_paused, audio_paused) = (
+        video_log(&call, "sub").len(),
+        call.client("sub").frames_from("pub", TrackKind::Audio),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        video_log(&call, "sub").len(),
+        video_paused,
+        "video while paused"
+    );
+    assert!(call.client("sub").frames_from("pub", TrackKind::Audio) >= audio_paused + 30);
+    // Room again: resumed (after the 2 s hold) at a keyframe, with no gap in its stream.
+    call.client("sub")
+        .remb_bps
+        .store(5_000_000, Ordering::Relaxed);
+    assert!(
+        eventually(WAIT, || layer_frames(&call, video_paused, "f") >= 20).await,
+        "not resumed: {:?}",
+        layer_runs(&video_log(&call, "sub")[video_paused..])
+    );
+    let log = video_log(&call, "sub");
+    assert_switches_at_keyframes(&log);
+    // One stream before and after the pause; across it the sequence goes on and the
+    // timestamp advances by the pause's length (a few seconds at 90 kHz).
+    assert_continuous(&log[..video_paused]);
+    assert_continuous(&log[video_paused..]);
+    let (a, b) = (&log[video_paused - 1], &log[video_paused]);
+    assert_eq!(b.seq.0, a.seq.1 + 1, "{a:?} {b:?}");
+    let step = b.ts.wrapping_sub(a.ts);
+    assert!((90_000..=900_000).contains(&step), "{step}: {a:?} {b:?}");
+    let notices: Vec<bool> = call
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            SfuEvent::TrackPaused {
+                participant,
+                track: t,
+                paused,
+            } if participant.as_str() == "sub" && *t == track => Some(*paused),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notices, [true, false]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

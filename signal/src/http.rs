@@ -338,6 +338,7 @@ async fn room_media(
                 "keyframe_requests_sent": p.keyframe_requests_sent,
                 "rtt_ms": p.rtt.map(|d| d.as_secs_f64() * 1000.0),
                 "bandwidth_estimate_bps": p.bandwidth_estimate_bps,
+                "remb_bps": p.remb_bps,
                 "desired_bitrate_bps": p.desired_bitrate_bps,
                 "layer_switches": p.layer_switches,
                 "tracks_paused": p.tracks_paused,

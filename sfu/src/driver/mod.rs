@@ -546,6 +546,11 @@ impl Driver {
                     p.on_estimate(estimate.as_u64());
                 }
             }
+            Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
+                if let Some(p) = self.peers.get_mut(id) {
+                    p.on_remb(estimate.as_u64());
+                }
+            }
             Event::PeerStats(s) => {
                 if let (Some(p), Some(rtt)) = (self.peers.get_mut(id), s.rtt) {
                     p.counters.rtt = Some(rtt);

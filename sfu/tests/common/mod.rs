@@ -89,6 +89,9 @@ pub struct Client {
     pub plis_to_send: Arc<AtomicU64>,
     /// Incoming SRTP/SRTCP datagrams dropped, per mille (a loss shim on the receive side).
     pub loss_permille: Arc<AtomicU64>,
+    /// Set > 0 to report this receive bitrate (REMB) on every received video m-line,
+    /// every 500 ms.
+    pub remb_bps: Arc<AtomicU64>,
     tx: mpsc::UnboundedSender<ClientCmd>,
 }
 
@@ -234,6 +237,7 @@ impl Call {
             seen: Arc::default(),
             level: Arc::new(AtomicU8::new(90)),
             plis_to_send: Arc::default(),
+            remb_bps: Arc::default(),
             loss_permille: Arc::default(),
             tx,
         };
@@ -253,6 +257,7 @@ impl Call {
             client.level.clone(),
             client.plis_to_send.clone(),
             client.loss_permille.clone(),
+            client.remb_bps.clone(),
             self.sent_at.clone(),
         ));
         self.clients.insert(name.into(), client);
@@ -315,6 +320,7 @@ async fn run_client(
     level: Arc<AtomicU8>,
     plis: Arc<AtomicU64>,
     loss: Arc<AtomicU64>,
+    remb_bps: Arc<AtomicU64>,
     sent_at: SentAt,
 ) {
     let local = socket.local_addr().unwrap();
@@ -405,6 +411,16 @@ async fn run_client(
                     send_media(&name, &mut rtc, &media, n, start, level.load(Ordering::Relaxed), force);
                 }
                 sent_at.lock().unwrap().insert((name.clone(), n), Instant::now());
+                let remb = remb_bps.load(Ordering::Relaxed);
+                if remb > 0 && n.is_multiple_of(25) {
+                    let mids: Vec<Mid> = seen.lock().unwrap().recv_mids.iter()
+                        .filter(|(_, k)| *k == MediaKind::Video).map(|(m, _)| *m).collect();
+                    for mid in mids {
+                        if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, None) {
+                            rx.request_remb(str0m::bwe::Bitrate::bps(remb));
+                        }
+                    }
+                }
                 if plis.load(Ordering::Relaxed) > 0 {
                     plis.fetch_sub(1, Ordering::Relaxed);
                     let mids: Vec<Mid> = seen.lock().unwrap().recv_mids.iter()
