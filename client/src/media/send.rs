@@ -148,7 +148,8 @@ impl AudioSender {
 /// (single NAL, STAP-A, FU-A); a keyframe is produced when the SFU asks for one.
 pub struct VideoSender {
     out: RtpOut,
-    encoder: H264Encoder,
+    /// Lent to a blocking thread while it encodes a picture.
+    encoder: Option<H264Encoder>,
     packetizer: H264Packetizer,
     start: Instant,
     au: Vec<u8>,
@@ -171,7 +172,7 @@ impl VideoSender {
         ));
         Ok(Self {
             out,
-            encoder,
+            encoder: Some(encoder),
             packetizer,
             start: Instant::now(),
             au: Vec::new(),
@@ -188,14 +189,28 @@ impl VideoSender {
         picture: &I420Frame,
         captured: Instant,
     ) -> Result<bool, MediaError> {
+        let mut encoder = self
+            .encoder
+            .take()
+            .ok_or_else(|| MediaError::Codec("an earlier send was cancelled mid-encode".into()))?;
         if self.keyframe_wanted.swap(false, Ordering::Relaxed) {
-            self.encoder.request_keyframe();
+            encoder.request_keyframe();
         }
         let since = captured.saturating_duration_since(self.start);
-        let encoded = self
-            .encoder
-            .encode(picture, since.as_millis() as u64, &mut self.au)
-            .map_err(|e| MediaError::Codec(e.to_string()))?;
+        // Encoding takes milliseconds of CPU: on a blocking thread, so that audio and
+        // network tasks on the runtime's workers are not held up behind it.
+        let picture = picture.clone();
+        let mut au = std::mem::take(&mut self.au);
+        let ms = since.as_millis() as u64;
+        let (encoder, au, encoded) = tokio::task::spawn_blocking(move || {
+            let encoded = encoder.encode(&picture, ms, &mut au);
+            (encoder, au, encoded)
+        })
+        .await
+        .map_err(|e| MediaError::Codec(format!("encoder thread: {e}")))?;
+        self.encoder = Some(encoder);
+        self.au = au;
+        let encoded = encoded.map_err(|e| MediaError::Codec(e.to_string()))?;
         self.out.stats.frames_encoded += 1;
         if encoded.skipped || encoded.len == 0 {
             return Ok(false);
