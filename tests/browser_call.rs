@@ -1,7 +1,7 @@
 //! Real calls in the web demo through huddle's SFU, in headless Chromium with fake camera
-//! and microphone: two and three participants see and hear each other, cameras go out in
-//! simulcast layers the SFU chooses from, a participant who leaves disappears from the
-//! others' grids; and the same with relay-only ICE through huddle's TURN server.
+//! and microphone: two and three participants see and hear each other, a participant who
+//! leaves disappears from the others' grids; and the same with relay-only ICE through
+//! huddle's TURN server.
 //!
 //! Needs node, chromium and `npm ci` in tests/browser; CI provides them and sets
 //! HUDDLE_REQUIRE_BROWSER=1 so that their absence fails instead of skipping.
@@ -46,34 +46,6 @@ fn browsers_see_and_hear_each_other_through_the_sfu() {
     let report = call(&server, "direct");
     assert_call(&report);
     assert_eq!(report["two"]["alice"]["candidate"], "host", "{report}");
-    // The demo publishes its camera in simulcast: the fake 640x480 camera is big enough
-    // for Chromium to send at least two of the three layers, and the SFU chose a layer
-    // for each receiver (a first choice counts as a switch).
-    let layers = report["two"]["alice"]["layers_sent"].as_array().unwrap();
-    assert!(layers.len() >= 2, "simulcast layers sent: {report}");
-    let metrics = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(server.addr).unwrap();
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
-    };
-    let switches: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("huddle_sfu_layer_switches_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
-    assert!(switches >= 2.0, "no simulcast layer chosen: {switches}");
-    // Bob's page asked for layers by tile size (media_subscribe max_quality): half size
-    // for its medium tiles, a quarter in a small window, half again after.
-    let bob = &report["two"]["bob"];
-    let w = |k: &str| bob[k].as_u64().unwrap_or(0);
-    assert!(w("width_small") > 0 && w("width_small") <= 320, "{report}");
-    assert!(
-        w("width_before") > 320 && w("width_after") > 320,
-        "{report}"
-    );
 }
 
 /// A call whose only ICE server is huddle's TURN on `port` over `transport`, with relay
