@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use crate::config::SfuConfig;
-use crate::driver::{Driver, HANDOFF_QUEUE, ShardLink, Shared};
+use crate::driver::{Driver, DriverParts, HANDOFF_QUEUE, ShardLink, Shared};
 use crate::error::{RouterError, SfuError};
 use crate::event::{EventSink, ParticipantStats, SfuEvents};
 use crate::ids::{ParticipantId, RoomId, TrackId};
@@ -139,17 +139,6 @@ impl Sfu {
     }
 }
 
-/// What one shard's driver is made of.
-struct DriverParts {
-    config: SfuConfig,
-    shared: Arc<Shared>,
-    socket: std::net::UdpSocket,
-    shard: ShardLink,
-    commands: mpsc::Receiver<Command>,
-    events: EventSink,
-    metrics: SfuMetrics,
-}
-
 /// Starts shard `index`'s thread: a current-thread runtime running its driver. The
 /// receiver says whether the driver started.
 fn spawn_shard(
@@ -171,10 +160,7 @@ fn spawn_shard(
                 }
             };
             runtime.block_on(async move {
-                let driver = Driver::new(
-                    p.config, p.shared, p.socket, p.shard, p.commands, p.events, p.metrics,
-                );
-                match driver {
+                match Driver::new(p) {
                     Ok(driver) => {
                         let _ = ready_tx.send(Ok(()));
                         driver.run().await;

@@ -22,6 +22,14 @@ fn at(layer: usize) -> Choice {
     Choice::Layer(layer)
 }
 
+/// A track whose subscriber wants the best layer.
+fn high(layers: &[LayerInfo]) -> VideoDemand<'_> {
+    VideoDemand {
+        layers,
+        max_quality: Quality::High,
+    }
+}
+
 fn alloc_one(budget: u64, l: &[LayerInfo], q: Quality) -> Choice {
     let mut out = Vec::new();
     allocate(
@@ -97,18 +105,8 @@ fn allocation_waits_until_every_active_layer_is_measured() {
 
 #[test]
 fn allocation_shares_the_budget_between_tracks() {
-    let a = layers(&QHF);
-    let b = layers(&QHF);
-    let tracks = [
-        VideoDemand {
-            layers: &a,
-            max_quality: Quality::High,
-        },
-        VideoDemand {
-            layers: &b,
-            max_quality: Quality::High,
-        },
-    ];
+    let (a, b) = (layers(&QHF), layers(&QHF));
+    let tracks = [high(&a), high(&b)];
     let mut out = Vec::new();
     // Both medium fit (1 Mb/s), one high does not on top.
     allocate(1_200_000, &tracks, &mut out);
@@ -304,18 +302,8 @@ fn a_track_is_paused_at_once_and_resumed_after_the_hold_at_a_keyframe() {
 
 #[test]
 fn the_budget_pauses_the_last_tracks_first() {
-    let a = layers(&QHF);
-    let b = layers(&QHF);
-    let tracks = [
-        VideoDemand {
-            layers: &a,
-            max_quality: Quality::High,
-        },
-        VideoDemand {
-            layers: &b,
-            max_quality: Quality::High,
-        },
-    ];
+    let (a, b) = (layers(&QHF), layers(&QHF));
+    let tracks = [high(&a), high(&b)];
     let mut out = Vec::new();
     allocate(200_000, &tracks, &mut out);
     assert_eq!(out, vec![at(0), Choice::Paused]);

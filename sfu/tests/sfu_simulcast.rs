@@ -195,6 +195,43 @@ async fn subscribers_get_their_layer_and_switch_at_keyframes_without_gaps() {
     assert!(call.sfu.metrics().layer_switches.get() >= 4);
 }
 
+/// Polls the SFU's stats of `who` every 50 ms until `cond` holds or `limit` passes;
+/// returns the last stats seen.
+async fn stats_until(
+    call: &Call,
+    who: &str,
+    limit: Duration,
+    cond: impl Fn(&huddle_sfu::ParticipantStats) -> bool,
+) -> huddle_sfu::ParticipantStats {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        let stats = call.sfu.stats().await.unwrap();
+        let s = stats
+            .into_iter()
+            .find(|s| s.participant.as_str() == who)
+            .unwrap();
+        if cond(&s) || std::time::Instant::now() > end {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `TrackPaused` notices `who` got for `track`, in order (`true`: paused).
+fn pause_notices(call: &Call, who: &str, track: TrackId) -> Vec<bool> {
+    call.events()
+        .iter()
+        .filter_map(|e| match e {
+            SfuEvent::TrackPaused {
+                participant,
+                track: t,
+                paused,
+            } if participant.as_str() == who && *t == track => Some(*paused),
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_with_no_room_for_the_lowest_layer_gets_audio_only() {
     // q ≈ 40 kb/s does not fit a 35 kb/s cap even before audio (24 kb/s) is counted.
@@ -209,34 +246,14 @@ async fn a_subscriber_with_no_room_for_the_lowest_layer_gets_audio_only() {
             >= 150)
         .await
     );
-    let mut paused = 0;
-    for _ in 0..100 {
-        let stats = call.sfu.stats().await.unwrap();
-        let s = stats
-            .iter()
-            .find(|s| s.participant.as_str() == "starved")
-            .unwrap();
-        paused = s.tracks_paused;
-        if paused == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(paused, 1, "the video track is not reported paused");
+    let s = stats_until(&call, "starved", Duration::from_secs(5), |s| {
+        s.tracks_paused == 1
+    })
+    .await;
+    assert_eq!(s.tracks_paused, 1, "the video track is not reported paused");
     // The subscriber is told, once.
     let track = video_track(&call, "pub").await;
-    let notices: Vec<bool> = call
-        .events()
-        .iter()
-        .filter_map(|e| match e {
-            SfuEvent::TrackPaused {
-                participant,
-                track: t,
-                paused,
-            } if participant.as_str() == "starved" && *t == track => Some(*paused),
-            _ => None,
-        })
-        .collect();
+    let notices = pause_notices(&call, "starved", track);
     assert_eq!(notices, [true]);
     assert!(
         video_log(&call, "starved").is_empty(),
@@ -245,26 +262,6 @@ async fn a_subscriber_with_no_room_for_the_lowest_layer_gets_audio_only() {
     );
     // Audio goes the other way too.
     assert!(call.client("pub").frames_from("starved", TrackKind::Audio) >= 100);
-}
-
-/// Polls the SFU's stats of `who` until `cond` holds (up to WAIT).
-async fn stats_until(
-    call: &Call,
-    who: &str,
-    cond: impl Fn(&huddle_sfu::ParticipantStats) -> bool,
-) -> huddle_sfu::ParticipantStats {
-    let end = std::time::Instant::now() + WAIT;
-    loop {
-        let stats = call.sfu.stats().await.unwrap();
-        let s = stats
-            .into_iter()
-            .find(|s| s.participant.as_str() == who)
-            .unwrap();
-        if cond(&s) || std::time::Instant::now() > end {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,7 +279,7 @@ async fn a_subscriber_s_remb_caps_its_layers_pauses_and_resumes_its_video() {
     call.client("sub")
         .remb_bps
         .store(300_000, Ordering::Relaxed);
-    let s = stats_until(&call, "sub", |s| s.remb_bps == Some(300_000)).await;
+    let s = stats_until(&call, "sub", WAIT, |s| s.remb_bps == Some(300_000)).await;
     assert_eq!(s.remb_bps, Some(300_000), "{s:?}");
     let mark = video_log(&call, "sub").len();
     assert!(
@@ -292,7 +289,7 @@ async fn a_subscriber_s_remb_caps_its_layers_pauses_and_resumes_its_video() {
     );
     // 30 kb/s: not even q fits: paused, audio goes on.
     call.client("sub").remb_bps.store(30_000, Ordering::Relaxed);
-    let s = stats_until(&call, "sub", |s| s.tracks_paused == 1).await;
+    let s = stats_until(&call, "sub", WAIT, |s| s.tracks_paused == 1).await;
     assert_eq!(s.tracks_paused, 1, "{s:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (video_paused, audio_paused) = (
@@ -325,18 +322,7 @@ async fn a_subscriber_s_remb_caps_its_layers_pauses_and_resumes_its_video() {
     assert_eq!(b.seq.0, a.seq.1 + 1, "{a:?} {b:?}");
     let step = b.ts.wrapping_sub(a.ts);
     assert!((90_000..=900_000).contains(&step), "{step}: {a:?} {b:?}");
-    let notices: Vec<bool> = call
-        .events()
-        .iter()
-        .filter_map(|e| match e {
-            SfuEvent::TrackPaused {
-                participant,
-                track: t,
-                paused,
-            } if participant.as_str() == "sub" && *t == track => Some(*paused),
-            _ => None,
-        })
-        .collect();
+    let notices = pause_notices(&call, "sub", track);
     assert_eq!(notices, [true, false]);
 }
 

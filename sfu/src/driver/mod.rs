@@ -102,17 +102,29 @@ enum Route {
     Unknown,
 }
 
+/// What one shard's driver is made of.
+pub(crate) struct DriverParts {
+    pub(crate) config: SfuConfig,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) socket: std::net::UdpSocket,
+    pub(crate) shard: ShardLink,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) events: EventSink,
+    pub(crate) metrics: SfuMetrics,
+}
+
 impl Driver {
-    /// A shard's driver on `socket`; must be called inside the runtime that runs it.
-    pub(crate) fn new(
-        config: SfuConfig,
-        shared: Arc<Shared>,
-        socket: std::net::UdpSocket,
-        shard: ShardLink,
-        commands: mpsc::Receiver<Command>,
-        events: EventSink,
-        metrics: SfuMetrics,
-    ) -> Result<Self, SfuError> {
+    /// A shard's driver on its socket; must be called inside the runtime that runs it.
+    pub(crate) fn new(parts: DriverParts) -> Result<Self, SfuError> {
+        let DriverParts {
+            config,
+            shared,
+            socket,
+            shard,
+            commands,
+            events,
+            metrics,
+        } = parts;
         let socket = UdpSocket::from_std(socket)?;
         let local_addr = socket.local_addr()?;
         let now = Instant::now();
