@@ -204,11 +204,15 @@ async fn added_delay_raises_mouth_to_ear_delay_by_as_much() {
         p50(&base),
         p50(&delayed)
     );
+    // Delay alone is not loss: nothing lost or late, and no more concealed than in a
+    // clean call (tests above: what is concealed there is playout waiting out a
+    // scheduling hiccup of this 2-core machine; a CI run saw two 25 ms events in both
+    // directions at once in a 4 s call, 1.25%, with nothing lost or late).
     for p in &delayed.pairs {
-        assert!(
-            audio(p).concealed_pct < 1.0,
-            "delay alone is not loss: {p:?}"
-        );
+        let a = audio(p);
+        assert_eq!(a.jitter_buffer.packets_lost, 0, "{p:?}");
+        assert_eq!(a.jitter_buffer.late_packets, 0, "{p:?}");
+        assert!(a.concealed_pct < 2.0, "delay alone is not loss: {p:?}");
     }
 }
 

@@ -140,24 +140,35 @@ fn uclient_to(
     peer: u16,
     extra: &[&str],
 ) -> (u64, u64, u64) {
-    let out = Command::new("timeout")
-        .arg("60")
-        .arg(bin)
-        .args(extra)
-        .args(["-n", "40", "-m", "2", "-l", "180", "-z", "5"])
-        .args([
-            "-e",
-            peer_ip,
-            "-r",
-            &peer.to_string(),
-            "-p",
-            &server_port.to_string(),
-            "127.0.0.1",
-        ])
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let run = || {
+        let out = Command::new("timeout")
+            .arg("60")
+            .arg(bin)
+            .args(extra)
+            .args(["-n", "40", "-m", "2", "-l", "180", "-z", "5"])
+            .args([
+                "-e",
+                peer_ip,
+                "-r",
+                &peer.to_string(),
+                "-p",
+                &server_port.to_string(),
+                "127.0.0.1",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let mut text = run();
+    // Each uclient connection binds a random channel number (0x4000-0x4FFF) to the peer's
+    // RTCP port, then another random one to the peer: one time in 4096 the two are equal
+    // and the second bind is a conflict that RFC 8656 section 12 answers with 400 (so
+    // does coturn). That is the tool's dice, not the server: draw again, once. A server
+    // that refused a good bind would refuse it the second time too.
+    if text.contains("channel bind: error 400") {
+        eprintln!("uclient drew a channel number twice; running it again:\n{text}");
+        text = run();
+    }
     let field = |key: &str| -> Option<u64> {
         text.lines()
             .rev()
