@@ -88,6 +88,8 @@ pub struct SfuSection {
     pub bandwidth_estimation: bool,
     /// Most the SFU sends one subscriber, in bits per second.
     pub max_subscriber_bitrate: u64,
+    /// Most one publisher may send, in bits per second (REMB toward it); 0: no cap.
+    pub max_publisher_bitrate: u64,
     /// Forward video of only the N most recent speakers to each participant (audio of
     /// everyone); 0: everyone's video.
     pub last_n: usize,
@@ -109,6 +111,7 @@ impl Default for SfuSection {
             connect_timeout: d.connect_timeout,
             bandwidth_estimation: d.bandwidth.estimate,
             max_subscriber_bitrate: d.bandwidth.max_subscriber_bitrate,
+            max_publisher_bitrate: d.bandwidth.max_publisher_bitrate,
             last_n: d.router.last_n.unwrap_or(0),
             shards: d.shards,
         }
@@ -130,6 +133,7 @@ impl SfuSection {
         c.router.last_n = (self.last_n > 0).then_some(self.last_n);
         c.bandwidth.estimate = self.bandwidth_estimation;
         c.bandwidth.max_subscriber_bitrate = self.max_subscriber_bitrate;
+        c.bandwidth.max_publisher_bitrate = self.max_publisher_bitrate;
         if c.public_ips.is_empty() && !self.listen.ip().is_unspecified() {
             c.public_ips = vec![self.listen.ip()];
         }
@@ -434,6 +438,9 @@ fn validate_sfu(s: &SfuSection) -> anyhow::Result<()> {
     if s.max_subscriber_bitrate < 50_000 {
         bail!("sfu.max_subscriber_bitrate is in bits per second and at least 50000");
     }
+    if s.max_publisher_bitrate != 0 && s.max_publisher_bitrate < 50_000 {
+        bail!("sfu.max_publisher_bitrate is in bits per second and at least 50000 (0: no cap)");
+    }
     Ok(())
 }
 
@@ -579,6 +586,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("auth.token_secret"), "{err}");
+        // Bit rates are bits per second: a value that reads as kbit/s is refused.
+        let p = write(
+            &dir,
+            &format!("{SECRETS}[sfu]\nmax_publisher_bitrate = 500\n"),
+        );
+        let err = load(Some(&p), json!({}), false, Purpose::Serve)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sfu.max_publisher_bitrate"), "{err}");
+        let p = write(
+            &dir,
+            &format!("{SECRETS}[sfu]\nmax_publisher_bitrate = 1500000\n"),
+        );
+        let cfg = load(Some(&p), json!({}), false, Purpose::Serve).unwrap();
+        assert_eq!(
+            cfg.sfu.to_sfu_config().bandwidth.max_publisher_bitrate,
+            1_500_000
+        );
     }
 
     #[test]

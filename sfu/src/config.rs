@@ -64,6 +64,9 @@ pub struct BandwidthConfig {
     /// Most the SFU sends one subscriber, in bits per second: the desired bitrate given
     /// to the estimator and the budget for layer choice never exceed it.
     pub max_subscriber_bitrate: u64,
+    /// Most one publisher may send, in bits per second, told to it by REMB every
+    /// second; 0: no cap (the publisher's own congestion control alone).
+    pub max_publisher_bitrate: u64,
     /// How often each subscriber's layers are chosen again.
     pub allocation_interval: Duration,
     /// A higher layer must have fit this long before a subscriber is moved up (a lower
@@ -80,6 +83,7 @@ impl Default for BandwidthConfig {
             estimate: true,
             initial_bitrate: 1_000_000,
             max_subscriber_bitrate: 8_000_000,
+            max_publisher_bitrate: 0,
             allocation_interval: Duration::from_millis(200),
             upgrade_hold: Duration::from_secs(2),
             upgrade_headroom: 1.15,

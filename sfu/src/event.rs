@@ -152,7 +152,8 @@ pub struct ParticipantStats {
     /// before the first estimate or with estimation off.
     pub bandwidth_estimate_bps: Option<u64>,
     /// The most it reported it can receive (REMB), a cap on what it is sent; `None`
-    /// unless it sends REMB (browsers use TWCC when it is negotiated).
+    /// unless it sends REMB (browsers use TWCC when it is negotiated) or when it has
+    /// not repeated it for 5 s.
     pub remb_bps: Option<u64>,
     /// What the SFU would like to send it (its subscriptions' best allowed layers plus
     /// audio, capped by `max_subscriber_bitrate`); the estimator probes up to it.

@@ -156,9 +156,11 @@ pub(crate) struct PeerBandwidth {
     pub desired: u64,
     /// Budget the last allocation split over its tracks (after the cap).
     pub budget: u64,
-    /// Latest REMB (receiver estimated maximum bitrate) from the subscriber: a cap until
-    /// the next one.
-    pub remb: Option<u64>,
+    /// Latest REMB (receiver estimated maximum bitrate) from the subscriber and when it
+    /// came: a cap until the next one, for `REMB_TTL` at most.
+    pub remb: Option<(u64, Instant)>,
+    /// When `max_publisher_bitrate` was last sent to it as a REMB.
+    pub remb_sent: Option<Instant>,
 }
 
 /// One participant's session.
@@ -548,6 +550,7 @@ impl Peer {
 
     /// A stats snapshot; `interval` is the time since the previous tick for the rate.
     pub fn stats(&mut self, interval: std::time::Duration) -> ParticipantStats {
+        let remb_bps = self.remb(Instant::now());
         let c = &mut self.counters;
         let secs = interval.as_secs_f64();
         let rate = if secs > 0.0 {
@@ -572,7 +575,7 @@ impl Peer {
             keyframe_requests_sent: c.keyframe_requests_sent,
             rtt: c.rtt,
             bandwidth_estimate_bps: self.bandwidth.estimate,
-            remb_bps: self.bandwidth.remb,
+            remb_bps,
             desired_bitrate_bps: self.bandwidth.desired,
             layer_switches: c.layer_switches,
             tracks_paused: self

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use str0m::bwe::Bitrate;
+use str0m::media::Rid;
 
 use super::{OutState, Peer};
 use crate::config::BandwidthConfig;
@@ -16,6 +17,15 @@ use crate::simulcast::{LayerInfo, LayerSelector, Quality, VideoDemand, allocate}
 /// layer rates it is made of are themselves measurements that wobble).
 const DESIRED_CHANGE: f64 = 0.05;
 
+/// How long a REMB caps a subscriber without being repeated. Receivers that use REMB
+/// send it every second or so (libwebrtc: at least once a second, sooner when it
+/// drops); a cap that is not repeated would otherwise hold forever.
+pub const REMB_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How often a publisher is reminded of `max_publisher_bitrate` (a sender forgets a
+/// REMB it is not sent again).
+pub const REMB_TO_PUBLISHER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Peer {
     /// A new send-side estimate toward this subscriber.
     pub fn on_estimate(&mut self, bps: u64) {
@@ -23,9 +33,46 @@ impl Peer {
     }
 
     /// The subscriber reported the most it can receive (REMB, from receivers that
-    /// estimate on their side): a cap on its budget until the next report.
-    pub fn on_remb(&mut self, bps: u64) {
-        self.bandwidth.remb = Some(bps);
+    /// estimate on their side): a cap on its budget until the next report, or for
+    /// [`REMB_TTL`] if none follows.
+    pub fn on_remb(&mut self, bps: u64, now: Instant) {
+        self.bandwidth.remb = Some((bps, now));
+    }
+
+    /// The subscriber's REMB cap at `now`, unless it has not repeated it for
+    /// [`REMB_TTL`] (it stopped sending REMB, or its feedback no longer gets through).
+    pub fn remb(&self, now: Instant) -> Option<u64> {
+        self.bandwidth
+            .remb
+            .filter(|(_, at)| now.saturating_duration_since(*at) < REMB_TTL)
+            .map(|(bps, _)| bps)
+    }
+
+    /// Tells this participant, as a publisher, the most it may send in all (`max_bps`;
+    /// 0: no cap): a REMB on one of its incoming streams, at most every
+    /// [`REMB_TO_PUBLISHER_INTERVAL`] (mediasoup's `maxIncomingBitrate` works the same
+    /// way). A sender takes a REMB as a cap on its whole session, whichever SSRC it
+    /// names; a simulcast sender then drops its top layers first. Returns whether one
+    /// was queued (not before the publisher's first packet).
+    pub fn cap_publisher(&mut self, max_bps: u64, router: &Router, now: Instant) -> bool {
+        if max_bps == 0
+            || self
+                .bandwidth
+                .remb_sent
+                .is_some_and(|t| now.saturating_duration_since(t) < REMB_TO_PUBLISHER_INTERVAL)
+        {
+            return false;
+        }
+        let mut api = self.rtc.direct_api();
+        for t in &self.tracks_in {
+            let rid = router.layers(t.track).first().map(|l| Rid::from(&*l.rid));
+            if let Some(rx) = api.stream_rx_by_mid(t.mid, rid) {
+                rx.request_remb(Bitrate::bps(max_bps));
+                self.bandwidth.remb_sent = Some(now);
+                return true;
+            }
+        }
+        false
     }
 
     /// Sets the best quality this subscriber wants of `track`; false when it does not
@@ -84,7 +131,7 @@ impl Peer {
         // The subscriber's own report (REMB) caps whatever we estimate or assume.
         let cap = config
             .max_subscriber_bitrate
-            .min(self.bandwidth.remb.unwrap_or(u64::MAX));
+            .min(self.remb(now).unwrap_or(u64::MAX));
         let total = match (config.estimate, self.bandwidth.estimate) {
             (true, Some(e)) => e.min(cap),
             (true, None) => config.initial_bitrate.min(cap),

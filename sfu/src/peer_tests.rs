@@ -142,3 +142,21 @@ fn peer_mid_of(peer: &Peer, track: TrackId) -> Mid {
         })
         .unwrap()
 }
+
+#[test]
+fn a_remb_caps_until_it_is_not_repeated() {
+    use super::bandwidth::REMB_TTL;
+    let t0 = Instant::now();
+    let mut peer = sfu_peer(t0);
+    assert_eq!(peer.remb(t0), None);
+    peer.on_remb(300_000, t0);
+    assert_eq!(peer.remb(t0 + Duration::from_secs(1)), Some(300_000));
+    // Repeated: the newest report counts, from when it came.
+    peer.on_remb(200_000, t0 + Duration::from_secs(4));
+    assert_eq!(
+        peer.remb(t0 + Duration::from_secs(4) + REMB_TTL - Duration::from_millis(1)),
+        Some(200_000)
+    );
+    // Not repeated for REMB_TTL: no cap any more.
+    assert_eq!(peer.remb(t0 + Duration::from_secs(4) + REMB_TTL), None);
+}

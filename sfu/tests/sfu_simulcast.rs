@@ -423,3 +423,49 @@ async fn a_subscriber_losing_packets_is_moved_down_and_keeps_its_audio() {
         "{audio_during} audio frames during loss"
     );
 }
+
+/// `max_publisher_bitrate`: every publisher (simulcast or not) is told the cap by REMB,
+/// about once a second and never more often; without a cap the SFU sends none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_are_told_the_most_they_may_send() {
+    let mut call = Call::start_with(SfuConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        bandwidth: BandwidthConfig {
+            max_publisher_bitrate: 400_000,
+            ..BandwidthConfig::default()
+        },
+        ..SfuConfig::default()
+    })
+    .await;
+    call.join("room", "layers", VideoCodec::H264Simulcast).await;
+    call.join("room", "single", VideoCodec::H264).await;
+    let rembs = |call: &Call, who: &str| call.client(who).seen.lock().unwrap().rembs.clone();
+    for who in ["layers", "single"] {
+        assert!(
+            eventually(WAIT, || rembs(&call, who).len() >= 4).await,
+            "{who}: {:?}",
+            rembs(&call, who)
+        );
+        let got = rembs(&call, who);
+        assert!(got.iter().all(|(_, bps)| *bps == 400_000), "{who}: {got:?}");
+        for pair in got.windows(2) {
+            let gap = pair[1].0 - pair[0].0;
+            assert!(
+                gap >= Duration::from_millis(700),
+                "{who}: REMBs {gap:?} apart: {got:?}"
+            );
+        }
+    }
+
+    let mut uncapped = Call::start().await;
+    uncapped.join("room", "free", VideoCodec::H264).await;
+    uncapped.join_with("room", "watcher", None).await;
+    assert!(
+        eventually(WAIT, || uncapped
+            .client("watcher")
+            .frames_from("free", TrackKind::Video)
+            >= 60)
+        .await
+    );
+    assert_eq!(rembs(&uncapped, "free"), []);
+}

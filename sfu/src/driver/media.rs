@@ -18,6 +18,12 @@ impl Driver {
     pub(super) fn allocate_layers(&mut self, now: Instant) {
         self.next_allocation = now + self.config.bandwidth.allocation_interval;
         self.allocate(None, now);
+        let cap = self.config.bandwidth.max_publisher_bitrate;
+        if cap > 0 {
+            for peer in self.peers.values_mut().filter(|p| p.connected) {
+                peer.cap_publisher(cap, &self.router, now);
+            }
+        }
     }
 
     /// Chooses the layers of one subscriber (`Some`) or of all, and asks for the

@@ -560,7 +560,7 @@ impl Driver {
             }
             Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
                 if let Some(p) = self.peers.get_mut(id) {
-                    p.on_remb(estimate.as_u64());
+                    p.on_remb(estimate.as_u64(), now);
                 }
             }
             Event::PeerStats(s) => {

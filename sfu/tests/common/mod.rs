@@ -56,6 +56,8 @@ pub struct Seen {
     pub keyframe_requests_by_rid: HashMap<String, u64>,
     /// Layers whose next frame is to be a keyframe (a request arrived).
     pub force_keyframe: Vec<String>,
+    /// REMBs the SFU sent this client as a publisher: when, and the bitrate.
+    pub rembs: Vec<(Instant, u64)>,
 }
 
 /// One video frame as a subscriber received it.
@@ -473,6 +475,10 @@ fn on_event(name: &str, rtc: &mut Rtc, e: Event, seen: &Mutex<Seen>, sent_at: &S
                 }
                 *seen.frames.entry((from, kind)).or_default() += 1;
             }
+        }
+        Event::EgressBitrateEstimate(str0m::bwe::BweKind::Remb { estimate, .. }) => {
+            let mut seen = seen.lock().unwrap();
+            seen.rembs.push((Instant::now(), estimate.as_u64()));
         }
         Event::KeyframeRequest(req) => {
             let mut seen = seen.lock().unwrap();
