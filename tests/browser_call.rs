@@ -10,12 +10,12 @@ mod common;
 use common::Server;
 use common::{browser_available, run_browser_script};
 
-fn call(server: &Server, mode: &str) -> serde_json::Value {
-    run_browser_script(
-        "call.mjs",
-        &[&format!("http://{}", server.addr), mode],
-        None,
-    )
+fn call(server: &Server, mode: &str, publisher_cap: Option<u64>) -> serde_json::Value {
+    let base = format!("http://{}", server.addr);
+    let cap = publisher_cap.map(|c| c.to_string());
+    let mut args = vec![base.as_str(), mode];
+    args.extend(cap.as_deref());
+    run_browser_script("call.mjs", &args, None)
 }
 
 fn assert_call(report: &serde_json::Value) {
@@ -42,10 +42,24 @@ fn browsers_see_and_hear_each_other_through_the_sfu() {
     if !browser_available() {
         return;
     }
-    let server = Server::start_with("[sfu]\nlisten = \"127.0.0.1:0\"\n", &["--dev"], &[]);
-    let report = call(&server, "direct");
+    // A publisher cap below Chromium's 300 kbit/s start: each page's send budget
+    // (availableOutgoingBitrate) only gets down to it if the SFU's REMB is obeyed.
+    let cap = 200_000;
+    let server = Server::start_with(
+        &format!("[sfu]\nlisten = \"127.0.0.1:0\"\nmax_publisher_bitrate = {cap}\n"),
+        &["--dev"],
+        &[],
+    );
+    let report = call(&server, "direct", Some(cap));
     assert_call(&report);
     assert_eq!(report["two"]["alice"]["candidate"], "host", "{report}");
+    for who in ["alice", "bob"] {
+        let budget = report["send_budget"][who].as_u64();
+        assert!(
+            budget.is_some_and(|b| b > 0 && b <= cap),
+            "{who}'s send budget is not capped at {cap}: {report}"
+        );
+    }
 }
 
 /// A call whose only ICE server is huddle's TURN on `port` over `transport`, with relay
@@ -64,7 +78,7 @@ fn relay_only_call(port: u16, transport: &str, min_port: u16) {
         &["--dev"],
         &[],
     );
-    let report = call(&server, "relay");
+    let report = call(&server, "relay", None);
     assert_call(&report);
     assert_eq!(report["two"]["alice"]["candidate"], "relay", "{report}");
     assert_eq!(report["two"]["bob"]["candidate"], "relay", "{report}");

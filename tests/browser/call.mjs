@@ -3,11 +3,15 @@
 // receive audio packets; with a third page everyone sees two remote tiles; when one page
 // leaves, the others' grids drop its tile. `relay` as the second argument makes the
 // pages use only TURN relay candidates (URL option relay=1). Screenshot: target/e2e/.
-// Usage: node call.mjs <base-url> [relay]. Prints one JSON line last; exits non-zero on failure.
+// Usage: node call.mjs <base-url> [relay|direct] [publisher-cap-bps]. Prints one JSON line
+// last; exits non-zero on failure.
 import { chromium } from 'playwright-core';
 import { shot } from './lib.mjs';
 
-const [base, mode] = process.argv.slice(2);
+const [base, mode, cap] = process.argv.slice(2);
+// The server's sfu.max_publisher_bitrate, if set: each page's send budget must come
+// down to it.
+const publisherCap = cap ? Number(cap) : 0;
 const relay = mode === 'relay' ? '&relay=1' : '';
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -35,17 +39,30 @@ const playing = (page, n) => page.waitForFunction((n) => {
   throw new Error(`expected ${n} playing remote videos: ${JSON.stringify(state)}`);
 });
 const inbound = (page) => page.evaluate(async () => {
-  const out = { audio: 0, video: 0, candidate: null };
+  const out = { audio: 0, video: 0, candidate: null, available_outgoing_bps: null };
   const stats = await window.huddleMedia.pc.getStats();
   stats.forEach((s) => {
     if (s.type === 'inbound-rtp') out[s.kind] += s.packetsReceived;
     if (s.type === 'transport' && s.selectedCandidatePairId) {
       const pair = stats.get(s.selectedCandidatePairId);
       out.candidate = pair && stats.get(pair.localCandidateId)?.candidateType;
+      // The browser's send budget: its own estimate, capped by any REMB the SFU sent.
+      out.available_outgoing_bps = pair?.availableOutgoingBitrate ?? null;
     }
   });
   return out;
 });
+// The send budget once it is at most `cap` (a REMB arrives about a second after media
+// starts), or the last one seen after 10 s.
+const sendBudget = async (page, cap) => {
+  let last = null;
+  for (let i = 0; i < 20; i++) {
+    last = (await inbound(page)).available_outgoing_bps;
+    if (last !== null && last <= cap) break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  return last;
+};
 const report = {};
 try {
   const open = async (name) => {
@@ -58,6 +75,9 @@ try {
   await playing(alice, 1);
   await playing(bob, 1);
   report.two = { alice: await inbound(alice), bob: await inbound(bob) };
+  if (publisherCap) {
+    report.send_budget = { alice: await sendBudget(alice, publisherCap), bob: await sendBudget(bob, publisherCap) };
+  }
   const carol = await open('Carol');
   await playing(carol, 2);
   await playing(alice, 2);
