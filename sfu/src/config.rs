@@ -75,6 +75,10 @@ pub struct BandwidthConfig {
     /// A higher layer must fit in the budget divided by this to count as fitting for
     /// an upgrade, so an estimate hovering at a layer's rate does not flap.
     pub upgrade_headroom: f64,
+    /// A simulcast track is paused for a subscriber once the estimate has left no room
+    /// for its lowest layer this long (the lowest layer is sent meanwhile); at once
+    /// when the cap or the subscriber's REMB leaves none.
+    pub pause_hold: Duration,
 }
 
 impl Default for BandwidthConfig {
@@ -87,6 +91,7 @@ impl Default for BandwidthConfig {
             allocation_interval: Duration::from_millis(200),
             upgrade_hold: Duration::from_secs(2),
             upgrade_headroom: 1.15,
+            pause_hold: Duration::from_secs(3),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! left after audio over its simulcast video tracks, and the desired bitrate handed
 //! back to the estimator so it probes for the layers the subscriber could use.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::bwe::Bitrate;
 use str0m::media::Rid;
@@ -11,7 +11,7 @@ use super::{OutState, Peer};
 use crate::config::BandwidthConfig;
 use crate::ids::TrackId;
 use crate::router::Router;
-use crate::simulcast::{LayerInfo, LayerSelector, Quality, VideoDemand, allocate};
+use crate::simulcast::{Choice, Holds, LayerInfo, LayerSelector, Quality, VideoDemand, allocate};
 
 /// A change of the desired bitrate smaller than this fraction is not passed on (the
 /// layer rates it is made of are themselves measurements that wobble).
@@ -20,11 +20,11 @@ const DESIRED_CHANGE: f64 = 0.05;
 /// How long a REMB caps a subscriber without being repeated. Receivers that use REMB
 /// send it every second or so (libwebrtc: at least once a second, sooner when it
 /// drops); a cap that is not repeated would otherwise hold forever.
-pub const REMB_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+pub const REMB_TTL: Duration = Duration::from_secs(5);
 
 /// How often a publisher is reminded of `max_publisher_bitrate` (a sender forgets a
 /// REMB it is not sent again).
-pub const REMB_TO_PUBLISHER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+pub const REMB_TO_PUBLISHER_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Peer {
     /// A new send-side estimate toward this subscriber.
@@ -149,11 +149,15 @@ impl Peer {
             .collect();
         let mut down = Vec::with_capacity(demands.len());
         let mut up = Vec::with_capacity(demands.len());
+        let mut capped = Vec::with_capacity(demands.len());
         allocate(budget, &demands, &mut down);
         let headroom = config.upgrade_headroom.max(1.0);
         allocate((budget as f64 / headroom) as u64, &demands, &mut up);
+        // What the cap alone allows: a track that does not fit even that is paused at
+        // once; one that only the estimate leaves out waits out a dip first.
+        allocate(cap.saturating_sub(fixed), &demands, &mut capped);
         let mut wanted = fixed;
-        for (((i, infos), down), up) in layered.iter().zip(&down).zip(&up) {
+        for ((((i, infos), down), up), capped) in layered.iter().zip(&down).zip(&up).zip(&capped) {
             let out = &mut self.tracks_out[*i];
             let quality = out.max_quality;
             let selector = out
@@ -162,9 +166,15 @@ impl Peer {
             let current_active = selector
                 .current()
                 .is_none_or(|c| infos.get(c).is_some_and(|l| l.active));
-            if let Some(layer) =
-                selector.update(*down, *up, current_active, config.upgrade_hold, now)
-            {
+            let holds = Holds {
+                upgrade: config.upgrade_hold,
+                pause: if matches!(capped, Choice::Paused(_)) {
+                    Duration::ZERO
+                } else {
+                    config.pause_hold
+                },
+            };
+            if let Some(layer) = selector.update(*down, *up, current_active, holds, now) {
                 keyframes.push((out.track, layer));
             }
             // Reported from here, one allocation interval at most after a resume's

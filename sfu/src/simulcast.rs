@@ -139,9 +139,10 @@ pub enum Choice {
     /// (a new publisher's first second: choosing blind would start every subscriber on
     /// the top layer).
     Unknown,
-    /// Not even the lowest layer fits: the track is paused for this subscriber (its
-    /// audio keeps flowing).
-    Paused,
+    /// Not even the lowest running layer (this one) fits: the track is to be paused
+    /// for this subscriber (its audio keeps flowing), once the shortage has lasted
+    /// [`Holds::pause`].
+    Paused(usize),
     /// This layer.
     Layer(usize),
 }
@@ -173,7 +174,7 @@ pub fn allocate(budget_bps: u64, tracks: &[VideoDemand<'_>], out: &mut Vec<Choic
                 spent += t.layers[i].bitrate_bps;
                 Choice::Layer(i)
             }
-            Some(_) => Choice::Paused,
+            Some(i) => Choice::Paused(i),
         };
         out.push(choice);
     }
@@ -203,6 +204,19 @@ pub fn allocate(budget_bps: u64, tracks: &[VideoDemand<'_>], out: &mut Vec<Choic
     }
 }
 
+/// How long an allocation must persist before the selector follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holds {
+    /// A higher layer, or resuming a paused track, must have fit this long.
+    pub upgrade: Duration,
+    /// The lowest layer must have not fitted this long before the track is paused; the
+    /// lowest layer is forwarded meanwhile. A send-side estimate dips for a second or
+    /// two when the path (or a busy host) delays packets for a moment, and a pause costs
+    /// the subscriber the upgrade hold and a keyframe to come back from. Zero where the
+    /// shortage is certain (a configured cap or the subscriber's REMB).
+    pub pause: Duration,
+}
+
 /// What to do with a frame of one layer for one subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameAction {
@@ -229,6 +243,8 @@ pub struct LayerSelector {
     /// Paused because not even the lowest layer fits the subscriber's bandwidth;
     /// resumed like an upgrade (after `hold`, with headroom) at a keyframe.
     paused: bool,
+    /// Since when not even the lowest layer has fitted, while not paused yet.
+    short_since: Option<Instant>,
     /// The subscriber's request.
     max_quality: Quality,
 }
@@ -242,6 +258,7 @@ impl LayerSelector {
             upgrade_since: None,
             requested: false,
             paused: false,
+            short_since: None,
             max_quality,
         }
     }
@@ -277,20 +294,35 @@ impl LayerSelector {
 
     /// Applies an allocation: `down` is the choice the full budget allows, `up` the one
     /// the budget minus upgrade headroom allows. A lower layer is taken at once
-    /// (congestion), and so is a pause; a higher one, or resuming, only after `up`
-    /// stayed above the current layer for `hold`. `current_active` is false when the
-    /// publisher stopped sending the current layer. Returns the layer a keyframe is
-    /// needed from, if a switch is pending.
+    /// (congestion); a pause once not even the lowest layer has fitted for
+    /// `holds.pause` (until then the lowest layer is sent); a higher layer, or
+    /// resuming, only after `up` stayed above the current layer for `holds.upgrade`.
+    /// `current_active` is false when the publisher stopped sending the current layer.
+    /// Returns the layer a keyframe is needed from, if a switch is pending.
     pub fn update(
         &mut self,
         down: Choice,
         up: Choice,
         current_active: bool,
-        hold: Duration,
+        holds: Holds,
         now: Instant,
     ) -> Option<usize> {
-        let (down_layer, up_layer) = (down.layer(), up.layer());
-        if down == Choice::Paused {
+        let hold = holds.upgrade;
+        let (mut down_layer, mut up_layer) = (down.layer(), up.layer());
+        let mut pause = false;
+        if let Choice::Paused(lowest) = down {
+            let since = *self.short_since.get_or_insert(now);
+            if self.paused || now.saturating_duration_since(since) >= holds.pause {
+                pause = true;
+            } else {
+                // Short, but not for long yet: the lowest layer meanwhile, no upgrade.
+                down_layer = Some(lowest);
+                up_layer = None;
+            }
+        } else {
+            self.short_since = None;
+        }
+        if pause {
             self.paused = true;
             self.current = None;
             self.target = None;

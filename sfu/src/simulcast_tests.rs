@@ -2,7 +2,11 @@
 
 use super::*;
 
-const HOLD: Duration = Duration::from_secs(2);
+/// The upgrade hold; pauses at once (a cap that leaves no room).
+const HOLD: Holds = Holds {
+    upgrade: Duration::from_secs(2),
+    pause: Duration::ZERO,
+};
 
 fn layers(rates: &[u64]) -> Vec<LayerInfo> {
     rates
@@ -72,8 +76,8 @@ fn allocation_takes_the_best_layer_that_fits() {
     assert_eq!(alloc_one(600_000, &l, Quality::High), at(1));
     assert_eq!(alloc_one(499_999, &l, Quality::High), at(0));
     // Below the lowest layer the video is paused.
-    assert_eq!(alloc_one(10_000, &l, Quality::High), Choice::Paused);
-    assert_eq!(alloc_one(149_999, &l, Quality::High), Choice::Paused);
+    assert_eq!(alloc_one(10_000, &l, Quality::High), Choice::Paused(0));
+    assert_eq!(alloc_one(149_999, &l, Quality::High), Choice::Paused(0));
     // The request caps it.
     assert_eq!(alloc_one(5_000_000, &l, Quality::Low), at(0));
     assert_eq!(alloc_one(5_000_000, &l, Quality::Medium), at(1));
@@ -88,7 +92,7 @@ fn allocation_skips_stopped_layers() {
     // the track is paused when it does not.
     l[0].active = false;
     assert_eq!(alloc_one(600_000, &l, Quality::High), at(1));
-    assert_eq!(alloc_one(10_000, &l, Quality::High), Choice::Paused);
+    assert_eq!(alloc_one(10_000, &l, Quality::High), Choice::Paused(1));
     l[1].active = false;
     assert_eq!(alloc_one(5_000_000, &l, Quality::High), Choice::Unknown);
 }
@@ -273,7 +277,7 @@ fn a_track_is_paused_at_once_and_resumed_after_the_hold_at_a_keyframe() {
     assert_eq!(sel.on_frame(0, true), FrameAction::Switch);
     // The budget falls below the lowest layer: paused at once, nothing forwarded.
     assert_eq!(
-        sel.update(Choice::Paused, Choice::Paused, true, HOLD, ms(100)),
+        sel.update(Choice::Paused(0), Choice::Paused(0), true, HOLD, ms(100)),
         None
     );
     assert!(sel.paused());
@@ -281,13 +285,16 @@ fn a_track_is_paused_at_once_and_resumed_after_the_hold_at_a_keyframe() {
     assert_eq!(sel.on_frame(0, true), FrameAction::Drop);
     assert_eq!(sel.on_frame(0, false), FrameAction::Drop);
     // The lowest layer fits again, but only without headroom: still paused.
-    assert_eq!(sel.update(at(0), Choice::Paused, true, HOLD, ms(200)), None);
+    assert_eq!(
+        sel.update(at(0), Choice::Paused(0), true, HOLD, ms(200)),
+        None
+    );
     // It fits with headroom, but not yet for the hold.
     assert_eq!(sel.update(at(0), at(0), true, HOLD, ms(300)), None);
     assert_eq!(sel.update(at(1), at(0), true, HOLD, ms(2000)), None);
     // A dip restarts the hold.
     assert_eq!(
-        sel.update(at(0), Choice::Paused, true, HOLD, ms(2100)),
+        sel.update(at(0), Choice::Paused(0), true, HOLD, ms(2100)),
         None
     );
     assert_eq!(sel.update(at(0), at(0), true, HOLD, ms(2200)), None);
@@ -306,9 +313,45 @@ fn the_budget_pauses_the_last_tracks_first() {
     let tracks = [high(&a), high(&b)];
     let mut out = Vec::new();
     allocate(200_000, &tracks, &mut out);
-    assert_eq!(out, vec![at(0), Choice::Paused]);
+    assert_eq!(out, vec![at(0), Choice::Paused(0)]);
     allocate(100_000, &tracks, &mut out);
-    assert_eq!(out, vec![Choice::Paused, Choice::Paused]);
+    assert_eq!(out, vec![Choice::Paused(0), Choice::Paused(0)]);
     allocate(300_000, &tracks, &mut out);
     assert_eq!(out, vec![at(0), at(0)]);
+}
+
+#[test]
+fn an_estimate_dip_keeps_the_lowest_layer_and_only_a_lasting_one_pauses() {
+    let holds = Holds {
+        upgrade: Duration::from_secs(2),
+        pause: Duration::from_secs(3),
+    };
+    let t0 = Instant::now();
+    let ms = |m: u64| t0 + Duration::from_millis(m);
+    let mut sel = LayerSelector::new(Quality::High);
+    sel.update(at(2), at(2), true, holds, t0);
+    assert_eq!(sel.on_frame(2, true), FrameAction::Switch);
+    // The estimate leaves no room even for q: down to q at once, not paused.
+    let short = Choice::Paused(0);
+    assert_eq!(sel.update(short, short, true, holds, ms(100)), Some(0));
+    assert!(!sel.paused());
+    assert_eq!(sel.on_frame(2, false), FrameAction::Forward);
+    assert_eq!(sel.on_frame(0, true), FrameAction::Switch);
+    assert_eq!(sel.update(short, short, true, holds, ms(2000)), None);
+    assert_eq!(sel.on_frame(0, false), FrameAction::Forward);
+    // It recovers before the pause hold: never paused, and the hold starts anew.
+    assert_eq!(sel.update(at(0), at(0), true, holds, ms(3000)), None);
+    assert_eq!(sel.update(short, short, true, holds, ms(3200)), None);
+    assert_eq!(sel.update(short, short, true, holds, ms(6100)), None);
+    assert!(!sel.paused());
+    assert_eq!(sel.on_frame(0, false), FrameAction::Forward);
+    // Short for the whole hold: paused.
+    assert_eq!(sel.update(short, short, true, holds, ms(6200)), None);
+    assert!(sel.paused());
+    assert_eq!(sel.on_frame(0, true), FrameAction::Drop);
+    // A new subscriber whose first estimate is short starts on the lowest layer.
+    let mut fresh = LayerSelector::new(Quality::High);
+    assert_eq!(fresh.update(short, short, true, holds, t0), Some(0));
+    assert_eq!(fresh.on_frame(0, true), FrameAction::Switch);
+    assert!(!fresh.paused());
 }
