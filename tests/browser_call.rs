@@ -1,7 +1,8 @@
 //! Real calls in the web demo through huddle's SFU, in headless Chromium with fake camera
-//! and microphone: two and three participants see and hear each other, a participant who
-//! leaves disappears from the others' grids; and the same with relay-only ICE through
-//! huddle's TURN server.
+//! and microphone: two and three participants see and hear each other, cameras go out in
+//! simulcast layers the SFU chooses from, a participant who leaves disappears from the
+//! others' grids; and the same with relay-only ICE through huddle's TURN server, with a
+//! publisher cap the pages' send budgets come down to.
 //!
 //! Needs node, chromium and `npm ci` in tests/browser; CI provides them and sets
 //! HUDDLE_REQUIRE_BROWSER=1 so that their absence fails instead of skipping.
@@ -42,33 +43,51 @@ fn browsers_see_and_hear_each_other_through_the_sfu() {
     if !browser_available() {
         return;
     }
-    // A publisher cap below Chromium's 300 kbit/s start: each page's send budget
-    // (availableOutgoingBitrate) only gets down to it if the SFU's REMB is obeyed.
-    let cap = 200_000;
-    let server = Server::start_with(
-        &format!("[sfu]\nlisten = \"127.0.0.1:0\"\nmax_publisher_bitrate = {cap}\n"),
-        &["--dev"],
-        &[],
-    );
-    let report = call(&server, "direct", Some(cap));
+    let server = Server::start_with("[sfu]\nlisten = \"127.0.0.1:0\"\n", &["--dev"], &[]);
+    let report = call(&server, "direct", None);
     assert_call(&report);
     assert_eq!(report["two"]["alice"]["candidate"], "host", "{report}");
-    for who in ["alice", "bob"] {
-        let budget = report["send_budget"][who].as_u64();
-        assert!(
-            budget.is_some_and(|b| b > 0 && b <= cap),
-            "{who}'s send budget is not capped at {cap}: {report}"
-        );
-    }
+    // The demo publishes its camera in simulcast: the fake 640x480 camera is big enough
+    // for Chromium to send at least two of the three layers, and the SFU chose a layer
+    // for each receiver (a first choice counts as a switch).
+    let layers = report["two"]["alice"]["layers_sent"].as_array().unwrap();
+    assert!(layers.len() >= 2, "simulcast layers sent: {report}");
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    };
+    let switches: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("huddle_sfu_layer_switches_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(switches >= 2.0, "no simulcast layer chosen: {switches}");
+    // Bob's page asked for layers by tile size (media_subscribe max_quality): half size
+    // for its medium tiles, a quarter in a small window, half again after.
+    let bob = &report["two"]["bob"];
+    let w = |k: &str| bob[k].as_u64().unwrap_or(0);
+    assert!(w("width_small") > 0 && w("width_small") <= 320, "{report}");
+    assert!(
+        w("width_before") > 320 && w("width_after") > 320,
+        "{report}"
+    );
 }
 
 /// A call whose only ICE server is huddle's TURN on `port` over `transport`, with relay
 /// ports from `min_port`: both pages must end up on relay candidates. TURN runs on its
 /// own ports so that this can run beside other tests.
+///
+/// The SFU caps publishers below Chromium's 300 kbit/s start: each page's send budget
+/// (availableOutgoingBitrate) only gets down to it if the SFU's REMB is obeyed.
 fn relay_only_call(port: u16, transport: &str, min_port: u16) {
+    let cap = 200_000;
     let server = Server::start_with(
         &format!(
-            "[sfu]\nlisten = \"127.0.0.1:0\"\n\
+            "[sfu]\nlisten = \"127.0.0.1:0\"\nmax_publisher_bitrate = {cap}\n\
              [turn]\nlisten_udp = [\"127.0.0.1:{port}\"]\nlisten_tcp = [\"127.0.0.1:{port}\"]\n\
              min_port = {min_port}\nmax_port = {}\n\
              [ice]\nturn_urls = [\"turn:127.0.0.1:{port}?transport={transport}\"]\n\
@@ -78,10 +97,17 @@ fn relay_only_call(port: u16, transport: &str, min_port: u16) {
         &["--dev"],
         &[],
     );
-    let report = call(&server, "relay", None);
+    let report = call(&server, "relay", Some(cap));
     assert_call(&report);
     assert_eq!(report["two"]["alice"]["candidate"], "relay", "{report}");
     assert_eq!(report["two"]["bob"]["candidate"], "relay", "{report}");
+    for who in ["alice", "bob"] {
+        let budget = report["send_budget"][who].as_u64();
+        assert!(
+            budget.is_some_and(|b| b > 0 && b <= cap),
+            "{who}'s send budget is not capped at {cap}: {report}"
+        );
+    }
 }
 
 #[test]

@@ -6,6 +6,13 @@
 // RTCRtpSender.replaceTrack, so no renegotiation is needed. Protocol: docs/protocol.md,
 // "Media".
 
+// Simulcast layers, low to high (the SFU ranks q/h/f).
+const SIMULCAST = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', maxBitrate: 1_500_000 },
+];
+
 export class RoomMedia {
   constructor({ request, send, tiles, nameOfSid, relay, onScreenEnded, onTile }) {
     this.request = request; // (msg) => Promise<response>
@@ -21,6 +28,9 @@ export class RoomMedia {
     this.muted = { audio: false, video: false };
     this.streams = new Map(); // sid -> remote MediaStream
     this.trackOwner = new Map(); // remote track id (a=msid) -> publisher sid
+    this.videoTracks = new Set(); // ids of the remote video tracks received
+    this.quality = 'high'; // the simulcast quality asked for, from the tile size
+    tiles.onWidth = (width) => this.fitQuality(width);
     this.queue = Promise.resolve(); // negotiation steps run one at a time
   }
 
@@ -45,7 +55,12 @@ export class RoomMedia {
       for (const track of local.getTracks()) {
         track.enabled = !this.muted[track.kind];
         const sendTrack = track.kind === 'video' && this.screen ? this.screen.getVideoTracks()[0] : track;
-        pc.addTransceiver(sendTrack, { direction: 'sendonly', streams: [local] });
+        const init = { direction: 'sendonly', streams: [local] };
+        // Camera video goes out in three simulcast layers (quarter, half and full size);
+        // the SFU sends each receiver the one its bandwidth and its request allow. The
+        // browser drops layers the capture is too small for.
+        if (track.kind === 'video') init.sendEncodings = SIMULCAST;
+        pc.addTransceiver(sendTrack, init);
       }
       t.video.srcObject = this.screen || local;
       if (this.screen) this.screenSender = pc.getSenders().find((s) => s.track?.kind === 'video');
@@ -78,8 +93,12 @@ export class RoomMedia {
   addTrack(stream, track) {
     if (!stream) return;
     const sid = stream.id;
-    // The SFU names tracks in a=msid; its pause notices use the same id.
+    // The SFU names tracks in a=msid; its pause notices and media_subscribe use the id.
     this.trackOwner.set(track.id, sid);
+    if (track.kind === 'video') {
+      this.videoTracks.add(track.id);
+      if (this.quality !== 'high') this.send({ type: 'media_subscribe', track: track.id, max_quality: this.quality });
+    }
     this.streams.set(sid, stream);
     const fresh = !this.tiles.get(sid);
     const t = this.tiles.ensure(sid, this.nameOfSid(sid));
@@ -87,6 +106,17 @@ export class RoomMedia {
     track.onended = () => this.prune(sid);
     stream.onremovetrack = () => this.prune(sid);
     if (t.video.srcObject !== stream) t.video.srcObject = stream;
+  }
+
+  // Asks the SFU for simulcast layers no larger than the tiles show: a quarter-size
+  // layer for thumbnails, half size for medium tiles (layers of a 1280x720 camera).
+  fitQuality(tileWidth) {
+    const quality = tileWidth < 240 ? 'low' : tileWidth < 560 ? 'medium' : 'high';
+    if (quality === this.quality) return;
+    this.quality = quality;
+    for (const track of this.videoTracks) {
+      this.send({ type: 'media_subscribe', track, max_quality: quality });
+    }
   }
 
   // media_track_paused: a simulcast video we receive is paused for bandwidth, or back.
@@ -104,7 +134,12 @@ export class RoomMedia {
   participantLeft(sid) {
     this.streams.delete(sid);
     this.tiles.remove(sid);
-    for (const [track, owner] of this.trackOwner) if (owner === sid) this.trackOwner.delete(track);
+    for (const [track, owner] of this.trackOwner) {
+      if (owner === sid) {
+        this.trackOwner.delete(track);
+        this.videoTracks.delete(track);
+      }
+    }
   }
 
   localMuted() {
@@ -171,6 +206,7 @@ export class RoomMedia {
     this.pc = null;
     this.streams.clear();
     this.trackOwner.clear();
+    this.videoTracks.clear();
     this.tiles.clear({ keepLocal: true });
   }
 

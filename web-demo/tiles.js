@@ -155,5 +155,6 @@ export class Tiles {
     this.grid.style.setProperty('--cols', String(best));
     this.grid.style.setProperty('--tile-width', `${Math.floor(bestWidth)}px`);
     this.grid.dataset.count = String(this.tiles.size);
+    this.onWidth?.(bestWidth);
   }
 }

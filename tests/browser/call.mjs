@@ -1,7 +1,8 @@
 // Calls through huddle's SFU in headless Chromium with fake camera and microphone: two
-// pages each see the other's video playing (videoWidth > 0 and currentTime advancing) and
-// receive audio packets; with a third page everyone sees two remote tiles; when one page
-// leaves, the others' grids drop its tile. `relay` as the second argument makes the
+// pages each see the other's video playing (videoWidth > 0 and currentTime advancing),
+// receive audio packets and send their camera in simulcast layers (rids with bytes
+// sent), and a page asks for the layer its tiles need; with a third page everyone sees
+// two remote tiles; when one page leaves, the others' grids drop its tile. `relay` as the second argument makes the
 // pages use only TURN relay candidates (URL option relay=1). Screenshot: target/e2e/.
 // Usage: node call.mjs <base-url> [relay|direct] [publisher-cap-bps]. Prints one JSON line
 // last; exits non-zero on failure.
@@ -63,6 +64,15 @@ const sendBudget = async (page, cap) => {
   }
   return last;
 };
+// The simulcast layers a page sends: rids of outbound video with bytes sent.
+const layersSent = (page) => page.evaluate(async () => {
+  const rids = [];
+  const stats = await window.huddleMedia.pc.getStats();
+  stats.forEach((s) => {
+    if (s.type === 'outbound-rtp' && s.kind === 'video' && s.bytesSent > 0) rids.push(s.rid || '');
+  });
+  return rids.sort();
+});
 const report = {};
 try {
   const open = async (name) => {
@@ -77,6 +87,41 @@ try {
   report.two = { alice: await inbound(alice), bob: await inbound(bob) };
   if (publisherCap) {
     report.send_budget = { alice: await sendBudget(alice, publisherCap), bob: await sendBudget(bob, publisherCap) };
+  } else {
+    // Uncapped (a capped page may send one layer only): Bob's two tiles (about 470 px
+    // wide) ask for the medium layer of Alice's camera (half of 1280x720); a small window
+    // makes small tiles and Bob's page asks for the low layer (a quarter) and gets it; the
+    // window's old size brings a larger layer back.
+    const width = (page) => page.evaluate(async () => {
+      let w = 0;
+      (await window.huddleMedia.pc.getStats()).forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') w = s.frameWidth || 0;
+      });
+      return w;
+    });
+    // Polls (getStats is asynchronous, which waitForFunction would take as true at once).
+    const widthIs = async (page, ok, what) => {
+      const end = Date.now() + 20000;
+      let w = 0;
+      while (Date.now() < end) {
+        w = await width(page);
+        if (ok === 'small' ? w > 0 && w <= 320 : w > 320) return;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      const tile = await page.evaluate(() => getComputedStyle(document.querySelector('#grid')).getPropertyValue('--tile-width'));
+      throw new Error(`${what}: frame width ${w}, tile ${tile}`);
+    };
+    await widthIs(bob, 'larger', 'medium tiles');
+    report.two.bob.width_before = await width(bob);
+    const size = bob.viewportSize();
+    await bob.setViewportSize({ width: 420, height: 360 });
+    await widthIs(bob, 'small', 'small tiles');
+    report.two.bob.width_small = await width(bob);
+    await bob.setViewportSize(size);
+    await widthIs(bob, 'larger', 'medium tiles again');
+    report.two.bob.width_after = await width(bob);
+    // By now Chromium's own estimate has let it send more than its first, lowest layer.
+    report.two.alice.layers_sent = await layersSent(alice);
   }
   const carol = await open('Carol');
   await playing(carol, 2);
