@@ -28,9 +28,16 @@ async fn malformed_and_unrouted_datagrams_are_counted_and_dropped() {
     // Larger than any receive buffer.
     attacker.send_to(&vec![0x80; 4000], sfu).await.unwrap();
     let m = call.sfu.metrics().clone();
+    // An unrouted datagram is counted once every shard has declined it (it is handed
+    // from shard to shard first), so wait for the verdicts, not just the arrivals.
     assert!(
-        eventually(Duration::from_secs(5), || m.packets_in.get() >= 4).await,
-        "datagrams not seen"
+        eventually(Duration::from_secs(5), || m.packets_in.get() >= 4
+            && m.malformed_dropped.get() + m.unrouted_dropped.get() >= 4)
+        .await,
+        "datagrams not seen: {} in, {} malformed, {} unrouted",
+        m.packets_in.get(),
+        m.malformed_dropped.get(),
+        m.unrouted_dropped.get()
     );
     assert_eq!(m.malformed_dropped.get(), 2, "malformed");
     assert_eq!(m.unrouted_dropped.get(), 2, "unrouted");
