@@ -128,3 +128,33 @@ fn browsers_call_over_tcp_through_huddle_turn() {
     }
     relay_only_call(34793, "tcp", 46000);
 }
+
+/// `sfu.last_n = 1`: a third participant sees one camera; the other tile shows the
+/// avatar, titled as held back, because the SFU said so (media_track_paused, last_n).
+#[test]
+fn a_camera_held_back_by_last_n_shows_as_paused() {
+    if !browser_available() {
+        return;
+    }
+    let server = Server::start_with(
+        "[sfu]\nlisten = \"127.0.0.1:0\"\nlast_n = 1\n",
+        &["--dev"],
+        &[],
+    );
+    let base = format!("http://{}", server.addr);
+    let report = run_browser_script("lastn.mjs", &[&base], None);
+    let tiles = report["tiles"].as_array().expect("tiles");
+    assert_eq!(tiles.len(), 2, "{report}");
+    let held: Vec<_> = tiles.iter().filter(|t| t["paused"] == true).collect();
+    assert_eq!(held.len(), 1, "one camera held back: {report}");
+    assert_eq!(
+        held[0]["title"], "Video paused: not among the latest speakers",
+        "{report}"
+    );
+    assert!(
+        tiles
+            .iter()
+            .any(|t| t["paused"] == false && t["width"].as_u64().unwrap_or(0) > 0),
+        "the other camera plays: {report}"
+    );
+}

@@ -28,6 +28,7 @@ export class RoomMedia {
     this.muted = { audio: false, video: false };
     this.streams = new Map(); // sid -> remote MediaStream
     this.trackOwner = new Map(); // remote track id (a=msid) -> publisher sid
+    this.pausedBy = new Map(); // remote track id -> reasons the SFU paused it for
     this.videoTracks = new Set(); // ids of the remote video tracks received
     this.quality = 'high'; // the simulcast quality asked for, from the tile size
     tiles.onWidth = (width) => this.fitQuality(width);
@@ -119,10 +120,15 @@ export class RoomMedia {
     }
   }
 
-  // media_track_paused: a simulcast video we receive is paused for bandwidth, or back.
-  trackPaused(track, paused) {
+  // media_track_paused: a video we receive is paused (for bandwidth, or because its
+  // publisher is not among the last speakers), or back. A tile is paused while any
+  // reason holds.
+  trackPaused(track, paused, reason) {
+    const reasons = this.pausedBy.get(track) || new Set();
+    if (paused) reasons.add(reason); else reasons.delete(reason);
+    if (reasons.size) this.pausedBy.set(track, reasons); else this.pausedBy.delete(track);
     const sid = this.trackOwner.get(track);
-    if (sid) this.tiles.setPaused(sid, paused);
+    if (sid) this.tiles.setPaused(sid, [...reasons][0] || null);
   }
 
   prune(sid) {
@@ -138,6 +144,7 @@ export class RoomMedia {
       if (owner === sid) {
         this.trackOwner.delete(track);
         this.videoTracks.delete(track);
+        this.pausedBy.delete(track);
       }
     }
   }
@@ -207,6 +214,7 @@ export class RoomMedia {
     this.streams.clear();
     this.trackOwner.clear();
     this.videoTracks.clear();
+    this.pausedBy.clear();
     this.tiles.clear({ keepLocal: true });
   }
 

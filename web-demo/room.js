@@ -193,7 +193,7 @@ export class Room {
         this.media.speaker(m.sid);
         return true;
       case 'media_track_paused':
-        this.media.trackPaused(m.track, m.paused);
+        this.media.trackPaused(m.track, m.paused, m.reason || 'bandwidth');
         return true;
       case 'participant_joined':
       case 'participant_updated':

@@ -91,11 +91,15 @@ export class Tiles {
 
   // The SFU paused this participant's video for us (too little bandwidth for its lowest
   // layer): show the avatar and say so, rather than a frozen picture.
-  setPaused(sid, paused) {
+  // Shows the avatar instead of a frozen picture while the SFU pauses the video;
+  // `reason` null: flowing.
+  setPaused(sid, reason) {
     const t = this.tiles.get(sid);
     if (!t) return;
-    t.el.classList.toggle('paused', paused);
-    t.el.title = paused ? 'Video paused: not enough bandwidth' : '';
+    t.el.classList.toggle('paused', !!reason);
+    t.el.title = !reason ? ''
+      : reason === 'last_n' ? 'Video paused: not among the latest speakers'
+        : 'Video paused: not enough bandwidth';
   }
 
   setScreen(sid, on) {

@@ -66,15 +66,16 @@ async fn main() -> anyhow::Result<()> {
         while let Some(ev) = events.recv().await {
             match ev {
                 MediaEvent::Connected => println!("media connected"),
-                MediaEvent::TrackPaused { track, paused } => {
-                    println!(
-                        "{track} {}",
-                        if paused {
-                            "paused (bandwidth)"
-                        } else {
-                            "resumed"
-                        }
-                    );
+                MediaEvent::TrackPaused {
+                    track,
+                    paused,
+                    reason,
+                } => {
+                    if paused {
+                        println!("{track} paused ({reason})");
+                    } else {
+                        println!("{track} resumed");
+                    }
                 }
                 MediaEvent::Left { reason } => {
                     println!("media session ended: {reason}");

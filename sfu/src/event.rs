@@ -11,6 +11,25 @@ use tokio::sync::mpsc;
 
 use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind};
 
+/// Why a video track is paused for one subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseReason {
+    /// A simulcast track: not even its lowest layer fits the subscriber's bandwidth.
+    Bandwidth,
+    /// "Last N": its publisher is not among the N latest speakers for this subscriber.
+    LastN,
+}
+
+impl PauseReason {
+    /// The name used in the signalling protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseReason::Bandwidth => "bandwidth",
+            PauseReason::LastN => "last_n",
+        }
+    }
+}
+
 /// Something signalling must know or relay to clients.
 #[derive(Debug, Clone)]
 pub enum SfuEvent {
@@ -48,9 +67,8 @@ pub enum SfuEvent {
         /// The SDP offer.
         sdp: String,
     },
-    /// A simulcast track `participant` receives was paused because not even its lowest
-    /// layer fits the participant's bandwidth (`paused: true`), or flows again
-    /// (`paused: false`). Audio is never paused.
+    /// A video track `participant` receives was paused (`paused: true`) or flows again
+    /// (`paused: false`), for `reason`. Audio is never paused.
     TrackPaused {
         /// The subscriber.
         participant: ParticipantId,
@@ -58,6 +76,8 @@ pub enum SfuEvent {
         track: TrackId,
         /// Paused or flowing again.
         paused: bool,
+        /// Why.
+        reason: PauseReason,
     },
     /// ICE and DTLS are up: media flows.
     Connected {

@@ -112,7 +112,7 @@ pub mod speaker;
 
 pub use config::{BandwidthConfig, DEFAULT_PORT, RouterConfig, SfuConfig, SpeakerConfig};
 pub use error::{RouterError, SfuError};
-pub use event::{LeaveReason, ParticipantStats, SfuEvent, SfuEvents};
+pub use event::{LeaveReason, ParticipantStats, PauseReason, SfuEvent, SfuEvents};
 pub use handle::{Sfu, SfuHandle};
 pub use ids::{ParticipantId, RoomId, TrackId, TrackKind};
 pub use metrics::SfuMetrics;

@@ -79,6 +79,8 @@ struct TrackOut {
     rewriter: TimestampRewriter,
     /// Video held back ("last N"): resumes at a keyframe.
     paused: bool,
+    /// Whether the subscriber was last told this track is held back ("last N").
+    held_reported: bool,
     /// Its send stream's resend cache has been set up (see [`RESEND_SHARE_CAP`]).
     resends_configured: bool,
 }
@@ -193,6 +195,8 @@ pub(crate) struct Peer {
     pub counters: PeerCounters,
     /// Estimate, desired bitrate and budget.
     pub bandwidth: PeerBandwidth,
+    /// Tracks whose "last N" hold changed since the driver last looked: (track, held).
+    pub hold_changes: Vec<(TrackId, bool)>,
 }
 
 impl Peer {
@@ -213,6 +217,7 @@ impl Peer {
             has_session: false,
             counters: PeerCounters::default(),
             bandwidth: PeerBandwidth::default(),
+            hold_changes: Vec::new(),
         }
     }
 
@@ -358,6 +363,7 @@ impl Peer {
             rewriter: TimestampRewriter::default(),
             resends_configured: false,
             paused: false,
+            held_reported: false,
         });
     }
 
@@ -459,6 +465,10 @@ impl Peer {
             // A simulcast track starts over from a fresh layer choice when resumed.
             out.paused = true;
             out.selector = None;
+            if !out.held_reported {
+                out.held_reported = true;
+                self.hold_changes.push((track, true));
+            }
             return Ok(Forwarded::No);
         }
         if out.paused {
@@ -520,6 +530,13 @@ impl Peer {
         };
         writer.write(pt, data.network_time, time, data.data.clone())?;
         self.counters.frames_forwarded += 1;
+        if let Some(out) = self.tracks_out.iter_mut().find(|t| t.track == track)
+            && out.held_reported
+        {
+            // Flowing again, from a keyframe.
+            out.held_reported = false;
+            self.hold_changes.push((track, false));
+        }
         if done == Forwarded::Switched {
             self.counters.layer_switches += 1;
         }

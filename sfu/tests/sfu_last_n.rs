@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Call, VideoCodec, eventually};
-use huddle_sfu::{RouterConfig, SfuConfig, SfuEvent, TrackKind};
+use huddle_sfu::{PauseReason, RouterConfig, SfuConfig, SfuEvent, TrackKind};
 
 const WAIT: Duration = Duration::from_secs(15);
 /// -dBov of a speaking client; quiet clients send 90.
@@ -95,16 +95,23 @@ async fn only_the_last_speakers_video_is_forwarded() {
     assert!(audio.iter().all(|n| *n >= 30), "{audio:?}");
 
     // Each camera that came into view started with a keyframe.
-    let seen = call.client("d").seen.lock().unwrap();
+    let log = call.client("d").seen.lock().unwrap().video_log.clone();
     for p in ["b", "c"] {
-        let first = seen
-            .video_log
-            .iter()
-            .find(|f| f.from == p)
-            .expect("video received");
+        let first = log.iter().find(|f| f.from == p).expect("video received");
         assert!(first.keyframe, "{first:?}");
     }
-    drop(seen);
     // Everyone's one camera is now c's, e.g. a's.
     assert!(call.client("a").frames_from("c", TrackKind::Video) > 0);
+    // d was told of each hold and resume: a's camera held since b spoke, b's held at
+    // first, shown while b spoke, held again; c's held until c spoke.
+    let mut told = Vec::new();
+    for p in ["a", "b", "c"] {
+        let track = call.video_track(p, WAIT).await;
+        told.push(call.pause_notices("d", track, PauseReason::LastN));
+    }
+    assert_eq!(
+        told,
+        [vec![true], vec![true, false, true], vec![true, false]],
+        "last-N notices to d for a, b, c"
+    );
 }

@@ -11,25 +11,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Call, VideoCodec, VideoRx, eventually};
-use huddle_sfu::{BandwidthConfig, Quality, SfuConfig, SfuEvent, TrackId, TrackKind};
+use huddle_sfu::{BandwidthConfig, PauseReason, Quality, SfuConfig, TrackId, TrackKind};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// The video track `publisher` published, once the SFU has reported it.
 async fn video_track(call: &Call, publisher: &str) -> TrackId {
-    let find = || {
-        call.events().iter().find_map(|e| match e {
-            SfuEvent::TrackPublished {
-                participant,
-                track,
-                kind: TrackKind::Video,
-                ..
-            } if participant.as_str() == publisher => Some(*track),
-            _ => None,
-        })
-    };
-    assert!(eventually(WAIT, || find().is_some()).await);
-    find().expect("video track published")
+    call.video_track(publisher, WAIT).await
 }
 
 fn video_log(call: &Call, who: &str) -> Vec<VideoRx> {
@@ -217,19 +204,9 @@ async fn stats_until(
     }
 }
 
-/// The `TrackPaused` notices `who` got for `track`, in order (`true`: paused).
+/// The bandwidth `TrackPaused` notices `who` got for `track`, in order.
 fn pause_notices(call: &Call, who: &str, track: TrackId) -> Vec<bool> {
-    call.events()
-        .iter()
-        .filter_map(|e| match e {
-            SfuEvent::TrackPaused {
-                participant,
-                track: t,
-                paused,
-            } if participant.as_str() == who && *t == track => Some(*paused),
-            _ => None,
-        })
-        .collect()
+    call.pause_notices(who, track, PauseReason::Bandwidth)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

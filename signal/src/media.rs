@@ -223,11 +223,13 @@ pub(crate) async fn relay_events(st: Arc<AppState>, mut events: SfuEvents) {
                 participant,
                 track,
                 paused,
+                reason,
             } => hub.push_to_sid(
                 participant.as_str(),
                 &ServerMessage::MediaTrackPaused {
                     track: track.to_string(),
                     paused,
+                    reason: reason.as_str(),
                 },
                 now,
             ),

@@ -449,12 +449,14 @@ pub enum ServerMessage {
     },
     /// ICE and DTLS are up: media flows.
     MediaConnected {},
-    /// A simulcast video track this session receives is paused because not even its
-    /// lowest layer fits this session's bandwidth (`paused: true`; audio continues), or
-    /// flows again (`paused: false`, from a keyframe).
+    /// A video track this session receives is paused (`paused: true`; audio
+    /// continues), or flows again (`paused: false`, from a keyframe). `reason`:
+    /// `bandwidth` (a simulcast track's lowest layer does not fit this session's
+    /// bandwidth) or `last_n` (its publisher is not among the latest speakers).
     MediaTrackPaused {
         track: String,
         paused: bool,
+        reason: &'static str,
     },
     /// The media session ended (`disconnected`, `connect_timeout`, `protocol_error`,
     /// `shutdown`, or `left`).

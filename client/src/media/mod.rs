@@ -157,10 +157,15 @@ pub enum MediaEvent {
     Connected,
     /// A track of another participant arrived.
     Track(RemoteTrack),
-    /// The SFU paused a simulcast video track this session receives because not even
-    /// its lowest layer fits this session's bandwidth (`paused`), or resumed it; `track`
-    /// is the track id (as in `RemoteTrack::track_id`).
-    TrackPaused { track: String, paused: bool },
+    /// The SFU paused a video track this session receives (`paused`), or resumed it;
+    /// `track` is the track id (as in `RemoteTrack::track_id`); `reason` is `bandwidth`
+    /// (not even a simulcast track's lowest layer fits this session's bandwidth) or
+    /// `last_n` (its publisher is not among the latest speakers).
+    TrackPaused {
+        track: String,
+        paused: bool,
+        reason: String,
+    },
     /// The session ended (`media_left` reason, or the peer connection failed).
     Left { reason: String },
 }
@@ -455,7 +460,13 @@ async fn run(
                             (m["track"].as_str(), m["paused"].as_bool())
                         {
                             let track = track.to_owned();
-                            let _ = events.send(MediaEvent::TrackPaused { track, paused }).await;
+                            let reason = m["reason"].as_str().unwrap_or("bandwidth").to_owned();
+                            let ev = MediaEvent::TrackPaused {
+                                track,
+                                paused,
+                                reason,
+                            };
+                            let _ = events.send(ev).await;
                         }
                     }
                     _ => {}

@@ -8,7 +8,7 @@ use str0m::media::Rids;
 use tracing::{debug, trace, warn};
 
 use super::Driver;
-use crate::event::SfuEvent;
+use crate::event::{PauseReason, SfuEvent};
 use crate::ids::{ParticipantId, TrackId, TrackKind};
 use crate::peer::Forwarded;
 
@@ -46,6 +46,7 @@ impl Driver {
                         participant: id.clone(),
                         track,
                         paused,
+                        reason: PauseReason::Bandwidth,
                     });
                 }
             }
@@ -130,7 +131,17 @@ impl Driver {
             let Some(peer) = self.peers.get_mut(&sub) else {
                 continue;
             };
-            match peer.forward(track, layer, &data, allowed) {
+            let result = peer.forward(track, layer, &data, allowed);
+            for (held, paused) in peer.hold_changes.drain(..) {
+                debug!(subscriber = %sub, track = %held, paused, "video held back (last N)");
+                self.events.send(SfuEvent::TrackPaused {
+                    participant: sub.clone(),
+                    track: held,
+                    paused,
+                    reason: PauseReason::LastN,
+                });
+            }
+            match result {
                 Ok(done @ (Forwarded::Yes | Forwarded::Switched)) => {
                     self.metrics.frames_forwarded.inc();
                     if done == Forwarded::Switched {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use huddle_sfu::{SfuConfig, SfuEvent, SfuEvents, SfuHandle, TrackKind};
+use huddle_sfu::{PauseReason, SfuConfig, SfuEvent, SfuEvents, SfuHandle, TrackId, TrackKind};
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
@@ -271,6 +271,40 @@ impl Call {
 
     pub fn events(&self) -> Vec<SfuEvent> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The video track `publisher` published, once the SFU has reported it.
+    pub async fn video_track(&self, publisher: &str, limit: Duration) -> TrackId {
+        let find = || {
+            self.events().iter().find_map(|e| match e {
+                SfuEvent::TrackPublished {
+                    participant,
+                    track,
+                    kind: TrackKind::Video,
+                    ..
+                } if participant.as_str() == publisher => Some(*track),
+                _ => None,
+            })
+        };
+        assert!(eventually(limit, || find().is_some()).await);
+        find().expect("video track published")
+    }
+
+    /// The `TrackPaused` notices for `reason` that `who` got for `track`, in order
+    /// (`true`: paused).
+    pub fn pause_notices(&self, who: &str, track: TrackId, reason: PauseReason) -> Vec<bool> {
+        self.events()
+            .iter()
+            .filter_map(|e| match e {
+                SfuEvent::TrackPaused {
+                    participant,
+                    track: t,
+                    paused,
+                    reason: r,
+                } if participant.as_str() == who && *t == track && *r == reason => Some(*paused),
+                _ => None,
+            })
+            .collect()
     }
 }
 

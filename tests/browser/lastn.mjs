@@ -1,0 +1,39 @@
+// "Last N" in the web demo: with a server started with sfu.last_n = 1, the third page
+// receives the camera of only one of the other two; the held-back one's tile shows the
+// avatar (class `paused`) titled as held back, because the SFU told the page
+// (media_track_paused, reason last_n), instead of a frozen picture.
+// Usage: node lastn.mjs <base-url>. Prints one JSON line last; exits non-zero on failure.
+import { launch, open, shot } from './lib.mjs';
+
+const [base] = process.argv.slice(2);
+const browser = await launch();
+const report = {};
+try {
+  const join = (name) => open(browser, `${base}/?room=lastn&name=${name}&autojoin=1`);
+  await join('Alice');
+  await join('Bob');
+  const carol = await join('Carol');
+  // Carol's two remote tiles, then one of them held back (the fake microphones beep, so
+  // the latest speaker may change: any moment with a held-back tile will do).
+  const tiles = () => carol.$$eval('.tile:not([data-sid="local"])', (els) => els.map((t) => ({
+    paused: t.classList.contains('paused'),
+    title: t.title,
+    width: t.querySelector('video')?.videoWidth || 0,
+  })));
+  const end = Date.now() + 30000;
+  let seen = [];
+  while (Date.now() < end) {
+    seen = await tiles();
+    if (seen.length === 2 && seen.some((t) => t.paused) && seen.some((t) => !t.paused && t.width > 0)) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  report.tiles = seen;
+  await shot(carol, 'call-last-n');
+  report.ok = true;
+} catch (e) {
+  report.error = String(e);
+} finally {
+  await browser.close();
+  console.log(JSON.stringify(report));
+  process.exit(report.ok ? 0 : 1);
+}
