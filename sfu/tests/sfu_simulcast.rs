@@ -346,10 +346,10 @@ async fn a_subscriber_losing_packets_is_moved_down_and_keeps_its_audio() {
         .expect("an estimate");
     let mark = video_log(&call, "weak").len();
     let audio_before = call.client("weak").frames_from("pub", TrackKind::Audio);
-    // Its link now loses a quarter of what the SFU sends it.
+    // Its link now loses 35% of what the SFU sends it.
     call.client("weak")
         .loss_permille
-        .store(250, std::sync::atomic::Ordering::Relaxed);
+        .store(350, std::sync::atomic::Ordering::Relaxed);
     let loss_start = std::time::Instant::now();
     let moved_down = eventually(WAIT, || {
         let log = video_log(&call, "weak");
@@ -376,7 +376,7 @@ async fn a_subscriber_losing_packets_is_moved_down_and_keeps_its_audio() {
         s.bandwidth_estimate_bps
     );
     println!(
-        "25% loss: estimate {estimate_before} -> {:?} b/s, first lower-layer frame after {took:?}, \
+        "35% loss: estimate {estimate_before} -> {:?} b/s, first lower-layer frame after {took:?}, \
          worst video latency meanwhile {:?}, runs {:?}",
         s.bandwidth_estimate_bps,
         log[mark..].iter().filter_map(|f| f.latency).max(),
