@@ -3,12 +3,11 @@
 // avatar (class `paused`) titled as held back, because the SFU told the page
 // (media_track_paused, reason last_n), instead of a frozen picture.
 // Usage: node lastn.mjs <base-url>. Prints one JSON line last; exits non-zero on failure.
-import { launch, open, shot } from './lib.mjs';
+import { launch, open, run, shot } from './lib.mjs';
 
 const [base] = process.argv.slice(2);
 const browser = await launch();
-const report = {};
-try {
+await run(browser, async (report) => {
   const join = (name) => open(browser, `${base}/?room=lastn&name=${name}&autojoin=1`);
   await join('Alice');
   await join('Bob');
@@ -29,11 +28,4 @@ try {
   }
   report.tiles = seen;
   await shot(carol, 'call-last-n');
-  report.ok = true;
-} catch (e) {
-  report.error = String(e);
-} finally {
-  await browser.close();
-  console.log(JSON.stringify(report));
-  process.exit(report.ok ? 0 : 1);
-}
+});
