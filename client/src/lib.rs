@@ -14,6 +14,9 @@
 //!   Opus audio and H.264 video from any PCM or I420 source and hands out every other
 //!   participant's tracks as decoded audio frames and pictures, through the media crate's
 //!   adaptive jitter buffer and video frame buffer, with per-track statistics.
+//!   [`Client::ice_servers`] fetches the server's STUN/TURN servers, and
+//!   `MediaOptions::relay_only` sends everything through TURN (a network that lets no
+//!   UDP reach the SFU; tested against huddle's own TURN in tests/client_relay.rs).
 //!   `examples/join.rs` is a runnable participant.
 //!
 //! ```no_run
@@ -202,6 +205,36 @@ impl Client {
             .await
             .map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// The STUN/TURN servers the server gives this identity (`get_ice_servers`: its own
+    /// TURN with fresh time-limited credentials, or the ones it is configured with), for
+    /// [`media::MediaOptions::ice_servers`].
+    pub async fn ice_servers(&self) -> Result<Vec<media::IceServer>, ClientError> {
+        let resp = self.request(json!({"type": "get_ice_servers"})).await?;
+        let list = resp["ice_servers"]
+            .as_array()
+            .ok_or_else(|| ClientError::Protocol(format!("no ice_servers in {resp}")))?;
+        list.iter()
+            .map(|s| {
+                let urls = s["urls"]
+                    .as_array()
+                    .ok_or_else(|| ClientError::Protocol(format!("ICE server without urls: {s}")))?
+                    .iter()
+                    .map(|u| {
+                        u.as_str().map(str::to_owned).ok_or_else(|| {
+                            ClientError::Protocol(format!("ICE server url is not a string: {s}"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
+                Ok(media::IceServer {
+                    urls,
+                    username: text("username"),
+                    credential: text("credential"),
+                })
+            })
+            .collect()
     }
 
     /// Joins a room (the token's room when `None`); rejoined after reconnects.

@@ -136,6 +136,7 @@ impl Participant {
             nack: setup.nack,
             jitter: setup.jitter.clone(),
             ice_servers: Vec::new(),
+            relay_only: false,
         };
         let (mut session, events) = MediaSession::start(&client, opts)
             .await

@@ -114,7 +114,11 @@ pub struct MediaOptions {
     pub nack: bool,
     /// Jitter buffer of every received audio track.
     pub jitter: JitterConfig,
+    /// STUN/TURN servers ([`crate::Client::ice_servers`] fetches the server's).
     pub ice_servers: Vec<IceServer>,
+    /// Use only relay candidates (through a TURN server of `ice_servers`), as a client
+    /// behind a firewall that lets no UDP through to the SFU would.
+    pub relay_only: bool,
 }
 
 impl Default for MediaOptions {
@@ -127,6 +131,7 @@ impl Default for MediaOptions {
             nack: true,
             jitter: JitterConfig::default(),
             ice_servers: Vec::new(),
+            relay_only: false,
         }
     }
 }
