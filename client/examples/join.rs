@@ -30,7 +30,13 @@ async fn main() -> anyhow::Result<()> {
     let (client, mut signalling) = Client::connect(Config::new(url, token)).await?;
     tokio::spawn(async move { while signalling.recv().await.is_some() {} });
     client.join(Some(&room)).await?;
-    let (mut session, mut events) = MediaSession::start(&client, MediaOptions::default()).await?;
+    // The server's STUN/TURN servers, as the web demo uses them: a network that blocks
+    // UDP to the SFU still gets through its TURN.
+    let opts = MediaOptions {
+        ice_servers: client.ice_servers().await?,
+        ..MediaOptions::default()
+    };
+    let (mut session, mut events) = MediaSession::start(&client, opts).await?;
     println!("in the call as {}", session.sid());
 
     // The microphone: 20 ms frames of a speech-like signal, in real time.
