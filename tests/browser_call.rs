@@ -9,7 +9,7 @@
 
 mod common;
 use common::Server;
-use common::{browser_available, run_browser_script};
+use common::{browser_available, metric_sum, run_browser_script};
 
 fn call(server: &Server, mode: &str, publisher_cap: Option<u64>) -> serde_json::Value {
     let base = format!("http://{}", server.addr);
@@ -52,19 +52,7 @@ fn browsers_see_and_hear_each_other_through_the_sfu() {
     // for each receiver (a first choice counts as a switch).
     let layers = report["two"]["alice"]["layers_sent"].as_array().unwrap();
     assert!(layers.len() >= 2, "simulcast layers sent: {report}");
-    let metrics = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(server.addr).unwrap();
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
-    };
-    let switches: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("huddle_sfu_layer_switches_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let switches = metric_sum(&server.metrics(), "huddle_sfu_layer_switches_total");
     assert!(switches >= 2.0, "no simulcast layer chosen: {switches}");
     // Bob's page asked for layers by tile size (media_subscribe max_quality): half size
     // for its medium tiles, a quarter in a small window, half again after.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Server, token};
+use common::{Server, metric_sum, token};
 use huddle_client::media::{MediaEvent, MediaOptions, MediaSession, RemoteMedia};
 use huddle_client::{Client, Config};
 use huddle_media::quality::signal::speech_like;
@@ -87,20 +87,6 @@ async fn join(server: &Server, identity: &str) -> Person {
     }
 }
 
-fn metric(server: &Server, name: &str) -> f64 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    // `name value` or `name{labels} value`, summed over labels.
-    body.lines()
-        .filter_map(|l| l.strip_prefix(name))
-        .filter(|rest| rest.starts_with([' ', '{']))
-        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_calls_through_huddle_turn_with_relay_candidates_only() {
     let server = Server::start(&format!(
@@ -129,13 +115,14 @@ async fn sdk_calls_through_huddle_turn_with_relay_candidates_only() {
     // The media went through huddle's TURN: both clients hold allocations, and it
     // relayed at least the packets behind what was heard (20 ms each, so 50 per
     // listener) toward the SFU and back.
-    let allocations = metric(&server, "huddle_turn_allocations");
+    let metrics = server.metrics();
+    let allocations = metric_sum(&metrics, "huddle_turn_allocations");
     assert!(allocations >= 2.0, "TURN allocations: {allocations}");
     for name in [
         "huddle_turn_packets_to_peers_total",
         "huddle_turn_packets_to_clients_total",
     ] {
-        let n = metric(&server, name);
+        let n = metric_sum(&metrics, name);
         assert!(n >= 100.0, "{name}: {n}");
     }
     for p in [alice, bob] {

@@ -135,6 +135,11 @@ impl Server {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The Prometheus text of its `/metrics`.
+    pub fn metrics(&self) -> String {
+        metrics_at(self.addr)
+    }
+
     pub fn ws_url(&self, token: &str) -> String {
         format!("ws://{}/v1/ws?access_token={}", self.addr, token)
     }
@@ -414,14 +419,7 @@ impl TurnProcess {
 
     /// The Prometheus text of its metrics endpoint.
     pub fn metrics_text(&self) -> String {
-        use std::io::{Read, Write};
-        let mut s =
-            std::net::TcpStream::connect(self.metrics.expect("started without --metrics-listen"))
-                .unwrap();
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
+        metrics_at(self.metrics.expect("started without --metrics-listen"))
     }
 }
 
@@ -452,4 +450,24 @@ pub fn run_bench(args: &[&str]) -> (Value, String) {
     );
     let report = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     (report, String::from_utf8_lossy(&run.stdout).into_owned())
+}
+
+/// `GET /metrics` at `addr`: the Prometheus text.
+pub fn metrics_at(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// The sum of a metric's samples (`name value` or `name{labels} value`) in Prometheus
+/// text; 0 when absent.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .filter(|rest| rest.starts_with([' ', '{']))
+        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
