@@ -6,21 +6,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Call, VideoCodec, eventually};
-use huddle_sfu::{LeaveReason, SfuConfig, SfuError, SfuEvent, TrackId, TrackKind};
+use huddle_sfu::{LeaveReason, SfuConfig, SfuError, SfuEvent, TrackKind};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn track_of(call: &Call, who: &str, want: TrackKind) -> Option<TrackId> {
-    call.events().iter().find_map(|e| match e {
-        SfuEvent::TrackPublished {
-            participant,
-            track,
-            kind,
-            ..
-        } if participant.as_str() == who && *kind == want => Some(*track),
-        _ => None,
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_offer_with_video_inactive_unpublishes_it() {
@@ -34,7 +22,7 @@ async fn a_client_offer_with_video_inactive_unpublishes_it() {
             >= 5)
         .await
     );
-    let video = track_of(&call, "alice", TrackKind::Video).unwrap();
+    let video = call.track_of("alice", TrackKind::Video).unwrap();
     call.client("alice").stop_video();
     let unpublished = eventually(WAIT, || {
         call.events().iter().any(|e| {
@@ -72,7 +60,7 @@ async fn selective_subscriber_gets_only_what_it_asks_for() {
         })
         .await
     );
-    let video = track_of(&call, "alice", TrackKind::Video).unwrap();
+    let video = call.track_of("alice", TrackKind::Video).unwrap();
     call.sfu.subscribe("carol", video).await.unwrap();
     assert!(
         eventually(WAIT, || call

@@ -273,19 +273,23 @@ impl Call {
         self.log.lock().unwrap().clone()
     }
 
-    /// The video track `publisher` published, once the SFU has reported it.
+    /// The track of `kind` that `publisher` published, if the SFU has reported it.
+    pub fn track_of(&self, publisher: &str, want: TrackKind) -> Option<TrackId> {
+        self.events().iter().find_map(|e| match e {
+            SfuEvent::TrackPublished {
+                participant,
+                track,
+                kind,
+                ..
+            } if participant.as_str() == publisher && *kind == want => Some(*track),
+            _ => None,
+        })
+    }
+
+    /// The video track `publisher` published, waiting up to `limit` for the SFU to
+    /// report it.
     pub async fn video_track(&self, publisher: &str, limit: Duration) -> TrackId {
-        let find = || {
-            self.events().iter().find_map(|e| match e {
-                SfuEvent::TrackPublished {
-                    participant,
-                    track,
-                    kind: TrackKind::Video,
-                    ..
-                } if participant.as_str() == publisher => Some(*track),
-                _ => None,
-            })
-        };
+        let find = || self.track_of(publisher, TrackKind::Video);
         assert!(eventually(limit, || find().is_some()).await);
         find().expect("video track published")
     }
