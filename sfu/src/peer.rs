@@ -530,9 +530,7 @@ impl Peer {
         };
         writer.write(pt, data.network_time, time, data.data.clone())?;
         self.counters.frames_forwarded += 1;
-        if let Some(out) = self.tracks_out.iter_mut().find(|t| t.track == track)
-            && out.held_reported
-        {
+        if out.held_reported {
             // Flowing again, from a keyframe.
             out.held_reported = false;
             self.hold_changes.push((track, false));
