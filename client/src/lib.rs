@@ -211,30 +211,9 @@ impl Client {
     /// TURN with fresh time-limited credentials, or the ones it is configured with), for
     /// [`media::MediaOptions::ice_servers`].
     pub async fn ice_servers(&self) -> Result<Vec<media::IceServer>, ClientError> {
-        let resp = self.request(json!({"type": "get_ice_servers"})).await?;
-        let list = resp["ice_servers"]
-            .as_array()
-            .ok_or_else(|| ClientError::Protocol(format!("no ice_servers in {resp}")))?;
-        list.iter()
-            .map(|s| {
-                let urls = s["urls"]
-                    .as_array()
-                    .ok_or_else(|| ClientError::Protocol(format!("ICE server without urls: {s}")))?
-                    .iter()
-                    .map(|u| {
-                        u.as_str().map(str::to_owned).ok_or_else(|| {
-                            ClientError::Protocol(format!("ICE server url is not a string: {s}"))
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
-                Ok(media::IceServer {
-                    urls,
-                    username: text("username"),
-                    credential: text("credential"),
-                })
-            })
-            .collect()
+        let mut resp = self.request(json!({"type": "get_ice_servers"})).await?;
+        serde_json::from_value(resp["ice_servers"].take())
+            .map_err(|e| ClientError::Protocol(format!("ice_servers: {e}")))
     }
 
     /// Joins a room (the token's room when `None`); rejoined after reconnects.

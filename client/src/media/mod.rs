@@ -69,11 +69,14 @@ pub enum MediaError {
     Ended(String),
 }
 
-/// A STUN/TURN server for ICE (as `get_ice_servers` returns them).
-#[derive(Debug, Clone, Default)]
+/// A STUN/TURN server for ICE (as `get_ice_servers` returns them; a STUN server has no
+/// username or credential).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct IceServer {
     pub urls: Vec<String>,
+    #[serde(default)]
     pub username: String,
+    #[serde(default)]
     pub credential: String,
 }
 
