@@ -396,10 +396,10 @@ fn percentiles(us: &[u64]) -> Percentiles {
 /// Runs both phases against `target`.
 pub async fn run(target: &Target, opts: &Options, progress: impl Fn(&str)) -> Result<Report> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let run_id = format!(
-        "{:x}",
-        Instant::now().elapsed().as_nanos() ^ std::process::id() as u128
-    );
+    // Unique per run: two runs against one server (the --members list) must not share
+    // identities, or the second reuses the first's client_msg_ids in another
+    // conversation and is refused (duplicate_client_id).
+    let run_id = format!("{:016x}", crate::server::rand_u64());
     let room = format!("chat-load-{run_id}");
     let (conv, mut sender, mut receivers) = if opts.members == 2 {
         let mut a = device(target, &format!("sender-{run_id}"), &room).await?;

@@ -156,7 +156,8 @@ impl Drop for Target {
     }
 }
 
-fn rand_u64() -> u64 {
+/// A random 64-bit number (std's per-instance hash keys, seeded by the OS).
+pub(crate) fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::time::SystemTime::now())
 }
