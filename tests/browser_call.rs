@@ -16,7 +16,10 @@ fn call(server: &Server, mode: &str, publisher_cap: Option<u64>) -> serde_json::
     let cap = publisher_cap.map(|c| c.to_string());
     let mut args = vec![base.as_str(), mode];
     args.extend(cap.as_deref());
-    run_browser_script("call.mjs", &args, None)
+    let report = run_browser_script("call.mjs", &args, None);
+    // Timings and rates for whoever reads the log (`--nocapture`).
+    eprintln!("call.mjs {mode}: {report}");
+    report
 }
 
 fn assert_call(report: &serde_json::Value) {

@@ -178,6 +178,11 @@ pub struct ParticipantStats {
     /// What the SFU would like to send it (its subscriptions' best allowed layers plus
     /// audio, capped by `max_subscriber_bitrate`); the estimator probes up to it.
     pub desired_bitrate_bps: u64,
+    /// The floor the SFU pads up to (within the estimate) while a video track it sends
+    /// this subscriber is below the layer it could use: what the next layer up would
+    /// need. 0 when every track has its best layer or the next one would not fit the
+    /// caps (`max_subscriber_bitrate`, the subscriber's REMB).
+    pub minimum_bitrate_bps: u64,
     /// Simulcast layer switches toward it (up or down; starting on the first layer counts as one).
     pub layer_switches: u64,
     /// Simulcast tracks it receives that are paused because not even their lowest

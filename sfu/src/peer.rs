@@ -156,6 +156,9 @@ pub(crate) struct PeerBandwidth {
     pub estimate: Option<u64>,
     /// Bitrate last given to str0m as the desired one (it probes up to it).
     pub desired: u64,
+    /// Bitrate last given to str0m as the minimum (it pads up to it, within the
+    /// estimate): what the next layer up would need; 0 when every track has its best.
+    pub minimum: u64,
     /// Budget the last allocation split over its tracks (after the cap).
     pub budget: u64,
     /// Latest REMB (receiver estimated maximum bitrate) from the subscriber and when it
@@ -592,6 +595,7 @@ impl Peer {
             bandwidth_estimate_bps: self.bandwidth.estimate,
             remb_bps,
             desired_bitrate_bps: self.bandwidth.desired,
+            minimum_bitrate_bps: self.bandwidth.minimum,
             layer_switches: c.layer_switches,
             tracks_paused: self
                 .tracks_out

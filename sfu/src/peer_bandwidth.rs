@@ -157,6 +157,10 @@ impl Peer {
         // once; one that only the estimate leaves out waits out a dip first.
         allocate(cap.saturating_sub(fixed), &demands, &mut capped);
         let mut wanted = fixed;
+        // What one more step up of every track below its best layer would send: the
+        // estimator is kept fed up to that (padding) so that it can find room for it.
+        let mut next_step = fixed;
+        let mut below_best = false;
         for ((((i, infos), down), up), capped) in layered.iter().zip(&down).zip(&up).zip(&capped) {
             let out = &mut self.tracks_out[*i];
             let quality = out.max_quality;
@@ -191,24 +195,58 @@ impl Peer {
                 .find(|l| l.active)
                 .map_or(0, |l| l.bitrate_bps);
             wanted = wanted.saturating_add(best);
+            let top = infos[..=max.min(infos.len().saturating_sub(1))]
+                .iter()
+                .rposition(|l| l.active);
+            let current = selector.current().filter(|_| !selector.paused());
+            let step = match (current, top) {
+                (Some(c), Some(t)) if c < t => {
+                    below_best = true;
+                    infos[c + 1..=t].iter().find(|l| l.active)
+                }
+                (None, Some(_)) => {
+                    below_best = true;
+                    infos.iter().find(|l| l.active)
+                }
+                (Some(c), _) => infos.get(c),
+                (None, None) => None,
+            };
+            next_step = next_step.saturating_add(step.map_or(0, |l| l.bitrate_bps));
         }
-        self.set_desired(
-            (wanted as f64 * config.upgrade_headroom.max(1.0)) as u64,
-            cap,
-        );
+        // A step the caps (configured, REMB) leave no room for is not worth padding.
+        let step_bps = (next_step as f64 * headroom) as u64;
+        let minimum = if below_best && step_bps <= cap {
+            step_bps
+        } else {
+            0
+        };
+        self.set_desired((wanted as f64 * headroom) as u64, minimum, cap);
     }
 
-    /// Passes a new desired bitrate to str0m's estimator when it changed enough.
-    fn set_desired(&mut self, wanted: u64, cap: u64) {
+    /// Passes new desired and minimum bitrates to str0m's estimator when they changed
+    /// enough. The desired rate is what the estimator probes for. The minimum is a
+    /// floor the pacer pads up to (never above the estimate): a subscriber receiving
+    /// less than its next layer would otherwise be application-limited, and an
+    /// estimate that fell in a dip (scheduling stalls read as queueing) would climb
+    /// back to that layer's rate only slowly (about 20 s measured with Chromium).
+    fn set_desired(&mut self, wanted: u64, minimum: u64, cap: u64) {
         let desired = wanted.min(cap);
-        let old = self.bandwidth.desired;
-        if old != 0 && (desired.abs_diff(old) as f64) < DESIRED_CHANGE * old as f64 {
-            return;
-        }
-        if desired == 0 {
+        let minimum = minimum.min(desired);
+        let changed = |new: u64, old: u64| {
+            new != old
+                && (old == 0 || new == 0 || new.abs_diff(old) as f64 >= DESIRED_CHANGE * old as f64)
+        };
+        if desired == 0
+            || (!changed(desired, self.bandwidth.desired)
+                && !changed(minimum, self.bandwidth.minimum))
+        {
             return;
         }
         self.bandwidth.desired = desired;
-        self.rtc.bwe().set_desired_bitrate(Bitrate::bps(desired));
+        self.bandwidth.minimum = minimum;
+        tracing::trace!(participant = %self.id, desired, minimum, "estimator targets");
+        self.rtc
+            .bwe()
+            .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
     }
 }

@@ -323,6 +323,8 @@ async fn a_capped_subscriber_gets_the_layer_that_fits() {
         (1..=300_000).contains(&s.desired_bitrate_bps),
         "desired bitrate above the cap: {s:?}"
     );
+    // f is above the cap: nothing is padded toward it.
+    assert_eq!(s.minimum_bitrate_bps, 0, "{s:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,6 +376,13 @@ async fn a_subscriber_losing_packets_is_moved_down_and_keeps_its_audio() {
             .is_some_and(|e| e < estimate_before),
         "estimate {estimate_before} -> {:?}",
         s.bandwidth_estimate_bps
+    );
+    // Below its best layer with no cap in the way, the SFU pads toward the next layer up
+    // (within the estimate) so the estimator can find room for it again.
+    let s = stats_until(&call, "weak", WAIT, |s| s.minimum_bitrate_bps > 0).await;
+    assert!(
+        (1..=s.desired_bitrate_bps).contains(&s.minimum_bitrate_bps),
+        "{s:?}"
     );
     println!(
         "35% loss: estimate {estimate_before} -> {:?} b/s, first lower-layer frame after {took:?}, \

@@ -340,6 +340,7 @@ async fn room_media(
                 "bandwidth_estimate_bps": p.bandwidth_estimate_bps,
                 "remb_bps": p.remb_bps,
                 "desired_bitrate_bps": p.desired_bitrate_bps,
+                "minimum_bitrate_bps": p.minimum_bitrate_bps,
                 "layer_switches": p.layer_switches,
                 "tracks_paused": p.tracks_paused,
                 "tracks_published": p.tracks_published,

@@ -101,11 +101,12 @@ try {
     });
     // Polls (getStats is asynchronous, which waitForFunction would take as true at once).
     const widthIs = async (page, ok, what) => {
-      const end = Date.now() + 20000;
+      const start = Date.now();
+      const end = start + 20000;
       let w = 0;
       while (Date.now() < end) {
         w = await width(page);
-        if (ok === 'small' ? w > 0 && w <= 320 : w > 320) return;
+        if (ok === 'small' ? w > 0 && w <= 320 : w > 320) return Date.now() - start;
         await new Promise((r) => setTimeout(r, 250));
       }
       const tile = await page.evaluate(() => getComputedStyle(document.querySelector('#grid')).getPropertyValue('--tile-width'));
@@ -118,7 +119,7 @@ try {
     await widthIs(bob, 'small', 'small tiles');
     report.two.bob.width_small = await width(bob);
     await bob.setViewportSize(size);
-    await widthIs(bob, 'larger', 'medium tiles again');
+    report.two.bob.larger_again_ms = await widthIs(bob, 'larger', 'medium tiles again');
     report.two.bob.width_after = await width(bob);
     // By now Chromium's own estimate has let it send more than its first, lowest layer.
     report.two.alice.layers_sent = await layersSent(alice);

@@ -554,11 +554,13 @@ impl Driver {
                 }
             }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                trace!(participant = %id, bps = estimate.as_u64(), "send-side estimate");
                 if let Some(p) = self.peers.get_mut(id) {
                     p.on_estimate(estimate.as_u64());
                 }
             }
             Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
+                trace!(participant = %id, bps = estimate.as_u64(), "REMB from the subscriber");
                 if let Some(p) = self.peers.get_mut(id) {
                     p.on_remb(estimate.as_u64(), now);
                 }
