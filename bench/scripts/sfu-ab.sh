@@ -6,8 +6,16 @@
 #
 #   bench/scripts/sfu-ab.sh <server huddle binary> <client huddle binary> [tag]
 #
-# Uses 127.0.0.1:18080 and the SFU's default UDP port 7882; both must be free.
+# Uses 127.0.0.1:18080 and the SFU's default UDP port 7882; both must be free. With
+# CLIENT_NETNS=huddle-bench (see veth-ns.sh) the clients run in that namespace and the
+# server listens on 10.99.0.1 (HTTP port 18080, UDP 7882).
 set -euo pipefail
+host=127.0.0.1
+run_clients=()
+if [ -n "${CLIENT_NETNS:-}" ]; then
+  host=10.99.0.1
+  run_clients=(ip netns exec "$CLIENT_NETNS")
+fi
 server=$1
 clients=$2
 tag=${3:-run}
@@ -15,18 +23,19 @@ dir=$(mktemp -d)
 secret=sfu-ab-api-secret-$RANDOM$RANDOM
 HUDDLE_AUTH__TOKEN_SECRET=sfu-ab-token-secret-$RANDOM$RANDOM$RANDOM$RANDOM \
 HUDDLE_AUTH__API_SECRET=$secret HUDDLE_SFU__SHARDS=1 HUDDLE_TURN__ENABLED=false \
-  "$server" serve --listen 127.0.0.1:18080 --data-dir "$dir/data" --log-level warn \
+HUDDLE_SFU__LISTEN=$host:7882 \
+  "$server" serve --listen $host:18080 --data-dir "$dir/data" --log-level warn \
   >"$dir/server.log" 2>&1 &
 spid=$!
-trap 'kill $spid 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'kill $spid 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$dir"' EXIT
 sleep 2
-"$clients" bench sfu-load --url http://127.0.0.1:18080 --api-secret "$secret" \
+"${run_clients[@]}" "$clients" bench sfu-load --url http://$host:18080 --api-secret "$secret" \
   --participants 10 --rooms 8 --max-rooms 8 --step-seconds 25 --out "$dir/report.json" \
   >"$dir/bench.log" 2>&1 &
 bpid=$!
 sample() {
   local pkts cpu
-  pkts=$(curl -s http://127.0.0.1:18080/metrics | awk '/^huddle_sfu_packets_out_total /{print $2}')
+  pkts=$(curl -s http://$host:18080/metrics | awk '/^huddle_sfu_packets_out_total /{print $2}')
   cpu=$(awk '{print $14 + $15}' "/proc/$spid/stat")
   echo "$pkts $cpu"
 }

@@ -100,10 +100,15 @@ fn rtc_err(e: impl std::fmt::Display) -> BenchError {
 }
 
 impl Peer {
-    /// Binds a loopback socket and makes the first offer: send-only audio, and video when
-    /// `video` (RFC 8829 §5.2: the client offers first, as huddle's protocol asks).
-    pub fn offer(id: u32, video: bool) -> Result<(Self, String, SdpPendingOffer)> {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// Binds a socket on `local` (the address this host reaches the server from) and
+    /// makes the first offer: send-only audio, and video when `video` (RFC 8829 §5.2:
+    /// the client offers first, as huddle's protocol asks).
+    pub fn offer(
+        id: u32,
+        video: bool,
+        local: std::net::IpAddr,
+    ) -> Result<(Self, String, SdpPendingOffer)> {
+        let socket = std::net::UdpSocket::bind((local, 0))?;
         socket.set_nonblocking(true)?;
         let local = socket.local_addr()?;
         let mut rtc = Rtc::builder()

@@ -38,6 +38,32 @@ pub struct Participant {
     pub shard: tokio::runtime::Handle,
 }
 
+/// The address of this host that traffic to the server at `base` (`http://host:port`)
+/// leaves from: 127.0.0.1 for a server on loopback, the namespace's own address when the
+/// clients run in a network namespace of their own. Connecting a UDP socket sends
+/// nothing; it only picks the route.
+fn local_ip_toward(base: &str) -> Result<std::net::IpAddr> {
+    use std::net::ToSocketAddrs;
+    let authority = base
+        .split_once("://")
+        .map_or(base, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let server = authority
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| BenchError::Protocol(format!("no address for {base}")))?;
+    let unspecified: std::net::IpAddr = if server.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let probe = std::net::UdpSocket::bind((unspecified, 0))?;
+    probe.connect(server)?;
+    Ok(probe.local_addr()?.ip())
+}
+
 async fn token(
     http: &reqwest::Client,
     target: &Target,
@@ -110,7 +136,8 @@ pub async fn connect(
         "media_joined",
     )
     .await?;
-    let (mut peer, offer, pending) = Peer::offer(p.id, p.spec.video.is_some())?;
+    let (mut peer, offer, pending) =
+        Peer::offer(p.id, p.spec.video.is_some(), local_ip_toward(&target.base)?)?;
     let answer = request(
         &mut ws,
         json!({"type":"media_offer","id":"mo","sdp":offer}),
