@@ -401,6 +401,15 @@ impl Peer {
                 .any(|t| matches!(t.state, OutState::ToOpen | OutState::ToStop(_)))
     }
 
+    /// The video tracks it receives whose m-lines are open.
+    pub fn open_video_tracks(&self) -> Vec<TrackId> {
+        self.tracks_out
+            .iter()
+            .filter(|t| t.kind.is_video() && matches!(t.state, OutState::Open(_)))
+            .map(|t| t.track)
+            .collect()
+    }
+
     /// Records a published track arriving on `mid`.
     pub fn add_in(&mut self, mid: Mid, track: TrackId) {
         self.tracks_in.push(TrackIn { mid, track });

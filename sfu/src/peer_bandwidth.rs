@@ -189,15 +189,10 @@ impl Peer {
             }
             // The best layer the request allows: what the estimator should find room for.
             let max = quality.max_index(infos.len());
-            let best = infos[..=max.min(infos.len().saturating_sub(1))]
-                .iter()
-                .rev()
-                .find(|l| l.active)
-                .map_or(0, |l| l.bitrate_bps);
-            wanted = wanted.saturating_add(best);
             let top = infos[..=max.min(infos.len().saturating_sub(1))]
                 .iter()
                 .rposition(|l| l.active);
+            wanted = wanted.saturating_add(top.map_or(0, |t| infos[t].bitrate_bps));
             let current = selector.current().filter(|_| !selector.paused());
             let step = match (current, top) {
                 (Some(c), Some(t)) if c < t => {

@@ -50,14 +50,19 @@ impl Driver {
                 sdp,
                 reply,
             } => {
-                let res = match self.peers.get_mut(&participant) {
-                    Some(p) => p.accept_answer(offer_id, &sdp),
-                    None => Err(RouterError::UnknownParticipant(participant.clone()).into()),
+                let (res, connected) = match self.peers.get_mut(&participant) {
+                    Some(p) => (p.accept_answer(offer_id, &sdp), p.connected),
+                    None => (
+                        Err(RouterError::UnknownParticipant(participant.clone()).into()),
+                        false,
+                    ),
                 };
                 let res = res.map(|opened| {
                     // A new subscriber of a video track needs a keyframe to start (of a
-                    // simulcast track: of the layer the allocation picks for it).
-                    for track in opened {
+                    // simulcast track: of the layer the allocation picks for it). Not
+                    // connected yet: asked for when it connects (nothing is forwarded
+                    // before, and the throttle would refuse a second request then).
+                    for track in opened.into_iter().filter(|_| connected) {
                         if self.router.layers(track).is_empty() {
                             self.request_keyframe(track, None, now);
                         }

@@ -128,7 +128,10 @@ impl Driver {
         let mut needs_keyframe = false;
         for sub in subscribers.drain(..) {
             let allowed = self.router.video_forwarded(&sub, track);
-            let Some(peer) = self.peers.get_mut(&sub) else {
+            // Nothing is written for a subscriber before its session is up: str0m
+            // would queue it and send it all at once when DTLS completes, a burst of
+            // stale media its jitter buffer then has to drain.
+            let Some(peer) = self.peers.get_mut(&sub).filter(|p| p.connected) else {
                 continue;
             };
             let result = peer.forward(track, layer, &data, allowed);

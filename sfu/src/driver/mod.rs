@@ -478,8 +478,17 @@ impl Driver {
     fn handle_peer_event(&mut self, id: &ParticipantId, ev: Event, now: Instant) {
         match ev {
             Event::Connected => {
+                let mut video = Vec::new();
                 if let Some(p) = self.peers.get_mut(id) {
                     p.connected = true;
+                    video = p.open_video_tracks();
+                }
+                // Media is forwarded from now on; unlayered video starts at a keyframe
+                // (simulcast tracks get theirs from the next allocation).
+                for track in video {
+                    if self.router.layers(track).is_empty() {
+                        self.request_keyframe(track, None, now);
+                    }
                 }
                 info!(participant = %id, "media connected");
                 self.events.send(SfuEvent::Connected {
