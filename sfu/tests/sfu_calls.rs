@@ -105,6 +105,44 @@ async fn three_participants_each_receive_both_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_whose_session_comes_up_late_gets_live_media_not_a_backlog() {
+    let mut call = Call::start().await;
+    call.join("room", "pub", VideoCodec::H264).await;
+    // The second participant's m-lines are negotiated over signalling at once; its ICE
+    // checks are lost for a second, so its session comes up that much later.
+    call.silent_for = Duration::from_millis(1000);
+    call.join("room", "late", VideoCodec::H264).await;
+    call.silent_for = Duration::ZERO;
+    assert!(
+        eventually(WAIT, || {
+            call.client("late").frames_from("pub", TrackKind::Audio) >= 50
+                && call.client("late").frames_from("pub", TrackKind::Video) >= 5
+        })
+        .await
+    );
+    // Media written for it before its session was up would have been queued and sent
+    // in one burst when it connected: audio a second old.
+    let seen = call.client("late").seen.lock().unwrap();
+    let worst = seen
+        .audio_latency
+        .iter()
+        .max()
+        .copied()
+        .expect("audio frames");
+    assert!(
+        worst < Duration::from_millis(200),
+        "worst write-to-receive {worst:?} over {} frames",
+        seen.audio_latency.len()
+    );
+    // Its video starts from a keyframe asked for when it connected.
+    assert!(
+        seen.video_log.iter().any(|f| f.keyframe),
+        "{:?}",
+        seen.video_log
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaving_stops_media_and_frees_state() {
     let mut call = Call::start().await;
     for n in ["alice", "bob", "carol"] {

@@ -141,6 +141,9 @@ pub struct Call {
     pub sent_at: SentAt,
     /// The SFU's answer to each participant's first offer.
     pub answers: HashMap<String, String>,
+    /// Clients joined from now on send no datagram for this long (their ICE checks
+    /// are lost, so their session comes up late; signalling is not held up).
+    pub silent_for: Duration,
 }
 
 /// Send instants of audio frames by (publisher, frame number).
@@ -174,6 +177,7 @@ impl Call {
             lose_next_offer: lose,
             sent_at: Arc::default(),
             answers: HashMap::new(),
+            silent_for: Duration::ZERO,
         }
     }
 
@@ -261,6 +265,7 @@ impl Call {
             client.loss_permille.clone(),
             client.remb_bps.clone(),
             self.sent_at.clone(),
+            Instant::now() + self.silent_for,
         ));
         self.clients.insert(name.into(), client);
     }
@@ -362,6 +367,7 @@ async fn run_client(
     loss: Arc<AtomicU64>,
     remb_bps: Arc<AtomicU64>,
     sent_at: SentAt,
+    silent_until: Instant,
 ) {
     let local = socket.local_addr().unwrap();
     let mut buf = vec![0u8; 2048];
@@ -378,7 +384,9 @@ async fn run_client(
             match rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break t,
                 Ok(Output::Transmit(t)) => {
-                    let _ = socket.send_to(&t.contents, t.destination).await;
+                    if Instant::now() >= silent_until {
+                        let _ = socket.send_to(&t.contents, t.destination).await;
+                    }
                 }
                 Ok(Output::Event(e)) => on_event(&name, &mut rtc, e, &seen, &sent_at),
                 Err(e) => panic!("{name}: poll_output: {e}"),
