@@ -73,6 +73,17 @@ const layersSent = (page) => page.evaluate(async () => {
   });
   return rids.sort();
 });
+// What the page's camera sends per simulcast layer: width and why the encoder holds
+// back, if it does (`qualityLimitationReason`: cpu, bandwidth, none).
+const layerWidths = (page) => page.evaluate(async () => {
+  const out = {};
+  (await window.huddleMedia.pc.getStats()).forEach((s) => {
+    if (s.type === 'outbound-rtp' && s.kind === 'video') {
+      out[s.rid || '-'] = { width: s.frameWidth || 0, limited: s.qualityLimitationReason || '' };
+    }
+  });
+  return out;
+});
 const report = {};
 try {
   const open = async (name) => {
@@ -110,7 +121,19 @@ try {
         await new Promise((r) => setTimeout(r, 250));
       }
       const tile = await page.evaluate(() => getComputedStyle(document.querySelector('#grid')).getPropertyValue('--tile-width'));
-      throw new Error(`${what}: frame width ${w}, tile ${tile}`);
+      const sent = JSON.stringify(await layerWidths(alice));
+      // What the receiving page's decoder did, for whoever reads a failure.
+      const got = JSON.stringify(await page.evaluate(async () => {
+        const out = [];
+        (await window.huddleMedia.pc.getStats()).forEach((s) => {
+          if (s.type === 'inbound-rtp' && s.kind === 'video') {
+            const { framesReceived, framesDecoded, keyFramesDecoded, framesDropped, pliCount, firCount, nackCount, frameWidth } = s;
+            out.push({ framesReceived, framesDecoded, keyFramesDecoded, framesDropped, pliCount, firCount, nackCount, frameWidth });
+          }
+        });
+        return out;
+      }));
+      throw new Error(`${what}: frame width ${w}, tile ${tile}, Alice sends ${sent}, received ${got}`);
     };
     await widthIs(bob, 'larger', 'medium tiles');
     report.two.bob.width_before = await width(bob);

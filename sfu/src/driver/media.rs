@@ -177,6 +177,7 @@ impl Driver {
         };
         if !allowed {
             self.metrics.keyframe_requests_throttled.inc();
+            trace!(%track, ?layer, "keyframe request throttled");
             return;
         }
         let Some(publisher) = self.router.track(track).map(|t| t.publisher.clone()) else {
@@ -187,6 +188,7 @@ impl Driver {
             return;
         };
         if peer.request_keyframe(track, rid.as_deref()) {
+            debug!(%track, ?layer, "keyframe requested from the publisher");
             self.metrics.keyframe_requests_sent.inc();
             self.mark_dirty(&publisher);
         }

@@ -536,6 +536,7 @@ impl Driver {
                 if let Some(track) = p.track_out(req.mid) {
                     // A simulcast subscriber lost pictures of the layer it receives.
                     let layer = p.current_layer(track);
+                    debug!(subscriber = %id, %track, ?layer, kind = ?req.kind, "keyframe request from subscriber");
                     if layer.is_some() || self.router.layers(track).is_empty() {
                         self.request_keyframe(track, layer, now);
                     }
