@@ -452,7 +452,8 @@ impl Peer {
     }
 
     /// Writes a frame of `track` (of simulcast `layer`, if layered) to this subscriber
-    /// if its m-line is open and, for simulcast, the layer is the one chosen for it.
+    /// if its session is connected, its m-line is open and, for simulcast, the layer is
+    /// the one chosen for it.
     /// `allowed` false holds the track back ("last N"); once allowed again it resumes
     /// at a keyframe. str0m packetizes it with this session's SSRC, sequence numbers
     /// and payload type, and keeps it for NACK retransmission (RFC 4585 §6.2.1).
@@ -463,6 +464,12 @@ impl Peer {
         data: &MediaData,
         allowed: bool,
     ) -> Result<Forwarded, str0m::RtcError> {
+        // Nothing is written before the session is up: str0m would queue it and send
+        // it all at once when DTLS completes, a burst of stale media the subscriber's
+        // jitter buffer then has to drain.
+        if !self.connected {
+            return Ok(Forwarded::No);
+        }
         let Some(out) = self
             .tracks_out
             .iter_mut()

@@ -58,14 +58,11 @@ impl Driver {
                     ),
                 };
                 let res = res.map(|opened| {
-                    // A new subscriber of a video track needs a keyframe to start (of a
-                    // simulcast track: of the layer the allocation picks for it). Not
-                    // connected yet: asked for when it connects (nothing is forwarded
-                    // before, and the throttle would refuse a second request then).
-                    for track in opened.into_iter().filter(|_| connected) {
-                        if self.router.layers(track).is_empty() {
-                            self.request_keyframe(track, None, now);
-                        }
+                    // Not connected yet: asked for when it connects (nothing is
+                    // forwarded before, and the throttle would refuse a second request
+                    // then).
+                    if connected {
+                        self.request_start_keyframes(opened, now);
                     }
                 });
                 let _ = reply.send(res);

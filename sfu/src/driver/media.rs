@@ -128,10 +128,7 @@ impl Driver {
         let mut needs_keyframe = false;
         for sub in subscribers.drain(..) {
             let allowed = self.router.video_forwarded(&sub, track);
-            // Nothing is written for a subscriber before its session is up: str0m
-            // would queue it and send it all at once when DTLS completes, a burst of
-            // stale media its jitter buffer then has to drain.
-            let Some(peer) = self.peers.get_mut(&sub).filter(|p| p.connected) else {
+            let Some(peer) = self.peers.get_mut(&sub) else {
                 continue;
             };
             let result = peer.forward(track, layer, &data, allowed);
@@ -164,6 +161,17 @@ impl Driver {
         self.scratch_subscribers = subscribers;
         if needs_keyframe {
             self.request_keyframe(track, layer, now);
+        }
+    }
+
+    /// Video tracks that start flowing to a subscriber (newly subscribed, or its session
+    /// just came up) need a keyframe to start from: asked for unlayered ones here;
+    /// simulcast ones get theirs from the allocation, of the layer it picks.
+    pub(super) fn request_start_keyframes(&mut self, tracks: Vec<TrackId>, now: Instant) {
+        for track in tracks {
+            if self.router.layers(track).is_empty() {
+                self.request_keyframe(track, None, now);
+            }
         }
     }
 

@@ -483,13 +483,8 @@ impl Driver {
                     p.connected = true;
                     video = p.open_video_tracks();
                 }
-                // Media is forwarded from now on; unlayered video starts at a keyframe
-                // (simulcast tracks get theirs from the next allocation).
-                for track in video {
-                    if self.router.layers(track).is_empty() {
-                        self.request_keyframe(track, None, now);
-                    }
-                }
+                // Media is forwarded from now on.
+                self.request_start_keyframes(video, now);
                 info!(participant = %id, "media connected");
                 self.events.send(SfuEvent::Connected {
                     participant: id.clone(),
