@@ -53,17 +53,8 @@ async fn join(server: &Server, identity: &str) -> Person {
     let (mut session, mut events) = MediaSession::start(&client, opts)
         .await
         .expect("media over the relay");
-    let mut mic = session.take_audio().expect("audio is published");
-    let speech = speech_like(4.0, 48_000, 12_000, identity.len() as u64);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        for frame in speech.chunks_exact(960).cycle() {
-            tick.tick().await;
-            if mic.send(frame).await.is_err() {
-                break;
-            }
-        }
-    });
+    let mic = session.take_audio().expect("audio is published");
+    tokio::spawn(mic.send_looped(speech_like(4.0, 48_000, 12_000, identity.len() as u64)));
     let heard = Arc::new(AtomicU64::new(0));
     let counter = heard.clone();
     tokio::spawn(async move {

@@ -40,17 +40,8 @@ async fn main() -> anyhow::Result<()> {
     println!("in the call as {}", session.sid());
 
     // The microphone: 20 ms frames of a speech-like signal, in real time.
-    let mut mic = session.take_audio().expect("audio is published");
-    let speech = speech_like(10.0, 48_000, 12_000, 1);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        for frame in speech.chunks_exact(960).cycle() {
-            tick.tick().await;
-            if mic.send(frame).await.is_err() {
-                break;
-            }
-        }
-    });
+    let mic = session.take_audio().expect("audio is published");
+    tokio::spawn(mic.send_looped(speech_like(10.0, 48_000, 12_000, 1)));
     // The camera: a moving pattern at 15 fps.
     let mut camera = session.take_video().expect("video is published");
     tokio::spawn(async move {

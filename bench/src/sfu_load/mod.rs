@@ -159,6 +159,8 @@ struct Run<'a> {
     http: reqwest::Client,
     run_id: String,
     epoch: Instant,
+    /// Where the participants' media sockets bind.
+    local_ip: std::net::IpAddr,
     shards: Shards,
     cancel: CancellationToken,
     signals: Arc<SignalStats>,
@@ -189,6 +191,7 @@ impl Run<'_> {
                         epoch: self.epoch,
                         stats: stats.clone(),
                         shard: self.shards.next(),
+                        local_ip: self.local_ip,
                     },
                     Member { id, room, stats },
                 ));
@@ -423,11 +426,11 @@ pub async fn run(target: &Target, opts: &Options, progress: impl Fn(&str)) -> Re
         target,
         opts,
         http: reqwest::Client::new(),
-        run_id: format!(
-            "{:x}",
-            std::process::id() as u128 ^ epoch.elapsed().as_nanos()
-        ),
+        // Unique per run, so two runs against one server never share rooms or
+        // identities (as in chat-load).
+        run_id: format!("{:016x}", crate::server::rand_u64()),
         epoch,
+        local_ip: signalling::local_ip_toward(&target.base)?,
         shards: Shards::start(opts.client_threads)?,
         cancel: CancellationToken::new(),
         signals: Arc::default(),

@@ -36,13 +36,15 @@ pub struct Participant {
     pub epoch: Instant,
     pub stats: Arc<PeerStats>,
     pub shard: tokio::runtime::Handle,
+    /// The address its media socket binds ([`local_ip_toward`] the server).
+    pub local_ip: std::net::IpAddr,
 }
 
 /// The address of this host that traffic to the server at `base` (`http://host:port`)
 /// leaves from: 127.0.0.1 for a server on loopback, the namespace's own address when the
 /// clients run in a network namespace of their own. Connecting a UDP socket sends
 /// nothing; it only picks the route.
-fn local_ip_toward(base: &str) -> Result<std::net::IpAddr> {
+pub fn local_ip_toward(base: &str) -> Result<std::net::IpAddr> {
     use std::net::ToSocketAddrs;
     let authority = base
         .split_once("://")
@@ -136,8 +138,7 @@ pub async fn connect(
         "media_joined",
     )
     .await?;
-    let (mut peer, offer, pending) =
-        Peer::offer(p.id, p.spec.video.is_some(), local_ip_toward(&target.base)?)?;
+    let (mut peer, offer, pending) = Peer::offer(p.id, p.spec.video.is_some(), p.local_ip)?;
     let answer = request(
         &mut ws,
         json!({"type":"media_offer","id":"mo","sdp":offer}),

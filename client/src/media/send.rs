@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use huddle_media::codec::h264::{H264Encoder, H264EncoderConfig};
 use huddle_media::codec::i420::I420Frame;
-use huddle_media::codec::opus::{OpusEncoder, OpusEncoderConfig};
+use huddle_media::codec::opus::{OpusEncoder, OpusEncoderConfig, SAMPLE_RATE};
 use huddle_media::rtp::PayloadPacket;
 use huddle_media::rtp::audio_level::AudioLevel;
 use huddle_media::rtp::h264::H264Packetizer;
@@ -141,6 +141,28 @@ impl AudioSender {
 
     pub fn stats(&self) -> SendStats {
         self.out.stats
+    }
+
+    /// Sends `pcm` (interleaved, 48 kHz) over and over, one frame per frame duration
+    /// on a real-time clock, like a microphone playing a recording in a loop. Returns
+    /// the error that ended it (the session closed), or at once if `pcm` is shorter
+    /// than one frame.
+    pub async fn send_looped(mut self, pcm: Vec<i16>) -> MediaError {
+        let frame = self.frame_samples();
+        let per_channel = self.encoder.config().frame.samples() as u64;
+        let mut tick = tokio::time::interval(Duration::from_micros(
+            per_channel * 1_000_000 / u64::from(SAMPLE_RATE),
+        ));
+        for chunk in pcm.chunks_exact(frame).cycle() {
+            tick.tick().await;
+            if let Err(e) = self.send(chunk).await {
+                return e;
+            }
+        }
+        MediaError::Codec(format!(
+            "{} samples: less than one frame ({frame})",
+            pcm.len()
+        ))
     }
 }
 
