@@ -318,6 +318,26 @@ async fn four_participants_and_one_leaves() {
         assert_eq!(p["tracks_published"], 2, "{p}");
         assert_eq!(p["tracks_subscribed"], 6, "{p}");
         assert!(p["packets_out"].as_u64().unwrap_or(0) > 100, "{p}");
+        // Per track: the camera's picture size as its keyframes' SPS declares it (the
+        // 160x120 the decoders saw above), and each received track unlayered.
+        let published = p["published"].as_array().expect("published");
+        let video = published
+            .iter()
+            .find(|t| t["kind"] == "video")
+            .expect("video");
+        assert_eq!(
+            video["size"],
+            serde_json::json!({"width": 160, "height": 120}),
+            "{p}"
+        );
+        assert!(video["bitrate_bps"].as_u64().unwrap_or(0) > 0, "{p}");
+        assert_eq!(video["layers"], serde_json::json!([]), "{p}");
+        let subscribed = p["subscribed"].as_array().expect("subscribed");
+        assert_eq!(subscribed.len(), 6, "{p}");
+        for t in subscribed {
+            assert_eq!(t["layer"], serde_json::Value::Null, "{t}");
+            assert_eq!(t["paused"], false, "{t}");
+        }
         assert!(
             p["identity"].as_str().is_some_and(|i| i.starts_with('q')),
             "{p}"

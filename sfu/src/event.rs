@@ -10,6 +10,8 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
 use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind};
+use crate::picture::Size;
+use crate::simulcast::Quality;
 
 /// Why a video track is paused for one subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +194,59 @@ pub struct ParticipantStats {
     pub tracks_published: usize,
     /// Tracks it receives (negotiated).
     pub tracks_subscribed: usize,
+    /// What each track it publishes carries.
+    pub published: Vec<PublishedTrackStats>,
+    /// What it is sent of each track it receives (negotiated).
+    pub subscribed: Vec<SubscribedTrackStats>,
+}
+
+/// A track as its publisher sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedTrackStats {
+    /// The track.
+    pub track: TrackId,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// Measured bitrate of an unlayered track (0 for a simulcast one: see `layers`).
+    pub bitrate_bps: u64,
+    /// Picture size of its latest keyframe (unlayered video).
+    pub size: Option<Size>,
+    /// Its simulcast layers, low to high; empty when unlayered.
+    pub layers: Vec<LayerStats>,
+}
+
+/// One simulcast layer as the publisher sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerStats {
+    /// Its rid.
+    pub rid: String,
+    /// Measured bitrate.
+    pub bitrate_bps: u64,
+    /// Whether the publisher is sending it (frames within the last second or so).
+    pub active: bool,
+    /// Picture size of its latest keyframe, read from the bitstream (VP8 frame header,
+    /// H.264 SPS): what the encoder really sends, whatever scaling was asked for.
+    pub size: Option<Size>,
+}
+
+/// A track as one subscriber receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribedTrackStats {
+    /// The track.
+    pub track: TrackId,
+    /// Who publishes it.
+    pub publisher: ParticipantId,
+    /// The best quality the subscriber asked for.
+    pub max_quality: Quality,
+    /// Simulcast: the rid of the layer being forwarded (`None` before the first
+    /// keyframe, while paused, or when unlayered).
+    pub layer: Option<String>,
+    /// Simulcast: the rid of the layer a switch waits for a keyframe of.
+    pub pending_layer: Option<String>,
+    /// Paused because not even its lowest layer fits the subscriber's bandwidth.
+    pub paused: bool,
+    /// Held back by "last N".
+    pub held: bool,
 }
 
 /// The stream of [`SfuEvent`]s; one consumer (the signalling layer).

@@ -106,13 +106,17 @@ pub mod ids;
 pub mod keyframe;
 pub mod metrics;
 mod peer;
+pub mod picture;
 pub mod router;
 pub mod simulcast;
 pub mod speaker;
 
 pub use config::{BandwidthConfig, DEFAULT_PORT, RouterConfig, SfuConfig, SpeakerConfig};
 pub use error::{RouterError, SfuError};
-pub use event::{LeaveReason, ParticipantStats, PauseReason, SfuEvent, SfuEvents};
+pub use event::{
+    LayerStats, LeaveReason, ParticipantStats, PauseReason, PublishedTrackStats, SfuEvent,
+    SfuEvents, SubscribedTrackStats,
+};
 pub use handle::{Sfu, SfuHandle};
 pub use ids::{ParticipantId, RoomId, TrackId, TrackKind};
 pub use metrics::SfuMetrics;

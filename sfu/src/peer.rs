@@ -10,8 +10,9 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
 
 use crate::error::SfuError;
-use crate::event::ParticipantStats;
+use crate::event::{LayerStats, ParticipantStats, PublishedTrackStats, SubscribedTrackStats};
 use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind};
+use crate::router::Router;
 use crate::simulcast::{FrameAction, LayerSelector, Quality, TimestampRewriter};
 
 #[path = "peer_bandwidth.rs"]
@@ -131,6 +132,8 @@ pub(crate) struct PeerCounters {
     pub bytes_out: u64,
     /// `packets_out` at the previous stats tick, for the rate.
     pub packets_out_at_tick: u64,
+    /// Datagrams sent per second over the last stats interval.
+    pub packets_out_rate: f64,
     /// Frames received from it.
     pub frames_in: u64,
     /// Frames forwarded to it.
@@ -194,6 +197,9 @@ pub(crate) struct Peer {
     pending: Option<PendingOffer>,
     /// A client offer has been accepted: the session exists, we may offer.
     has_session: bool,
+    /// Something [`Peer::wants_negotiation`] looks at changed since it last said no
+    /// (it is asked after every pump; most of the time nothing changed).
+    negotiation_check: bool,
     /// Counters.
     pub counters: PeerCounters,
     /// Estimate, desired bitrate and budget.
@@ -218,6 +224,7 @@ impl Peer {
             tracks_out: Vec::new(),
             pending: None,
             has_session: false,
+            negotiation_check: false,
             counters: PeerCounters::default(),
             bandwidth: PeerBandwidth::default(),
             hold_changes: Vec::new(),
@@ -239,6 +246,7 @@ impl Peer {
             self.rollback();
         }
         self.has_session = true;
+        self.negotiation_check = true;
         Ok(answer.to_sdp_string())
     }
 
@@ -255,6 +263,7 @@ impl Peer {
         let Some(pending) = self.pending.take() else {
             return Err(SfuError::StaleAnswer(offer_id));
         };
+        self.negotiation_check = true;
         if let Err(e) = self.rtc.sdp_api().accept_answer(pending.offer, answer) {
             self.rollback();
             return Err(SfuError::Negotiation(e.to_string()));
@@ -289,6 +298,7 @@ impl Peer {
 
     /// Undoes the in-flight states of a dropped offer.
     fn rollback(&mut self) {
+        self.negotiation_check = true;
         self.tracks_out.retain_mut(|t| match t.state {
             OutState::Negotiating(_) if t.unwanted => false,
             OutState::Negotiating(_) => {
@@ -354,6 +364,7 @@ impl Peer {
         if self.tracks_out.iter().any(|t| t.track == track) {
             return;
         }
+        self.negotiation_check = true;
         self.tracks_out.push(TrackOut {
             track,
             kind,
@@ -372,6 +383,7 @@ impl Peer {
 
     /// Stops sending `track`; its m-line is stopped by the next offer.
     pub fn remove_out(&mut self, track: TrackId) {
+        self.negotiation_check = true;
         self.tracks_out.retain_mut(|t| {
             if t.track != track {
                 return true;
@@ -389,6 +401,17 @@ impl Peer {
                 OutState::ToStop(_) | OutState::Stopping(_) => true,
             }
         });
+    }
+
+    /// [`Peer::wants_negotiation`], answered without looking when nothing it depends on
+    /// changed since it was last false.
+    pub fn may_want_negotiation(&mut self) -> bool {
+        if !self.negotiation_check {
+            return false;
+        }
+        let wants = self.wants_negotiation();
+        self.negotiation_check = wants;
+        wants
     }
 
     /// Whether an offer would change anything.
@@ -582,17 +605,64 @@ impl Peer {
         ok
     }
 
-    /// A stats snapshot; `interval` is the time since the previous tick for the rate.
-    pub fn stats(&mut self, interval: std::time::Duration) -> ParticipantStats {
-        let remb_bps = self.remb(Instant::now());
-        let c = &mut self.counters;
-        let secs = interval.as_secs_f64();
-        let rate = if secs > 0.0 {
-            (c.packets_out - c.packets_out_at_tick) as f64 / secs
-        } else {
-            0.0
+    /// A stats snapshot; `interval` is the time since the previous stats tick, for the
+    /// packet rate (`None`: a snapshot between ticks).
+    pub fn stats(
+        &mut self,
+        interval: Option<std::time::Duration>,
+        router: &Router,
+    ) -> ParticipantStats {
+        let now = Instant::now();
+        let remb_bps = self.remb(now);
+        let published = self
+            .tracks_in
+            .iter()
+            .filter_map(|t| {
+                let kind = router.track(t.track)?.kind;
+                let layers = router
+                    .layers(t.track)
+                    .iter()
+                    .map(|l| LayerStats {
+                        rid: l.rid.to_string(),
+                        bitrate_bps: l.bitrate_bps(),
+                        active: l.active(now),
+                        size: l.size,
+                    })
+                    .collect();
+                Some(PublishedTrackStats {
+                    track: t.track,
+                    kind,
+                    bitrate_bps: router.track_bitrate(t.track),
+                    size: router.keyframe_size(t.track, None),
+                    layers,
+                })
+            })
+            .collect();
+        let rid = |track: TrackId, layer: Option<usize>| {
+            layer.and_then(|i| router.layers(track).get(i).map(|l| l.rid.to_string()))
         };
-        c.packets_out_at_tick = c.packets_out;
+        let subscribed = self
+            .tracks_out
+            .iter()
+            .filter(|t| matches!(t.state, OutState::Open(_)))
+            .map(|t| SubscribedTrackStats {
+                track: t.track,
+                publisher: t.publisher.clone(),
+                max_quality: t.max_quality,
+                layer: rid(t.track, t.selector.as_ref().and_then(|s| s.current())),
+                pending_layer: rid(t.track, t.selector.as_ref().and_then(|s| s.pending())),
+                paused: t.selector.as_ref().is_some_and(|s| s.paused()),
+                held: t.paused,
+            })
+            .collect();
+        let c = &mut self.counters;
+        // A snapshot between ticks (no interval) reports the last tick's rate and
+        // leaves the tick's base alone.
+        if let Some(secs) = interval.map(|i| i.as_secs_f64()).filter(|s| *s > 0.0) {
+            c.packets_out_rate = (c.packets_out - c.packets_out_at_tick) as f64 / secs;
+            c.packets_out_at_tick = c.packets_out;
+        }
+        let rate = c.packets_out_rate;
         ParticipantStats {
             participant: self.id.clone(),
             room: self.room.clone(),
@@ -624,6 +694,8 @@ impl Peer {
                 .iter()
                 .filter(|t| matches!(t.state, OutState::Open(_)))
                 .count(),
+            published,
+            subscribed,
         }
     }
 }

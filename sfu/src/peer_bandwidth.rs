@@ -178,8 +178,15 @@ impl Peer {
                     config.pause_hold
                 },
             };
+            let target_before = selector.target();
             if let Some(layer) = selector.update(*down, *up, current_active, holds, now) {
                 keyframes.push((out.track, layer));
+            }
+            if selector.target() != target_before {
+                let rates: Vec<u64> = infos.iter().map(|l| l.bitrate_bps).collect();
+                tracing::debug!(subscriber = %self.id, track = %out.track,
+                    from = ?target_before, to = ?selector.target(), ?quality, budget,
+                    estimate = ?self.bandwidth.estimate, ?rates, "simulcast target changed");
             }
             // Reported from here, one allocation interval at most after a resume's
             // keyframe.

@@ -8,6 +8,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, MediaKind};
 
 use super::*;
+use crate::config::RouterConfig;
 
 fn sfu_peer(now: Instant) -> Peer {
     let rtc = Rtc::builder().set_ice_lite(true).build(now);
@@ -36,25 +37,37 @@ fn client_answers(client: &mut Rtc, offer: &str) -> String {
         .to_sdp_string()
 }
 
+/// Whether the peer wants to offer, asked both ways: the shortcut the driver uses after
+/// every pump must agree with the full check at every step.
+fn wants(peer: &mut Peer) -> bool {
+    let full = peer.wants_negotiation();
+    assert_eq!(peer.may_want_negotiation(), full, "shortcut disagrees");
+    full
+}
+
 #[test]
 fn sfu_offers_only_after_the_client_session_exists() {
     let now = Instant::now();
     let mut peer = sfu_peer(now);
     peer.add_out(TrackId(1), TrackKind::Audio, ParticipantId::from("x"));
-    assert!(!peer.wants_negotiation());
+    assert!(!wants(&mut peer));
     assert!(peer.negotiate(1, now).is_none());
 
     let mut client = Rtc::new(now);
     let (offer, pending) = client_offer(&mut client, MediaKind::Audio);
     let answer = peer.accept_offer(&offer).unwrap();
     client_accepts_answer(&mut client, pending, &answer);
-    assert!(peer.wants_negotiation());
+    assert!(wants(&mut peer));
     let sdp = peer.negotiate(1, now).unwrap();
     assert!(sdp.contains("a=msid:x T1"), "{sdp}");
-    assert!(!peer.wants_negotiation(), "one offer at a time");
+    assert!(!wants(&mut peer), "one offer at a time");
     let answer = client_answers(&mut client, &sdp);
     assert!(peer.accept_answer(1, &answer).unwrap().is_empty());
-    assert_eq!(peer.stats(Duration::ZERO).tracks_subscribed, 1);
+    assert_eq!(
+        peer.stats(None, &Router::new(RouterConfig::default()))
+            .tracks_subscribed,
+        1
+    );
 }
 
 #[test]
@@ -72,7 +85,7 @@ fn client_offer_wins_glare_and_the_sfu_offers_again() {
     let answer = peer.accept_offer(&theirs).unwrap();
     client_accepts_answer(&mut client, pending, &answer);
     // Our change was rolled back and is wanted again.
-    assert!(peer.wants_negotiation());
+    assert!(wants(&mut peer));
     let again = peer.negotiate(2, now).unwrap();
     assert!(again.contains("a=msid:x T7"));
     // An answer to the rolled-back offer is refused as stale.
@@ -91,8 +104,12 @@ fn client_offer_wins_glare_and_the_sfu_offers_again() {
     let stop = peer.negotiate(3, now).unwrap();
     let answer = client_answers(&mut client, &stop);
     peer.accept_answer(3, &answer).unwrap();
-    assert!(!peer.wants_negotiation());
-    assert_eq!(peer.stats(Duration::ZERO).tracks_subscribed, 0);
+    assert!(!wants(&mut peer));
+    assert_eq!(
+        peer.stats(None, &Router::new(RouterConfig::default()))
+            .tracks_subscribed,
+        0
+    );
 }
 
 #[test]
@@ -109,11 +126,15 @@ fn unanswered_offer_is_withdrawn_and_reissued() {
         "not yet due"
     );
     assert!(peer.expire_offer(now));
-    assert!(peer.wants_negotiation());
+    assert!(wants(&mut peer));
     let sdp = peer.negotiate(2, now).unwrap();
     let answer = client_answers(&mut client, &sdp);
     peer.accept_answer(2, &answer).unwrap();
-    assert_eq!(peer.stats(Duration::ZERO).tracks_subscribed, 1);
+    assert_eq!(
+        peer.stats(None, &Router::new(RouterConfig::default()))
+            .tracks_subscribed,
+        1
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@ use crate::config::RouterConfig;
 use crate::error::RouterError;
 use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind};
 use crate::keyframe::KeyframeThrottle;
+use crate::picture::Size;
 use crate::simulcast::RateMeter;
 use crate::speaker::SpeakerDetector;
 
@@ -86,6 +87,8 @@ pub struct Track {
     meter: RateMeter,
     /// Simulcast layers from low to high; empty for an unlayered track.
     layers: Vec<Layer>,
+    /// Picture size of the unlayered stream's latest keyframe (video).
+    size: Option<Size>,
 }
 
 /// One simulcast layer of a published track (RFC 8853 rid).
@@ -98,6 +101,9 @@ pub struct Layer {
     /// Keyframe requests for this layer: a subscriber switching to it must not be
     /// held back by a request just sent for another layer.
     keyframe: KeyframeThrottle,
+    /// Picture size of its latest keyframe: what the publisher's encoder really sends
+    /// on this layer.
+    pub size: Option<Size>,
 }
 
 /// A participant in a room.
@@ -292,6 +298,7 @@ impl Router {
                 subscribers: Vec::new(),
                 keyframe: KeyframeThrottle::new(self.config.keyframe_min_interval),
                 meter: RateMeter::default(),
+                size: None,
                 layers: Vec::new(),
             },
         );

@@ -6,7 +6,20 @@ use std::time::Instant;
 use super::{Layer, MAX_LAYERS, MAX_RID_LEN, Router};
 use crate::ids::TrackId;
 use crate::keyframe::KeyframeThrottle;
+use crate::picture::Size;
 use crate::simulcast::{LayerInfo, RateMeter, order_rids};
+
+impl Layer {
+    /// Its measured bitrate.
+    pub fn bitrate_bps(&self) -> u64 {
+        self.meter.rate_bps()
+    }
+
+    /// Whether the publisher is sending it.
+    pub fn active(&self, now: Instant) -> bool {
+        self.meter.active(now)
+    }
+}
 
 impl Router {
     /// Declares the simulcast layers of a video track from the publisher's SDP
@@ -41,6 +54,7 @@ impl Router {
                 rid: accepted[i].into(),
                 meter: RateMeter::default(),
                 keyframe: KeyframeThrottle::new(self.config.keyframe_min_interval),
+                size: None,
             })
             .collect();
         t.layers.len()
@@ -77,6 +91,31 @@ impl Router {
         match layer.and_then(|i| t.layers.get_mut(i)) {
             Some(l) => l.meter.add(bytes, now),
             None => t.meter.add(bytes, now),
+        }
+    }
+
+    /// Records the picture size of a keyframe received on `track` (on `layer`, if
+    /// layered); returns the previous size when it changed.
+    pub fn record_keyframe_size(
+        &mut self,
+        track: TrackId,
+        layer: Option<usize>,
+        size: Size,
+    ) -> Option<Option<Size>> {
+        let t = self.tracks.get_mut(&track)?;
+        let slot = match layer {
+            Some(i) => &mut t.layers.get_mut(i)?.size,
+            None => &mut t.size,
+        };
+        (*slot != Some(size)).then(|| slot.replace(size))
+    }
+
+    /// Picture size of the latest keyframe of `track` (of `layer`, if layered).
+    pub fn keyframe_size(&self, track: TrackId, layer: Option<usize>) -> Option<Size> {
+        let t = self.tracks.get(&track)?;
+        match layer {
+            Some(i) => t.layers.get(i)?.size,
+            None => t.size,
         }
     }
 

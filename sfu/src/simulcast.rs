@@ -31,6 +31,15 @@ impl Quality {
         }
     }
 
+    /// Its name in `media_subscribe` and the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Low => "low",
+            Quality::Medium => "medium",
+            Quality::High => "high",
+        }
+    }
+
     /// The highest layer index allowed among `layers` layers ordered low to high.
     pub fn max_index(self, layers: usize) -> usize {
         let top = layers.saturating_sub(1);

@@ -10,7 +10,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Call, VideoCodec, VideoRx, eventually};
+use common::{Call, LAYERS, VideoCodec, VideoRx, eventually};
 use huddle_sfu::{BandwidthConfig, PauseReason, Quality, SfuConfig, TrackId, TrackKind};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -126,6 +126,48 @@ async fn subscribers_get_their_layer_and_switch_at_keyframes_without_gaps() {
     assert_switches_at_keyframes(&high);
     assert_continuous(&low);
     assert_continuous(&high);
+    // The stats show each layer's picture size (from the keyframes' SPS) and the layer
+    // each subscriber gets.
+    let stats = call.sfu.stats().await.unwrap();
+    let of = |who: &str| {
+        stats
+            .iter()
+            .find(|s| s.participant.as_str() == who)
+            .unwrap()
+    };
+    let published = &of("pub").published;
+    let video = published.iter().find(|t| t.track == track).unwrap();
+    let sizes: Vec<_> = video
+        .layers
+        .iter()
+        .map(|l| (l.rid.as_str(), l.size))
+        .collect();
+    assert_eq!(
+        sizes,
+        LAYERS
+            .iter()
+            .map(|(rid, .., size)| (*rid, Some(*size)))
+            .collect::<Vec<_>>(),
+        "{published:?}"
+    );
+    assert!(
+        video.layers.iter().all(|l| l.active && l.bitrate_bps > 0),
+        "{published:?}"
+    );
+    for (who, rid, quality) in [("low", "q", Quality::Low), ("high", "f", Quality::High)] {
+        let sub = of(who)
+            .subscribed
+            .iter()
+            .find(|t| t.track == track)
+            .unwrap();
+        assert_eq!(sub.layer.as_deref(), Some(rid), "{sub:?}");
+        assert_eq!(
+            (sub.max_quality, sub.pending_layer.as_deref()),
+            (quality, None),
+            "{sub:?}"
+        );
+        assert_eq!(sub.publisher.as_str(), "pub");
+    }
 
     // Swap the requests: each moves to the other end at a keyframe of the new layer.
     let (mark_low, mark_high) = (low.len(), high.len());

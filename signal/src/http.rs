@@ -345,6 +345,8 @@ async fn room_media(
                 "tracks_paused": p.tracks_paused,
                 "tracks_published": p.tracks_published,
                 "tracks_subscribed": p.tracks_subscribed,
+                "published": p.published.iter().map(published_json).collect::<Vec<_>>(),
+                "subscribed": p.subscribed.iter().map(subscribed_json).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -363,6 +365,44 @@ async fn room_media(
             "tracks": stats.iter().map(|p| p.tracks_published).sum::<usize>(),
         },
     })))
+}
+
+/// A picture size as `{"width","height"}`, or null.
+fn size_json(size: Option<(u16, u16)>) -> serde_json::Value {
+    size.map_or(
+        serde_json::Value::Null,
+        |(w, h)| json!({"width": w, "height": h}),
+    )
+}
+
+/// A track its publisher sends: kind, bitrate or simulcast layers, picture size.
+fn published_json(t: &huddle_sfu::PublishedTrackStats) -> serde_json::Value {
+    let kind = if t.kind.is_video() { "video" } else { "audio" };
+    json!({
+        "track": t.track.to_string(),
+        "kind": kind,
+        "bitrate_bps": t.bitrate_bps,
+        "size": size_json(t.size),
+        "layers": t.layers.iter().map(|l| json!({
+            "rid": l.rid,
+            "bitrate_bps": l.bitrate_bps,
+            "active": l.active,
+            "size": size_json(l.size),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A track as one subscriber receives it: the layer forwarded and the one awaited.
+fn subscribed_json(t: &huddle_sfu::SubscribedTrackStats) -> serde_json::Value {
+    json!({
+        "track": t.track.to_string(),
+        "publisher": t.publisher.to_string(),
+        "max_quality": t.max_quality.as_str(),
+        "layer": t.layer,
+        "pending_layer": t.pending_layer,
+        "paused": t.paused,
+        "held": t.held,
+    })
 }
 
 async fn remove_participant(

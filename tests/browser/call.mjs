@@ -103,13 +103,24 @@ try {
     // wide) ask for the medium layer of Alice's camera (half of 1280x720); a small window
     // makes small tiles and Bob's page asks for the low layer (a quarter) and gets it; the
     // window's old size brings a larger layer back.
-    const width = (page) => page.evaluate(async () => {
-      let w = 0;
-      (await window.huddleMedia.pc.getStats()).forEach((s) => {
-        if (s.type === 'inbound-rtp' && s.kind === 'video') w = s.frameWidth || 0;
+    // The receiving page's decoded width, and a trace of when it or the count of
+    // decoded keyframes changed (wall clock, to set beside the SFU's log).
+    const trace = [];
+    const width = async (page) => {
+      const s = await page.evaluate(async () => {
+        let v = null;
+        (await window.huddleMedia.pc.getStats()).forEach((s) => {
+          if (s.type === 'inbound-rtp' && s.kind === 'video') v = s;
+        });
+        return v && { w: v.frameWidth || 0, kf: v.keyFramesDecoded, fd: v.framesDecoded, kb: Math.round(v.bytesReceived / 1000), ssrc: v.ssrc };
       });
-      return w;
-    });
+      if (!s) return 0;
+      const last = trace[trace.length - 1];
+      if (!last || last.w !== s.w || last.kf !== s.kf || last.ssrc !== s.ssrc) {
+        trace.push({ at: new Date().toISOString().slice(11, 23), ...s });
+      }
+      return s.w;
+    };
     // Polls (getStats is asynchronous, which waitForFunction would take as true at once).
     const widthIs = async (page, ok, what) => {
       const start = Date.now();
@@ -133,7 +144,15 @@ try {
         });
         return out;
       }));
-      throw new Error(`${what}: frame width ${w}, tile ${tile}, Alice sends ${sent}, received ${got}`);
+      // What the SFU says it forwards to each page and what each layer carries.
+      let sfu = '';
+      try {
+        const r = await fetch(`${base}/v1/rooms/call/media`, { headers: { authorization: `Bearer ${process.env.HUDDLE_API_SECRET}` } });
+        sfu = JSON.stringify((await r.json()).participants?.map((p) => ({ who: p.identity, estimate: p.bandwidth_estimate_bps, published: p.published, subscribed: p.subscribed })));
+      } catch (e) {
+        sfu = String(e);
+      }
+      throw new Error(`${what}: frame width ${w}, tile ${tile}, Alice sends ${sent}, received ${got}, changes ${JSON.stringify(trace.slice(-12))}, SFU ${sfu}`);
     };
     await widthIs(bob, 'larger', 'medium tiles');
     report.two.bob.width_before = await width(bob);

@@ -326,6 +326,8 @@ pub fn run_browser_script(script: &str, args: &[&str], mut server: Option<&mut S
         .arg(script)
         .args(args)
         .env("HUDDLE_E2E_DIR", target.join("e2e"))
+        // For scripts that read the admin API (diagnostics of a failure).
+        .env("HUDDLE_API_SECRET", API_SECRET)
         .current_dir(browser_dir())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -100,6 +100,7 @@ impl Driver {
                     .peers
                     .get_mut(&participant)
                     .is_some_and(|p| p.set_max_quality(track, quality));
+                debug!(%participant, %track, ?quality, ok, "subscriber's quality request");
                 if ok {
                     // Applied at once rather than at the next allocation tick (to this
                     // subscriber only: a client repeating requests costs little).
@@ -122,7 +123,7 @@ impl Driver {
                 let stats = self
                     .peers
                     .values_mut()
-                    .map(|p| p.stats(std::time::Duration::ZERO))
+                    .map(|p| p.stats(None, &self.router))
                     .collect();
                 let _ = reply.send(stats);
             }
@@ -245,7 +246,7 @@ impl Driver {
     /// Makes an offer to every peer with m-line changes and none outstanding.
     pub(super) fn negotiate_all(&mut self, now: Instant) {
         for (id, peer) in &mut self.peers {
-            if !peer.wants_negotiation() {
+            if !peer.may_want_negotiation() {
                 continue;
             }
             let offer_id = self.next_offer_id;

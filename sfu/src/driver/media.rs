@@ -11,6 +11,7 @@ use super::Driver;
 use crate::event::{PauseReason, SfuEvent};
 use crate::ids::{ParticipantId, TrackId, TrackKind};
 use crate::peer::Forwarded;
+use crate::picture;
 
 impl Driver {
     /// Chooses every connected subscriber's simulcast layers from its bandwidth and
@@ -110,6 +111,11 @@ impl Driver {
                     return;
                 }
             },
+            None if layered => {
+                debug!(%track, seq = ?data.seq_range, keyframe = data.is_keyframe(),
+                    "frame without a rid on a simulcast track dropped");
+                return;
+            }
             _ => None,
         };
         self.router.record_frame(track, layer, data.data.len(), now);
@@ -119,6 +125,14 @@ impl Driver {
                 .audio_level(track, level.unsigned_abs().min(127), now);
         }
         let is_video = self.router.track(track).is_some_and(|t| t.kind.is_video());
+        let keyframe = is_video && data.is_keyframe();
+        if keyframe
+            && let Some(size) = picture::keyframe_size(data.params.spec().codec, &data.data)
+            && let Some(before) = self.router.record_keyframe_size(track, layer, size)
+        {
+            debug!(%track, ?layer, rid = ?data.rid, ?size, ?before, seq = ?data.seq_range,
+                "keyframe of a new picture size");
+        }
         if is_video && !data.contiguous {
             // A gap the NACKs could not fill: the decoder needs a new keyframe.
             self.request_keyframe(track, layer, now);
@@ -146,7 +160,9 @@ impl Driver {
                     self.metrics.frames_forwarded.inc();
                     if done == Forwarded::Switched {
                         self.metrics.layer_switches.inc();
-                        debug!(subscriber = %sub, %track, ?layer, "simulcast layer switched");
+                        let size = self.router.keyframe_size(track, layer);
+                        debug!(subscriber = %sub, %track, ?layer, rid = ?data.rid, keyframe,
+                            ?size, seq = ?data.seq_range, "simulcast layer switched");
                     }
                     if !peer.dirty {
                         peer.dirty = true;

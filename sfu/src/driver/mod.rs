@@ -37,6 +37,9 @@ const RECV_BUFFER: usize = 2048;
 
 /// Handed-off messages taken per wake before the peers are polled.
 const HANDOFF_BATCH: usize = 64;
+/// Due timeouts of one peer handled while draining it, before the rest waits for the
+/// next turn of the loop (a bound, so one peer cannot hold the shard).
+const MAX_INLINE_TIMEOUTS: usize = 32;
 
 /// The driver task's state (one per shard).
 pub(crate) struct Driver {
@@ -392,7 +395,12 @@ impl Driver {
         // Gauges are refreshed here and after commands, not per datagram: the census
         // walks every track.
         self.update_gauges();
-        let stats: Vec<_> = self.peers.values_mut().map(|p| p.stats(interval)).collect();
+        let router = &self.router;
+        let stats: Vec<_> = self
+            .peers
+            .values_mut()
+            .map(|p| p.stats(Some(interval), router))
+            .collect();
         for s in &stats {
             if let Some(e) = s.bandwidth_estimate_bps {
                 self.metrics.subscriber_estimate.observe(e as f64);
@@ -447,6 +455,7 @@ impl Driver {
             return;
         };
         peer.dirty = false;
+        let mut inline_timeouts = 0;
         loop {
             if !peer.rtc.is_alive() {
                 peer.next_timeout = now;
@@ -458,6 +467,16 @@ impl Driver {
                     peer.counters.bytes_out += t.contents.len() as u64;
                     if self.outbox.push(t) {
                         self.outbox.flush(&self.socket, &self.metrics);
+                    }
+                }
+                // str0m's pacer wants a timeout between two packets it releases, and
+                // a write needs one to be packetized: handled here, not after another
+                // turn of the event loop and a scan of every peer's timer.
+                Ok(Output::Timeout(t)) if t <= now && inline_timeouts < MAX_INLINE_TIMEOUTS => {
+                    inline_timeouts += 1;
+                    if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                        warn!(participant = %id, "timeout handling failed: {e}");
+                        peer.rtc.disconnect();
                     }
                 }
                 Ok(Output::Timeout(t)) => {
