@@ -84,6 +84,8 @@ struct TrackOut {
     held_reported: bool,
     /// Its send stream's resend cache has been set up (see [`RESEND_SHARE_CAP`]).
     resends_configured: bool,
+    /// Wallclock of the last frame written (see [`Peer::forward`]).
+    last_wallclock: Option<Instant>,
 }
 
 /// Share of a stream's bytes over the last second that resends may take before str0m
@@ -376,6 +378,7 @@ impl Peer {
             pause_reported: false,
             rewriter: TimestampRewriter::default(),
             resends_configured: false,
+            last_wallclock: None,
             paused: false,
             held_reported: false,
         });
@@ -570,7 +573,17 @@ impl Peer {
             (Some(level), voice) => writer.audio_level(level, voice.unwrap_or(false)),
             _ => writer,
         };
-        writer.write(pt, data.network_time, time, data.data.clone())?;
+        // str0m queues written frames by their wallclock until it packetizes them, so
+        // frames written while another waits are sent in wallclock order. A frame's
+        // wallclock is when its first packet arrived: a large keyframe of one simulcast
+        // layer starts arriving before a small frame of another layer that completes
+        // meanwhile, and at a switch the keyframe would overtake frames of the old
+        // layer written before it. The write order is the order to send in.
+        let wallclock = out
+            .last_wallclock
+            .map_or(data.network_time, |last| last.max(data.network_time));
+        out.last_wallclock = Some(wallclock);
+        writer.write(pt, wallclock, time, data.data.clone())?;
         self.counters.frames_forwarded += 1;
         if out.held_reported {
             // Flowing again, from a keyframe.

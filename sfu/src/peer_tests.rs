@@ -181,3 +181,117 @@ fn a_remb_caps_until_it_is_not_repeated() {
     // Not repeated for REMB_TTL: no cap any more.
     assert_eq!(peer.remb(t0 + Duration::from_secs(4) + REMB_TTL), None);
 }
+
+/// Moves datagrams between two in-memory sessions and lets simulated time pass in
+/// 1 ms steps, `steps` times; returns the client's events.
+fn exchange(sfu: &mut Rtc, client: &mut Rtc, now: &mut Instant, steps: usize) -> Vec<str0m::Event> {
+    use str0m::net::{Protocol, Receive};
+    use str0m::{Input, Output};
+    let mut client_events = Vec::new();
+    for _ in 0..steps {
+        for from_sfu in [true, false] {
+            let (src, dst) = if from_sfu {
+                (&mut *sfu, &mut *client)
+            } else {
+                (&mut *client, &mut *sfu)
+            };
+            loop {
+                match src.poll_output().unwrap() {
+                    Output::Transmit(t) => {
+                        let receive = Receive {
+                            proto: Protocol::Udp,
+                            source: t.source,
+                            destination: t.destination,
+                            contents: (&*t.contents).try_into().unwrap(),
+                        };
+                        dst.handle_input(Input::Receive(*now, receive)).unwrap();
+                    }
+                    Output::Event(e) if !from_sfu => client_events.push(e),
+                    Output::Event(_) => {}
+                    Output::Timeout(_) => break,
+                }
+            }
+        }
+        *now += Duration::from_millis(1);
+        sfu.handle_input(Input::Timeout(*now)).unwrap();
+        client.handle_input(Input::Timeout(*now)).unwrap();
+    }
+    client_events
+}
+
+#[test]
+fn frames_go_out_in_the_order_they_are_forwarded_whatever_their_arrival_times() {
+    use str0m::Candidate;
+    use str0m::format::{Codec, CodecExtra};
+    use str0m::media::{ExtensionValues, Frequency};
+    use str0m::rtp::SeqNo;
+
+    let mut now = Instant::now();
+    let addrs = (
+        "10.0.0.1:7882".parse().unwrap(),
+        "10.0.0.2:5000".parse().unwrap(),
+    );
+    let mut peer = sfu_peer(now);
+    peer.rtc
+        .add_local_candidate(Candidate::host(addrs.0, "udp").unwrap());
+    let mut client = Rtc::new(now);
+    client.add_local_candidate(Candidate::host(addrs.1, "udp").unwrap());
+    let (offer, pending) = client_offer(&mut client, MediaKind::Audio);
+    client_accepts_answer(&mut client, pending, &peer.accept_offer(&offer).unwrap());
+    let track = TrackId(5);
+    peer.add_out(track, TrackKind::Video, ParticipantId::from("x"));
+    let sdp = peer.negotiate(1, now).unwrap();
+    let answer = client_answers(&mut client, &sdp);
+    peer.accept_answer(1, &answer).unwrap();
+    let events = exchange(&mut peer.rtc, &mut client, &mut now, 200);
+    assert!(
+        events.iter().any(|e| matches!(e, str0m::Event::Connected)),
+        "ICE and DTLS came up"
+    );
+    peer.connected = true;
+
+    // Two frames forwarded one after the other, the second with an earlier arrival
+    // time (its first packet came first: a large keyframe of another layer, or a frame
+    // held back until a lost packet before it was repaired).
+    let params = *peer
+        .rtc
+        .codec_config()
+        .params()
+        .iter()
+        .find(|p| p.spec().codec == Codec::H264)
+        .unwrap();
+    let frame = |tag: u8, arrived: Duration, rtp: u64| MediaData {
+        mid: Mid::from("0"),
+        pt: params.pt(),
+        rid: None,
+        params,
+        time: MediaTime::new(rtp, Frequency::NINETY_KHZ),
+        network_time: now - arrived,
+        seq_range: SeqNo::from(1)..=SeqNo::from(1),
+        contiguous: true,
+        data: vec![0, 0, 0, 1, 0x41, tag, tag, tag].into(),
+        ext_vals: ExtensionValues::default(),
+        codec_extra: CodecExtra::None,
+        last_sender_info: None,
+        audio_start_of_talk_spurt: false,
+    };
+    let first = frame(b'A', Duration::from_millis(10), 90_000);
+    let second = frame(b'B', Duration::from_millis(30), 93_000);
+    assert_eq!(
+        peer.forward(track, None, &first, true).unwrap(),
+        Forwarded::Yes
+    );
+    assert_eq!(
+        peer.forward(track, None, &second, true).unwrap(),
+        Forwarded::Yes
+    );
+    let events = exchange(&mut peer.rtc, &mut client, &mut now, 50);
+    let order: Vec<u8> = events
+        .iter()
+        .filter_map(|e| match e {
+            str0m::Event::MediaData(d) => d.data.last().copied(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, b"AB", "frames as the client received them");
+}

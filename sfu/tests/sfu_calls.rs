@@ -270,12 +270,7 @@ async fn keyframe_requests_reach_the_publisher_throttled() {
     );
     assert!(m.keyframe_requests_throttled.get() >= 40);
     let stats = call.sfu.stats().await.unwrap();
-    let of = |who: &str| {
-        stats
-            .iter()
-            .find(|s| s.participant.as_str() == who)
-            .unwrap()
-    };
+    let of = |who: &str| common::stats_of(&stats, who);
     assert!(
         of("bob").keyframe_requests_received >= 50,
         "{:?}",

@@ -129,12 +129,7 @@ async fn subscribers_get_their_layer_and_switch_at_keyframes_without_gaps() {
     // The stats show each layer's picture size (from the keyframes' SPS) and the layer
     // each subscriber gets.
     let stats = call.sfu.stats().await.unwrap();
-    let of = |who: &str| {
-        stats
-            .iter()
-            .find(|s| s.participant.as_str() == who)
-            .unwrap()
-    };
+    let of = |who: &str| common::stats_of(&stats, who);
     let published = &of("pub").published;
     let video = published.iter().find(|t| t.track == track).unwrap();
     let sizes: Vec<_> = video
@@ -214,10 +209,7 @@ async fn subscribers_get_their_layer_and_switch_at_keyframes_without_gaps() {
     }
     let stats = call.sfu.stats().await.unwrap();
     for who in ["low", "high"] {
-        let s = stats
-            .iter()
-            .find(|s| s.participant.as_str() == who)
-            .unwrap();
+        let s = common::stats_of(&stats, who);
         assert_eq!(s.layer_switches, 2, "{s:?}");
         assert!(s.desired_bitrate_bps > 0, "{s:?}");
     }

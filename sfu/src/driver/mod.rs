@@ -37,9 +37,6 @@ const RECV_BUFFER: usize = 2048;
 
 /// Handed-off messages taken per wake before the peers are polled.
 const HANDOFF_BATCH: usize = 64;
-/// Due timeouts of one peer handled while draining it, before the rest waits for the
-/// next turn of the loop (a bound, so one peer cannot hold the shard).
-const MAX_INLINE_TIMEOUTS: usize = 32;
 
 /// The driver task's state (one per shard).
 pub(crate) struct Driver {
@@ -455,7 +452,6 @@ impl Driver {
             return;
         };
         peer.dirty = false;
-        let mut inline_timeouts = 0;
         loop {
             if !peer.rtc.is_alive() {
                 peer.next_timeout = now;
@@ -467,16 +463,6 @@ impl Driver {
                     peer.counters.bytes_out += t.contents.len() as u64;
                     if self.outbox.push(t) {
                         self.outbox.flush(&self.socket, &self.metrics);
-                    }
-                }
-                // str0m's pacer wants a timeout between two packets it releases, and
-                // a write needs one to be packetized: handled here, not after another
-                // turn of the event loop and a scan of every peer's timer.
-                Ok(Output::Timeout(t)) if t <= now && inline_timeouts < MAX_INLINE_TIMEOUTS => {
-                    inline_timeouts += 1;
-                    if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
-                        warn!(participant = %id, "timeout handling failed: {e}");
-                        peer.rtc.disconnect();
                     }
                 }
                 Ok(Output::Timeout(t)) => {

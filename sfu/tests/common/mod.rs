@@ -641,3 +641,14 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
 pub fn sfu_addr(call: &Call) -> SocketAddr {
     call.sfu.local_addr()
 }
+
+/// The stats of participant `who` among `stats` (panics if absent).
+pub fn stats_of<'a>(
+    stats: &'a [huddle_sfu::ParticipantStats],
+    who: &str,
+) -> &'a huddle_sfu::ParticipantStats {
+    stats
+        .iter()
+        .find(|s| s.participant.as_str() == who)
+        .unwrap_or_else(|| panic!("no stats of {who}: {stats:?}"))
+}
