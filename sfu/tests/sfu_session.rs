@@ -189,6 +189,51 @@ async fn nacks_from_a_lossy_subscriber_are_answered_from_the_sfu_buffer() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_publisher_is_repaired_by_the_sfu_and_subscribers_get_frames_in_order() {
+    let mut call = Call::start().await;
+    call.join("room", "alice", VideoCodec::H264).await;
+    call.join("room", "bob", VideoCodec::H264).await;
+    assert!(
+        eventually(WAIT, || call
+            .client("bob")
+            .frames_from("alice", TrackKind::Video)
+            >= 5)
+        .await
+    );
+    let first = call.client("bob").seen.lock().unwrap().video_frames["alice"].len();
+    // 5% of alice's SRTP/SRTCP datagrams toward the SFU are lost for 6 s: the SFU
+    // NACKs them and forwards the repaired frames.
+    let loss = call.client("alice").send_loss_permille.clone();
+    loss.store(50, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    loss.store(0, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let dropped = call.client("alice").seen.lock().unwrap().dropped_sent;
+    let seen = call.client("bob").seen.lock().unwrap();
+    let frames = &seen.video_frames["alice"][first..];
+    let (lo, hi) = (frames[0], *frames.last().unwrap());
+    let expected = (lo..=hi).filter(|n| n % 2 == 0).count();
+    let missing = expected - frames.len().min(expected);
+    let out_of_order: Vec<_> = frames.windows(2).filter(|w| w[1] <= w[0]).collect();
+    let nacks = call.sfu.metrics().nacks_sent.get();
+    println!(
+        "alice lost {dropped} datagrams; bob got {} of {expected} frames; SFU sent {nacks} NACKs",
+        frames.len()
+    );
+    assert!(dropped >= 10, "the shim dropped too little to test");
+    assert!(nacks > 0, "the SFU asked for no resend");
+    assert!(
+        missing * 100 <= expected,
+        "{missing} of {expected} frames lost despite NACK"
+    );
+    assert!(
+        out_of_order.is_empty(),
+        "frames out of order: {out_of_order:?}"
+    );
+}
+
 /// Every session is answered with the SFU's one DTLS certificate (made once at start, not
 /// per join on the driver thread), and both still connect and exchange media.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,8 +45,10 @@ pub struct Seen {
     pub recv_mids: Vec<(Mid, MediaKind)>,
     /// Frame numbers of the video frames received, per publisher.
     pub video_frames: HashMap<String, Vec<u64>>,
-    /// RTP/RTCP datagrams dropped by the loss shim.
+    /// RTP/RTCP datagrams dropped by the loss shim on the way in.
     pub dropped: u64,
+    /// RTP/RTCP datagrams dropped by the loss shim on the way out.
+    pub dropped_sent: u64,
     /// Write-to-receive time of each audio frame from another client (client → SFU →
     /// client, both clients in this process).
     pub audio_latency: Vec<Duration>,
@@ -91,6 +93,8 @@ pub struct Client {
     pub plis_to_send: Arc<AtomicU64>,
     /// Incoming SRTP/SRTCP datagrams dropped, per mille (a loss shim on the receive side).
     pub loss_permille: Arc<AtomicU64>,
+    /// Outgoing SRTP/SRTCP datagrams dropped, per mille (loss between it and the SFU).
+    pub send_loss_permille: Arc<AtomicU64>,
     /// Set > 0 to report this receive bitrate (REMB) on every received video m-line,
     /// every 500 ms.
     pub remb_bps: Arc<AtomicU64>,
@@ -245,6 +249,7 @@ impl Call {
             plis_to_send: Arc::default(),
             remb_bps: Arc::default(),
             loss_permille: Arc::default(),
+            send_loss_permille: Arc::default(),
             tx,
         };
         let media = Media {
@@ -262,7 +267,10 @@ impl Call {
             client.seen.clone(),
             client.level.clone(),
             client.plis_to_send.clone(),
-            client.loss_permille.clone(),
+            [
+                client.loss_permille.clone(),
+                client.send_loss_permille.clone(),
+            ],
             client.remb_bps.clone(),
             self.sent_at.clone(),
             Instant::now() + self.silent_for,
@@ -353,6 +361,20 @@ struct Media {
     codec: VideoCodec,
 }
 
+/// Whether the loss shim drops `datagram` at `permille`. RFC 7983: a first byte of
+/// 128..=191 is RTP/RTCP; STUN and DTLS always pass.
+fn shim_drops(permille: &AtomicU64, datagram: &[u8], rng: &mut u64) -> bool {
+    let permille = permille.load(Ordering::Relaxed);
+    if permille == 0 || !datagram.first().is_some_and(|b| (128..=191).contains(b)) {
+        return false;
+    }
+    // xorshift
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    *rng % 1000 < permille
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_client(
     name: String,
@@ -364,7 +386,8 @@ async fn run_client(
     seen: Arc<Mutex<Seen>>,
     level: Arc<AtomicU8>,
     plis: Arc<AtomicU64>,
-    loss: Arc<AtomicU64>,
+    // Receive and send loss, per mille.
+    loss: [Arc<AtomicU64>; 2],
     remb_bps: Arc<AtomicU64>,
     sent_at: SentAt,
     silent_until: Instant,
@@ -384,7 +407,10 @@ async fn run_client(
             match rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break t,
                 Ok(Output::Transmit(t)) => {
-                    if Instant::now() >= silent_until {
+                    let lost = shim_drops(&loss[1], &t.contents, &mut rng);
+                    if lost {
+                        seen.lock().unwrap().dropped_sent += 1;
+                    } else if Instant::now() >= silent_until {
                         let _ = socket.send_to(&t.contents, t.destination).await;
                     }
                 }
@@ -423,16 +449,9 @@ async fn run_client(
             },
             res = socket.recv_from(&mut buf) => {
                 let Ok((len, source)) = res else { continue };
-                // RFC 7983: first byte 128..=191 is RTP/RTCP; STUN and DTLS always pass.
-                let permille = loss.load(Ordering::Relaxed);
-                if permille > 0 && (128..=191).contains(&buf[0]) {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    if rng % 1000 < permille {
-                        seen.lock().unwrap().dropped += 1;
-                        continue;
-                    }
+                if shim_drops(&loss[0], &buf[..len], &mut rng) {
+                    seen.lock().unwrap().dropped += 1;
+                    continue;
                 }
                 let Ok(contents) = buf[..len].try_into() else { continue };
                 let input = Input::Receive(Instant::now(), Receive {
