@@ -451,3 +451,28 @@ async fn upstream_loss_adds_no_delay_and_video_is_repaired() {
         assert!(v.frames_decoded >= 50, "{p:?}");
     }
 }
+
+/// Jitter that reorders packets between a publisher and the SFU: the SFU puts them back
+/// in order before forwarding (str0m holds an overtaken packet's successors back), and
+/// writes them out in that order, so the listeners lose nothing. The SFU used to
+/// forward the late packet after the ones that overtook it, under new sequence
+/// numbers: 5.3-5.7% of the audio was then lost after repair, MOS 3.5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_reordering_reaches_listeners_in_order() {
+    let _serial = SERIAL.lock().await;
+    let report = call(CallConfig {
+        duration: Duration::from_secs(5),
+        up: Impairments {
+            jitter_ms: 30.0,
+            reorder: true,
+            ..Impairments::default()
+        },
+        ..CallConfig::default()
+    })
+    .await;
+    for p in &report.pairs {
+        let a = audio(p);
+        assert!(a.loss_after_repair_pct < 0.5, "{p:?}");
+        assert!(a.measured.delay_p50_ms < 150.0, "{p:?}");
+    }
+}
