@@ -574,11 +574,12 @@ impl Peer {
             _ => writer,
         };
         // str0m queues written frames by their wallclock until it packetizes them, so
-        // frames written while another waits are sent in wallclock order. A frame's
-        // wallclock is when its first packet arrived: a large keyframe of one simulcast
-        // layer starts arriving before a small frame of another layer that completes
-        // meanwhile, and at a switch the keyframe would overtake frames of the old
-        // layer written before it. The write order is the order to send in.
+        // frames written while another waits go out in wallclock order. A frame's
+        // arrival time is not monotonic in the order frames are released: a packet
+        // that was overtaken (reordering, or lost and resent) is released together
+        // with the ones behind it, which arrived earlier; a large keyframe of one
+        // simulcast layer starts arriving before a small frame of another completes.
+        // The write order is the order to send in: the wallclock never goes back.
         let wallclock = out
             .last_wallclock
             .map_or(data.network_time, |last| last.max(data.network_time));
