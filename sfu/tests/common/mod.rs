@@ -397,6 +397,7 @@ async fn run_client(
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut n: u64 = 0;
+    let mut resends_configured = false;
     // xorshift state for the loss shim: deterministic per client name.
     let mut rng: u64 = name.bytes().fold(0x9e37_79b9_7f4a_7c15, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
@@ -463,6 +464,17 @@ async fn run_client(
             }
             _ = tick.tick() => {
                 n += 1;
+                // Resends may take half of the video stream's bytes, as the SFU allows
+                // its own streams: str0m's default (15%) is used up by a few repairs of
+                // these small frames, and what the SFU's NACKs then fail to repair would
+                // be this client's limit, not the SFU's. (Browsers have no such cap.)
+                if !resends_configured && let Some(video) = media.video {
+                    let mut api = rtc.direct_api();
+                    if let Some(tx) = api.stream_tx_by_mid(video, None) {
+                        tx.set_rtx_cache(1024, Duration::from_secs(3), Some(0.5));
+                        resends_configured = true;
+                    }
+                }
                 if media.codec == VideoCodec::H264Simulcast {
                     send_simulcast(&name, &mut rtc, &media, n, start, level.load(Ordering::Relaxed), &seen);
                 } else {
