@@ -112,9 +112,10 @@ impl Driver {
                 }
             },
             None if layered => {
-                debug!(%track, seq = ?data.seq_range, keyframe = data.is_keyframe(),
-                    "frame without a rid on a simulcast track dropped");
-                return;
+                // A publisher that declared simulcast but sends one stream without rid
+                // extensions: forwarded as it comes, outside the layer choice.
+                trace!(%track, seq = ?data.seq_range, "frame without a rid on a simulcast track");
+                None
             }
             _ => None,
         };
