@@ -655,4 +655,28 @@ async fn media_subscribe_checks_max_quality() {
         )
         .await;
     assert_eq!(r["type"], "error", "{r}");
+    // A picture limit beyond any camera is refused before the SFU sees it; one in range
+    // for a track it does not receive is refused by the SFU.
+    let r = a
+        .request(
+            json!({"type": "media_subscribe", "track": "T1", "max_width": 100_000}),
+            5,
+        )
+        .await;
+    assert_eq!(
+        (r["type"].as_str(), r["code"].as_str()),
+        (Some("error"), Some("invalid_message")),
+        "{r}"
+    );
+    assert!(
+        r["message"].as_str().unwrap_or("").contains("max_width"),
+        "{r}"
+    );
+    let r = a
+        .request(
+            json!({"type": "media_subscribe", "track": "T99", "max_width": 640, "max_height": 360}),
+            6,
+        )
+        .await;
+    assert_eq!(r["type"], "error", "{r}");
 }

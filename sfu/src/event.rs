@@ -238,6 +238,8 @@ pub struct SubscribedTrackStats {
     pub publisher: ParticipantId,
     /// The best quality the subscriber asked for.
     pub max_quality: Quality,
+    /// The largest picture the subscriber asked for, if it did.
+    pub max_size: Option<Size>,
     /// Simulcast: the rid of the layer being forwarded (`None` before the first
     /// keyframe, while paused, or when unlayered).
     pub layer: Option<String>,

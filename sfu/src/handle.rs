@@ -17,8 +17,9 @@ use crate::error::{RouterError, SfuError};
 use crate::event::{EventSink, ParticipantStats, SfuEvents};
 use crate::ids::{ParticipantId, RoomId, TrackId};
 use crate::metrics::SfuMetrics;
+use crate::picture::Size;
 use crate::router::Census;
-use crate::simulcast::Quality;
+use crate::simulcast::{LayerLimit, Quality};
 
 /// Requests queued between the handle and each driver.
 const COMMAND_QUEUE: usize = 256;
@@ -54,10 +55,10 @@ pub(crate) enum Command {
         on: bool,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
-    Quality {
+    Limit {
         participant: ParticipantId,
         track: TrackId,
-        quality: Quality,
+        limit: LayerLimit,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
     AutoSubscribe {
@@ -352,11 +353,36 @@ impl SfuHandle {
         track: TrackId,
         quality: Quality,
     ) -> Result<(), SfuError> {
-        let participant = participant.into();
-        self.call(&participant.clone(), |reply| Command::Quality {
+        self.limit(participant.into(), track, LayerLimit::Quality(quality))
+            .await
+    }
+
+    /// Sets the largest picture `participant` wants of `track` (it must receive the
+    /// track): the layer sent is the best one whose picture, as its keyframes declare
+    /// it, fits within `max` (the lowest layer if none does), and at or below the
+    /// requested quality. `None` lifts the limit (the default). Unlayered tracks ignore
+    /// it. A layer whose size is not known yet counts as fitting unless a lower layer
+    /// is already too large.
+    pub async fn set_max_size(
+        &self,
+        participant: impl Into<ParticipantId>,
+        track: TrackId,
+        max: Option<Size>,
+    ) -> Result<(), SfuError> {
+        self.limit(participant.into(), track, LayerLimit::Size(max))
+            .await
+    }
+
+    async fn limit(
+        &self,
+        participant: ParticipantId,
+        track: TrackId,
+        limit: LayerLimit,
+    ) -> Result<(), SfuError> {
+        self.call(&participant.clone(), |reply| Command::Limit {
             participant,
             track,
-            quality,
+            limit,
             reply,
         })
         .await

@@ -12,6 +12,7 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTi
 use crate::error::SfuError;
 use crate::event::{LayerStats, ParticipantStats, PublishedTrackStats, SubscribedTrackStats};
 use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind};
+use crate::picture::Size;
 use crate::router::Router;
 use crate::simulcast::{FrameAction, LayerSelector, Quality, TimestampRewriter};
 
@@ -72,6 +73,8 @@ struct TrackOut {
     unwanted: bool,
     /// Best quality the subscriber asked for (simulcast tracks).
     max_quality: Quality,
+    /// Largest picture the subscriber asked for (simulcast tracks).
+    max_size: Option<Size>,
     /// Layer choice of a simulcast track; created by the first allocation.
     selector: Option<LayerSelector>,
     /// Whether the subscriber was last told this track is paused for bandwidth.
@@ -374,6 +377,7 @@ impl Peer {
             state: OutState::ToOpen,
             unwanted: false,
             max_quality: Quality::default(),
+            max_size: None,
             selector: None,
             pause_reported: false,
             rewriter: TimestampRewriter::default(),
@@ -663,6 +667,7 @@ impl Peer {
                 track: t.track,
                 publisher: t.publisher.clone(),
                 max_quality: t.max_quality,
+                max_size: t.max_size,
                 layer: rid(t.track, t.selector.as_ref().and_then(|s| s.current())),
                 pending_layer: rid(t.track, t.selector.as_ref().and_then(|s| s.pending())),
                 paused: t.selector.as_ref().is_some_and(|s| s.paused()),

@@ -11,7 +11,10 @@ use super::{OutState, Peer};
 use crate::config::BandwidthConfig;
 use crate::ids::TrackId;
 use crate::router::Router;
-use crate::simulcast::{Choice, Holds, LayerInfo, LayerSelector, Quality, VideoDemand, allocate};
+use crate::simulcast::{
+    Choice, Holds, LayerInfo, LayerLimit, LayerSelector, VideoDemand, allocate,
+    highest_layer_within,
+};
 
 /// A change of the desired bitrate smaller than this fraction is not passed on (the
 /// layer rates it is made of are themselves measurements that wobble).
@@ -75,15 +78,31 @@ impl Peer {
         false
     }
 
-    /// Sets the best quality this subscriber wants of `track`; false when it does not
-    /// receive the track.
-    pub fn set_max_quality(&mut self, track: TrackId, quality: Quality) -> bool {
+    /// Sets the best quality or the largest picture this subscriber wants of `track`;
+    /// false when it does not receive the track.
+    pub fn set_limit(&mut self, track: TrackId, limit: LayerLimit) -> bool {
         let Some(out) = self.tracks_out.iter_mut().find(|t| t.track == track) else {
             return false;
         };
-        out.max_quality = quality;
-        if let Some(s) = out.selector.as_mut() {
-            s.set_max_quality(quality);
+        match limit {
+            LayerLimit::Quality(quality) => {
+                out.max_quality = quality;
+                if let Some(s) = out.selector.as_mut() {
+                    s.set_max_quality(quality);
+                }
+            }
+            LayerLimit::Size(size) => {
+                let raised = match (out.max_size, size) {
+                    (Some(_), None) => true,
+                    (Some((w0, h0)), Some((w, h))) => w > w0 || h > h0,
+                    (None, _) => false,
+                };
+                out.max_size = size;
+                if raised && let Some(s) = out.selector.as_mut() {
+                    // Granted without waiting out the upgrade hold, like a higher quality.
+                    s.request_upgrade();
+                }
+            }
         }
         true
     }
@@ -125,6 +144,11 @@ impl Peer {
             } else {
                 let mut infos = Vec::new();
                 router.layer_infos(t.track, now, &mut infos);
+                // A size limit hides the layers above it from the allocation.
+                if let Some(max) = t.max_size {
+                    let sizes: Vec<_> = router.layers(t.track).iter().map(|l| l.size).collect();
+                    infos.truncate(highest_layer_within(&sizes, max) + 1);
+                }
                 layered.push((i, infos));
             }
         }

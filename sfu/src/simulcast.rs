@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::picture::Size;
+
 /// The best quality a subscriber asks for on one track (`media_subscribe`'s
 /// `max_quality`). Maps onto the layers the publisher actually sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -49,6 +51,25 @@ impl Quality {
             Quality::High => top,
         }
     }
+}
+
+/// A subscriber's limit on the layers of one simulcast track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerLimit {
+    /// The best quality wanted.
+    Quality(Quality),
+    /// The largest picture wanted (`None`: no limit).
+    Size(Option<Size>),
+}
+
+/// The highest of a track's layers (sizes low to high, `None` where no keyframe has
+/// told it yet) whose picture fits within `max`: the one below the first layer known to
+/// be larger in either dimension; the lowest layer when even that one is larger.
+pub fn highest_layer_within(sizes: &[Option<Size>], max: Size) -> usize {
+    sizes
+        .iter()
+        .position(|s| s.is_some_and(|(w, h)| w > max.0 || h > max.1))
+        .map_or(sizes.len().saturating_sub(1), |i| i.saturating_sub(1))
 }
 
 /// Orders simulcast rids from low to high quality. RFC 8853 gives rids no meaning, so
@@ -284,6 +305,12 @@ impl LayerSelector {
             self.requested = true;
         }
         self.max_quality = q;
+    }
+
+    /// The subscriber raised another limit (a larger picture): the next allocation's
+    /// upgrade is granted without waiting out the hysteresis.
+    pub fn request_upgrade(&mut self) {
+        self.requested = true;
     }
 
     /// The layer being forwarded.

@@ -355,3 +355,30 @@ fn an_estimate_dip_keeps_the_lowest_layer_and_only_a_lasting_one_pauses() {
     assert_eq!(fresh.on_frame(0, true), FrameAction::Switch);
     assert!(!fresh.paused());
 }
+
+#[test]
+fn a_size_limit_keeps_the_layers_that_fit() {
+    let sizes = [Some((320, 180)), Some((640, 360)), Some((1280, 720))];
+    assert_eq!(highest_layer_within(&sizes, (1920, 1080)), 2);
+    assert_eq!(
+        highest_layer_within(&sizes, (1280, 720)),
+        2,
+        "an exact fit fits"
+    );
+    assert_eq!(highest_layer_within(&sizes, (700, 400)), 1);
+    assert_eq!(
+        highest_layer_within(&sizes, (640, 300)),
+        0,
+        "either dimension counts"
+    );
+    assert_eq!(
+        highest_layer_within(&sizes, (100, 100)),
+        0,
+        "the lowest at least"
+    );
+    // Unknown sizes fit until a lower layer is known to be too large.
+    let partly = [Some((320, 180)), None, Some((1280, 720))];
+    assert_eq!(highest_layer_within(&partly, (700, 400)), 1);
+    assert_eq!(highest_layer_within(&[None, None, None], (10, 10)), 2);
+    assert_eq!(highest_layer_within(&[], (10, 10)), 0);
+}

@@ -216,6 +216,64 @@ async fn subscribers_get_their_layer_and_switch_at_keyframes_without_gaps() {
     assert!(call.sfu.metrics().layer_switches.get() >= 4);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_gets_the_largest_layer_that_fits_the_size_it_asks_for() {
+    let mut call = call_without_estimation(BandwidthConfig::default().max_subscriber_bitrate).await;
+    call.join("room", "pub", VideoCodec::H264Simulcast).await;
+    let track = video_track(&call, "pub").await;
+    call.join_with("room", "tile", None).await;
+    // Layers are 320x180, 640x360 and 1280x720 (LAYERS): a 700x400 tile fits the middle.
+    call.sfu
+        .set_max_size("tile", track, Some((700, 400)))
+        .await
+        .unwrap();
+    let ok = eventually(WAIT, || count_layer(&video_log(&call, "tile"), "h") >= 20).await;
+    let log = video_log(&call, "tile");
+    assert!(ok, "runs {:?}", layer_runs(&log));
+    // It may start on q while the layers' sizes are learnt; it never gets f.
+    assert_eq!(count_layer(&log, "f"), 0, "runs {:?}", layer_runs(&log));
+    let stats = call.sfu.stats().await.unwrap();
+    let sub = common::stats_of(&stats, "tile")
+        .subscribed
+        .iter()
+        .find(|t| t.track == track)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (sub.layer.as_deref(), sub.max_size),
+        (Some("h"), Some((700, 400)))
+    );
+
+    // Smaller than every layer: the lowest. Then no limit: the top, without waiting out
+    // the upgrade hold.
+    call.sfu
+        .set_max_size("tile", track, Some((100, 100)))
+        .await
+        .unwrap();
+    let mark = video_log(&call, "tile").len();
+    assert!(
+        eventually(WAIT, || count_layer(&video_log(&call, "tile")[mark..], "q")
+            >= 20)
+        .await,
+        "runs {:?}",
+        layer_runs(&video_log(&call, "tile"))
+    );
+    call.sfu.set_max_size("tile", track, None).await.unwrap();
+    let mark = video_log(&call, "tile").len();
+    assert!(
+        eventually(WAIT, || count_layer(&video_log(&call, "tile")[mark..], "f")
+            >= 20)
+        .await,
+        "runs {:?}",
+        layer_runs(&video_log(&call, "tile"))
+    );
+    let log = video_log(&call, "tile");
+    assert_switches_at_keyframes(&log);
+    assert_continuous(&log);
+    // Only a subscriber of the track may limit it.
+    assert!(call.sfu.set_max_size("pub", track, None).await.is_err());
+}
+
 /// Polls the SFU's stats of `who` every 50 ms until `cond` holds or `limit` passes;
 /// returns the last stats seen.
 async fn stats_until(

@@ -398,6 +398,7 @@ fn subscribed_json(t: &huddle_sfu::SubscribedTrackStats) -> serde_json::Value {
         "track": t.track.to_string(),
         "publisher": t.publisher.to_string(),
         "max_quality": t.max_quality.as_str(),
+        "max_size": size_json(t.max_size),
         "layer": t.layer,
         "pending_layer": t.pending_layer,
         "paused": t.paused,

@@ -71,6 +71,35 @@ fn parse_quality(q: &str) -> Result<Quality, ProtocolError> {
     })
 }
 
+/// Largest width or height accepted in `media_subscribe` (beyond any camera).
+const MAX_PICTURE_SIDE: u32 = 16_384;
+
+/// The picture limit `media_subscribe` asks for: `None` when it gives neither
+/// dimension (the limit stays as it is), `Some(None)` when a dimension is 0 (the limit
+/// is lifted); a missing dimension is unlimited.
+fn max_size(
+    width: Option<u32>,
+    height: Option<u32>,
+) -> Result<Option<Option<(u16, u16)>>, ProtocolError> {
+    if width.is_none() && height.is_none() {
+        return Ok(None);
+    }
+    if width == Some(0) || height == Some(0) {
+        return Ok(Some(None));
+    }
+    let side = |v: Option<u32>| match v {
+        None => Ok(u16::MAX),
+        Some(v) if (1..=MAX_PICTURE_SIDE).contains(&v) => Ok(v as u16),
+        Some(_) => Err(ProtocolError::new(
+            ErrorCode::InvalidMessage,
+            format!(
+                "max_width and max_height are 1..={MAX_PICTURE_SIDE} pixels (0 lifts the limit)"
+            ),
+        )),
+    };
+    Ok(Some(Some((side(width)?, side(height)?))))
+}
+
 fn check_sdp(sdp: &str) -> Result<(), ProtocolError> {
     if sdp.len() > MAX_SDP_BYTES {
         return Err(ProtocolError::new(
@@ -110,12 +139,17 @@ pub(crate) fn handle(
                 check_sdp(sdp)?
             }
             ClientMessage::MediaSubscribe {
-                track, max_quality, ..
+                track,
+                max_quality,
+                max_width,
+                max_height,
+                ..
             } => {
                 parse_track(track)?;
                 if let Some(q) = max_quality {
                     parse_quality(q)?;
                 }
+                max_size(*max_width, *max_height)?;
             }
             _ => {}
         }
@@ -154,16 +188,23 @@ pub(crate) fn handle(
                 track,
                 on,
                 max_quality,
+                max_width,
+                max_height,
             } => {
                 let track = parse_track(&track).expect("checked above");
+                let size = max_size(max_width, max_height).expect("checked above");
                 let r = if on {
-                    match sfu.subscribe(sid_s.as_str(), track).await {
-                        Ok(()) => match max_quality.as_deref().and_then(Quality::parse) {
-                            Some(q) => sfu.set_max_quality(sid_s.as_str(), track, q).await,
-                            None => Ok(()),
-                        },
-                        Err(e) => Err(e),
+                    let mut r = sfu.subscribe(sid_s.as_str(), track).await;
+                    if let (Ok(()), Some(q)) = (&r, max_quality.as_deref().and_then(Quality::parse))
+                    {
+                        r = sfu.set_max_quality(sid_s.as_str(), track, q).await;
                     }
+                    // Sent whenever either dimension is given, or to lift an earlier
+                    // limit: a subscribe without them leaves the limit as it was.
+                    if let (Ok(()), Some(size)) = (&r, size) {
+                        r = sfu.set_max_size(sid_s.as_str(), track, size).await;
+                    }
+                    r
                 } else {
                     sfu.unsubscribe(sid_s.as_str(), track).await
                 };
@@ -324,5 +365,28 @@ pub(crate) async fn follow_exits(sfu: SfuHandle, mut exits: mpsc::UnboundedRecei
             Err(SfuError::Closed) => return,
             Err(e) => tracing::warn!(error = %e, %sid, "SFU leave failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picture_limits_parse_and_are_bounded() {
+        assert_eq!(max_size(None, None).unwrap(), None, "no change");
+        assert_eq!(
+            max_size(Some(640), Some(360)).unwrap(),
+            Some(Some((640, 360)))
+        );
+        assert_eq!(
+            max_size(Some(640), None).unwrap(),
+            Some(Some((640, u16::MAX))),
+            "a missing side is unlimited"
+        );
+        assert_eq!(max_size(Some(0), None).unwrap(), Some(None), "0 lifts it");
+        assert_eq!(max_size(Some(640), Some(0)).unwrap(), Some(None));
+        assert!(max_size(Some(MAX_PICTURE_SIDE + 1), Some(360)).is_err());
+        assert!(max_size(None, Some(u32::MAX)).is_err());
     }
 }

@@ -160,6 +160,11 @@ pub enum ClientMessage {
         /// Best simulcast layer wanted: "low", "medium" or "high" (the default).
         #[serde(default)]
         max_quality: Option<String>,
+        /// Largest picture wanted, in pixels (either or both; 0 lifts the limit).
+        #[serde(default)]
+        max_width: Option<u32>,
+        #[serde(default)]
+        max_height: Option<u32>,
     },
     /// Whether new tracks of the room are received automatically (default on).
     MediaAutoSubscribe {

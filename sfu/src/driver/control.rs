@@ -90,17 +90,17 @@ impl Driver {
                 };
                 let _ = reply.send(res.map_err(SfuError::from));
             }
-            Command::Quality {
+            Command::Limit {
                 participant,
                 track,
-                quality,
+                limit,
                 reply,
             } => {
                 let ok = self
                     .peers
                     .get_mut(&participant)
-                    .is_some_and(|p| p.set_max_quality(track, quality));
-                debug!(%participant, %track, ?quality, ok, "subscriber's quality request");
+                    .is_some_and(|p| p.set_limit(track, limit));
+                debug!(%participant, %track, ?limit, ok, "subscriber's layer limit");
                 if ok {
                     // Applied at once rather than at the next allocation tick (to this
                     // subscriber only: a client repeating requests costs little).
