@@ -623,6 +623,16 @@ async fn graceful_shutdown_tells_clients_and_exits_zero() {
     );
 }
 
+/// `r` is an `invalid_message` error whose message names `field`.
+fn assert_invalid(r: &serde_json::Value, field: &str) {
+    assert_eq!(
+        (r["type"].as_str(), r["code"].as_str()),
+        (Some("error"), Some("invalid_message")),
+        "{r}"
+    );
+    assert!(r["message"].as_str().unwrap_or("").contains(field), "{r}");
+}
+
 /// `media_subscribe`'s `max_quality` is checked before it reaches the SFU, and a track the
 /// session does not receive cannot be given one.
 #[tokio::test]
@@ -638,15 +648,7 @@ async fn media_subscribe_checks_max_quality() {
             3,
         )
         .await;
-    assert_eq!(
-        (r["type"].as_str(), r["code"].as_str()),
-        (Some("error"), Some("invalid_message")),
-        "{r}"
-    );
-    assert!(
-        r["message"].as_str().unwrap_or("").contains("max_quality"),
-        "{r}"
-    );
+    assert_invalid(&r, "max_quality");
     // A valid quality for a track that does not exist: the SFU refuses it.
     let r = a
         .request(
@@ -663,15 +665,7 @@ async fn media_subscribe_checks_max_quality() {
             5,
         )
         .await;
-    assert_eq!(
-        (r["type"].as_str(), r["code"].as_str()),
-        (Some("error"), Some("invalid_message")),
-        "{r}"
-    );
-    assert!(
-        r["message"].as_str().unwrap_or("").contains("max_width"),
-        "{r}"
-    );
+    assert_invalid(&r, "max_width");
     let r = a
         .request(
             json!({"type": "media_subscribe", "track": "T99", "max_width": 640, "max_height": 360}),
