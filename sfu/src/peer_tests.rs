@@ -45,6 +45,12 @@ fn wants(peer: &mut Peer) -> bool {
     full
 }
 
+/// How many tracks the peer's stats count as received.
+fn subscribed(peer: &mut Peer) -> usize {
+    peer.stats(None, &Router::new(RouterConfig::default()))
+        .tracks_subscribed
+}
+
 #[test]
 fn sfu_offers_only_after_the_client_session_exists() {
     let now = Instant::now();
@@ -63,11 +69,7 @@ fn sfu_offers_only_after_the_client_session_exists() {
     assert!(!wants(&mut peer), "one offer at a time");
     let answer = client_answers(&mut client, &sdp);
     assert!(peer.accept_answer(1, &answer).unwrap().is_empty());
-    assert_eq!(
-        peer.stats(None, &Router::new(RouterConfig::default()))
-            .tracks_subscribed,
-        1
-    );
+    assert_eq!(subscribed(&mut peer), 1);
 }
 
 #[test]
@@ -105,11 +107,7 @@ fn client_offer_wins_glare_and_the_sfu_offers_again() {
     let answer = client_answers(&mut client, &stop);
     peer.accept_answer(3, &answer).unwrap();
     assert!(!wants(&mut peer));
-    assert_eq!(
-        peer.stats(None, &Router::new(RouterConfig::default()))
-            .tracks_subscribed,
-        0
-    );
+    assert_eq!(subscribed(&mut peer), 0);
 }
 
 #[test]
@@ -130,11 +128,7 @@ fn unanswered_offer_is_withdrawn_and_reissued() {
     let sdp = peer.negotiate(2, now).unwrap();
     let answer = client_answers(&mut client, &sdp);
     peer.accept_answer(2, &answer).unwrap();
-    assert_eq!(
-        peer.stats(None, &Router::new(RouterConfig::default()))
-            .tracks_subscribed,
-        1
-    );
+    assert_eq!(subscribed(&mut peer), 1);
 }
 
 #[test]

@@ -25,12 +25,9 @@ pub enum Quality {
 impl Quality {
     /// Parses `"low"`, `"medium"` or `"high"`.
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "low" => Some(Quality::Low),
-            "medium" => Some(Quality::Medium),
-            "high" => Some(Quality::High),
-            _ => None,
-        }
+        [Quality::Low, Quality::Medium, Quality::High]
+            .into_iter()
+            .find(|q| q.as_str() == s)
     }
 
     /// Its name in `media_subscribe` and the admin API.
@@ -302,7 +299,7 @@ impl LayerSelector {
     /// waiting out the hysteresis (the allocation still has to allow it).
     pub fn set_max_quality(&mut self, q: Quality) {
         if q > self.max_quality {
-            self.requested = true;
+            self.request_upgrade();
         }
         self.max_quality = q;
     }

@@ -377,10 +377,9 @@ fn size_json(size: Option<(u16, u16)>) -> serde_json::Value {
 
 /// A track its publisher sends: kind, bitrate or simulcast layers, picture size.
 fn published_json(t: &huddle_sfu::PublishedTrackStats) -> serde_json::Value {
-    let kind = if t.kind.is_video() { "video" } else { "audio" };
     json!({
         "track": t.track.to_string(),
-        "kind": kind,
+        "kind": crate::media::kind(t.kind),
         "bitrate_bps": t.bitrate_bps,
         "size": size_json(t.size),
         "layers": t.layers.iter().map(|l| json!({

@@ -236,7 +236,8 @@ fn reason(r: LeaveReason) -> &'static str {
     }
 }
 
-fn kind(k: TrackKind) -> &'static str {
+/// A track kind's name on the wire and in the admin API.
+pub(crate) fn kind(k: TrackKind) -> &'static str {
     match k {
         TrackKind::Audio => "audio",
         TrackKind::Video => "video",

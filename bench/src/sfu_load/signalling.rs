@@ -45,15 +45,11 @@ pub struct Participant {
 /// clients run in a network namespace of their own. Connecting a UDP socket sends
 /// nothing; it only picks the route.
 pub fn local_ip_toward(base: &str) -> Result<std::net::IpAddr> {
-    use std::net::ToSocketAddrs;
-    let authority = base
-        .split_once("://")
-        .map_or(base, |(_, rest)| rest)
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    let server = authority
-        .to_socket_addrs()?
+    let url = reqwest::Url::parse(base)
+        .map_err(|e| BenchError::Protocol(format!("server URL {base}: {e}")))?;
+    let server = url
+        .socket_addrs(|| None)?
+        .into_iter()
         .next()
         .ok_or_else(|| BenchError::Protocol(format!("no address for {base}")))?;
     let unspecified: std::net::IpAddr = if server.is_ipv4() {
