@@ -132,6 +132,11 @@ pub async fn sfu_load(args: SfuLoadArgs) -> anyhow::Result<()> {
         args.participants >= 2,
         "--participants: at least 2 per room"
     );
+    let publishers = args.publishers.unwrap_or(args.participants);
+    anyhow::ensure!(
+        (1..=args.participants).contains(&publishers),
+        "--publishers: 1 to --participants"
+    );
     let exe = std::env::current_exe().context("locating the huddle binary")?;
     let peers = args.max_rooms.saturating_mul(args.participants);
     let target = match &args.url {
@@ -169,6 +174,7 @@ pub async fn sfu_load(args: SfuLoadArgs) -> anyhow::Result<()> {
     let opts = huddle_bench::sfu_load::Options {
         rooms_per_step: args.rooms.max(1),
         participants: args.participants,
+        publishers,
         max_rooms: args.max_rooms.max(1),
         step: Duration::from_secs(args.step_seconds.max(1)),
         settle: Duration::from_secs(2),

@@ -210,6 +210,10 @@ pub struct SfuLoadArgs {
     /// Participants per room; each receives every other.
     #[arg(long, default_value_t = 4)]
     pub participants: usize,
+    /// Of those, how many publish (the first ones); the rest only receive, as the
+    /// audience of a webinar or a big meeting does. All publish when left out.
+    #[arg(long)]
+    pub publishers: Option<usize>,
     /// The ramp ends at this many rooms.
     #[arg(long, default_value_t = 50)]
     pub max_rooms: usize,

@@ -6,6 +6,9 @@
 #
 #   bench/scripts/sfu-ab.sh <server huddle binary> <client huddle binary> [tag]
 #
+# ROOMS, PARTICIPANTS (per room) and PUBLISHERS (per room; the others only receive)
+# change the load, e.g. ROOMS=2 PARTICIPANTS=40 PUBLISHERS=10.
+#
 # Uses 127.0.0.1:18080 and the SFU's default UDP port 7882; both must be free. With
 # CLIENT_NETNS=huddle-bench (see veth-ns.sh) the clients run in that namespace and the
 # server listens on 10.99.0.1 (HTTP port 18080, UDP 7882).
@@ -30,7 +33,8 @@ spid=$!
 trap 'kill $spid 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$dir"' EXIT
 sleep 2
 "${run_clients[@]}" "$clients" bench sfu-load --url http://$host:18080 --api-secret "$secret" \
-  --participants 10 --rooms 8 --max-rooms 8 --step-seconds 25 --out "$dir/report.json" \
+  --participants "${PARTICIPANTS:-10}" --publishers "${PUBLISHERS:-${PARTICIPANTS:-10}}" \
+  --rooms "${ROOMS:-8}" --max-rooms "${ROOMS:-8}" --step-seconds 25 --out "$dir/report.json" \
   >"$dir/bench.log" 2>&1 &
 bpid=$!
 sample() {

@@ -10,9 +10,11 @@
 //! - CPU of the server process (user + system, in cores) and forwarded packets per
 //!   CPU-second, its RSS, and the CPU of this process (the clients compete for the same
 //!   cores on a small machine);
-//! - frame loss (gaps in the senders' frame numbers, end to end) and added latency
-//!   (receive time minus send time; on loopback that is the SFU's latency plus the
-//!   clients' own scheduling).
+//! - frame loss (gaps in the senders' frame numbers, end to end) and added latency:
+//!   the time the frame's last datagram reached the subscriber's socket (the kernel's
+//!   stamp) minus its send time, which on loopback is the SFU's latency plus the
+//!   sender's packetizing; and the time the subscriber read it, which adds the clients'
+//!   own scheduling.
 //!
 //! The ramp stops at the first step whose loss or p99 latency exceeds the limits, or
 //! where a participant misses a sender; the last good step is the capacity.
@@ -24,6 +26,7 @@ mod peer;
 mod probe;
 mod shards;
 mod signalling;
+mod stamp;
 mod tally;
 
 use std::collections::{BTreeMap, HashMap};
@@ -51,6 +54,8 @@ pub struct Options {
     pub rooms_per_step: usize,
     /// Participants per room.
     pub participants: usize,
+    /// Of those, how many publish (the first ones); the others only receive.
+    pub publishers: usize,
     /// The ramp ends at this many rooms.
     pub max_rooms: usize,
     /// Measurement window of a step.
@@ -85,7 +90,7 @@ pub struct Step {
     pub frames_received: u64,
     pub loss_percent: f64,
     /// Audio frames (= packets) received per second by all subscribers, and what the
-    /// rooms should deliver: participants × (participants − 1) × 50 per room.
+    /// rooms should deliver: publishers × (participants − 1) × 50 per room.
     pub audio_packets_per_second: f64,
     pub audio_packets_per_second_expected: f64,
     /// RTP packets received per second by all subscribers, audio and video.
@@ -105,8 +110,12 @@ pub struct Step {
     pub client_cpu_cores: Option<f64>,
     /// Times a client sender fell over 100 ms behind schedule (its thread was overloaded).
     pub client_send_slips: u64,
-    /// Receive time minus send time of every frame received in the window.
+    /// Arrival at the subscriber's socket (kernel stamp) minus send time of every frame
+    /// received in the window.
     pub latency: Percentiles,
+    /// The same to when the subscriber read it (adds the clients' scheduling); the
+    /// latency limit applies to this one.
+    pub read_latency: Percentiles,
     /// Within the loss and latency limits, with every stream delivering.
     pub good: bool,
 }
@@ -125,6 +134,8 @@ pub struct Report {
     /// `audio` or `video`.
     pub mode: &'static str,
     pub participants_per_room: usize,
+    /// Participants per room that publish; the others only receive.
+    pub publishers_per_room: usize,
     pub rooms_per_step: usize,
     pub max_rooms: usize,
     pub step_seconds: f64,
@@ -149,6 +160,8 @@ struct Member {
     id: u32,
     /// Index of the participant's room.
     room: usize,
+    /// Whether it publishes (else it only receives).
+    publishes: bool,
     stats: Arc<PeerStats>,
 }
 
@@ -173,12 +186,18 @@ fn kinds(opts: &Options) -> u64 {
     if opts.media.video.is_some() { 2 } else { 1 }
 }
 
+/// Streams a member should receive: every kind of every other publisher of its room.
+fn streams_wanted(opts: &Options, m: &Member) -> u64 {
+    (opts.publishers as u64 - u64::from(m.publishes)) * kinds(opts)
+}
+
 impl Run<'_> {
     /// Adds rooms up to `rooms`, each with `participants` members joined and negotiated.
     async fn grow(&mut self, rooms: usize) -> Result<()> {
         let mut new = Vec::new();
         for room in self.rooms..rooms {
-            for _ in 0..self.opts.participants {
+            for i in 0..self.opts.participants {
+                let publishes = i < self.opts.publishers;
                 let id = u32::try_from(self.members.len() + new.len())
                     .map_err(|_| BenchError::Protocol("too many participants".into()))?;
                 let stats = Arc::new(PeerStats::default());
@@ -188,12 +207,18 @@ impl Run<'_> {
                         room: format!("sfu-load-{}-{room}", self.run_id),
                         identity: format!("p{}-{id}", self.run_id),
                         spec: self.opts.media.clone(),
+                        publish: publishes,
                         epoch: self.epoch,
                         stats: stats.clone(),
                         shard: self.shards.next(),
                         local_ip: self.local_ip,
                     },
-                    Member { id, room, stats },
+                    Member {
+                        id,
+                        room,
+                        publishes,
+                        stats,
+                    },
                 ));
             }
         }
@@ -229,7 +254,6 @@ impl Run<'_> {
 
     /// Waits until every participant receives every stream of its room.
     async fn wait_flowing(&self) -> Result<()> {
-        let want = (self.opts.participants as u64 - 1) * kinds(self.opts);
         for m in &self.members {
             if let Ok(mut t) = m.stats.tally.lock() {
                 let _ = t.take_window();
@@ -251,6 +275,7 @@ impl Run<'_> {
                     .lock()
                     .map(|t| t.active_streams())
                     .unwrap_or(0);
+                let want = streams_wanted(self.opts, m);
                 let lacking = want.saturating_sub(active as u64);
                 if lacking > 0 {
                     missing += lacking;
@@ -290,7 +315,7 @@ impl Run<'_> {
         for o in self
             .members
             .iter()
-            .filter(|o| o.room == m.room && o.id != m.id)
+            .filter(|o| o.room == m.room && o.id != m.id && o.publishes)
         {
             for kind in [Kind::Audio, Kind::Video] {
                 let publishes = kind == Kind::Audio || self.opts.media.video.is_some();
@@ -307,7 +332,6 @@ impl Run<'_> {
     }
 
     fn take_windows(&self) -> (Window, u64) {
-        let want = (self.opts.participants as u64 - 1) * kinds(self.opts);
         let mut all = Window::default();
         let mut silent = 0;
         for m in &self.members {
@@ -317,7 +341,7 @@ impl Run<'_> {
                 .lock()
                 .map(|mut t| t.take_window())
                 .unwrap_or_default();
-            silent += want.saturating_sub(w.senders.len() as u64);
+            silent += streams_wanted(self.opts, m).saturating_sub(w.senders.len() as u64);
             all.merge(w);
         }
         (all, silent)
@@ -366,7 +390,7 @@ impl Run<'_> {
         let cores = |a: Option<f64>, b: Option<f64>| Some((b? - a?) / secs);
         let sfu_cpu_cores = cores(cpu0, cpu1);
         let forwarded = window.packets as f64 / secs;
-        let n = self.opts.participants as f64;
+        let (n, publishers) = (self.opts.participants as f64, self.opts.publishers as f64);
         let loss_percent = if window.frames_expected == 0 {
             100.0
         } else {
@@ -376,17 +400,23 @@ impl Run<'_> {
                     .saturating_sub(window.frames_received) as f64
                 / window.frames_expected as f64
         };
-        let mut lat: Vec<Duration> = window
-            .latency_us
+        let percentiles = |us: &[u32]| {
+            let mut lat: Vec<Duration> = us
+                .iter()
+                .map(|&us| Duration::from_micros(u64::from(us)))
+                .collect();
+            Percentiles::of(&mut lat)
+        };
+        let latency = percentiles(&window.latency_us);
+        let read_latency = percentiles(&window.read_latency_us);
+        let streams_expected = self
+            .members
             .iter()
-            .map(|&us| Duration::from_micros(u64::from(us)))
-            .collect();
-        let latency = Percentiles::of(&mut lat);
-        let streams_expected =
-            self.members.len() as u64 * (self.opts.participants as u64 - 1) * kinds(self.opts);
+            .map(|m| streams_wanted(self.opts, m))
+            .sum();
         let good = silent == 0
             && loss_percent <= self.opts.max_loss_percent
-            && latency.p99_ms <= self.opts.max_p99_ms;
+            && read_latency.p99_ms <= self.opts.max_p99_ms;
         Step {
             rooms: self.rooms,
             participants: self.members.len(),
@@ -397,7 +427,7 @@ impl Run<'_> {
             frames_received: window.frames_received,
             loss_percent,
             audio_packets_per_second: window.audio_frames as f64 / secs,
-            audio_packets_per_second_expected: self.rooms as f64 * n * (n - 1.0) * 50.0,
+            audio_packets_per_second_expected: self.rooms as f64 * publishers * (n - 1.0) * 50.0,
             forwarded_packets_per_second: forwarded,
             server_packets_in_per_second: rate("huddle_sfu_packets_in"),
             server_packets_out_per_second: rate("huddle_sfu_packets_out"),
@@ -408,6 +438,7 @@ impl Run<'_> {
             client_cpu_cores: cores(own0, own1),
             client_send_slips: self.slips() - slips0,
             latency,
+            read_latency,
             good,
         }
     }
@@ -418,6 +449,11 @@ pub async fn run(target: &Target, opts: &Options, progress: impl Fn(&str)) -> Re
     if opts.participants < 2 || opts.rooms_per_step == 0 || opts.max_rooms == 0 {
         return Err(BenchError::Protocol(
             "sfu-load needs at least 2 participants per room and 1 room".into(),
+        ));
+    }
+    if !(1..=opts.participants).contains(&opts.publishers) {
+        return Err(BenchError::Protocol(
+            "sfu-load needs 1 to `participants` publishers per room".into(),
         ));
     }
     let _ = rlimit::increase_nofile_limit(u64::MAX);
@@ -481,6 +517,7 @@ pub async fn run(target: &Target, opts: &Options, progress: impl Fn(&str)) -> Re
         scenario: "sfu-load",
         mode: if video.is_some() { "video" } else { "audio" },
         participants_per_room: opts.participants,
+        publishers_per_room: opts.publishers,
         rooms_per_step: opts.rooms_per_step,
         max_rooms: opts.max_rooms,
         step_seconds: opts.step.as_secs_f64(),
@@ -506,7 +543,7 @@ fn opt(v: Option<f64>, scale: f64, prec: usize) -> String {
 fn step_line(s: &Step) -> String {
     format!(
         "{} rooms, {} peers: {:.0} pkt/s forwarded (server out {}/s), SFU {} cores, {} pkt/CPU-s, \
-         clients {} cores, loss {:.2}%, latency p50 {:.2} / p99 {:.2} ms{}",
+         clients {} cores, loss {:.2}%, latency p50 {:.2} / p99 {:.2} ms (read: p99 {:.2} ms){}",
         s.rooms,
         s.participants,
         s.forwarded_packets_per_second,
@@ -517,6 +554,7 @@ fn step_line(s: &Step) -> String {
         s.loss_percent,
         s.latency.p50_ms,
         s.latency.p99_ms,
+        s.read_latency.p99_ms,
         if s.good { "" } else { "  DEGRADED" }
     )
 }
@@ -524,12 +562,12 @@ fn step_line(s: &Step) -> String {
 /// The steps as a table, and the capacity.
 pub fn summary(r: &Report) -> String {
     let mut s = format!(
-        "sfu-load ({}, {} per room)\nrooms  peers  fwd pkt/s  srv out/s  SFU cores  pkt/CPU-s  RSS MiB  client cores  loss %  p50/p99 ms    ok\n",
-        r.mode, r.participants_per_room
+        "sfu-load ({}, {} per room, {} publishing)\nrooms  peers  fwd pkt/s  srv out/s  SFU cores  pkt/CPU-s  RSS MiB  client cores  loss %  p50/p99 ms      read p99    ok\n",
+        r.mode, r.participants_per_room, r.publishers_per_room
     );
     for st in &r.steps {
         s += &format!(
-            "{:>5}  {:>5}  {:>9.0}  {:>9}  {:>9}  {:>9}  {:>7}  {:>12}  {:>6.2}  {:>5.2} / {:<6.2} {}\n",
+            "{:>5}  {:>5}  {:>9.0}  {:>9}  {:>9}  {:>9}  {:>7}  {:>12}  {:>6.2}  {:>5.2} / {:<6.2}  {:>8.2}  {}\n",
             st.rooms,
             st.participants,
             st.forwarded_packets_per_second,
@@ -541,6 +579,7 @@ pub fn summary(r: &Report) -> String {
             st.loss_percent,
             st.latency.p50_ms,
             st.latency.p99_ms,
+            st.read_latency.p99_ms,
             if st.good { "yes" } else { "no" }
         );
     }

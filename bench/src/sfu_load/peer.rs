@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::payload::{self, Marker};
-use super::tally::{Kind, Tally};
+use super::stamp;
+use super::tally::{Arrival, Kind, Tally};
 use crate::{BenchError, Result};
 
 /// Audio frame interval (Opus 20 ms frames: 50 packets per second).
@@ -93,6 +94,8 @@ pub struct Peer {
     socket: std::net::UdpSocket,
     audio: Mid,
     video: Option<Mid>,
+    /// Whether it sends media; a listener only receives.
+    publish: bool,
 }
 
 fn rtc_err(e: impl std::fmt::Display) -> BenchError {
@@ -102,14 +105,20 @@ fn rtc_err(e: impl std::fmt::Display) -> BenchError {
 impl Peer {
     /// Binds a socket on `local` (the address this host reaches the server from) and
     /// makes the first offer: send-only audio, and video when `video` (RFC 8829 §5.2:
-    /// the client offers first, as huddle's protocol asks).
+    /// the client offers first, as huddle's protocol asks). A participant that does not
+    /// `publish` offers one receive-only audio m-line (as a browser without a microphone
+    /// does); the tracks it receives come in the SFU's offers either way.
     pub fn offer(
         id: u32,
+        publish: bool,
         video: bool,
         local: std::net::IpAddr,
     ) -> Result<(Self, String, SdpPendingOffer)> {
         let socket = std::net::UdpSocket::bind((local, 0))?;
         socket.set_nonblocking(true)?;
+        if !stamp::enable(&socket) {
+            tracing::debug!("no kernel receive stamps here: latency is taken at read time");
+        }
         let local = socket.local_addr()?;
         let mut rtc = Rtc::builder()
             .clear_codecs()
@@ -118,9 +127,14 @@ impl Peer {
             .build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(rtc_err)?);
         let mut api = rtc.sdp_api();
-        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let video =
-            video.then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        let direction = if publish {
+            Direction::SendOnly
+        } else {
+            Direction::RecvOnly
+        };
+        let audio = api.add_media(MediaKind::Audio, direction, None, None, None);
+        let video = (video && publish)
+            .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
         let (offer, pending) = api
             .apply()
             .ok_or_else(|| BenchError::Protocol("nothing to offer".into()))?;
@@ -130,6 +144,7 @@ impl Peer {
             socket,
             audio,
             video,
+            publish,
         };
         Ok((peer, offer.to_sdp_string(), pending))
     }
@@ -175,14 +190,15 @@ impl Peer {
             socket,
             audio,
             video,
+            publish,
         } = self;
         let socket = UdpSocket::from_std(socket)?;
         let local = socket.local_addr()?;
         let mut sender = Sender::new(id, audio, video, spec);
         let mut buf = vec![0u8; 2048];
-        let mut rx_at = Instant::now();
+        let mut rx_at = Arrival::default();
         loop {
-            let timeout = drain(&mut rtc, &socket, stats, epoch, rx_at, &mut sender).await?;
+            let timeout = drain(&mut rtc, &socket, stats, rx_at, &mut sender).await?;
             if !rtc.is_alive() {
                 return Ok(());
             }
@@ -191,7 +207,7 @@ impl Peer {
                 biased;
                 () = cancel.cancelled() => {
                     rtc.disconnect();
-                    let _ = drain(&mut rtc, &socket, stats, epoch, rx_at, &mut sender).await;
+                    let _ = drain(&mut rtc, &socket, stats, rx_at, &mut sender).await;
                     return Ok(());
                 }
                 cmd = cmds.recv() => match cmd {
@@ -210,26 +226,24 @@ impl Peer {
                         return Ok(());
                     }
                 },
-                r = socket.recv_from(&mut buf) => {
-                    let (mut len, mut source) = r?;
-                    for i in 0..RECV_BATCH {
-                        rx_at = Instant::now();
-                        receive(&mut rtc, &buf[..len], source, local, rx_at)?;
-                        drain(&mut rtc, &socket, stats, epoch, rx_at, &mut sender).await?;
-                        if i + 1 == RECV_BATCH {
-                            break;
-                        }
-                        match socket.try_recv_from(&mut buf) {
-                            Ok((l, s)) => (len, source) = (l, s),
+                r = socket.readable() => {
+                    r?;
+                    for _ in 0..RECV_BATCH {
+                        let d = match stamp::try_recv(&socket, &mut buf) {
+                            Ok(d) => d,
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                             Err(e) => return Err(e.into()),
-                        }
+                        };
+                        rx_at = Arrival::of(&d, epoch);
+                        // str0m gets the read time: its clock must not go back.
+                        receive(&mut rtc, &buf[..d.len], d.source, local, d.read)?;
+                        drain(&mut rtc, &socket, stats, rx_at, &mut sender).await?;
                     }
                 }
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
             let now = Instant::now();
-            if stats.connected.load(Ordering::Relaxed) {
+            if publish && stats.connected.load(Ordering::Relaxed) {
                 sender.send_due(&mut rtc, now, epoch, stats);
             }
             rtc.handle_input(Input::Timeout(now)).map_err(rtc_err)?;
@@ -265,8 +279,7 @@ async fn drain(
     rtc: &mut Rtc,
     socket: &UdpSocket,
     stats: &PeerStats,
-    epoch: Instant,
-    rx_at: Instant,
+    rx_at: Arrival,
     sender: &mut Sender,
 ) -> Result<Instant> {
     loop {
@@ -293,10 +306,9 @@ async fn drain(
                 // Extended (64-bit) sequence numbers: no wrap-around to handle.
                 let (first, last): (u64, u64) = (**d.seq_range.start(), **d.seq_range.end());
                 let packets = last.saturating_sub(first).saturating_add(1);
-                let now_us = rx_at.saturating_duration_since(epoch).as_micros() as u64;
                 let marker = payload::find(&d.data);
                 if let Ok(mut t) = stats.tally.lock() {
-                    t.frame(kind, marker, packets, now_us);
+                    t.frame(kind, marker, packets, rx_at);
                 }
             }
             Output::Event(Event::KeyframeRequest(r)) if Some(r.mid) == sender.video => {
@@ -320,7 +332,16 @@ struct Sender {
     audio_frame: u32,
     video_frame: u32,
     keyframe_requested: bool,
+    /// Where this sender's RTP timestamps start (RFC 3550 §5.1: not zero, and not the
+    /// same for every sender, so that a capture of the SFU's traffic can pair each
+    /// forwarded packet with the one it came from by timestamp alone).
+    ts_base: u64,
     buf: Vec<u8>,
+}
+
+/// A well-spread 31-bit timestamp origin for sender `id` (Knuth's multiplicative hash).
+fn ts_base(id: u32) -> u64 {
+    u64::from(id.wrapping_add(1).wrapping_mul(2_654_435_761) >> 1)
 }
 
 impl Sender {
@@ -337,6 +358,7 @@ impl Sender {
             audio_frame: 0,
             video_frame: 0,
             keyframe_requested: false,
+            ts_base: ts_base(id),
             buf: Vec::with_capacity(2048),
         }
     }
@@ -375,7 +397,7 @@ impl Sender {
             };
             payload::audio_frame(marker, self.spec.audio_bytes, &mut self.buf);
             let ts = MediaTime::new(
-                u64::from(self.audio_frame) * 960,
+                self.ts_base + u64::from(self.audio_frame) * 960,
                 Frequency::FORTY_EIGHT_KHZ,
             );
             if let Some(w) = rtc.writer(self.audio) {
@@ -410,7 +432,7 @@ impl Sender {
         let size = if key { v.keyframe_bytes } else { v.frame_bytes };
         payload::video_frame(marker, key, size, &mut self.buf);
         let ts = MediaTime::new(
-            u64::from(self.video_frame) * 90_000 / u64::from(v.fps.max(1)),
+            self.ts_base + u64::from(self.video_frame) * 90_000 / u64::from(v.fps.max(1)),
             Frequency::NINETY_KHZ,
         );
         if let Some(w) = rtc.writer(video) {

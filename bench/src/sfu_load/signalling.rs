@@ -33,6 +33,8 @@ pub struct Participant {
     pub room: String,
     pub identity: String,
     pub spec: MediaSpec,
+    /// Whether it publishes; a participant that does not only receives.
+    pub publish: bool,
     pub epoch: Instant,
     pub stats: Arc<PeerStats>,
     pub shard: tokio::runtime::Handle,
@@ -134,7 +136,8 @@ pub async fn connect(
         "media_joined",
     )
     .await?;
-    let (mut peer, offer, pending) = Peer::offer(p.id, p.spec.video.is_some(), p.local_ip)?;
+    let (mut peer, offer, pending) =
+        Peer::offer(p.id, p.publish, p.spec.video.is_some(), p.local_ip)?;
     let answer = request(
         &mut ws,
         json!({"type":"media_offer","id":"mo","sdp":offer}),

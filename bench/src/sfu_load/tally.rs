@@ -4,8 +4,10 @@
 //! (its per-subscriber RTP sequence numbers would not show them).
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use super::payload::Marker;
+use super::stamp::Received;
 
 /// Streams one peer tracks at most; a run has far fewer (room size × 2).
 const MAX_STREAMS: usize = 4096;
@@ -25,6 +27,26 @@ struct Stream {
     max_frame: u32,
     /// Frames received since the window began.
     in_window: u64,
+}
+
+/// When the datagram that completed a frame arrived, in µs since the run's epoch (the
+/// clock of the markers' send times).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// Queued on the socket (the kernel's stamp).
+    pub socket_us: u64,
+    /// Read by the participant.
+    pub read_us: u64,
+}
+
+impl Arrival {
+    pub fn of(d: &Received, epoch: Instant) -> Self {
+        let us = |t: Instant| t.saturating_duration_since(epoch).as_micros() as u64;
+        Self {
+            socket_us: us(d.stamped),
+            read_us: us(d.read),
+        }
+    }
 }
 
 /// One peer's receive statistics, shared with the run's coordinator.
@@ -49,8 +71,10 @@ pub struct Window {
     pub stale_frames: u64,
     /// Frames without a marker, or of a stream beyond the limit.
     pub foreign_frames: u64,
-    /// Receive time minus send time, in µs.
+    /// Arrival at the socket minus send time, in µs.
     pub latency_us: Vec<u32>,
+    /// Read by the participant minus send time, in µs (adds the client's own delay).
+    pub read_latency_us: Vec<u32>,
     /// Streams that delivered at least one frame in the window.
     pub streams_active: u64,
     /// Streams from `sender` ids that delivered a frame in the window (for checks).
@@ -68,12 +92,13 @@ impl Window {
         self.foreign_frames += o.foreign_frames;
         self.streams_active += o.streams_active;
         self.latency_us.append(&mut o.latency_us);
+        self.read_latency_us.append(&mut o.read_latency_us);
     }
 }
 
 impl Tally {
-    /// Records one received frame of `packets` RTP packets, received at `now_us`.
-    pub fn frame(&mut self, kind: Kind, marker: Option<Marker>, packets: u64, now_us: u64) {
+    /// Records one received frame of `packets` RTP packets, completed at `at`.
+    pub fn frame(&mut self, kind: Kind, marker: Option<Marker>, packets: u64, at: Arrival) {
         let w = &mut self.window;
         w.packets += packets;
         let Some(m) = marker else {
@@ -106,8 +131,10 @@ impl Tally {
             w.audio_frames += 1;
         }
         if w.latency_us.len() < MAX_SAMPLES {
-            let lat = now_us.saturating_sub(m.sent_us);
-            w.latency_us.push(u32::try_from(lat).unwrap_or(u32::MAX));
+            let since_sent =
+                |t: u64| u32::try_from(t.saturating_sub(m.sent_us)).unwrap_or(u32::MAX);
+            w.latency_us.push(since_sent(at.socket_us));
+            w.read_latency_us.push(since_sent(at.read_us));
         }
     }
 
@@ -141,6 +168,14 @@ impl Tally {
 mod tests {
     use super::*;
 
+    /// Read 100 µs after it reached the socket at `us`.
+    fn at(us: u64) -> Arrival {
+        Arrival {
+            socket_us: us,
+            read_us: us + 100,
+        }
+    }
+
     fn m(sender: u32, frame: u32, sent_us: u64) -> Option<Marker> {
         Some(Marker {
             sender,
@@ -152,12 +187,12 @@ mod tests {
     #[test]
     fn gaps_count_as_lost_and_duplicates_do_not_count() {
         let mut t = Tally::default();
-        t.frame(Kind::Audio, m(1, 10, 1000), 1, 3000);
-        t.frame(Kind::Audio, m(1, 11, 1000), 1, 2000);
-        t.frame(Kind::Audio, m(1, 14, 1000), 1, 2000); // 12, 13 lost
-        t.frame(Kind::Audio, m(1, 14, 1000), 1, 2000); // duplicate
-        t.frame(Kind::Video, m(2, 1, 1000), 6, 1500);
-        t.frame(Kind::Video, None, 6, 1500);
+        t.frame(Kind::Audio, m(1, 10, 1000), 1, at(3000));
+        t.frame(Kind::Audio, m(1, 11, 1000), 1, at(2000));
+        t.frame(Kind::Audio, m(1, 14, 1000), 1, at(2000)); // 12, 13 lost
+        t.frame(Kind::Audio, m(1, 14, 1000), 1, at(2000)); // duplicate
+        t.frame(Kind::Video, m(2, 1, 1000), 6, at(1500));
+        t.frame(Kind::Video, None, 6, at(1500));
         let w = t.take_window();
         assert_eq!(w.frames_received, 4);
         assert_eq!(w.audio_frames, 3);
@@ -169,16 +204,19 @@ mod tests {
         let mut lat = w.latency_us.clone();
         lat.sort();
         assert_eq!(lat, vec![500, 1000, 1000, 2000]);
+        let mut read = w.read_latency_us.clone();
+        read.sort();
+        assert_eq!(read, vec![600, 1100, 1100, 2100]);
     }
 
     #[test]
     fn windows_are_independent_and_streams_persist() {
         let mut t = Tally::default();
-        t.frame(Kind::Audio, m(1, 1, 0), 1, 10);
-        t.frame(Kind::Audio, m(3, 1, 0), 1, 10);
+        t.frame(Kind::Audio, m(1, 1, 0), 1, at(10));
+        t.frame(Kind::Audio, m(3, 1, 0), 1, at(10));
         let _ = t.take_window();
         assert_eq!(t.active_streams(), 0);
-        t.frame(Kind::Audio, m(1, 3, 0), 1, 10);
+        t.frame(Kind::Audio, m(1, 3, 0), 1, at(10));
         let w = t.take_window();
         // Frame 2 was lost between the windows: it belongs to the window that saw the gap.
         assert_eq!((w.frames_received, w.frames_expected), (1, 2));
@@ -193,6 +231,7 @@ mod tests {
             frames_received: 2,
             frames_expected: 3,
             latency_us: vec![1],
+            read_latency_us: vec![5],
             ..Window::default()
         };
         a.merge(Window {
@@ -201,6 +240,7 @@ mod tests {
             frames_expected: 30,
             streams_active: 4,
             latency_us: vec![2, 3],
+            read_latency_us: vec![6],
             ..Window::default()
         });
         assert_eq!(
@@ -213,5 +253,6 @@ mod tests {
             (11, 22, 33, 4)
         );
         assert_eq!(a.latency_us, vec![1, 2, 3]);
+        assert_eq!(a.read_latency_us, vec![5, 6]);
     }
 }

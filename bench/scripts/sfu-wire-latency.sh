@@ -1,0 +1,44 @@
+#!/bin/bash
+# The SFU's own forwarding latency, measured on the wire: one huddle build's server
+# (one shard) under a fixed `bench sfu-load` load, its UDP port captured on loopback
+# with tcpdump for a few seconds, each forwarded RTP packet paired with the packet it
+# came from (rtp_pair_delay.py). The server runs on SERVER_CPUS and the clients and
+# tcpdump on CLIENT_CPUS, so that the clients' work does not preempt the SFU (on a
+# machine with more cores, give each side its own).
+#
+#   bench/scripts/sfu-wire-latency.sh <huddle binary> [tag]
+#
+# ROOMS (8), PARTICIPANTS (10, per room), PUBLISHERS (all) set the load as in
+# sfu-ab.sh; SERVER_CPUS (0), CLIENT_CPUS (1), CAPTURE_SECONDS (5). Needs tcpdump
+# (Debian: apt-get install tcpdump) and root for the capture. Uses 127.0.0.1:18080
+# and UDP port 7882.
+set -euo pipefail
+bin=$1
+tag=${2:-run}
+here=$(cd "$(dirname "$0")" && pwd)
+dir=$(mktemp -d)
+secret=sfu-wire-api-secret-$RANDOM$RANDOM
+trap 'kill $spid 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$dir"' EXIT
+HUDDLE_AUTH__TOKEN_SECRET=sfu-wire-token-secret-$RANDOM$RANDOM$RANDOM$RANDOM \
+HUDDLE_AUTH__API_SECRET=$secret HUDDLE_SFU__SHARDS=1 HUDDLE_TURN__ENABLED=false \
+HUDDLE_SFU__LISTEN=127.0.0.1:7882 \
+  taskset -c "${SERVER_CPUS:-0}" "$bin" serve --listen 127.0.0.1:18080 \
+  --data-dir "$dir/data" --log-level warn >"$dir/server.log" 2>&1 &
+spid=$!
+sleep 2
+participants=${PARTICIPANTS:-10}
+taskset -c "${CLIENT_CPUS:-1}" "$bin" bench sfu-load --url http://127.0.0.1:18080 \
+  --api-secret "$secret" --participants "$participants" \
+  --publishers "${PUBLISHERS:-$participants}" --rooms "${ROOMS:-8}" \
+  --max-rooms "${ROOMS:-8}" --step-seconds 25 --out "$dir/report.json" \
+  >"$dir/bench.log" 2>&1 &
+bpid=$!
+# Joins are done and the step is measuring after about 14 s.
+sleep 14
+taskset -c "${CLIENT_CPUS:-1}" timeout "${CAPTURE_SECONDS:-5}" \
+  tcpdump -q -s 96 -B 65536 -i lo --time-stamp-precision=nano -w "$dir/sfu.pcap" \
+  udp port 7882 2>"$dir/tcpdump.log" || true
+wait $bpid
+echo "$tag: $(grep -m1 -E '^ +[0-9]+ +[0-9]+ ' "$dir/bench.log" || tail -1 "$dir/bench.log")"
+grep -E 'packets (captured|dropped by kernel)' "$dir/tcpdump.log" | sed "s/^/$tag: tcpdump: /"
+echo "$tag: $(python3 "$here/rtp_pair_delay.py" "$dir/sfu.pcap" 7882)"
