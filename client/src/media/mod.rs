@@ -69,6 +69,62 @@ pub enum MediaError {
     Ended(String),
 }
 
+/// A simulcast quality, lowest to highest (`media_subscribe`'s `max_quality`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Quality {
+    Low,
+    Medium,
+    High,
+}
+
+impl Quality {
+    /// Its name in the protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Low => "low",
+            Quality::Medium => "medium",
+            Quality::High => "high",
+        }
+    }
+}
+
+/// Limits on the layer forwarded of one received track ([`MediaSession::set_limits`]).
+/// `None` keeps the current setting; a width or height of 0 lifts that limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrackLimits {
+    pub max_quality: Option<Quality>,
+    /// Largest picture width wanted, in pixels.
+    pub max_width: Option<u32>,
+    /// Largest picture height wanted, in pixels.
+    pub max_height: Option<u32>,
+}
+
+impl TrackLimits {
+    /// No limit: the best layer the bandwidth allows.
+    pub const NONE: TrackLimits = TrackLimits {
+        max_quality: Some(Quality::High),
+        max_width: Some(0),
+        max_height: Some(0),
+    };
+
+    /// At most `width` x `height` pixels (the size of the tile it is shown in).
+    pub fn size(width: u32, height: u32) -> Self {
+        Self {
+            max_width: Some(width),
+            max_height: Some(height),
+            ..Self::default()
+        }
+    }
+
+    /// At most `quality`.
+    pub fn quality(quality: Quality) -> Self {
+        Self {
+            max_quality: Some(quality),
+            ..Self::default()
+        }
+    }
+}
+
 /// A STUN/TURN server for ICE (as `get_ice_servers` returns them; a STUN server has no
 /// username or credential).
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -302,6 +358,28 @@ impl MediaSession {
         self.client
             .request(json!({"type": "media_subscribe", "track": track, "on": on}))
             .await?;
+        Ok(())
+    }
+
+    /// Caps the simulcast layer the SFU forwards of one received video track (the
+    /// `track_id` of a [`RemoteTrack`]): by quality (`Low` for a thumbnail; `High`
+    /// lets the bandwidth decide) and by the picture size rendered, the SFU then
+    /// sending the best layer whose keyframes declare a picture within it. Fields left
+    /// `None` keep their current setting; [`TrackLimits::NONE`] lifts them all. A track
+    /// without layers is forwarded as it is whatever the limits. The server refuses a
+    /// track this session does not receive and sizes over 16384 pixels.
+    pub async fn set_limits(&self, track: &str, limits: TrackLimits) -> Result<(), MediaError> {
+        let mut msg = json!({"type": "media_subscribe", "track": track, "on": true});
+        if let Some(q) = limits.max_quality {
+            msg["max_quality"] = json!(q.as_str());
+        }
+        if let Some(w) = limits.max_width {
+            msg["max_width"] = json!(w);
+        }
+        if let Some(h) = limits.max_height {
+            msg["max_height"] = json!(h);
+        }
+        self.client.request(msg).await?;
         Ok(())
     }
 
