@@ -1,0 +1,140 @@
+//! bench/scripts/rtp_pair_delay.py, which times the SFU from a capture of its port, on a
+//! capture written here: forwarded RTP packets are paired with the received packet of
+//! the same RTP timestamp, over IPv4 and IPv6; RTCP and unpaired packets are left out.
+
+use std::process::Command;
+
+const SFU_PORT: u16 = 7882;
+
+/// An RTP packet (RFC 3550 §5.1) with payload type `pt` and timestamp `ts`.
+fn rtp(pt: u8, ts: u32) -> Vec<u8> {
+    let mut p = vec![0x80, pt, 0, 1];
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    p.extend_from_slice(&[0xAA; 20]);
+    p
+}
+
+fn udp(src: u16, dst: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::new();
+    u.extend_from_slice(&src.to_be_bytes());
+    u.extend_from_slice(&dst.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    u
+}
+
+/// An Ethernet frame carrying a UDP datagram over IPv4 or IPv6 (loopback addresses).
+fn frame(v6: bool, src: u16, dst: u16, payload: &[u8]) -> Vec<u8> {
+    let udp = udp(src, dst, payload);
+    let mut f = vec![0; 12];
+    if v6 {
+        f.extend_from_slice(&[0x86, 0xDD]);
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&(udp.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[17, 64]);
+        let lo = std::net::Ipv6Addr::LOCALHOST.octets();
+        f.extend_from_slice(&lo);
+        f.extend_from_slice(&lo);
+    } else {
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&((20 + udp.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
+        f.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1]);
+    }
+    f.extend_from_slice(&udp);
+    f
+}
+
+/// A nanosecond pcap file of `(time in ns, frame)` records.
+fn pcap(records: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xA1B2_3C4Du32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for (ns, f) in records {
+        out.extend_from_slice(&((ns / 1_000_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&((ns % 1_000_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(f);
+    }
+    out
+}
+
+/// Runs the script on the capture at `path` for `port`.
+fn pair_delay(path: &std::path::Path, port: u16) -> std::process::Output {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/bench/scripts/rtp_pair_delay.py"
+    );
+    Command::new("python3")
+        .arg(script)
+        .arg(path)
+        .arg(port.to_string())
+        .output()
+        .expect("python3 runs (CI installs it)")
+}
+
+#[test]
+fn rtp_pair_delay_times_each_forwarded_packet_from_its_source() {
+    const S: u64 = 1_000_000_000;
+    const MS: u64 = 1_000_000;
+    let (a, b, c) = (960_000, 7_777_000, 123);
+    // Written out of time order: the script sorts by capture time.
+    let records = vec![
+        // Publishers' packets reach the SFU.
+        (S, frame(false, 40_000, SFU_PORT, &rtp(111, a))),
+        (S + 10 * MS, frame(false, 40_002, SFU_PORT, &rtp(111, b))),
+        // A second packet of b's timestamp arrives later: b's forward pairs with the
+        // latest one before it.
+        (S + 12 * MS, frame(false, 40_002, SFU_PORT, &rtp(111, b))),
+        // Forwarded: a to two subscribers, b over IPv6.
+        (S + 300_000, frame(false, SFU_PORT, 40_001, &rtp(96, a))),
+        (S + 700_000, frame(false, SFU_PORT, 40_003, &rtp(96, a))),
+        (
+            S + 12 * MS + 500_000,
+            frame(true, SFU_PORT, 40_001, &rtp(96, b)),
+        ),
+        // RTCP (a receiver report, packet type 201) is not RTP.
+        (S + 800_000, frame(false, SFU_PORT, 40_001, &rtp(201, a))),
+        // A timestamp the SFU never received.
+        (S + 900_000, frame(false, SFU_PORT, 40_001, &rtp(96, c))),
+        // Traffic of another port is not the SFU's.
+        (S + 950_000, frame(false, 5000, 40_001, &rtp(96, a))),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sfu.pcap");
+    std::fs::write(&path, pcap(&records)).unwrap();
+    let out = pair_delay(&path, SFU_PORT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.trim(),
+        "3 forwarded RTP packets (1 unpaired): SFU delay ms p50 0.500  p90 0.700  \
+         p99 0.700  p99.9 0.700  max 0.700",
+    );
+}
+
+#[test]
+fn rtp_pair_delay_refuses_what_is_not_a_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not.pcap");
+    std::fs::write(&path, b"this is not a pcap file at all").unwrap();
+    let out = pair_delay(&path, SFU_PORT);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unsupported pcap format"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
