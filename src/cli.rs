@@ -207,7 +207,7 @@ pub struct SfuLoadArgs {
     /// Rooms added at each step.
     #[arg(long, default_value_t = 1)]
     pub rooms: usize,
-    /// Participants per room; each receives every other.
+    /// Participants per room; each receives every other publisher.
     #[arg(long, default_value_t = 4)]
     pub participants: usize,
     /// Of those, how many publish (the first ones); the rest only receive, as the
