@@ -7,7 +7,8 @@
 #   bench/scripts/sfu-ab.sh <server huddle binary> <client huddle binary> [tag]
 #
 # ROOMS, PARTICIPANTS (per room) and PUBLISHERS (per room; the others only receive)
-# change the load, e.g. ROOMS=2 PARTICIPANTS=40 PUBLISHERS=10.
+# change the load, e.g. ROOMS=2 PARTICIPANTS=50 PUBLISHERS=10 (the server's default
+# limits allow 50 participants per room).
 #
 # Uses 127.0.0.1:18080 and the SFU's default UDP port 7882; both must be free. With
 # CLIENT_NETNS=huddle-bench (see veth-ns.sh) the clients run in that namespace and the
