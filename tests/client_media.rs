@@ -33,7 +33,7 @@ async fn join(server: &Server, identity: &str, video: bool) -> (Client, MediaSes
 /// The SFU's view of the room (admin API).
 async fn media(server: &Server) -> Value {
     reqwest::Client::new()
-        .get(format!("http://{}/v1/rooms/{ROOM}/media", server.addr))
+        .get(server.http(&format!("/v1/rooms/{ROOM}/media")))
         .bearer_auth(API_SECRET)
         .send()
         .await
@@ -43,18 +43,26 @@ async fn media(server: &Server) -> Value {
         .expect("JSON")
 }
 
+/// The tracks `sid` publishes or receives (`list`: "published" or "subscribed") in an
+/// admin API view.
+fn tracks_of(media: &Value, sid: &str, list: &str) -> Vec<Value> {
+    media["participants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["sid"] == sid)
+        .flat_map(|p| p[list].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
 /// Polls the admin API (refreshed every second) until `sid` receives `track` with
 /// limits `want` (`max_quality`, `max_size`), or fails after 10 s.
 async fn wait_for_limits(server: &Server, sid: &str, track: &str, want: (Value, Value)) {
     let mut last = Value::Null;
     for _ in 0..100 {
         let m = media(server).await;
-        let sub = m["participants"]
-            .as_array()
+        let sub = tracks_of(&m, sid, "subscribed")
             .into_iter()
-            .flatten()
-            .filter(|p| p["sid"] == sid)
-            .flat_map(|p| p["subscribed"].as_array().cloned().unwrap_or_default())
             .find(|t| t["track"] == track);
         if let Some(t) = sub {
             if (t["max_quality"].clone(), t["max_size"].clone()) == want {
@@ -85,12 +93,8 @@ async fn a_subscriber_caps_a_camera_by_quality_and_size_and_lifts_it() {
     let mut camera = None;
     for _ in 0..100 {
         let m = media(&server).await;
-        camera = m["participants"]
-            .as_array()
+        camera = tracks_of(&m, alice.sid(), "published")
             .into_iter()
-            .flatten()
-            .filter(|p| p["sid"] == alice.sid())
-            .flat_map(|p| p["published"].as_array().cloned().unwrap_or_default())
             .find(|t| t["kind"] == "video")
             .and_then(|t| t["track"].as_str().map(str::to_owned));
         if camera.is_some() {
