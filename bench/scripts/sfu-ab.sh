@@ -7,13 +7,13 @@
 #   bench/scripts/sfu-ab.sh <server huddle binary> <client huddle binary> [tag]
 #
 # ROOMS, PARTICIPANTS (per room) and PUBLISHERS (per room; the others only receive)
-# change the load, e.g. ROOMS=2 PARTICIPANTS=50 PUBLISHERS=10 (the server's default
-# limits allow 50 participants per room).
+# change the load, e.g. ROOMS=2 PARTICIPANTS=50 PUBLISHERS=10 (sfu-load-common.sh).
 #
 # Uses 127.0.0.1:18080 and the SFU's default UDP port 7882; both must be free. With
 # CLIENT_NETNS=huddle-bench (see veth-ns.sh) the clients run in that namespace and the
 # server listens on 10.99.0.1 (HTTP port 18080, UDP 7882).
 set -euo pipefail
+. "$(dirname "$0")/sfu-load-common.sh"
 host=127.0.0.1
 run_clients=()
 if [ -n "${CLIENT_NETNS:-}" ]; then
@@ -24,20 +24,10 @@ server=$1
 clients=$2
 tag=${3:-run}
 dir=$(mktemp -d)
-secret=sfu-ab-api-secret-$RANDOM$RANDOM
-HUDDLE_AUTH__TOKEN_SECRET=sfu-ab-token-secret-$RANDOM$RANDOM$RANDOM$RANDOM \
-HUDDLE_AUTH__API_SECRET=$secret HUDDLE_SFU__SHARDS=1 HUDDLE_TURN__ENABLED=false \
-HUDDLE_SFU__LISTEN=$host:7882 \
-  "$server" serve --listen $host:18080 --data-dir "$dir/data" --log-level warn \
-  >"$dir/server.log" 2>&1 &
-spid=$!
+start_sfu_server "$dir" "$host" "$server"
 trap 'kill $spid 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$dir"' EXIT
 sleep 2
-"${run_clients[@]}" "$clients" bench sfu-load --url http://$host:18080 --api-secret "$secret" \
-  --participants "${PARTICIPANTS:-10}" --publishers "${PUBLISHERS:-${PARTICIPANTS:-10}}" \
-  --rooms "${ROOMS:-8}" --max-rooms "${ROOMS:-8}" --step-seconds 25 --out "$dir/report.json" \
-  >"$dir/bench.log" 2>&1 &
-bpid=$!
+start_sfu_load "$dir" "$host" "${run_clients[@]}" "$clients"
 sample() {
   local pkts cpu
   pkts=$(curl -s http://$host:18080/metrics | awk '/^huddle_sfu_packets_out_total /{print $2}')

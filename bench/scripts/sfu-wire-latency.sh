@@ -9,30 +9,20 @@
 #   bench/scripts/sfu-wire-latency.sh <huddle binary> [tag]
 #
 # ROOMS (8), PARTICIPANTS (10, per room), PUBLISHERS (all) set the load as in
-# sfu-ab.sh; SERVER_CPUS (0), CLIENT_CPUS (1), CAPTURE_SECONDS (5). Needs tcpdump
+# sfu-ab.sh (sfu-load-common.sh); SERVER_CPUS (0), CLIENT_CPUS (1), CAPTURE_SECONDS (5).
+# Needs tcpdump
 # (Debian: apt-get install tcpdump) and root for the capture. Uses 127.0.0.1:18080
 # and UDP port 7882.
 set -euo pipefail
 bin=$1
 tag=${2:-run}
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/sfu-load-common.sh"
 dir=$(mktemp -d)
-secret=sfu-wire-api-secret-$RANDOM$RANDOM
+start_sfu_server "$dir" 127.0.0.1 taskset -c "${SERVER_CPUS:-0}" "$bin"
 trap 'kill $spid 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$dir"' EXIT
-HUDDLE_AUTH__TOKEN_SECRET=sfu-wire-token-secret-$RANDOM$RANDOM$RANDOM$RANDOM \
-HUDDLE_AUTH__API_SECRET=$secret HUDDLE_SFU__SHARDS=1 HUDDLE_TURN__ENABLED=false \
-HUDDLE_SFU__LISTEN=127.0.0.1:7882 \
-  taskset -c "${SERVER_CPUS:-0}" "$bin" serve --listen 127.0.0.1:18080 \
-  --data-dir "$dir/data" --log-level warn >"$dir/server.log" 2>&1 &
-spid=$!
 sleep 2
-participants=${PARTICIPANTS:-10}
-taskset -c "${CLIENT_CPUS:-1}" "$bin" bench sfu-load --url http://127.0.0.1:18080 \
-  --api-secret "$secret" --participants "$participants" \
-  --publishers "${PUBLISHERS:-$participants}" --rooms "${ROOMS:-8}" \
-  --max-rooms "${ROOMS:-8}" --step-seconds 25 --out "$dir/report.json" \
-  >"$dir/bench.log" 2>&1 &
-bpid=$!
+start_sfu_load "$dir" 127.0.0.1 taskset -c "${CLIENT_CPUS:-1}" "$bin"
 # Joins are done and the step is measuring after about 14 s.
 sleep 14
 taskset -c "${CLIENT_CPUS:-1}" timeout "${CAPTURE_SECONDS:-5}" \
