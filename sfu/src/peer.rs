@@ -75,7 +75,8 @@ struct TrackOut {
     max_quality: Quality,
     /// Largest picture the subscriber asked for (simulcast tracks).
     max_size: Option<Size>,
-    /// Layer choice of a simulcast track; created by the first allocation.
+    /// Layer choice of a video track (an unlayered one is a single layer, sent or paused
+    /// for bandwidth); created by the first allocation.
     selector: Option<LayerSelector>,
     /// Whether the subscriber was last told this track is paused for bandwidth.
     pause_reported: bool,
@@ -528,7 +529,16 @@ impl Peer {
             out.paused = false;
         }
         let (time, done) = match layer {
-            None => (data.time, Forwarded::Yes),
+            None => {
+                // An unlayered video track paused for bandwidth resumes at a keyframe;
+                // its timestamps are the publisher's (one stream, nothing to join up).
+                if let Some(selector) = out.selector.as_mut().filter(|s| s.is_single())
+                    && selector.on_frame(0, data.is_keyframe()) == FrameAction::Drop
+                {
+                    return Ok(Forwarded::No);
+                }
+                (data.time, Forwarded::Yes)
+            }
             Some(layer) => {
                 // No allocation yet: nothing chosen, nothing sent.
                 let Some(selector) = out.selector.as_mut() else {

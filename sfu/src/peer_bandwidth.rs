@@ -1,5 +1,6 @@
 //! A subscriber's bandwidth: its estimate from str0m, the cap, the split of what is
-//! left after audio over its simulcast video tracks, and the desired bitrate handed
+//! left after audio over its video tracks (simulcast layers, or an unlayered track
+//! sent or paused), and the desired bitrate handed
 //! back to the estimator so it probes for the layers the subscriber could use.
 
 use std::time::{Duration, Instant};
@@ -116,10 +117,10 @@ impl Peer {
             .and_then(|s| s.current())
     }
 
-    /// Chooses the layer of every simulcast track this subscriber receives: the budget
-    /// is the estimate (or the initial bitrate before one) capped by
-    /// `max_subscriber_bitrate`, minus audio and unlayered video at their measured
-    /// rates. Pushes `(track, layer)` for every switch waiting for a keyframe and
+    /// Chooses the layer of every video track this subscriber receives (an unlayered
+    /// one is a single layer: sent or paused): the budget is the estimate (or the
+    /// initial bitrate before one) capped by `max_subscriber_bitrate`, minus audio at
+    /// its measured rate. Pushes `(track, layer)` for every switch waiting for a keyframe and
     /// `(track, paused)` for every track whose pause state changed since it was last
     /// reported, and updates the desired bitrate of the estimator.
     pub fn allocate(
@@ -131,7 +132,7 @@ impl Peer {
         pauses: &mut Vec<(TrackId, bool)>,
     ) {
         let mut fixed: u64 = 0;
-        // Per simulcast track: index in `tracks_out` and its layers. A few tracks per
+        // Per video track: index in `tracks_out` and its layers (one if unlayered). A few tracks per
         // subscriber, every `allocation_interval`: not a per-packet allocation.
         let mut layered: Vec<(usize, Vec<LayerInfo>)> = Vec::new();
         for (i, t) in self.tracks_out.iter().enumerate() {
@@ -139,7 +140,7 @@ impl Peer {
             if !matches!(t.state, OutState::Open(_)) || t.paused {
                 continue;
             }
-            if router.layers(t.track).is_empty() {
+            if !t.kind.is_video() {
                 fixed = fixed.saturating_add(router.track_bitrate(t.track));
             } else {
                 let mut infos = Vec::new();
@@ -161,7 +162,7 @@ impl Peer {
             (true, None) => config.initial_bitrate.min(cap),
             (false, _) => cap,
         };
-        // Audio (and unlayered video) first: only the rest goes to layers.
+        // Audio first: only the rest goes to video.
         let budget = total.saturating_sub(fixed);
         self.bandwidth.budget = budget;
         let demands: Vec<VideoDemand<'_>> = layered
@@ -180,6 +181,11 @@ impl Peer {
         // What the cap alone allows: a track that does not fit even that is paused at
         // once; one that only the estimate leaves out waits out a dip first.
         allocate(cap.saturating_sub(fixed), &demands, &mut capped);
+        // Without feedback from the subscriber (no estimate yet, or a client that does
+        // not send transport-wide feedback) the budget is only the assumed initial
+        // bitrate: good enough to pick a starting simulcast layer, not a reason to stop
+        // a single-stream camera. Only the caps pause one then.
+        let estimated = !config.estimate || self.bandwidth.estimate.is_some();
         let mut wanted = fixed;
         // What one more step up of every track below its best layer would send: the
         // estimator is kept fed up to that (padding) so that it can find room for it.
@@ -188,9 +194,13 @@ impl Peer {
         for ((((i, infos), down), up), capped) in layered.iter().zip(&down).zip(&up).zip(&capped) {
             let out = &mut self.tracks_out[*i];
             let quality = out.max_quality;
-            let selector = out
-                .selector
-                .get_or_insert_with(|| LayerSelector::new(quality));
+            let selector = out.selector.get_or_insert_with(|| {
+                if router.layers(out.track).is_empty() {
+                    LayerSelector::single()
+                } else {
+                    LayerSelector::new(quality)
+                }
+            });
             let current_active = selector
                 .current()
                 .is_none_or(|c| infos.get(c).is_some_and(|l| l.active));
@@ -201,6 +211,11 @@ impl Peer {
                 } else {
                     config.pause_hold
                 },
+            };
+            let (down, up) = if selector.is_single() && !estimated {
+                (capped, capped)
+            } else {
+                (down, up)
             };
             let target_before = selector.target();
             if let Some(layer) = selector.update(*down, *up, current_active, holds, now) {

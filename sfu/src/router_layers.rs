@@ -124,23 +124,35 @@ impl Router {
         self.tracks.get(&track).map_or(0, |t| t.meter.rate_bps())
     }
 
-    /// What the allocator needs of each layer of `track`, into `out`.
+    /// What the allocator needs of each layer of `track`, into `out`; an unlayered
+    /// track is one layer (its whole stream).
     pub fn layer_infos(&self, track: TrackId, now: Instant, out: &mut Vec<LayerInfo>) {
         out.clear();
-        out.extend(self.layers(track).iter().map(|l| LayerInfo {
-            bitrate_bps: l.meter.rate_bps(),
-            active: l.meter.active(now),
-        }));
+        let Some(t) = self.tracks.get(&track) else {
+            return;
+        };
+        let info = |meter: &RateMeter| LayerInfo {
+            bitrate_bps: meter.rate_bps(),
+            active: meter.active(now),
+        };
+        if t.layers.is_empty() {
+            out.push(info(&t.meter));
+        } else {
+            out.extend(t.layers.iter().map(|l| info(&l.meter)));
+        }
     }
 
     /// A subscriber needs a keyframe of one layer of `track` (switching to it, or
-    /// lost pictures on it): whether the request goes to the publisher now.
+    /// lost pictures on it): whether the request goes to the publisher now. Layer 0 of
+    /// an unlayered track is the track.
     pub fn request_layer_keyframe(&mut self, track: TrackId, layer: usize, now: Instant) -> bool {
-        match self
-            .tracks
-            .get_mut(&track)
-            .and_then(|t| t.layers.get_mut(layer))
-        {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return false;
+        };
+        if t.layers.is_empty() && layer == 0 {
+            return t.keyframe.allow(now);
+        }
+        match t.layers.get_mut(layer) {
             Some(l) => l.keyframe.allow(now),
             None => false,
         }

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::simulcast::LayerInfo;
 
 fn ids() -> (RoomId, ParticipantId, ParticipantId, ParticipantId) {
     (
@@ -314,6 +315,39 @@ fn simulcast_layers_are_ranked_bounded_and_throttled_per_layer() {
     assert!(r.request_layer_keyframe(video, 0, t + Duration::from_millis(10)));
     assert!(!r.request_layer_keyframe(video, 7, t));
     assert_eq!(r.keyframe_requests_suppressed(video), 1);
+}
+
+#[test]
+fn an_unlayered_track_is_one_layer_to_the_allocation() {
+    let (room, a, _, _) = ids();
+    let mut r = Router::new(RouterConfig::default());
+    r.join(&room, &a).unwrap();
+    let video = r.publish(&a, TrackKind::Video).unwrap();
+    let mut infos = Vec::new();
+    let t0 = Instant::now();
+    r.layer_infos(video, t0, &mut infos);
+    assert_eq!(
+        infos,
+        [LayerInfo {
+            bitrate_bps: 0,
+            active: false
+        }]
+    );
+    for i in 0..=25u64 {
+        r.record_frame(video, None, 1000, t0 + Duration::from_millis(i * 40));
+    }
+    r.layer_infos(video, t0 + Duration::from_secs(1), &mut infos);
+    assert_eq!(infos.len(), 1);
+    assert!(
+        infos[0].active && infos[0].bitrate_bps > 190_000,
+        "{infos:?}"
+    );
+    // Its layer 0 is the track: one throttle for both ways of asking.
+    assert!(r.request_layer_keyframe(video, 0, t0));
+    assert!(!r.request_keyframe(video, t0 + Duration::from_millis(10)));
+    assert!(!r.request_layer_keyframe(video, 1, t0 + Duration::from_secs(1)));
+    r.layer_infos(TrackId(999), t0, &mut infos);
+    assert!(infos.is_empty());
 }
 
 #[test]

@@ -274,6 +274,8 @@ pub struct LayerSelector {
     short_since: Option<Instant>,
     /// The subscriber's request.
     max_quality: Quality,
+    /// It stands for an unlayered video track (its one stream is layer 0).
+    single: bool,
 }
 
 impl LayerSelector {
@@ -287,7 +289,26 @@ impl LayerSelector {
             paused: false,
             short_since: None,
             max_quality,
+            single: false,
         }
+    }
+
+    /// A selector for an unlayered video track, which the allocation treats as one
+    /// layer: its stream is already flowing (layer 0 is current, no keyframe awaited),
+    /// so it only ever pauses when even that one does not fit, and resumes at a
+    /// keyframe.
+    pub fn single() -> Self {
+        Self {
+            current: Some(0),
+            target: Some(0),
+            single: true,
+            ..Self::new(Quality::default())
+        }
+    }
+
+    /// Whether it stands for an unlayered track ([`LayerSelector::single`]).
+    pub fn is_single(&self) -> bool {
+        self.single
     }
 
     /// The subscriber's request.

@@ -382,3 +382,56 @@ fn a_size_limit_keeps_the_layers_that_fit() {
     assert_eq!(highest_layer_within(&[None, None, None], (10, 10)), 2);
     assert_eq!(highest_layer_within(&[], (10, 10)), 0);
 }
+
+#[test]
+fn an_unlayered_track_flows_from_the_start_and_pauses_only_when_it_does_not_fit() {
+    let holds = Holds {
+        upgrade: Duration::from_secs(2),
+        pause: Duration::from_secs(3),
+    };
+    let t0 = Instant::now();
+    let ms = |m: u64| t0 + Duration::from_millis(m);
+    let mut sel = LayerSelector::single();
+    assert!(sel.is_single() && !LayerSelector::new(Quality::High).is_single());
+    // Already flowing: delta frames go on, no keyframe is awaited, before and after
+    // allocations that cannot tell yet (rate not measured) or that fit it.
+    assert_eq!(sel.on_frame(0, false), FrameAction::Forward);
+    assert_eq!(
+        sel.update(Choice::Unknown, Choice::Unknown, true, holds, ms(0)),
+        None
+    );
+    assert_eq!(sel.update(at(0), at(0), true, holds, ms(200)), None);
+    assert_eq!(sel.on_frame(0, false), FrameAction::Forward);
+    // A short dip of the estimate leaves it flowing; a lasting one pauses it.
+    assert_eq!(
+        sel.update(Choice::Paused(0), Choice::Paused(0), true, holds, ms(400)),
+        None
+    );
+    assert_eq!(sel.on_frame(0, false), FrameAction::Forward);
+    assert_eq!(sel.update(at(0), at(0), true, holds, ms(600)), None);
+    assert_eq!(
+        sel.update(Choice::Paused(0), Choice::Paused(0), true, holds, ms(800)),
+        None
+    );
+    assert_eq!(
+        sel.update(Choice::Paused(0), Choice::Paused(0), true, holds, ms(3799)),
+        None
+    );
+    assert!(!sel.paused());
+    sel.update(Choice::Paused(0), Choice::Paused(0), true, holds, ms(3800));
+    assert!(sel.paused());
+    assert_eq!(sel.on_frame(0, true), FrameAction::Drop);
+    // Room again, with headroom, for the upgrade hold: resumed at the next keyframe.
+    assert_eq!(sel.update(at(0), at(0), true, holds, ms(4000)), None);
+    assert_eq!(sel.update(at(0), at(0), true, holds, ms(6000)), Some(0));
+    assert_eq!(sel.on_frame(0, false), FrameAction::Drop);
+    assert_eq!(sel.on_frame(0, true), FrameAction::Switch);
+    assert!(!sel.paused());
+    assert_eq!(sel.on_frame(0, false), FrameAction::Forward);
+    // The publisher stopping (camera off) does not pause it.
+    assert_eq!(
+        sel.update(Choice::Unknown, Choice::Unknown, false, holds, ms(7000)),
+        None
+    );
+    assert_eq!(sel.on_frame(0, false), FrameAction::Forward);
+}

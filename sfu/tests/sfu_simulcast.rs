@@ -2,8 +2,8 @@
 //! (q, h, f; each payload tagged with its layer, each layer with its own RTP timestamp
 //! base), subscribers get the layer they ask for, switch only at a keyframe of the new
 //! layer with no gap in their stream, are held under a bandwidth cap (video paused when
-//! not even the lowest layer fits) and moved down when their link loses packets; audio
-//! flows throughout.
+//! not even the lowest layer fits, and a single-stream camera when it does not fit) and
+//! moved down when their link loses packets; audio flows throughout.
 
 mod common;
 
@@ -393,6 +393,93 @@ async fn a_subscriber_s_remb_caps_its_layers_pauses_and_resumes_its_video() {
     assert!((90_000..=900_000).contains(&step), "{step}: {a:?} {b:?}");
     let notices = pause_notices(&call, "sub", track);
     assert_eq!(notices, [true, false]);
+}
+
+/// A camera sent as one stream (no simulcast) is paused like a simulcast track whose
+/// lowest layer does not fit, and resumed at a keyframe once it fits again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlayered_camera_is_paused_when_it_does_not_fit_and_resumed_at_a_keyframe() {
+    // The test camera sends about 170 kb/s (800-byte frames at 25 fps, a 3000-byte
+    // keyframe every 2 s), its audio 24 kb/s.
+    let mut call = call_without_estimation(BandwidthConfig::default().max_subscriber_bitrate).await;
+    call.join("room", "pub", VideoCodec::H264).await;
+    let track = video_track(&call, "pub").await;
+    call.join_with("room", "sub", None).await;
+    assert!(eventually(WAIT, || video_log(&call, "sub").len() >= 50).await);
+    // Never paused while it fits, and not held back before its rate was measured.
+    assert_eq!(pause_notices(&call, "sub", track), [] as [bool; 0]);
+    // 100 kb/s leaves 76 kb/s after audio: paused at once (a REMB is not a dip).
+    call.client("sub")
+        .remb_bps
+        .store(100_000, Ordering::Relaxed);
+    let s = stats_until(&call, "sub", WAIT, |s| s.tracks_paused == 1).await;
+    assert_eq!(s.tracks_paused, 1, "{s:?}");
+    let sub = s.subscribed.iter().find(|t| t.track == track).unwrap();
+    assert!(sub.paused && sub.layer.is_none(), "{sub:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (video_paused, audio_paused) = (
+        video_log(&call, "sub").len(),
+        call.client("sub").frames_from("pub", TrackKind::Audio),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        video_log(&call, "sub").len(),
+        video_paused,
+        "video while paused"
+    );
+    assert!(call.client("sub").frames_from("pub", TrackKind::Audio) >= audio_paused + 30);
+    // Room again: after the 2 s hold the SFU asks for a keyframe and resumes with it.
+    let requests = call.client("pub").keyframe_requests();
+    call.client("sub")
+        .remb_bps
+        .store(1_000_000, Ordering::Relaxed);
+    assert!(
+        eventually(WAIT, || video_log(&call, "sub").len() >= video_paused + 50).await,
+        "not resumed"
+    );
+    assert!(call.client("pub").keyframe_requests() > requests);
+    let log = video_log(&call, "sub");
+    let (a, b) = (&log[video_paused - 1], &log[video_paused]);
+    assert!(b.keyframe, "resumed on a delta frame: {b:?}");
+    // One stream across the pause: the sequence goes on, the publisher's timestamps
+    // (kept as they are) advance by the pause's length.
+    assert_eq!(b.seq.0, a.seq.1 + 1, "{a:?} {b:?}");
+    let step = b.ts.wrapping_sub(a.ts);
+    assert!((90_000..=900_000).contains(&step), "{step}: {a:?} {b:?}");
+    assert_continuous(&log[video_paused..]);
+    assert_eq!(pause_notices(&call, "sub", track), [true, false]);
+}
+
+/// A subscriber that sends no transport-wide feedback gives the SFU no estimate: the
+/// assumed starting bitrate, below the camera's rate here, picks simulcast layers but
+/// does not stop a single-stream camera.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assumed_bitrate_does_not_pause_an_unlayered_camera() {
+    let mut call = Call::start_with(SfuConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        bandwidth: BandwidthConfig {
+            initial_bitrate: 100_000,
+            ..BandwidthConfig::default()
+        },
+        ..SfuConfig::default()
+    })
+    .await;
+    call.join("room", "pub", VideoCodec::H264).await;
+    let track = video_track(&call, "pub").await;
+    call.twcc = false;
+    call.join_with("room", "sub", None).await;
+    assert!(eventually(WAIT, || video_log(&call, "sub").len() >= 25).await);
+    // Past the 3 s an estimate below the camera's rate would take to pause it.
+    let start = video_log(&call, "sub").len();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let s = stats_until(&call, "sub", WAIT, |_| true).await;
+    assert_eq!(s.bandwidth_estimate_bps, None, "{s:?}");
+    assert_eq!(s.tracks_paused, 0, "{s:?}");
+    assert_eq!(pause_notices(&call, "sub", track), [] as [bool; 0]);
+    // Paused it would get none. (It gets fewer than the 125 sent: without feedback
+    // str0m's pacer keeps to the assumed 100 kb/s.)
+    let during = video_log(&call, "sub").len() - start;
+    assert!(during >= 50, "{during} frames in 5 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -148,6 +148,9 @@ pub struct Call {
     /// Clients joined from now on send no datagram for this long (their ICE checks
     /// are lost, so their session comes up late; signalling is not held up).
     pub silent_for: Duration,
+    /// Clients joined from now on negotiate transport-wide sequence numbers, so they
+    /// send the feedback the SFU estimates their bandwidth from (browsers do).
+    pub twcc: bool,
 }
 
 /// Send instants of audio frames by (publisher, frame number).
@@ -182,6 +185,7 @@ impl Call {
             sent_at: Arc::default(),
             answers: HashMap::new(),
             silent_for: Duration::ZERO,
+            twcc: true,
         }
     }
 
@@ -210,12 +214,21 @@ impl Call {
         }
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let local = socket.local_addr().unwrap();
-        let mut rtc = Rtc::builder()
+        let mut builder = Rtc::builder()
             .clear_codecs()
             .enable_opus(true, false)
             .enable_h264(true)
-            .enable_vp8(true)
-            .build(Instant::now());
+            .enable_vp8(true);
+        if !self.twcc {
+            let mut exts = str0m::rtp::ExtensionMap::empty();
+            for (id, ext) in str0m::rtp::ExtensionMap::standard().iter() {
+                if *ext != str0m::rtp::Extension::TransportSequenceNumber {
+                    exts.set(id, ext.clone());
+                }
+            }
+            builder = builder.set_extension_map(exts);
+        }
+        let mut rtc = builder.build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
         let mut api = rtc.sdp_api();
         let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
