@@ -2,19 +2,32 @@
 //! received camera by quality and picture size (`MediaSession::set_limits`), the SFU
 //! records it (its admin API shows the limits per subscription), lifts it again, and
 //! refuses limits that are out of range or name a track the session does not receive.
+//! And the SDK sends transport-wide feedback, so the SFU estimates the bandwidth toward
+//! it instead of assuming one: behind a slow link a camera is paused for it.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{API_SECRET, Server, token};
-use huddle_client::media::{MediaOptions, MediaSession, Quality, TrackLimits, VideoOptions};
+use huddle_bench::shim::{ImpairmentConfig, Relay};
+use huddle_client::media::{
+    MediaEvent, MediaOptions, MediaSession, Quality, TrackLimits, VideoOptions,
+};
 use huddle_client::{Client, ClientError, Config};
+use huddle_media::codec::i420::I420Frame;
+use huddle_media::quality::signal::moving_pattern;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 const ROOM: &str = "limits";
 
-async fn join(server: &Server, identity: &str, video: bool) -> (Client, MediaSession) {
+async fn join(
+    server: &Server,
+    identity: &str,
+    video: bool,
+    sfu_address: Option<std::net::SocketAddr>,
+) -> (Client, MediaSession, mpsc::Receiver<MediaEvent>) {
     let config = Config::new(format!("ws://{}/v1/ws", server.addr), token(identity, ROOM));
     let (client, mut signalling) = Client::connect(config).await.expect("connects");
     tokio::spawn(async move { while signalling.recv().await.is_some() {} });
@@ -22,12 +35,13 @@ async fn join(server: &Server, identity: &str, video: bool) -> (Client, MediaSes
     let opts = MediaOptions {
         video: video.then(VideoOptions::default),
         bind_ip: "127.0.0.1".parse().unwrap(),
+        sfu_address,
         ..MediaOptions::default()
     };
-    let (session, _events) = MediaSession::start(&client, opts)
+    let (session, events) = MediaSession::start(&client, opts)
         .await
         .expect("media session");
-    (client, session)
+    (client, session, events)
 }
 
 /// The SFU's view of the room (admin API).
@@ -87,8 +101,8 @@ fn refused_as(r: Result<(), huddle_client::media::MediaError>, code: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_caps_a_camera_by_quality_and_size_and_lifts_it() {
     let server = Server::start("[sfu]\nlisten = \"127.0.0.1:0\"\n");
-    let (alice_client, alice) = join(&server, "alice", true).await;
-    let (bob_client, bob) = join(&server, "bob", false).await;
+    let (alice_client, alice, _) = join(&server, "alice", true, None).await;
+    let (bob_client, bob, _) = join(&server, "bob", false, None).await;
     // Alice's camera, as the SFU knows it, and bob's subscription to it.
     let mut camera = None;
     for _ in 0..100 {
@@ -168,4 +182,85 @@ async fn a_subscriber_caps_a_camera_by_quality_and_size_and_lifts_it() {
         session.leave().await.expect("leaves");
         client.close().await;
     }
+}
+
+/// A free UDP port on loopback for the SFU (the test must know where to relay to).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_subscriber_on_a_slow_link_is_estimated_from_its_feedback_and_paused() {
+    let port = free_udp_port();
+    let server = Server::start(&format!("[sfu]\nlisten = \"127.0.0.1:{port}\"\n"));
+    // Alice's camera sends about 300 kb/s; bob's link carries 120 kb/s toward him.
+    let (_alice_client, mut alice, _) = join(&server, "alice", true, None).await;
+    let mut camera = alice.take_video().expect("a camera");
+    tokio::spawn(async move {
+        let mut picture = I420Frame::new(320, 240).expect("picture");
+        let mut tick = tokio::time::interval(Duration::from_millis(40));
+        for index in 0.. {
+            tick.tick().await;
+            moving_pattern(&mut picture, index);
+            if camera
+                .send(&picture, std::time::Instant::now())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let slow = ImpairmentConfig {
+        bandwidth: 15_000,
+        ..ImpairmentConfig::default()
+    };
+    let relay = Relay::start(
+        ([127, 0, 0, 1], port).into(),
+        ImpairmentConfig::default(),
+        slow,
+    )
+    .await
+    .expect("relay");
+    let (_bob_client, bob, mut bob_events) =
+        join(&server, "bob", false, Some(relay.local_addr())).await;
+    // Only bob's transport-wide feedback can tell the SFU: its estimate falls from the
+    // 1 Mbit/s it starts with, and alice's camera is paused for bob (it has not fitted
+    // for 3 s). (Without feedback the SFU has no estimate, keeps sending the camera,
+    // and the link's queue drops it: thousands of NACKs and keyframe requests.)
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let m = media(&server).await;
+        let me = m["participants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["sid"] == bob.sid())
+            .cloned()
+            .unwrap_or(Value::Null);
+        let estimate = me["bandwidth_estimate_bps"].as_u64();
+        let camera_paused = tracks_of(&m, bob.sid(), "subscribed")
+            .iter()
+            .any(|t| t["publisher"] == alice.sid() && t["paused"] == true);
+        if estimate.is_some_and(|e| e < 400_000) && camera_paused {
+            // And bob's app is told.
+            let told = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(ev) = bob_events.recv().await {
+                    if let MediaEvent::TrackPaused { paused, reason, .. } = ev {
+                        return Some((paused, reason));
+                    }
+                }
+                None
+            })
+            .await;
+            assert_eq!(told, Ok(Some((true, "bandwidth".to_string()))));
+            return;
+        }
+        last = me;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("bob's estimate never fell or alice's camera never paused for him in 30 s: {last}");
 }

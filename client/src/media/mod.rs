@@ -223,8 +223,10 @@ pub enum MediaEvent {
     Track(RemoteTrack),
     /// The SFU paused a video track this session receives (`paused`), or resumed it;
     /// `track` is the track id (as in `RemoteTrack::track_id`); `reason` is `bandwidth`
-    /// (not even a simulcast track's lowest layer fits this session's bandwidth) or
-    /// `last_n` (its publisher is not among the latest speakers).
+    /// (not even a simulcast track's lowest layer, or a camera sent as one stream, fits
+    /// this session's bandwidth, which the SFU estimates from the transport-wide
+    /// feedback this session sends) or `last_n` (its publisher is not among the latest
+    /// speakers).
     TrackPaused {
         track: String,
         paused: bool,

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use rtc::interceptor::NackResponderBuilder;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
-use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MediaEngine,
 };
@@ -145,7 +147,13 @@ pub(crate) async fn build(
             None,
         )
         .map_err(webrtc_error)?;
-    let mut registry = configure_rtcp_reports(Registry::new());
+    // Transport-wide feedback on what we receive (draft-holmer-rmcat-transport-wide-cc):
+    // the SFU estimates its bandwidth toward us from it and paces and picks layers by
+    // that estimate. Without it the SFU only has its assumed starting rate, and its
+    // pacer holds a faster stream to that rate.
+    let registry =
+        configure_twcc_receiver_only(Registry::new(), &mut engine).map_err(webrtc_error)?;
+    let mut registry = configure_rtcp_reports(registry);
     if opts.nack {
         // NACK is negotiated for video and answered by webrtc-rs's responder (it
         // retransmits what we sent). Requests for what we receive come from the media
