@@ -175,6 +175,11 @@ pub(crate) struct PeerBandwidth {
     pub remb: Option<(u64, Instant)>,
     /// When `max_publisher_bitrate` was last sent to it as a REMB.
     pub remb_sent: Option<Instant>,
+    /// It receives video but negotiated transport-wide feedback on nothing we send it:
+    /// it will never have an estimate, so it is sent what the caps allow (as with
+    /// estimation off) and str0m's pacer is set to the cap instead of the assumed
+    /// starting rate.
+    pub no_feedback: bool,
 }
 
 /// One participant's session.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use str0m::bwe::Bitrate;
 use str0m::media::Rid;
+use str0m::rtp::Extension;
 
 use super::{OutState, Peer};
 use crate::config::BandwidthConfig;
@@ -34,6 +35,31 @@ impl Peer {
     /// A new send-side estimate toward this subscriber.
     pub fn on_estimate(&mut self, bps: u64) {
         self.bandwidth.estimate = Some(bps);
+        self.bandwidth.no_feedback = false;
+    }
+
+    /// Whether it receives video and none of the m-lines we send it negotiated
+    /// transport-wide sequence numbers (the feedback str0m estimates from is about
+    /// every packet of the session, so one such m-line is enough).
+    fn receives_video_without_feedback(&self) -> bool {
+        let mut video = false;
+        for t in &self.tracks_out {
+            let OutState::Open(mid) = t.state else {
+                continue;
+            };
+            let Some(media) = self.rtc.media(mid) else {
+                continue;
+            };
+            if media
+                .remote_extmap()
+                .id_of(Extension::TransportSequenceNumber)
+                .is_some()
+            {
+                return false;
+            }
+            video |= t.kind.is_video();
+        }
+        video
     }
 
     /// The subscriber reported the most it can receive (REMB, from receivers that
@@ -119,8 +145,9 @@ impl Peer {
 
     /// Chooses the layer of every video track this subscriber receives (an unlayered
     /// one is a single layer: sent or paused): the budget is the estimate (or the
-    /// initial bitrate before one) capped by `max_subscriber_bitrate`, minus audio at
-    /// its measured rate. Pushes `(track, layer)` for every switch waiting for a keyframe and
+    /// initial bitrate before one; the cap alone for a subscriber that sends no
+    /// transport-wide feedback) capped by `max_subscriber_bitrate`, minus audio at its
+    /// measured rate. Pushes `(track, layer)` for every switch waiting for a keyframe and
     /// `(track, paused)` for every track whose pause state changed since it was last
     /// reported, and updates the desired bitrate of the estimator.
     pub fn allocate(
@@ -157,7 +184,22 @@ impl Peer {
         let cap = config
             .max_subscriber_bitrate
             .min(self.remb(now).unwrap_or(u64::MAX));
-        let total = match (config.estimate, self.bandwidth.estimate) {
+        if config.estimate
+            && !self.bandwidth.no_feedback
+            && self.bandwidth.estimate.is_none()
+            && self.receives_video_without_feedback()
+        {
+            // Left alone, str0m would pace it at `initial_bitrate` for good: a faster
+            // camera would queue for up to 2 s in the pacer.
+            self.bandwidth.no_feedback = true;
+            self.rtc
+                .bwe()
+                .reset(Bitrate::bps(config.max_subscriber_bitrate));
+            tracing::debug!(participant = %self.id,
+                "no transport-wide feedback: sent what the caps allow, paced at the cap");
+        }
+        let estimating = config.estimate && !self.bandwidth.no_feedback;
+        let total = match (estimating, self.bandwidth.estimate) {
             (true, Some(e)) => e.min(cap),
             (true, None) => config.initial_bitrate.min(cap),
             (false, _) => cap,
@@ -181,11 +223,10 @@ impl Peer {
         // What the cap alone allows: a track that does not fit even that is paused at
         // once; one that only the estimate leaves out waits out a dip first.
         allocate(cap.saturating_sub(fixed), &demands, &mut capped);
-        // Without feedback from the subscriber (no estimate yet, or a client that does
-        // not send transport-wide feedback) the budget is only the assumed initial
-        // bitrate: good enough to pick a starting simulcast layer, not a reason to stop
-        // a single-stream camera. Only the caps pause one then.
-        let estimated = !config.estimate || self.bandwidth.estimate.is_some();
+        // Before the first estimate the budget is only the assumed initial bitrate: good
+        // enough to pick a starting simulcast layer, not a reason to stop a
+        // single-stream camera. Only the caps pause one then.
+        let estimated = !estimating || self.bandwidth.estimate.is_some();
         let mut wanted = fixed;
         // What one more step up of every track below its best layer would send: the
         // estimator is kept fed up to that (padding) so that it can find room for it.

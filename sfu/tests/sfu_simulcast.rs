@@ -450,11 +450,11 @@ async fn an_unlayered_camera_is_paused_when_it_does_not_fit_and_resumed_at_a_key
     assert_eq!(pause_notices(&call, "sub", track), [true, false]);
 }
 
-/// A subscriber that sends no transport-wide feedback gives the SFU no estimate: the
-/// assumed starting bitrate, below the camera's rate here, picks simulcast layers but
-/// does not stop a single-stream camera.
+/// A subscriber that sends no transport-wide feedback gives the SFU no estimate, ever:
+/// it is sent what the caps allow (as with estimation off), not held to the assumed
+/// starting bitrate, which here is below both cameras' rates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_assumed_bitrate_does_not_pause_an_unlayered_camera() {
+async fn a_subscriber_without_feedback_is_sent_what_the_caps_allow() {
     let mut call = Call::start_with(SfuConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         bandwidth: BandwidthConfig {
@@ -465,45 +465,34 @@ async fn an_assumed_bitrate_does_not_pause_an_unlayered_camera() {
     })
     .await;
     call.join("room", "pub", VideoCodec::H264).await;
+    call.join("room", "sim", VideoCodec::H264Simulcast).await;
     let track = video_track(&call, "pub").await;
     call.twcc = false;
     call.join_with("room", "sub", None).await;
-    assert!(eventually(WAIT, || video_log(&call, "sub").len() >= 25).await);
-    // Past the 3 s an estimate below the camera's rate would take to pause it.
-    let start = video_log(&call, "sub").len();
+    let from = |call: &Call, who: &str| {
+        video_log(call, "sub")
+            .into_iter()
+            .filter(|f| f.from == who)
+            .collect::<Vec<_>>()
+    };
+    assert!(eventually(WAIT, || from(&call, "pub").len() >= 25).await);
+    // The simulcast camera's top layer (f, about 480 kb/s), not the one 100 kb/s fits.
+    assert!(
+        eventually(WAIT, || count_layer(&from(&call, "sim"), "f") >= 20).await,
+        "runs {:?}",
+        layer_runs(&from(&call, "sim"))
+    );
+    // Past the 3 s an estimate below the camera's rate would take to pause it, every
+    // frame of the single-stream camera arrives (25 a second; str0m's pacer held it to
+    // about 100 kb/s, some 18 a second, before the SFU set the pace to the cap).
+    let start = from(&call, "pub").len();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let s = stats_until(&call, "sub", WAIT, |_| true).await;
     assert_eq!(s.bandwidth_estimate_bps, None, "{s:?}");
     assert_eq!(s.tracks_paused, 0, "{s:?}");
     assert_eq!(pause_notices(&call, "sub", track), [] as [bool; 0]);
-    // Paused it would get none. (It gets fewer than the 125 sent: without feedback
-    // str0m's pacer keeps to the assumed 100 kb/s.)
-    let during = video_log(&call, "sub").len() - start;
-    assert!(during >= 50, "{during} frames in 5 s");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_capped_subscriber_gets_the_layer_that_fits() {
-    // Layer rates in the test: q ≈ 40 kb/s, h ≈ 140 kb/s, f ≈ 480 kb/s, audio 24 kb/s.
-    let mut call = call_without_estimation(300_000).await;
-    call.join("room", "pub", VideoCodec::H264Simulcast).await;
-    call.join_with("room", "capped", None).await;
-    let ok = eventually(WAIT, || count_layer(&video_log(&call, "capped"), "h") >= 30).await;
-    let log = video_log(&call, "capped");
-    assert!(ok, "runs {:?}", layer_runs(&log));
-    assert_eq!(layer_runs(&log), ["h"]);
-    assert_continuous(&log);
-    let stats = call.sfu.stats().await.unwrap();
-    let s = stats
-        .iter()
-        .find(|s| s.participant.as_str() == "capped")
-        .unwrap();
-    assert!(
-        (1..=300_000).contains(&s.desired_bitrate_bps),
-        "desired bitrate above the cap: {s:?}"
-    );
-    // f is above the cap: nothing is padded toward it.
-    assert_eq!(s.minimum_bitrate_bps, 0, "{s:?}");
+    let during = from(&call, "pub").len() - start;
+    assert!(during >= 115, "{during} frames in 5 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
