@@ -180,6 +180,14 @@ pub(crate) struct PeerBandwidth {
     /// estimation off) and str0m's pacer is set to the cap instead of the assumed
     /// starting rate.
     pub no_feedback: bool,
+    /// What the last allocation could give each single-stream camera it receives
+    /// (its budget less what everything else it receives takes), while its budget is
+    /// known (an estimate, or the caps): the feedback a one-to-one call's publisher
+    /// gets.
+    pub rooms: Vec<(TrackId, u64)>,
+    /// As a publisher: it is being told the room of its only subscriber (see
+    /// `Peer::tell_publisher`); a lift is sent when that stops.
+    pub feedback_engaged: bool,
 }
 
 /// One participant's session.

@@ -3,6 +3,7 @@
 //! sent or paused), and the desired bitrate handed
 //! back to the estimator so it probes for the layers the subscriber could use.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use str0m::bwe::Bitrate;
@@ -30,6 +31,11 @@ pub const REMB_TTL: Duration = Duration::from_secs(5);
 /// How often a publisher is reminded of `max_publisher_bitrate` (a sender forgets a
 /// REMB it is not sent again).
 pub const REMB_TO_PUBLISHER_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Least a single-stream camera is asked to send for a one-to-one call's subscriber
+/// whose link has less room: below this a picture is not worth having, and the
+/// subscriber's side pauses it instead.
+pub const FEEDBACK_FLOOR: u64 = 100_000;
 
 impl Peer {
     /// A new send-side estimate toward this subscriber.
@@ -78,26 +84,88 @@ impl Peer {
             .map(|(bps, _)| bps)
     }
 
-    /// Tells this participant, as a publisher, the most it may send in all (`max_bps`;
-    /// 0: no cap): a REMB on one of its incoming streams, at most every
-    /// [`REMB_TO_PUBLISHER_INTERVAL`] (mediasoup's `maxIncomingBitrate` works the same
-    /// way). A sender takes a REMB as a cap on its whole session, whichever SSRC it
-    /// names; a simulcast sender then drops its top layers first. Returns whether one
-    /// was queued (not before the publisher's first packet).
-    pub fn cap_publisher(&mut self, max_bps: u64, router: &Router, now: Instant) -> bool {
-        if max_bps == 0
-            || self
-                .bandwidth
-                .remb_sent
-                .is_some_and(|t| now.saturating_duration_since(t) < REMB_TO_PUBLISHER_INTERVAL)
-        {
-            return false;
+    /// What this participant's only subscriber can take of what it publishes, if that
+    /// is the question: every video track it publishes is a single stream with exactly
+    /// one subscriber (a one-to-one call) whose room is known (`rooms`, by track).
+    /// Each camera is given at least [`FEEDBACK_FLOOR`]; its audio is added at its
+    /// measured rate. Also whether that is less than its cameras send now.
+    fn one_to_one_room(
+        &self,
+        rooms: &HashMap<TrackId, u64>,
+        router: &Router,
+    ) -> Option<(u64, bool)> {
+        let (mut video_room, mut video_rate, mut audio, mut cameras) = (0u64, 0u64, 0u64, 0);
+        for t in &self.tracks_in {
+            let kind = router.track(t.track)?.kind;
+            let rate = router.track_bitrate(t.track);
+            if !kind.is_video() {
+                audio = audio.saturating_add(rate);
+                continue;
+            }
+            if !router.layers(t.track).is_empty() {
+                return None;
+            }
+            let room = *rooms.get(&t.track)?;
+            video_room = video_room.saturating_add(room.max(FEEDBACK_FLOOR));
+            video_rate = video_rate.saturating_add(rate);
+            cameras += 1;
         }
+        (cameras > 0).then(|| (video_room.saturating_add(audio), video_room < video_rate))
+    }
+
+    /// Tells this participant, as a publisher, the most it may send in all: the
+    /// configured cap (`max_bps`; 0: none) and, in a one-to-one call with a
+    /// single-stream camera, what the other participant's link can take of it (see
+    /// [`Peer::one_to_one_room`]; from the first time that is less than the camera
+    /// sends, until the call is no longer one-to-one, when a lift to `lift_bps` is sent
+    /// once). A REMB on one of its incoming streams, at most every
+    /// [`REMB_TO_PUBLISHER_INTERVAL`] (mediasoup's `maxIncomingBitrate` works the same
+    /// way); a sender takes it as a cap on its whole session, whichever SSRC it names,
+    /// and keeps the last one (so it is repeated while it applies). A simulcast sender
+    /// drops its top layers first. Returns the bitrate queued, if one was (not before
+    /// the publisher's first packet).
+    pub fn tell_publisher(
+        &mut self,
+        max_bps: u64,
+        rooms: &HashMap<TrackId, u64>,
+        lift_bps: u64,
+        router: &Router,
+        now: Instant,
+    ) -> Option<u64> {
+        if self
+            .bandwidth
+            .remb_sent
+            .is_some_and(|t| now.saturating_duration_since(t) < REMB_TO_PUBLISHER_INTERVAL)
+        {
+            return None;
+        }
+        let room = match self.one_to_one_room(rooms, router) {
+            Some((room, short)) if short || self.bandwidth.feedback_engaged => {
+                self.bandwidth.feedback_engaged = true;
+                Some(room)
+            }
+            Some(_) => None,
+            None if self.bandwidth.feedback_engaged => {
+                self.bandwidth.feedback_engaged = false;
+                Some(lift_bps)
+            }
+            None => None,
+        };
+        let bps = match (max_bps, room) {
+            (0, None) => return None,
+            (0, Some(r)) => r,
+            (cap, r) => cap.min(r.unwrap_or(u64::MAX)),
+        };
+        self.send_remb(bps, router, now).then_some(bps)
+    }
+
+    /// Queues a REMB of `bps` toward this publisher on one of its incoming streams.
+    fn send_remb(&mut self, bps: u64, router: &Router, now: Instant) -> bool {
         let mut api = self.rtc.direct_api();
         for t in &self.tracks_in {
             let rid = router.layers(t.track).first().map(|l| Rid::from(&*l.rid));
             if let Some(rx) = api.stream_rx_by_mid(t.mid, rid) {
-                rx.request_remb(Bitrate::bps(max_bps));
+                rx.request_remb(Bitrate::bps(bps));
                 self.bandwidth.remb_sent = Some(now);
                 return true;
             }
@@ -228,6 +296,17 @@ impl Peer {
         // single-stream camera. Only the caps pause one then.
         let estimated = !estimating || self.bandwidth.estimate.is_some();
         let mut wanted = fixed;
+        // What the allocation gives each track, for the room a single-stream camera has.
+        let given = |infos: &[LayerInfo], choice: &Choice| match choice {
+            Choice::Layer(l) => infos.get(*l).map_or(0, |i| i.bitrate_bps),
+            _ => 0,
+        };
+        let spent: u64 = layered
+            .iter()
+            .zip(&down)
+            .map(|((_, infos), c)| given(infos, c))
+            .sum();
+        self.bandwidth.rooms.clear();
         // What one more step up of every track below its best layer would send: the
         // estimator is kept fed up to that (padding) so that it can find room for it.
         let mut next_step = fixed;
@@ -253,6 +332,12 @@ impl Peer {
                     config.pause_hold
                 },
             };
+            if selector.is_single() && estimated {
+                let others = spent.saturating_sub(given(infos, down));
+                self.bandwidth
+                    .rooms
+                    .push((out.track, budget.saturating_sub(others)));
+            }
             let (down, up) = if selector.is_single() && !estimated {
                 (capped, capped)
             } else {

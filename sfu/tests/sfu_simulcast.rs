@@ -625,3 +625,57 @@ async fn publishers_are_told_the_most_they_may_send() {
     );
     assert_eq!(rembs(&uncapped, "free"), []);
 }
+
+/// A one-to-one call with a single-stream camera: when the subscriber's link has less
+/// room than the camera sends, the publisher is told that room by REMB (its audio
+/// included), every second, following the room; when a third participant starts
+/// receiving the camera, a lift to the subscriber cap is sent once and no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_to_one_publisher_is_told_its_subscriber_s_room() {
+    let mut call = call_without_estimation(BandwidthConfig::default().max_subscriber_bitrate).await;
+    call.join("room", "pub", VideoCodec::H264).await;
+    call.join_with("room", "sub", None).await;
+    let rembs = |call: &Call| call.client("pub").seen.lock().unwrap().rembs.clone();
+    assert!(eventually(WAIT, || video_log(&call, "sub").len() >= 50).await);
+    // Plenty of room: nothing said.
+    assert_eq!(rembs(&call), []);
+    // 150 kb/s for sub: 126 kb/s after the 24 kb/s of audio it receives, against a
+    // 170 kb/s camera. The publisher is told 126 + its own 24 kb/s of audio.
+    call.client("sub")
+        .remb_bps
+        .store(150_000, Ordering::Relaxed);
+    assert!(
+        eventually(WAIT, || rembs(&call).len() >= 3).await,
+        "{:?}",
+        rembs(&call)
+    );
+    for (_, bps) in rembs(&call) {
+        assert!((130_000..=170_000).contains(&bps), "{:?}", rembs(&call));
+    }
+    // The room grows: so does what the publisher is told.
+    call.client("sub")
+        .remb_bps
+        .store(1_000_000, Ordering::Relaxed);
+    assert!(
+        eventually(WAIT, || rembs(&call)
+            .last()
+            .is_some_and(|(_, bps)| *bps > 900_000))
+        .await,
+        "{:?}",
+        rembs(&call)
+    );
+    // A third participant receives the camera too: one lift, then silence.
+    call.join_with("room", "third", None).await;
+    let lift = BandwidthConfig::default().max_subscriber_bitrate;
+    assert!(
+        eventually(WAIT, || rembs(&call)
+            .last()
+            .is_some_and(|(_, bps)| *bps == lift))
+        .await,
+        "{:?}",
+        rembs(&call)
+    );
+    let told = rembs(&call).len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(rembs(&call).len(), told, "{:?}", rembs(&call));
+}

@@ -19,12 +19,33 @@ impl Driver {
     pub(super) fn allocate_layers(&mut self, now: Instant) {
         self.next_allocation = now + self.config.bandwidth.allocation_interval;
         self.allocate(None, now);
-        let cap = self.config.bandwidth.max_publisher_bitrate;
-        if cap > 0 {
-            for peer in self.peers.values_mut().filter(|p| p.connected) {
-                peer.cap_publisher(cap, &self.router, now);
+        // A single-stream camera's only subscriber (a one-to-one call): its room.
+        let mut rooms = std::mem::take(&mut self.scratch_rooms);
+        rooms.clear();
+        for peer in self.peers.values() {
+            for &(track, room) in &peer.bandwidth.rooms {
+                if self.router.subscribers(track).len() == 1 {
+                    rooms.insert(track, room);
+                }
             }
         }
+        let bw = &self.config.bandwidth;
+        for (id, peer) in self.peers.iter_mut().filter(|(_, p)| p.connected) {
+            let engaged = peer.bandwidth.feedback_engaged;
+            let lift = if bw.max_publisher_bitrate > 0 {
+                bw.max_publisher_bitrate
+            } else {
+                bw.max_subscriber_bitrate
+            };
+            if let Some(bps) =
+                peer.tell_publisher(bw.max_publisher_bitrate, &rooms, lift, &self.router, now)
+                && (engaged || peer.bandwidth.feedback_engaged)
+            {
+                debug!(publisher = %id, bps, engaged = peer.bandwidth.feedback_engaged,
+                    "publisher told its one subscriber's room");
+            }
+        }
+        self.scratch_rooms = rooms;
     }
 
     /// Chooses the layers of one subscriber (`Some`) or of all, and asks for the

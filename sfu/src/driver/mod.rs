@@ -80,6 +80,9 @@ pub(crate) struct Driver {
     next_allocation: Instant,
     /// Reused list of layer keyframes the allocation asks for.
     scratch_keyframes: Vec<(TrackId, usize)>,
+    /// Reused map of single-stream cameras with one subscriber to that subscriber's
+    /// room (see `Peer::tell_publisher`).
+    scratch_rooms: HashMap<TrackId, u64>,
     /// Reused per-frame list of subscribers, so forwarding does not allocate.
     scratch_subscribers: Vec<ParticipantId>,
     /// Reused list of one peer's str0m events.
@@ -139,6 +142,7 @@ impl Driver {
             last_stats: now,
             next_allocation: now + config.bandwidth.allocation_interval,
             scratch_keyframes: Vec::new(),
+            scratch_rooms: HashMap::new(),
             config,
             socket,
             local_addr,
