@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::{API_SECRET, Server, token};
@@ -192,13 +194,12 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_sdk_subscriber_on_a_slow_link_is_estimated_from_its_feedback_and_paused() {
-    let port = free_udp_port();
-    let server = Server::start(&format!("[sfu]\nlisten = \"127.0.0.1:{port}\"\n"));
-    // Alice's camera sends about 300 kb/s; bob's link carries 120 kb/s toward him.
-    let (_alice_client, mut alice, _) = join(&server, "alice", true, None).await;
-    let mut camera = alice.take_video().expect("a camera");
+/// Feeds `session`'s camera the moving test pattern at 25 fps (about 300 kb/s at the
+/// default 320x240); the returned value follows the encoder's target bitrate.
+fn start_camera(session: &mut MediaSession) -> Arc<AtomicU32> {
+    let mut camera = session.take_video().expect("a camera");
+    let target = Arc::new(AtomicU32::new(camera.stats().target_bitrate_bps));
+    let shown = target.clone();
     tokio::spawn(async move {
         let mut picture = I420Frame::new(320, 240).expect("picture");
         let mut tick = tokio::time::interval(Duration::from_millis(40));
@@ -212,19 +213,48 @@ async fn an_sdk_subscriber_on_a_slow_link_is_estimated_from_its_feedback_and_pau
             {
                 return;
             }
+            shown.store(camera.stats().target_bitrate_bps, Ordering::Relaxed);
         }
     });
+    target
+}
+
+/// A participant's entry in the admin view (`Null` if absent).
+fn participant(media: &Value, sid: &str) -> Value {
+    media["participants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["sid"] == sid)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// A relay toward the SFU on `port` that carries `bytes_per_sec` toward the client.
+async fn slow_link(port: u16, bytes_per_sec: u64) -> Relay {
     let slow = ImpairmentConfig {
-        bandwidth: 15_000,
+        bandwidth: bytes_per_sec,
         ..ImpairmentConfig::default()
     };
-    let relay = Relay::start(
+    Relay::start(
         ([127, 0, 0, 1], port).into(),
         ImpairmentConfig::default(),
         slow,
     )
     .await
-    .expect("relay");
+    .expect("relay")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_subscriber_on_a_slow_link_is_estimated_from_its_feedback_and_paused() {
+    let port = free_udp_port();
+    let server = Server::start(&format!("[sfu]\nlisten = \"127.0.0.1:{port}\"\n"));
+    // Alice's camera sends about 300 kb/s to bob, on a 120 kb/s link, and carol, on
+    // loopback. (With two subscribers alice is not asked to send less for bob.)
+    let (_alice_client, mut alice, _) = join(&server, "alice", true, None).await;
+    start_camera(&mut alice);
+    let (_carol_client, _carol, _) = join(&server, "carol", false, None).await;
+    let relay = slow_link(port, 15_000).await;
     let (_bob_client, bob, mut bob_events) =
         join(&server, "bob", false, Some(relay.local_addr())).await;
     // Only bob's transport-wide feedback can tell the SFU: its estimate falls from the
@@ -234,13 +264,7 @@ async fn an_sdk_subscriber_on_a_slow_link_is_estimated_from_its_feedback_and_pau
     let mut last = Value::Null;
     for _ in 0..300 {
         let m = media(&server).await;
-        let me = m["participants"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["sid"] == bob.sid())
-            .cloned()
-            .unwrap_or(Value::Null);
+        let me = participant(&m, bob.sid());
         let estimate = me["bandwidth_estimate_bps"].as_u64();
         let camera_paused = tracks_of(&m, bob.sid(), "subscribed")
             .iter()
@@ -263,4 +287,48 @@ async fn an_sdk_subscriber_on_a_slow_link_is_estimated_from_its_feedback_and_pau
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("bob's estimate never fell or alice's camera never paused for him in 30 s: {last}");
+}
+
+/// One-to-one: the SFU tells alice (REMB) what bob's slow link has room for, and the
+/// SDK's encoder follows it, so bob gets alice's camera at a rate his link carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_one_to_one_call_the_sdk_camera_follows_the_other_side_s_link() {
+    let port = free_udp_port();
+    let server = Server::start(&format!("[sfu]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let (_alice_client, mut alice, _) = join(&server, "alice", true, None).await;
+    let target = start_camera(&mut alice);
+    assert_eq!(target.load(Ordering::Relaxed), 300_000);
+    // 200 kb/s toward bob.
+    let relay = slow_link(port, 25_000).await;
+    let (_bob_client, bob, _) = join(&server, "bob", false, Some(relay.local_addr())).await;
+    // Settled: alice's encoder aims below what bob's link carries, the SFU measures her
+    // camera below it, and the camera flows to bob (not paused, frames forwarded).
+    let mut last = Value::Null;
+    let mut forwarded = Vec::new();
+    for _ in 0..450 {
+        let m = media(&server).await;
+        let camera = tracks_of(&m, alice.sid(), "published")
+            .into_iter()
+            .find(|t| t["kind"] == "video")
+            .unwrap_or(Value::Null);
+        let flowing = tracks_of(&m, bob.sid(), "subscribed")
+            .iter()
+            .any(|t| t["track"] == camera["track"] && t["paused"] == false);
+        forwarded.push(
+            participant(&m, bob.sid())["frames_forwarded"]
+                .as_u64()
+                .unwrap_or(0),
+        );
+        // 3 s of the last 30 polls (100 ms apart): at least 30 frames of 75 sent.
+        let recent = forwarded.len() >= 30
+            && forwarded[forwarded.len() - 1] >= forwarded[forwarded.len() - 30] + 30;
+        let rate = camera["bitrate_bps"].as_u64().unwrap_or(u64::MAX);
+        let aim = target.load(Ordering::Relaxed);
+        if aim < 200_000 && rate < 200_000 && flowing && recent {
+            return;
+        }
+        last = json!({"encoder_target": aim, "camera": camera, "bob": participant(&m, bob.sid())});
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("alice's camera did not settle under bob's link in 45 s: {last}");
 }

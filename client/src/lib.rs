@@ -13,7 +13,11 @@
 //! - Calls ([`media`]): a WebRTC session (webrtc-rs) with the server's SFU that publishes
 //!   Opus audio and H.264 video from any PCM or I420 source and hands out every other
 //!   participant's tracks as decoded audio frames and pictures, through the media crate's
-//!   adaptive jitter buffer and video frame buffer, with per-track statistics.
+//!   adaptive jitter buffer and video frame buffer, with per-track statistics. It sends
+//!   transport-wide congestion feedback, so the SFU estimates the bandwidth toward it
+//!   (and pauses a camera that does not fit), and its camera's encoder follows the
+//!   most the SFU lets it send (REMB: a configured cap, or in a one-to-one call what
+//!   the other side's link can take).
 //!   [`Client::ice_servers`] fetches the server's STUN/TURN servers, and
 //!   `MediaOptions::relay_only` sends everything through TURN (a network that lets no
 //!   UDP reach the SFU; tested against huddle's own TURN in tests/client_relay.rs).

@@ -310,7 +310,18 @@ impl MediaSession {
                 }
                 _ => {
                     let v = opts.video.clone().unwrap_or_default();
-                    video = Some(VideoSender::new(out, v.encoder)?);
+                    // The microphone's share of a REMB: its bitrate and about 24 kb/s of
+                    // packet headers at 50 packets a second.
+                    let audio_bps = opts
+                        .audio
+                        .as_ref()
+                        .map_or(0, |a| u64::from(a.bitrate_bps) + 24_000);
+                    video = Some(VideoSender::new(
+                        out,
+                        v.encoder,
+                        peer_events.remb.clone(),
+                        audio_bps,
+                    )?);
                 }
             }
         }

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use rtc::interceptor::NackResponderBuilder;
@@ -19,6 +20,7 @@ use rtc::peer_connection::configuration::{RTCConfigurationBuilder, RTCIceTranspo
 use rtc::peer_connection::transport::RTCIceServer;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -67,6 +69,9 @@ pub(crate) struct PeerEvents {
     pub tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
     pub state: watch::Receiver<RTCPeerConnectionState>,
     pub gathered: watch::Receiver<bool>,
+    /// The latest REMB the SFU sent (bit/s; 0 before one): the most this session
+    /// should send in all.
+    pub remb: Arc<AtomicU64>,
 }
 
 #[derive(Clone)]
@@ -170,7 +175,14 @@ pub(crate) async fn build(
         }
         registry = registry.with(Slot::NackResponder, NackResponderBuilder::new().build());
     }
-    let registry = registry.with(Slot::from(14_000), KeyframeRequests::default());
+    let remb = Arc::new(AtomicU64::new(0));
+    let registry = registry.with(
+        Slot::from(14_000),
+        KeyframeRequests {
+            remb: remb.clone(),
+            ..KeyframeRequests::default()
+        },
+    );
 
     let ice_servers = opts
         .ice_servers
@@ -215,6 +227,7 @@ pub(crate) async fn build(
             tracks,
             state,
             gathered,
+            remb,
         },
     ))
 }
@@ -257,12 +270,15 @@ pub(crate) fn redirect_candidates(sdp: &str, to: SocketAddr) -> String {
 }
 
 /// Hands PLI and FIR about the tracks this client sends to the application (the encoder
-/// must produce a keyframe); every other inbound RTCP has been acted on by the
-/// interceptors before this one and stops here.
+/// must produce a keyframe) and keeps the bitrate of the SFU's latest REMB (the most the
+/// session may send: its cap, or in a one-to-one call what the other side's link can
+/// take); every other inbound RTCP has been acted on by the interceptors before this
+/// one and stops here.
 #[derive(Default)]
 struct KeyframeRequests {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
+    remb: Arc<AtomicU64>,
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
@@ -274,6 +290,14 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
+            for p in packets {
+                if let Some(remb) = p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>()
+                    && remb.bitrate.is_finite()
+                    && remb.bitrate >= 0.0
+                {
+                    self.remb.store(remb.bitrate as u64, Ordering::Relaxed);
+                }
+            }
             let wanted: Vec<Box<dyn rtc::rtcp::Packet>> = packets
                 .iter()
                 .filter(|p| {

@@ -37,6 +37,9 @@ pub struct SendStats {
     pub frames_encoded: u64,
     /// Keyframe requests (PLI/FIR) received for this track.
     pub keyframe_requests: u64,
+    /// Video: the encoder's target bitrate now, the configured one lowered to follow
+    /// the SFU's REMB (0 for audio).
+    pub target_bitrate_bps: u32,
 }
 
 /// Where an encoded stream goes: the RTP track with its negotiated SSRC and payload type.
@@ -166,8 +169,19 @@ impl AudioSender {
     }
 }
 
+/// Share of what the SFU allows the session to send (its REMB, less the microphone)
+/// that the camera's encoder aims at: the rest is packet overhead and resends.
+const REMB_VIDEO_SHARE: f64 = 0.85;
+/// Least the encoder is turned down to, whatever the REMB says.
+const MIN_VIDEO_BPS: u32 = 30_000;
+/// A new encoder target within this fraction of the current one is not applied.
+const RETARGET_STEP: f64 = 0.05;
+
 /// Sends camera video: I420 pictures are H.264-encoded (OpenH264) and packetized
-/// (single NAL, STAP-A, FU-A); a keyframe is produced when the SFU asks for one.
+/// (single NAL, STAP-A, FU-A); a keyframe is produced when the SFU asks for one, and the
+/// encoder's bitrate follows the most the SFU lets the session send (its REMB: the
+/// configured cap, or in a one-to-one call what the other side's link can take), never
+/// above the configured bitrate.
 pub struct VideoSender {
     out: RtpOut,
     /// Lent to a blocking thread while it encodes a picture.
@@ -178,10 +192,24 @@ pub struct VideoSender {
     packets: Vec<PayloadPacket>,
     keyframe_wanted: Arc<AtomicBool>,
     requests: Arc<AtomicU64>,
+    /// The SFU's latest REMB for the whole session (0: none yet).
+    remb: Arc<AtomicU64>,
+    /// What the session's microphone takes of it, packets included.
+    audio_bps: u64,
+    /// The bitrate the encoder was configured with: the ceiling.
+    configured_bps: u32,
+    /// The encoder's target now.
+    target_bps: u32,
 }
 
 impl VideoSender {
-    pub(crate) fn new(out: RtpOut, config: H264EncoderConfig) -> Result<Self, MediaError> {
+    pub(crate) fn new(
+        out: RtpOut,
+        config: H264EncoderConfig,
+        remb: Arc<AtomicU64>,
+        audio_bps: u64,
+    ) -> Result<Self, MediaError> {
+        let configured_bps = config.bitrate_bps;
         let encoder = H264Encoder::new(config).map_err(|e| MediaError::Codec(e.to_string()))?;
         let packetizer =
             H264Packetizer::new(MAX_RTP_PAYLOAD).map_err(|e| MediaError::Codec(e.to_string()))?;
@@ -201,7 +229,22 @@ impl VideoSender {
             packets: Vec::new(),
             keyframe_wanted,
             requests,
+            remb,
+            audio_bps,
+            configured_bps,
+            target_bps: configured_bps,
         })
+    }
+
+    /// The encoder target the SFU's latest REMB allows.
+    fn wanted_bitrate(&self) -> u32 {
+        match self.remb.load(Ordering::Relaxed) {
+            0 => self.configured_bps,
+            remb => {
+                let video = remb.saturating_sub(self.audio_bps) as f64 * REMB_VIDEO_SHARE;
+                (video.min(f64::from(u32::MAX)) as u32).clamp(MIN_VIDEO_BPS, self.configured_bps)
+            }
+        }
     }
 
     /// Encodes and sends one picture captured at `captured`. Returns false when rate
@@ -217,6 +260,15 @@ impl VideoSender {
             .ok_or_else(|| MediaError::Codec("an earlier send was cancelled mid-encode".into()))?;
         if self.keyframe_wanted.swap(false, Ordering::Relaxed) {
             encoder.request_keyframe();
+        }
+        let want = self.wanted_bitrate();
+        let step = f64::from(want.abs_diff(self.target_bps));
+        // Small wobbles of the REMB are not followed, except back to the ceiling.
+        if want != self.target_bps
+            && (step > RETARGET_STEP * f64::from(self.target_bps) || want == self.configured_bps)
+            && encoder.set_bitrate(want).is_ok()
+        {
+            self.target_bps = want;
         }
         let since = captured.saturating_duration_since(self.start);
         // Encoding takes milliseconds of CPU: on a blocking thread, so that audio and
@@ -252,6 +304,7 @@ impl VideoSender {
     pub fn stats(&self) -> SendStats {
         SendStats {
             keyframe_requests: self.requests.load(Ordering::Relaxed),
+            target_bitrate_bps: self.target_bps,
             ..self.out.stats
         }
     }

@@ -67,6 +67,9 @@ pub struct H264Encoder {
     last_size: Option<(usize, usize)>,
     /// A keyframe was requested (e.g. after a PLI) and not yet produced.
     keyframe_pending: bool,
+    /// The bitrate the encoder was created with (`config.bitrate_bps` may have moved
+    /// since): OpenH264 is set up with it again whenever the picture size changes.
+    initial_bitrate: u32,
 }
 
 impl std::fmt::Debug for H264Encoder {
@@ -115,10 +118,55 @@ impl H264Encoder {
             Encoder::with_api_config(OpenH264API::from_source(), lib_config).map_err(lib_error)?;
         Ok(Self {
             inner,
+            initial_bitrate: config.bitrate_bps,
             config,
             last_size: None,
             keyframe_pending: false,
         })
+    }
+
+    /// Changes the target bitrate (10 000..=100 000 000 bit/s; not above the one it
+    /// was created with, which OpenH264 takes as its ceiling) from the next picture on,
+    /// without a keyframe: what a sender does when its congestion control's target
+    /// moves (libwebrtc sets OpenH264's `ENCODER_OPTION_BITRATE` the same way).
+    pub fn set_bitrate(&mut self, bps: u32) -> Result<(), CodecError> {
+        if !(10_000..=100_000_000).contains(&bps) || bps > self.initial_bitrate {
+            return Err(CodecError::Setting {
+                name: "bitrate",
+                value: bps.into(),
+            });
+        }
+        self.config.bitrate_bps = bps;
+        // Before the first picture OpenH264 is not set up yet; `encode` applies it then.
+        if self.last_size.is_some() {
+            self.apply_bitrate()?;
+        }
+        Ok(())
+    }
+
+    /// Hands `config.bitrate_bps` to the running OpenH264 encoder.
+    #[allow(unsafe_code)]
+    fn apply_bitrate(&mut self) -> Result<(), CodecError> {
+        let mut info = openh264_sys2::SBitrateInfo {
+            iLayer: openh264_sys2::SPATIAL_LAYER_ALL,
+            iBitrate: i32::try_from(self.config.bitrate_bps).unwrap_or(i32::MAX),
+        };
+        // SAFETY: the encoder is initialized (a picture has been encoded, which is when
+        // the `openh264` crate initializes it), ENCODER_OPTION_BITRATE takes a pointer to
+        // an SBitrateInfo that it reads during the call only, and `info` outlives it.
+        let rc = unsafe {
+            self.inner.raw_api().set_option(
+                openh264_sys2::ENCODER_OPTION_BITRATE,
+                (&raw mut info).cast(),
+            )
+        };
+        if rc != 0 {
+            return Err(CodecError::Library {
+                library: "openh264",
+                detail: format!("setting the bitrate failed ({rc})"),
+            });
+        }
+        Ok(())
     }
 
     /// Settings in force.
@@ -156,7 +204,12 @@ impl H264Encoder {
             });
         }
         stream.write_vec(out);
+        let resized = self.last_size != Some(size);
         self.last_size = Some(size);
+        if resized && self.config.bitrate_bps != self.initial_bitrate {
+            // A new size set OpenH264 up again with the bitrate it was created with.
+            self.apply_bitrate()?;
+        }
         let skipped = frame_type == FrameType::Skip || out.is_empty();
         let keyframe = !skipped && frame_type == FrameType::IDR;
         if keyframe {
@@ -309,6 +362,61 @@ mod tests {
                 Err(CodecError::Setting { .. })
             ));
         }
+    }
+
+    /// Bytes the encoder produces for `frames` pictures of the moving test pattern from
+    /// picture `first` on, at 25 fps.
+    fn encoded_bytes(enc: &mut H264Encoder, first: u64, frames: u64) -> usize {
+        let mut picture = I420Frame::new(320, 240).unwrap();
+        let mut out = Vec::new();
+        let mut total = 0;
+        for i in first..first + frames {
+            crate::quality::signal::moving_pattern(&mut picture, i);
+            total += enc.encode(&picture, i * 40, &mut out).unwrap().len;
+        }
+        total
+    }
+
+    #[test]
+    fn the_bitrate_can_be_lowered_and_raised_while_encoding() {
+        let mut enc = H264Encoder::new(H264EncoderConfig {
+            bitrate_bps: 600_000,
+            ..Default::default()
+        })
+        .unwrap();
+        // Before the first picture, too: applied when OpenH264 is set up.
+        enc.set_bitrate(100_000).unwrap();
+        let low = encoded_bytes(&mut enc, 0, 100);
+        enc.set_bitrate(500_000).unwrap();
+        let _settle = encoded_bytes(&mut enc, 100, 25);
+        let high = encoded_bytes(&mut enc, 125, 100);
+        enc.set_bitrate(100_000).unwrap();
+        assert_eq!(enc.config().bitrate_bps, 100_000);
+        let _settle = encoded_bytes(&mut enc, 225, 25);
+        let low_again = encoded_bytes(&mut enc, 250, 100);
+        // 4 s each: about 50 kB at 100 kb/s, 250 kB at 500 kb/s.
+        let kbps = |bytes: usize| bytes * 8 / 4 / 1000;
+        assert!(
+            kbps(low) < 160 && kbps(low_again) < 160,
+            "{} and {} kb/s at 100 kb/s",
+            kbps(low),
+            kbps(low_again)
+        );
+        assert!(
+            kbps(high) > 3 * kbps(low).max(kbps(low_again)),
+            "{} -> {} -> {} kb/s",
+            kbps(low),
+            kbps(high),
+            kbps(low_again)
+        );
+        // Out of range, or above what it was created with.
+        for bad in [1_000, 700_000] {
+            assert!(matches!(
+                enc.set_bitrate(bad),
+                Err(CodecError::Setting { .. })
+            ));
+        }
+        assert_eq!(enc.config().bitrate_bps, 100_000);
     }
 
     #[test]
