@@ -1,7 +1,7 @@
 //! A subscriber's bandwidth: its estimate from str0m, the cap, the split of what is
-//! left after audio over its video tracks (simulcast layers, or an unlayered track
-//! sent or paused), and the desired bitrate handed
-//! back to the estimator so it probes for the layers the subscriber could use.
+//! left after audio over its video tracks (simulcast layers, or an unlayered track sent
+//! or paused), the desired bitrate handed back to the estimator so it probes for the
+//! layers the subscriber could use; and, as a publisher, the REMB it is told.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -227,8 +227,8 @@ impl Peer {
         pauses: &mut Vec<(TrackId, bool)>,
     ) {
         let mut fixed: u64 = 0;
-        // Per video track: index in `tracks_out` and its layers (one if unlayered). A few tracks per
-        // subscriber, every `allocation_interval`: not a per-packet allocation.
+        // Per video track: index in `tracks_out` and its layers (one if unlayered). A few
+        // tracks per subscriber, every `allocation_interval`: not a per-packet allocation.
         let mut layered: Vec<(usize, Vec<LayerInfo>)> = Vec::new();
         for (i, t) in self.tracks_out.iter().enumerate() {
             // Held-back video ("last N") leaves its share to the others.
@@ -351,7 +351,7 @@ impl Peer {
                 let rates: Vec<u64> = infos.iter().map(|l| l.bitrate_bps).collect();
                 tracing::debug!(subscriber = %self.id, track = %out.track,
                     from = ?target_before, to = ?selector.target(), ?quality, budget,
-                    estimate = ?self.bandwidth.estimate, ?rates, "simulcast target changed");
+                    estimate = ?self.bandwidth.estimate, ?rates, "video target changed");
             }
             // Reported from here, one allocation interval at most after a resume's
             // keyframe.

@@ -30,13 +30,14 @@ impl Driver {
             }
         }
         let bw = &self.config.bandwidth;
+        // What ends the feedback: the cap, or as good as none.
+        let lift = if bw.max_publisher_bitrate > 0 {
+            bw.max_publisher_bitrate
+        } else {
+            bw.max_subscriber_bitrate
+        };
         for (id, peer) in self.peers.iter_mut().filter(|(_, p)| p.connected) {
             let engaged = peer.bandwidth.feedback_engaged;
-            let lift = if bw.max_publisher_bitrate > 0 {
-                bw.max_publisher_bitrate
-            } else {
-                bw.max_subscriber_bitrate
-            };
             if let Some(bps) =
                 peer.tell_publisher(bw.max_publisher_bitrate, &rooms, lift, &self.router, now)
                 && (engaged || peer.bandwidth.feedback_engaged)
