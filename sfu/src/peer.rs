@@ -587,6 +587,14 @@ impl Peer {
                 RESEND_CACHE_AGE,
                 Some(RESEND_SHARE_CAP),
             );
+            // A single stream is not paced: the SFU cannot thin it (it pauses it when it
+            // does not fit), and str0m paces at 1.1 times its estimate, which delays a
+            // keyframe by hundreds of milliseconds (libwebrtc paces at 2.5 times).
+            // Simulcast layers stay paced. (A simulcast track whose publisher sends no
+            // rid is forwarded as one stream, so it is not paced either.)
+            if layer.is_none() && out.kind.is_video() {
+                tx.set_unpaced(true);
+            }
             out.resends_configured = true;
         }
         let Some(writer) = self.rtc.writer(mid) else {

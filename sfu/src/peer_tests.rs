@@ -213,73 +213,105 @@ fn exchange(sfu: &mut Rtc, client: &mut Rtc, now: &mut Instant, steps: usize) ->
     client_events
 }
 
+/// An SFU peer (its estimator on at `bwe`, if given) whose session with an in-memory
+/// client is up, sending it one video track; and H.264 frames of that track.
+struct VideoPair {
+    peer: Peer,
+    client: Rtc,
+    track: TrackId,
+    params: str0m::format::PayloadParams,
+}
+
+impl VideoPair {
+    fn connect(now: &mut Instant, bwe: Option<str0m::bwe::Bitrate>) -> Self {
+        use str0m::Candidate;
+        use str0m::format::Codec;
+        let addrs = (
+            "10.0.0.1:7882".parse().unwrap(),
+            "10.0.0.2:5000".parse().unwrap(),
+        );
+        let rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .enable_bwe(bwe)
+            .build(*now);
+        let mut peer = Peer::new(ParticipantId::from("p"), RoomId::from("r"), rtc, *now);
+        peer.rtc
+            .add_local_candidate(Candidate::host(addrs.0, "udp").unwrap());
+        let mut client = Rtc::new(*now);
+        client.add_local_candidate(Candidate::host(addrs.1, "udp").unwrap());
+        let (offer, pending) = client_offer(&mut client, MediaKind::Audio);
+        client_accepts_answer(&mut client, pending, &peer.accept_offer(&offer).unwrap());
+        let track = TrackId(5);
+        peer.add_out(track, TrackKind::Video, ParticipantId::from("x"));
+        let sdp = peer.negotiate(1, *now).unwrap();
+        let answer = client_answers(&mut client, &sdp);
+        peer.accept_answer(1, &answer).unwrap();
+        let events = exchange(&mut peer.rtc, &mut client, now, 200);
+        assert!(
+            events.iter().any(|e| matches!(e, str0m::Event::Connected)),
+            "ICE and DTLS came up"
+        );
+        peer.connected = true;
+        let params = *peer
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == Codec::H264)
+            .unwrap();
+        Self {
+            peer,
+            client,
+            track,
+            params,
+        }
+    }
+
+    /// A frame of `payload` (after an Annex-B start code and a NAL header, `key` for
+    /// an IDR slice) with RTP time `rtp`, that arrived at `arrived`.
+    fn frame(&self, key: bool, payload: &[u8], arrived: Instant, rtp: u64) -> MediaData {
+        use str0m::format::CodecExtra;
+        use str0m::media::{ExtensionValues, Frequency};
+        use str0m::rtp::SeqNo;
+        let mut data = vec![0, 0, 0, 1, if key { 0x65 } else { 0x41 }];
+        data.extend_from_slice(payload);
+        MediaData {
+            mid: Mid::from("0"),
+            pt: self.params.pt(),
+            rid: None,
+            params: self.params,
+            time: MediaTime::new(rtp, Frequency::NINETY_KHZ),
+            network_time: arrived,
+            seq_range: SeqNo::from(1)..=SeqNo::from(1),
+            contiguous: true,
+            data: data.into(),
+            ext_vals: ExtensionValues::default(),
+            codec_extra: CodecExtra::None,
+            last_sender_info: None,
+            audio_start_of_talk_spurt: false,
+        }
+    }
+}
+
 #[test]
 fn frames_go_out_in_the_order_they_are_forwarded_whatever_their_arrival_times() {
-    use str0m::Candidate;
-    use str0m::format::{Codec, CodecExtra};
-    use str0m::media::{ExtensionValues, Frequency};
-    use str0m::rtp::SeqNo;
-
     let mut now = Instant::now();
-    let addrs = (
-        "10.0.0.1:7882".parse().unwrap(),
-        "10.0.0.2:5000".parse().unwrap(),
-    );
-    let mut peer = sfu_peer(now);
-    peer.rtc
-        .add_local_candidate(Candidate::host(addrs.0, "udp").unwrap());
-    let mut client = Rtc::new(now);
-    client.add_local_candidate(Candidate::host(addrs.1, "udp").unwrap());
-    let (offer, pending) = client_offer(&mut client, MediaKind::Audio);
-    client_accepts_answer(&mut client, pending, &peer.accept_offer(&offer).unwrap());
-    let track = TrackId(5);
-    peer.add_out(track, TrackKind::Video, ParticipantId::from("x"));
-    let sdp = peer.negotiate(1, now).unwrap();
-    let answer = client_answers(&mut client, &sdp);
-    peer.accept_answer(1, &answer).unwrap();
-    let events = exchange(&mut peer.rtc, &mut client, &mut now, 200);
-    assert!(
-        events.iter().any(|e| matches!(e, str0m::Event::Connected)),
-        "ICE and DTLS came up"
-    );
-    peer.connected = true;
-
+    let mut pair = VideoPair::connect(&mut now, None);
+    let track = pair.track;
     // Two frames forwarded one after the other, the second with an earlier arrival
     // time (its first packet came first: a large keyframe of another layer, or a frame
     // held back until a lost packet before it was repaired).
-    let params = *peer
-        .rtc
-        .codec_config()
-        .params()
-        .iter()
-        .find(|p| p.spec().codec == Codec::H264)
-        .unwrap();
-    let frame = |tag: u8, arrived: Duration, rtp: u64| MediaData {
-        mid: Mid::from("0"),
-        pt: params.pt(),
-        rid: None,
-        params,
-        time: MediaTime::new(rtp, Frequency::NINETY_KHZ),
-        network_time: now - arrived,
-        seq_range: SeqNo::from(1)..=SeqNo::from(1),
-        contiguous: true,
-        data: vec![0, 0, 0, 1, 0x41, tag, tag, tag].into(),
-        ext_vals: ExtensionValues::default(),
-        codec_extra: CodecExtra::None,
-        last_sender_info: None,
-        audio_start_of_talk_spurt: false,
-    };
-    let first = frame(b'A', Duration::from_millis(10), 90_000);
-    let second = frame(b'B', Duration::from_millis(30), 93_000);
+    let first = pair.frame(false, b"AAA", now - Duration::from_millis(10), 90_000);
+    let second = pair.frame(false, b"BBB", now - Duration::from_millis(30), 93_000);
     assert_eq!(
-        peer.forward(track, None, &first, true).unwrap(),
+        pair.peer.forward(track, None, &first, true).unwrap(),
         Forwarded::Yes
     );
     assert_eq!(
-        peer.forward(track, None, &second, true).unwrap(),
+        pair.peer.forward(track, None, &second, true).unwrap(),
         Forwarded::Yes
     );
-    let events = exchange(&mut peer.rtc, &mut client, &mut now, 50);
+    let events = exchange(&mut pair.peer.rtc, &mut pair.client, &mut now, 50);
     let order: Vec<u8> = events
         .iter()
         .filter_map(|e| match e {
@@ -288,4 +320,30 @@ fn frames_go_out_in_the_order_they_are_forwarded_whatever_their_arrival_times() 
         })
         .collect();
     assert_eq!(order, b"AB", "frames as the client received them");
+}
+
+#[test]
+fn a_single_stream_camera_is_not_paced() {
+    // The estimator starts at 100 kbit/s: str0m's pacer would spread a 30 kB keyframe
+    // over more than 2 s. A single stream goes out as it comes (the SFU cannot thin
+    // it; it is paused when it does not fit), so the whole keyframe is there at once.
+    let mut now = Instant::now();
+    let mut pair = VideoPair::connect(&mut now, Some(str0m::bwe::Bitrate::kbps(100)));
+    let key = pair.frame(true, &[7; 30_000], now, 90_000);
+    assert_eq!(
+        pair.peer.forward(pair.track, None, &key, true).unwrap(),
+        Forwarded::Yes
+    );
+    // str0m releases one packet per timeout pass; this exchange makes one pass per
+    // simulated millisecond (the driver makes the next at once), so the 25 packets take
+    // about 25 ms here. Paced, it takes more than 2 s.
+    let events = exchange(&mut pair.peer.rtc, &mut pair.client, &mut now, 100);
+    let got: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            str0m::Event::MediaData(d) => Some(d.data.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, [30_005], "the keyframe within 100 ms");
 }

@@ -483,10 +483,29 @@ async fn a_subscriber_without_feedback_is_sent_what_the_caps_allow() {
         layer_runs(&from(&call, "sim"))
     );
     // Past the 3 s an estimate below the camera's rate would take to pause it, every
-    // frame of the single-stream camera arrives (25 a second; str0m's pacer held it to
-    // about 100 kb/s, some 18 a second, before the SFU set the pace to the cap).
+    // frame of the single-stream camera arrives (25 a second), and the f layer is not
+    // held back by str0m's pacer at the assumed 100 kb/s (its queue grew to its 2 s
+    // limit, until the SFU set the pace to the cap): its frames arrive within a few
+    // milliseconds of being sent.
     let start = from(&call, "pub").len();
+    let f_start = from(&call, "sim").len();
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut f_latency: Vec<Duration> = from(&call, "sim")[f_start..]
+        .iter()
+        .filter(|f| f.layer == "f")
+        .filter_map(|f| f.latency)
+        .collect();
+    f_latency.sort();
+    assert!(
+        f_latency.len() >= 100,
+        "{} frames of f in 5 s",
+        f_latency.len()
+    );
+    let median = f_latency[f_latency.len() / 2];
+    assert!(
+        median < Duration::from_millis(300),
+        "f's median latency {median:?}"
+    );
     let s = stats_until(&call, "sub", WAIT, |_| true).await;
     assert_eq!(s.bandwidth_estimate_bps, None, "{s:?}");
     assert_eq!(s.tracks_paused, 0, "{s:?}");
