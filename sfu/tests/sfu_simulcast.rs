@@ -72,13 +72,19 @@ fn assert_switches_at_keyframes(log: &[VideoRx]) {
 /// test machine swing widely (scheduling delays read as queueing delay), which would
 /// make the starting layer vary; estimation is exercised by the loss test below.
 async fn call_without_estimation(max_subscriber_bitrate: u64) -> Call {
+    call_with(BandwidthConfig {
+        estimate: false,
+        max_subscriber_bitrate,
+        ..BandwidthConfig::default()
+    })
+    .await
+}
+
+/// An SFU on loopback with these bandwidth settings.
+async fn call_with(bandwidth: BandwidthConfig) -> Call {
     Call::start_with(SfuConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
-        bandwidth: BandwidthConfig {
-            estimate: false,
-            max_subscriber_bitrate,
-            ..BandwidthConfig::default()
-        },
+        bandwidth,
         ..SfuConfig::default()
     })
     .await
@@ -296,6 +302,26 @@ async fn stats_until(
     }
 }
 
+/// Once "sub"'s stats show a track paused, no video reaches it for a second while the
+/// audio of "pub" goes on. Returns how many video frames it had received, and the stats.
+async fn paused_for_a_second(call: &Call) -> (usize, huddle_sfu::ParticipantStats) {
+    let s = stats_until(call, "sub", WAIT, |s| s.tracks_paused == 1).await;
+    assert_eq!(s.tracks_paused, 1, "{s:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (video_paused, audio_paused) = (
+        video_log(call, "sub").len(),
+        call.client("sub").frames_from("pub", TrackKind::Audio),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        video_log(call, "sub").len(),
+        video_paused,
+        "video while paused"
+    );
+    assert!(call.client("sub").frames_from("pub", TrackKind::Audio) >= audio_paused + 30);
+    (video_paused, s)
+}
+
 /// The bandwidth `TrackPaused` notices `who` got for `track`, in order.
 fn pause_notices(call: &Call, who: &str, track: TrackId) -> Vec<bool> {
     call.pause_notices(who, track, PauseReason::Bandwidth)
@@ -358,20 +384,7 @@ async fn a_subscriber_s_remb_caps_its_layers_pauses_and_resumes_its_video() {
     );
     // 30 kb/s: not even q fits: paused, audio goes on.
     call.client("sub").remb_bps.store(30_000, Ordering::Relaxed);
-    let s = stats_until(&call, "sub", WAIT, |s| s.tracks_paused == 1).await;
-    assert_eq!(s.tracks_paused, 1, "{s:?}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (video_paused, audio_paused) = (
-        video_log(&call, "sub").len(),
-        call.client("sub").frames_from("pub", TrackKind::Audio),
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        video_log(&call, "sub").len(),
-        video_paused,
-        "video while paused"
-    );
-    assert!(call.client("sub").frames_from("pub", TrackKind::Audio) >= audio_paused + 30);
+    let video_paused = paused_for_a_second(&call).await.0;
     // Room again: resumed (after the 2 s hold) at a keyframe, with no gap in its stream.
     call.client("sub")
         .remb_bps
@@ -412,22 +425,9 @@ async fn an_unlayered_camera_is_paused_when_it_does_not_fit_and_resumed_at_a_key
     call.client("sub")
         .remb_bps
         .store(100_000, Ordering::Relaxed);
-    let s = stats_until(&call, "sub", WAIT, |s| s.tracks_paused == 1).await;
-    assert_eq!(s.tracks_paused, 1, "{s:?}");
+    let (video_paused, s) = paused_for_a_second(&call).await;
     let sub = s.subscribed.iter().find(|t| t.track == track).unwrap();
     assert!(sub.paused && sub.layer.is_none(), "{sub:?}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (video_paused, audio_paused) = (
-        video_log(&call, "sub").len(),
-        call.client("sub").frames_from("pub", TrackKind::Audio),
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        video_log(&call, "sub").len(),
-        video_paused,
-        "video while paused"
-    );
-    assert!(call.client("sub").frames_from("pub", TrackKind::Audio) >= audio_paused + 30);
     // Room again: after the 2 s hold the SFU asks for a keyframe and resumes with it.
     let requests = call.client("pub").keyframe_requests();
     call.client("sub")
@@ -455,13 +455,9 @@ async fn an_unlayered_camera_is_paused_when_it_does_not_fit_and_resumed_at_a_key
 /// starting bitrate, which here is below both cameras' rates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_without_feedback_is_sent_what_the_caps_allow() {
-    let mut call = Call::start_with(SfuConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        bandwidth: BandwidthConfig {
-            initial_bitrate: 100_000,
-            ..BandwidthConfig::default()
-        },
-        ..SfuConfig::default()
+    let mut call = call_with(BandwidthConfig {
+        initial_bitrate: 100_000,
+        ..BandwidthConfig::default()
     })
     .await;
     call.join("room", "pub", VideoCodec::H264).await;
@@ -601,13 +597,9 @@ async fn a_subscriber_losing_packets_is_moved_down_and_keeps_its_audio() {
 /// about once a second; without a cap the SFU sends none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishers_are_told_the_most_they_may_send() {
-    let mut call = Call::start_with(SfuConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        bandwidth: BandwidthConfig {
-            max_publisher_bitrate: 400_000,
-            ..BandwidthConfig::default()
-        },
-        ..SfuConfig::default()
+    let mut call = call_with(BandwidthConfig {
+        max_publisher_bitrate: 400_000,
+        ..BandwidthConfig::default()
     })
     .await;
     call.join("room", "layers", VideoCodec::H264Simulcast).await;
