@@ -346,6 +346,8 @@ fn an_unlayered_track_is_one_layer_to_the_allocation() {
     assert!(r.request_layer_keyframe(video, 0, t0));
     assert!(!r.request_keyframe(video, t0 + Duration::from_millis(10)));
     assert!(!r.request_layer_keyframe(video, 1, t0 + Duration::from_secs(1)));
+    let audio = r.publish(&a, TrackKind::Audio).unwrap();
+    assert!(!r.request_layer_keyframe(audio, 0, t0));
     r.layer_infos(TrackId(999), t0, &mut infos);
     assert!(infos.is_empty());
 }
