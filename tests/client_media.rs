@@ -1,5 +1,6 @@
 //! The native client SDK's control of what the SFU forwards: a subscriber caps a
-//! received camera by quality and picture size (`MediaSession::set_limits`), the SFU
+//! received camera by quality and picture size (`MediaSession::set_limits`) and pins
+//! participants for "last N" (`MediaSession::pin`), the SFU
 //! records it (its admin API shows the limits per subscription), lifts it again, and
 //! refuses limits that are out of range or name a track the session does not receive.
 //! And the SDK sends transport-wide feedback, so the SFU estimates the bandwidth toward
@@ -165,6 +166,15 @@ async fn a_subscriber_caps_a_camera_by_quality_and_size_and_lifts_it() {
         .await
         .expect("limits lifted");
     wait_for_limits(&server, bob.sid(), &camera, (json!("high"), Value::Null)).await;
+
+    // Pinning (for "last N"): alice, yes; someone not in the session, or five, no.
+    bob.pin(&[alice.sid()]).await.expect("pin accepted");
+    refused_as(bob.pin(&["S_nobody"]).await, "not_found");
+    refused_as(
+        bob.pin(&[alice.sid(), "S_1", "S_2", "S_3", "S_4"]).await,
+        "invalid_message",
+    );
+    bob.pin(&[]).await.expect("unpinned");
 
     // Out of range, or a track bob does not receive (his own has none; alice's
     // camera is not sent back to her).

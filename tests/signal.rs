@@ -674,3 +674,43 @@ async fn media_subscribe_checks_max_quality() {
         .await;
     assert_eq!(r["type"], "error", "{r}");
 }
+
+/// `media_pin` names members of the room's media session: more than four is refused
+/// before the SFU sees it, someone not in the session is `not_found`, members (and an
+/// empty list) are accepted.
+#[tokio::test]
+async fn media_pin_takes_members_of_the_media_session() {
+    let server = Server::start_with("[sfu]\nlisten = \"127.0.0.1:0\"\n", &["--dev"], &[]);
+    let mut a = server.connect("alice", "pin").await;
+    let mut b = server.connect("bob", "pin").await;
+    a.request(json!({"type": "join"}), 1).await;
+    b.request(json!({"type": "join"}), 1).await;
+    let r = a.request(json!({"type": "media_join"}), 2).await;
+    assert_eq!(r["type"], "media_joined", "{r}");
+    let r = b.request(json!({"type": "media_join"}), 2).await;
+    let bob = r["sid"].as_str().expect("bob's sid").to_owned();
+    let five: Vec<String> = (0..5).map(|i| format!("S_{i}")).collect();
+    let r = a
+        .request(json!({"type": "media_pin", "participants": five}), 3)
+        .await;
+    assert_invalid(&r, "pinned");
+    let r = a
+        .request(
+            json!({"type": "media_pin", "participants": ["S_nobody"]}),
+            4,
+        )
+        .await;
+    assert_eq!(
+        (r["type"].as_str(), r["code"].as_str()),
+        (Some("error"), Some("not_found")),
+        "{r}"
+    );
+    let r = a
+        .request(json!({"type": "media_pin", "participants": [bob]}), 5)
+        .await;
+    assert_eq!(r["type"], "ok", "{r}");
+    let r = a
+        .request(json!({"type": "media_pin", "participants": []}), 6)
+        .await;
+    assert_eq!(r["type"], "ok", "{r}");
+}

@@ -24,6 +24,12 @@ pub enum RouterError {
     /// The participant publishes `max_tracks_per_participant` already.
     #[error("participant {0} publishes too many tracks")]
     TooManyTracks(ParticipantId),
+    /// Pinning someone who is not a member of the participant's room.
+    #[error("{0} is not in the room")]
+    NotInRoom(ParticipantId),
+    /// More than `MAX_PINNED` members pinned.
+    #[error("participant {0} pins too many members")]
+    TooManyPinned(ParticipantId),
     /// Subscribing to one's own track, or to a track of another room.
     #[error("track {track} cannot be subscribed by {participant}")]
     NotSubscribable {

@@ -66,6 +66,11 @@ pub(crate) enum Command {
         on: bool,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
+    Pin {
+        participant: ParticipantId,
+        pinned: Vec<ParticipantId>,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
     Stats {
         reply: oneshot::Sender<Vec<ParticipantStats>>,
     },
@@ -383,6 +388,25 @@ impl SfuHandle {
             participant,
             track,
             limit,
+            reply,
+        })
+        .await
+    }
+
+    /// Pins members of its room into `participant`'s view under "last N"
+    /// (`sfu.last_n`): their video is always forwarded to it, taking the first of its N
+    /// slots. Replaces the earlier list; an empty one unpins. At most
+    /// [`MAX_PINNED`](crate::router::MAX_PINNED); each must be in the room. Without
+    /// "last N" every video is forwarded anyway.
+    pub async fn set_pinned(
+        &self,
+        participant: impl Into<ParticipantId>,
+        pinned: Vec<ParticipantId>,
+    ) -> Result<(), SfuError> {
+        let participant = participant.into();
+        self.call(&participant.clone(), |reply| Command::Pin {
+            participant,
+            pinned,
             reply,
         })
         .await

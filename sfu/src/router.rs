@@ -18,6 +18,8 @@ use crate::speaker::SpeakerDetector;
 pub const MAX_LAYERS: usize = 4;
 /// Longest rid accepted (RFC 8851 does not bound it; str0m keeps eight bytes).
 pub const MAX_RID_LEN: usize = 8;
+/// Members one participant may pin into view under "last N".
+pub const MAX_PINNED: usize = 4;
 
 /// A change in the routing state the outside world must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +119,9 @@ struct Participant {
     subscriptions: Vec<TrackId>,
     /// Whether it is subscribed to every new track of the room.
     auto_subscribe: bool,
+    /// Members whose video it always receives under "last N" (they take its first
+    /// slots), at most [`MAX_PINNED`].
+    pinned: Vec<ParticipantId>,
 }
 
 /// A room: its members in joining order and its speaker detector.
@@ -231,6 +236,7 @@ impl Router {
                 published: Vec::new(),
                 subscriptions: Vec::new(),
                 auto_subscribe: true,
+                pinned: Vec::new(),
             },
         );
         for track in existing {
@@ -258,6 +264,11 @@ impl Router {
             }
         }
         if let Some(room) = self.rooms.get_mut(&room_id) {
+            for m in &room.members {
+                if let Some(other) = self.participants.get_mut(m) {
+                    other.pinned.retain(|x| x != participant);
+                }
+            }
             room.members.retain(|m| m != participant);
             room.recent.retain(|m| m != participant);
             if room.speaker.remove(participant) {
@@ -429,6 +440,39 @@ impl Router {
         Ok(())
     }
 
+    /// Pins members of its room into `participant`'s view under "last N": their video
+    /// is always forwarded to it, in the first of its N slots (more pinned than N: all
+    /// of them, no one else). Replaces the earlier list; empty unpins. At most
+    /// [`MAX_PINNED`]; itself and repeats are ignored; every one must be in its room.
+    pub fn set_pinned(
+        &mut self,
+        participant: &ParticipantId,
+        pinned: &[ParticipantId],
+    ) -> Result<(), RouterError> {
+        let room = self
+            .participants
+            .get(participant)
+            .map(|p| p.room.clone())
+            .ok_or_else(|| RouterError::UnknownParticipant(participant.clone()))?;
+        let mut list: Vec<ParticipantId> = Vec::with_capacity(pinned.len().min(MAX_PINNED));
+        for m in pinned {
+            if m == participant || list.contains(m) {
+                continue;
+            }
+            if self.participants.get(m).is_none_or(|o| o.room != room) {
+                return Err(RouterError::NotInRoom(m.clone()));
+            }
+            if list.len() == MAX_PINNED {
+                return Err(RouterError::TooManyPinned(participant.clone()));
+            }
+            list.push(m.clone());
+        }
+        if let Some(p) = self.participants.get_mut(participant) {
+            p.pinned = list;
+        }
+        Ok(())
+    }
+
     /// Who a packet of `track` is forwarded to (the forwarding decision).
     pub fn subscribers(&self, track: TrackId) -> &[ParticipantId] {
         self.tracks
@@ -507,11 +551,18 @@ impl Router {
         if !t.kind.is_video() {
             return true;
         }
+        let pinned = self
+            .participants
+            .get(subscriber)
+            .map_or(&[][..], |p| p.pinned.as_slice());
+        if pinned.contains(&t.publisher) {
+            return true;
+        }
         self.rooms.get(&t.room).is_some_and(|r| {
             r.recent
                 .iter()
-                .filter(|m| *m != subscriber)
-                .take(n)
+                .filter(|m| *m != subscriber && !pinned.contains(m))
+                .take(n.saturating_sub(pinned.len()))
                 .any(|m| *m == t.publisher)
         })
     }

@@ -404,4 +404,54 @@ fn last_n_forwards_video_of_the_most_recent_speakers_only() {
     // A recent speaker who leaves makes room for the next.
     r.leave(&ids[3]).unwrap();
     assert_eq!(sees(&r, 0), ["b", "c"]);
+
+    // Pinning: a (quiet) member's video always comes, in the first slot; the rest go to
+    // the recent speakers, as before. Only for the one who pins.
+    let e = ParticipantId::from("e");
+    r.join(&room, &e).unwrap();
+    let e_video = r.publish(&e, TrackKind::Video).unwrap();
+    assert!(!r.video_forwarded(&ids[0], e_video));
+    r.set_pinned(&ids[0], &[e.clone(), ids[0].clone(), e.clone()])
+        .unwrap();
+    assert!(r.video_forwarded(&ids[0], e_video));
+    assert_eq!(sees(&r, 0), ["c"]);
+    assert!(!r.video_forwarded(&ids[1], e_video));
+    // Two pinned fill both slots; the speakers wait.
+    r.set_pinned(&ids[0], &[e.clone(), ids[1].clone()]).unwrap();
+    assert_eq!(sees(&r, 0), ["b"]);
+    assert!(r.video_forwarded(&ids[0], e_video));
+    // Refused, the list unchanged: someone of no room, or too many.
+    let stranger = ParticipantId::from("x");
+    assert_eq!(
+        r.set_pinned(&ids[0], std::slice::from_ref(&stranger)),
+        Err(RouterError::NotInRoom(stranger))
+    );
+    let other = RoomId::from("other");
+    let f = ParticipantId::from("f");
+    r.join(&other, &f).unwrap();
+    assert_eq!(
+        r.set_pinned(&ids[0], std::slice::from_ref(&f)),
+        Err(RouterError::NotInRoom(f))
+    );
+    let many: Vec<ParticipantId> = (0..=MAX_PINNED)
+        .map(|i| ParticipantId::from(format!("m{i}").as_str()))
+        .collect();
+    for m in &many {
+        r.join(&room, m).unwrap();
+    }
+    assert_eq!(
+        r.set_pinned(&ids[0], &many),
+        Err(RouterError::TooManyPinned(ids[0].clone()))
+    );
+    assert!(r.video_forwarded(&ids[0], e_video));
+    // A pinned member who leaves is unpinned; an empty list unpins.
+    r.leave(&e).unwrap();
+    assert_eq!(sees(&r, 0), ["b", "c"]);
+    r.set_pinned(&ids[0], &[]).unwrap();
+    assert_eq!(sees(&r, 0), ["b", "c"]);
+    let nobody = ParticipantId::from("nobody");
+    assert_eq!(
+        r.set_pinned(&nobody, &[]),
+        Err(RouterError::UnknownParticipant(nobody))
+    );
 }

@@ -1,7 +1,7 @@
 //! "Last N" forwarding through a real SFU on loopback: with `last_n = 1`, a subscriber
 //! receives the video of only the most recent active speaker among the others (the
 //! earliest joiner before anyone spoke), the audio of everyone, and a camera that comes
-//! back into view resumes at a keyframe.
+//! back into view resumes at a keyframe; a pinned member's camera takes the slot.
 
 mod common;
 
@@ -114,4 +114,26 @@ async fn only_the_last_speakers_video_is_forwarded() {
         [vec![true], vec![true, false, true], vec![true, false]],
         "last-N notices to d for a, b, c"
     );
+
+    // d pins quiet b: b's camera takes d's one slot while c speaks on; a still sees c.
+    call.sfu.set_pinned("d", vec!["b".into()]).await.unwrap();
+    let (video, audio) = window(&call).await;
+    assert!(
+        video[0] == 0 && video[1] >= 10 && video[2] == 0,
+        "{video:?}"
+    );
+    assert!(audio.iter().all(|n| *n >= 30), "{audio:?}");
+    let seen_by_a = call.client("a").frames_from("c", TrackKind::Video);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(call.client("a").frames_from("c", TrackKind::Video) > seen_by_a);
+    // Unpinned: back to the speaker.
+    call.sfu.set_pinned("d", Vec::new()).await.unwrap();
+    let (video, _) = window(&call).await;
+    assert!(
+        video[0] == 0 && video[1] == 0 && video[2] >= 10,
+        "{video:?}"
+    );
+    // Only members of the room can be pinned, and only by a participant.
+    assert!(call.sfu.set_pinned("d", vec!["zed".into()]).await.is_err());
+    assert!(call.sfu.set_pinned("zed", Vec::new()).await.is_err());
 }

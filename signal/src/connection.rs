@@ -62,6 +62,7 @@ fn type_label(msg: &ClientMessage) -> &'static str {
         ClientMessage::MediaAnswer { .. } => "media_answer",
         ClientMessage::MediaSubscribe { .. } => "media_subscribe",
         ClientMessage::MediaAutoSubscribe { .. } => "media_auto_subscribe",
+        ClientMessage::MediaPin { .. } => "media_pin",
         ClientMessage::MediaLeave {} => "media_leave",
     }
 }

@@ -618,6 +618,7 @@ fn every_request_type_decodes_from_its_documented_example() {
         json!({"type":"media_answer","offer_id":3,"sdp":"v=0"}),
         json!({"type":"media_subscribe","track":"T1"}),
         json!({"type":"media_auto_subscribe","on":false}),
+        json!({"type":"media_pin","participants":["S_x"]}),
         json!({"type":"media_leave"}),
     ];
     assert_eq!(examples.len(), ClientMessage::TYPES.len());

@@ -41,9 +41,10 @@ fn error(e: SfuError) -> ProtocolError {
         SfuError::Router(R::UnknownTrack(_) | R::NotSubscribable { .. }) => {
             ProtocolError::new(ErrorCode::NotFound, e.to_string())
         }
-        SfuError::Router(R::TooManyTracks(_)) => {
+        SfuError::Router(R::TooManyTracks(_) | R::TooManyPinned(_)) => {
             ProtocolError::new(ErrorCode::InvalidMessage, e.to_string())
         }
+        SfuError::Router(R::NotInRoom(_)) => ProtocolError::new(ErrorCode::NotFound, e.to_string()),
         SfuError::BadSdp(_) | SfuError::Negotiation(_) => {
             ProtocolError::new(ErrorCode::BadSdp, e.to_string())
         }
@@ -70,6 +71,9 @@ fn parse_quality(q: &str) -> Result<Quality, ProtocolError> {
         )
     })
 }
+
+/// Members one `media_pin` may name (the SFU's limit).
+const MAX_PINNED: usize = huddle_sfu::router::MAX_PINNED;
 
 /// Largest width or height accepted in `media_subscribe` (beyond any camera).
 const MAX_PICTURE_SIDE: u32 = 16_384;
@@ -151,6 +155,12 @@ pub(crate) fn handle(
                 }
                 max_size(*max_width, *max_height)?;
             }
+            ClientMessage::MediaPin { participants } if participants.len() > MAX_PINNED => {
+                return Err(ProtocolError::new(
+                    ErrorCode::InvalidMessage,
+                    format!("at most {MAX_PINNED} participants can be pinned"),
+                ));
+            }
             _ => {}
         }
         Ok((sfu, sid, room))
@@ -214,6 +224,15 @@ pub(crate) fn handle(
                 .set_auto_subscribe(sid_s.as_str(), on)
                 .await
                 .map(|()| ServerMessage::Ok {}),
+            ClientMessage::MediaPin { participants } => {
+                let pinned = participants
+                    .iter()
+                    .map(|p| huddle_sfu::ParticipantId::from(p.as_str()))
+                    .collect();
+                sfu.set_pinned(sid_s.as_str(), pinned)
+                    .await
+                    .map(|()| ServerMessage::Ok {})
+            }
             ClientMessage::MediaLeave {} => sfu
                 .leave(sid_s.as_str())
                 .await

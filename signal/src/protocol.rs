@@ -170,6 +170,11 @@ pub enum ClientMessage {
     MediaAutoSubscribe {
         on: bool,
     },
+    /// Under "last N", always receive these members' video (their `sid`s; at most 4;
+    /// replaces the earlier list, empty unpins).
+    MediaPin {
+        participants: Vec<String>,
+    },
     /// Leave the media session (the room stays joined).
     MediaLeave {},
 }
@@ -213,6 +218,7 @@ impl ClientMessage {
         "media_answer",
         "media_subscribe",
         "media_auto_subscribe",
+        "media_pin",
         "media_leave",
     ];
 
@@ -225,6 +231,7 @@ impl ClientMessage {
                 | ClientMessage::MediaAnswer { .. }
                 | ClientMessage::MediaSubscribe { .. }
                 | ClientMessage::MediaAutoSubscribe { .. }
+                | ClientMessage::MediaPin { .. }
                 | ClientMessage::MediaLeave {}
         )
     }

@@ -396,6 +396,17 @@ impl MediaSession {
         Ok(())
     }
 
+    /// Under the server's "last N" (`sfu.last_n`), always receives these participants'
+    /// video (their `sid`s, at most 4), in the first of the N slots: a presenter who is
+    /// not speaking, a participant the user picked. Replaces the earlier list; an empty
+    /// one unpins. The server refuses anyone not in the room's media session.
+    pub async fn pin(&self, participants: &[&str]) -> Result<(), MediaError> {
+        self.client
+            .request(json!({"type": "media_pin", "participants": participants}))
+            .await?;
+        Ok(())
+    }
+
     /// Restarts ICE (RFC 8445 §9) after a network change: new credentials are offered,
     /// the SFU answers with its own, and connectivity checks find the path again while
     /// DTLS and the media streams go on. `sfu_address` replaces the address media is sent

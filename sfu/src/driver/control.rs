@@ -119,6 +119,15 @@ impl Driver {
                 let res = self.router.set_auto_subscribe(&participant, on);
                 let _ = reply.send(res.map_err(SfuError::from));
             }
+            Command::Pin {
+                participant,
+                pinned,
+                reply,
+            } => {
+                // Noticed by each held camera at its next frame, like a speaker change.
+                let res = self.router.set_pinned(&participant, &pinned);
+                let _ = reply.send(res.map_err(SfuError::from));
+            }
             Command::Stats { reply } => {
                 let stats = self
                     .peers
