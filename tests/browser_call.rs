@@ -122,6 +122,7 @@ fn browsers_call_over_tcp_through_huddle_turn() {
 
 /// `sfu.last_n = 1`: a third participant sees one camera; the other tile shows the
 /// avatar, titled as held back, because the SFU said so (media_track_paused, last_n).
+/// Pinning it (the tile's Pin button) brings that camera into view instead.
 #[test]
 fn a_camera_held_back_by_last_n_shows_as_paused() {
     if !browser_available() {
@@ -147,5 +148,11 @@ fn a_camera_held_back_by_last_n_shows_as_paused() {
             .iter()
             .any(|t| t["paused"] == false && t["width"].as_u64().unwrap_or(0) > 0),
         "the other camera plays: {report}"
+    );
+    // Pinned, the held-back camera plays and the other is held, for 2 s running.
+    let pinned = &report["pinned"];
+    assert!(
+        pinned["settled_ms"].as_u64().unwrap_or(0) >= 2000,
+        "pinning did not bring the camera into view: {report}"
     );
 }

@@ -32,6 +32,8 @@ export class RoomMedia {
     this.videoTracks = new Set(); // ids of the remote video tracks received
     this.quality = 'high'; // the simulcast quality asked for, from the tile size
     tiles.onWidth = (width) => this.fitQuality(width);
+    this.pinned = new Set(); // sids whose video is always received under "last N"
+    tiles.onPin = (sid) => this.togglePin(sid);
     this.queue = Promise.resolve(); // negotiation steps run one at a time
   }
 
@@ -41,6 +43,7 @@ export class RoomMedia {
     this.local = local;
     this.mySid = mySid;
     this.stop();
+    this.pinned.clear(); // a new media session starts with none
     const pc = new RTCPeerConnection({
       iceServers,
       iceTransportPolicy: this.relay ? 'relay' : 'all',
@@ -120,6 +123,22 @@ export class RoomMedia {
     }
   }
 
+  // Pins or unpins a participant's video (media_pin; at most 4, the SFU's limit: the
+  // earliest pin goes when a fifth is added). Only matters with the server's last_n.
+  togglePin(sid) {
+    if (this.pinned.has(sid)) this.pinned.delete(sid);
+    else {
+      if (this.pinned.size >= 4) {
+        const first = this.pinned.values().next().value;
+        this.pinned.delete(first);
+        this.tiles.setPinned(first, false);
+      }
+      this.pinned.add(sid);
+    }
+    this.tiles.setPinned(sid, this.pinned.has(sid));
+    this.send({ type: 'media_pin', participants: [...this.pinned] });
+  }
+
   // media_track_paused: a video we receive is paused (for bandwidth, or because its
   // publisher is not among the last speakers), or back. A tile is paused while any
   // reason holds.
@@ -139,6 +158,7 @@ export class RoomMedia {
   // The participant left (or unpublished everything): its tile goes.
   participantLeft(sid) {
     this.streams.delete(sid);
+    this.pinned.delete(sid); // the SFU drops it from the list too
     this.tiles.remove(sid);
     for (const [track, owner] of this.trackOwner) {
       if (owner === sid) {

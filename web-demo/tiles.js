@@ -63,8 +63,20 @@ export class Tiles {
     quality.append(...[1, 2, 3].map(() => document.createElement('i')));
     caption.append(quality, label, mic);
     el.append(video, avatar, caption);
+    let pin = null;
+    if (!local) {
+      // Pin: with the server's "last N", always receive this participant's video.
+      pin = document.createElement('button');
+      pin.type = 'button';
+      pin.className = 'pin';
+      pin.textContent = 'Pin';
+      pin.title = 'Always show this video';
+      pin.setAttribute('aria-pressed', 'false');
+      pin.addEventListener('click', () => this.onPin?.(sid));
+      el.append(pin);
+    }
     this.grid.append(el);
-    t = { sid, el, video, avatar, caption, label, mic, quality, local };
+    t = { sid, el, video, avatar, caption, label, mic, quality, local, pin };
     this.tiles.set(sid, t);
     this.rename(sid, name);
     this.setQuality(sid, 'unknown');
@@ -100,6 +112,15 @@ export class Tiles {
     t.el.title = !reason ? ''
       : reason === 'last_n' ? 'Video paused: not among the latest speakers'
         : 'Video paused: not enough bandwidth';
+  }
+
+  // This participant's video is pinned into view (see RoomMedia.togglePin).
+  setPinned(sid, on) {
+    const t = this.tiles.get(sid);
+    if (!t?.pin) return;
+    t.el.classList.toggle('pinned', on);
+    t.pin.setAttribute('aria-pressed', String(on));
+    t.pin.textContent = on ? 'Unpin' : 'Pin';
   }
 
   setScreen(sid, on) {
