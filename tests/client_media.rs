@@ -60,16 +60,24 @@ async fn media(server: &Server) -> Value {
         .expect("JSON")
 }
 
-/// The tracks `sid` publishes or receives (`list`: "published" or "subscribed") in an
-/// admin API view.
-fn tracks_of(media: &Value, sid: &str, list: &str) -> Vec<Value> {
+/// A participant's entry in the admin view (`Null` if absent).
+fn participant(media: &Value, sid: &str) -> Value {
     media["participants"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|p| p["sid"] == sid)
-        .flat_map(|p| p[list].as_array().cloned().unwrap_or_default())
-        .collect()
+        .find(|p| p["sid"] == sid)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// The tracks `sid` publishes or receives (`list`: "published" or "subscribed") in an
+/// admin API view.
+fn tracks_of(media: &Value, sid: &str, list: &str) -> Vec<Value> {
+    participant(media, sid)[list]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Polls the admin API (refreshed every second) until `sid` receives `track` with
@@ -227,17 +235,6 @@ fn start_camera(session: &mut MediaSession) -> Arc<AtomicU32> {
         }
     });
     target
-}
-
-/// A participant's entry in the admin view (`Null` if absent).
-fn participant(media: &Value, sid: &str) -> Value {
-    media["participants"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["sid"] == sid)
-        .cloned()
-        .unwrap_or(Value::Null)
 }
 
 /// A relay toward the SFU on `port` that carries `bytes_per_sec` toward the client.

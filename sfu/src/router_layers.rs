@@ -150,7 +150,7 @@ impl Router {
             return false;
         };
         if t.layers.is_empty() && layer == 0 {
-            return t.kind.is_video() && t.keyframe.allow(now);
+            return self.request_keyframe(track, now);
         }
         match t.layers.get_mut(layer) {
             Some(l) => l.keyframe.allow(now),

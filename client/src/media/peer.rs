@@ -178,9 +178,9 @@ pub(crate) async fn build(
     let remb = Arc::new(AtomicU64::new(0));
     let registry = registry.with(
         Slot::from(14_000),
-        KeyframeRequests {
+        SenderFeedback {
             remb: remb.clone(),
-            ..KeyframeRequests::default()
+            ..SenderFeedback::default()
         },
     );
 
@@ -275,13 +275,13 @@ pub(crate) fn redirect_candidates(sdp: &str, to: SocketAddr) -> String {
 /// take); every other inbound RTCP has been acted on by the interceptors before this
 /// one and stops here.
 #[derive(Default)]
-struct KeyframeRequests {
+struct SenderFeedback {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
     remb: Arc<AtomicU64>,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
+impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderFeedback {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -330,7 +330,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
     }
 }
 
-impl Interceptor for KeyframeRequests {
+impl Interceptor for SenderFeedback {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
