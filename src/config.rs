@@ -96,6 +96,10 @@ pub struct SfuSection {
     /// SFU driver threads, each with its own socket on `listen` (SO_REUSEPORT) and its
     /// own rooms; 0: one per core.
     pub shards: usize,
+    /// Spread a room over the shards once this many of its members are on its home
+    /// shard (later members join the shard holding the fewest of them; frames cross
+    /// between shards); 0: a room stays on one shard.
+    pub spread_rooms_above: usize,
 }
 
 impl Default for SfuSection {
@@ -114,6 +118,7 @@ impl Default for SfuSection {
             max_publisher_bitrate: d.bandwidth.max_publisher_bitrate,
             last_n: d.router.last_n.unwrap_or(0),
             shards: d.shards,
+            spread_rooms_above: d.spread_rooms_above,
         }
     }
 }
@@ -125,6 +130,7 @@ impl SfuSection {
             public_ips: self.public_ips.clone(),
             connect_timeout: self.connect_timeout,
             shards: self.shards,
+            spread_rooms_above: self.spread_rooms_above,
             ..Default::default()
         };
         c.router.max_participants_per_room = self.max_participants_per_room;

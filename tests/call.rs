@@ -27,8 +27,13 @@ use huddle_media::quality::signal::speech_like;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn server() -> (Target, SocketAddr) {
+    server_with(&[])
+}
+
+/// A server with `env` overrides of its configuration.
+fn server_with(env: &[(&str, String)]) -> (Target, SocketAddr) {
     let exe = Path::new(env!("CARGO_BIN_EXE_huddle"));
-    let target = Target::spawn_with_sfu(exe, &[]).expect("huddle serve starts");
+    let target = Target::spawn_with_sfu(exe, env).expect("huddle serve starts");
     let sfu = target.sfu_addr.expect("the SFU address");
     (target, sfu)
 }
@@ -266,10 +271,42 @@ async fn nack_repairs_video_loss_and_its_absence_shows() {
 async fn four_participants_and_one_leaves() {
     let _serial = SERIAL.lock().await;
     let (target, sfu_addr) = server();
+    four_and_one_leaves(&target, sfu_addr).await;
+}
+
+/// The same call in a room spread over two SFU shards (`sfu.spread_rooms_above = 1`:
+/// the members alternate between the shards, so most frames cross from one shard to
+/// the other): the same media, and the admin API's view of the room has everyone,
+/// whichever shard reported them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_participants_in_a_room_spread_over_two_shards() {
+    let _serial = SERIAL.lock().await;
+    let (target, sfu_addr) = server_with(&[
+        ("HUDDLE_SFU__SHARDS", "2".to_string()),
+        ("HUDDLE_SFU__SPREAD_ROOMS_ABOVE", "1".to_string()),
+    ]);
+    four_and_one_leaves(&target, sfu_addr).await;
+    let metrics = reqwest::get(format!("{}/metrics", target.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert!(counter("huddle_sfu_frames_handed_off_total ") > 100);
+    assert_eq!(counter("huddle_sfu_handoff_dropped_total "), 0);
+}
+
+async fn four_and_one_leaves(target: &Target, sfu_addr: SocketAddr) {
     let mut people = Vec::new();
     for i in 0..4 {
         let setup = setup(
-            &target,
+            target,
             sfu_addr,
             ("four", "q", i),
             video(160, 120, 10),

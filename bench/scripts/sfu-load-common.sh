@@ -12,7 +12,7 @@ start_sfu_server() {
   shift 2
   secret=sfu-bench-api-secret-$RANDOM$RANDOM
   HUDDLE_AUTH__TOKEN_SECRET=sfu-bench-token-secret-$RANDOM$RANDOM$RANDOM$RANDOM \
-  HUDDLE_AUTH__API_SECRET=$secret HUDDLE_SFU__SHARDS=1 HUDDLE_TURN__ENABLED=false \
+  HUDDLE_AUTH__API_SECRET=$secret HUDDLE_SFU__SHARDS=${SHARDS:-1} HUDDLE_TURN__ENABLED=false \
   HUDDLE_SFU__LISTEN=$host:7882 \
     "$@" serve --listen "$host:18080" --data-dir "$dir/data" --log-level warn \
     >"$dir/server.log" 2>&1 &

@@ -32,6 +32,11 @@ pub struct SfuConfig {
     /// Driver threads, each with its own socket on the same address (SO_REUSEPORT) and
     /// its own rooms; 0 means one per available core. See [`crate::Sfu`].
     pub shards: usize,
+    /// Spread big rooms over the shards: once this many of a room's members are on its
+    /// home shard (the hash of its name), the next ones join the shard holding the
+    /// fewest of its members, and each frame crosses to the shards of its subscribers.
+    /// 0: a room stays on its home shard. See [`crate::Sfu`].
+    pub spread_rooms_above: usize,
 }
 
 impl Default for SfuConfig {
@@ -46,6 +51,7 @@ impl Default for SfuConfig {
             answer_timeout: Duration::from_secs(5),
             event_backlog: 1024,
             shards: 0,
+            spread_rooms_above: 16,
         }
     }
 }

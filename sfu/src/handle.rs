@@ -104,13 +104,16 @@ impl Sfu {
         let count = config.shard_count().max(1);
         let sockets = bind_sockets(config.bind, count)?;
         let local_addr = sockets[0].local_addr()?;
-        let shared = Arc::new(Shared::new(&config, local_addr)?);
+        let shared = Arc::new(Shared::new(&config, local_addr, count)?);
         let (events, stream) = EventSink::new(config.event_backlog, metrics.events_dropped.clone());
         let placement: Placement = Arc::default();
         let (handoff_tx, handoff_rx): (Vec<_>, Vec<_>) =
             (0..count).map(|_| mpsc::channel(HANDOFF_QUEUE)).unzip();
+        let (mirror_tx, mirror_rx): (Vec<_>, Vec<_>) =
+            (0..count).map(|_| mpsc::unbounded_channel()).unzip();
         let mut commands = Vec::with_capacity(count);
-        for (index, (socket, handoff)) in sockets.into_iter().zip(handoff_rx).enumerate() {
+        let links = sockets.into_iter().zip(handoff_rx).zip(mirror_rx);
+        for (index, ((socket, handoff), mirror)) in links.enumerate() {
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             commands.push(tx);
             let shard = ShardLink {
@@ -118,6 +121,8 @@ impl Sfu {
                 count,
                 handoff,
                 peers: handoff_tx.clone(),
+                mirror,
+                mirrors: mirror_tx.clone(),
                 placement: placement.clone(),
             };
             let driver = DriverParts {
@@ -137,6 +142,8 @@ impl Sfu {
             SfuHandle {
                 shards: commands.into(),
                 placement,
+                shared,
+                spread_above: config.spread_rooms_above,
                 local_addr,
                 metrics,
             },
@@ -227,6 +234,10 @@ pub struct SfuHandle {
     shards: Arc<[mpsc::Sender<Command>]>,
     /// Which shard holds each participant.
     placement: Placement,
+    /// Rooms' members per shard, for placing a spread room's members.
+    shared: Arc<Shared>,
+    /// [`SfuConfig::spread_rooms_above`].
+    spread_above: usize,
     /// The bound media socket.
     local_addr: SocketAddr,
     /// Shared counters.
@@ -258,7 +269,10 @@ impl SfuHandle {
         let (room, participant) = (room.into(), participant.into());
         // A participant already in a room (of any shard) is refused by its own shard.
         let placed = self.placement.lock().get(&participant).copied();
-        let shard = placed.unwrap_or_else(|| shard_of(&room, self.shards.len()));
+        let shard = placed.unwrap_or_else(|| {
+            let home = shard_of(&room, self.shards.len());
+            self.shared.place(&room, home, self.spread_above)
+        });
         let id = participant.clone();
         self.call_shard(shard, |reply| Command::Join {
             room,

@@ -42,6 +42,9 @@ pub struct SfuMetrics {
     /// Datagrams received by one shard's socket for a peer of another shard and passed
     /// to it (the kernel spreads sources over the shards' sockets).
     pub datagrams_handed_off: Counter,
+    /// Frames passed from their publisher's shard to another shard holding subscribers
+    /// of their track (rooms spread over shards), one per shard.
+    pub frames_handed_off: Counter,
     /// Messages between shards dropped because the receiving shard's queue was full.
     pub handoff_dropped: Counter,
     /// Stats/speaker events dropped because the consumer fell behind.
@@ -78,6 +81,7 @@ impl Default for SfuMetrics {
             peer_errors: Counter::default(),
             send_dropped: Counter::default(),
             datagrams_handed_off: Counter::default(),
+            frames_handed_off: Counter::default(),
             handoff_dropped: Counter::default(),
             events_dropped: Counter::default(),
             layer_switches: Counter::default(),
@@ -94,7 +98,7 @@ impl SfuMetrics {
     /// Registers every metric under the `huddle_sfu` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("huddle_sfu");
-        let counters: [(&str, &str, &Counter); 18] = [
+        let counters: [(&str, &str, &Counter); 19] = [
             ("packets_in", "UDP datagrams received", &self.packets_in),
             ("bytes_in", "bytes received", &self.bytes_in),
             ("packets_out", "UDP datagrams sent", &self.packets_out),
@@ -149,6 +153,11 @@ impl SfuMetrics {
                 "datagrams_handed_off",
                 "datagrams passed from the shard that received them to the one holding their peer",
                 &self.datagrams_handed_off,
+            ),
+            (
+                "frames_handed_off",
+                "frames passed from their publisher's shard to a shard holding subscribers of their track",
+                &self.frames_handed_off,
             ),
             (
                 "handoff_dropped",

@@ -147,6 +147,9 @@ pub struct Census {
     pub tracks: usize,
     /// (subscriber, track) pairs.
     pub subscriptions: usize,
+    /// Members of rooms spread over shards whose sessions are on another shard, held
+    /// here as mirrors (see [`crate::Sfu`]); the other counts leave them out.
+    pub mirrored: usize,
 }
 
 impl std::ops::Add for Census {
@@ -157,6 +160,7 @@ impl std::ops::Add for Census {
             participants: self.participants + o.participants,
             tracks: self.tracks + o.tracks,
             subscriptions: self.subscriptions + o.subscriptions,
+            mirrored: self.mirrored + o.mirrored,
         }
     }
 }
@@ -203,10 +207,30 @@ impl Router {
     /// Adds `participant` to `room` (created on first join), subscribed to every track
     /// already published there.
     pub fn join(&mut self, room: &RoomId, participant: &ParticipantId) -> Result<(), RouterError> {
+        self.add_member(room, participant, true)
+    }
+
+    /// As [`join`](Self::join) without the limits, which the caller checked (a room
+    /// spread over shards: the SFU counts its members across the shards).
+    pub fn join_unchecked(
+        &mut self,
+        room: &RoomId,
+        participant: &ParticipantId,
+    ) -> Result<(), RouterError> {
+        self.add_member(room, participant, false)
+    }
+
+    fn add_member(
+        &mut self,
+        room: &RoomId,
+        participant: &ParticipantId,
+        limits: bool,
+    ) -> Result<(), RouterError> {
         if self.participants.contains_key(participant) {
             return Err(RouterError::AlreadyJoined(participant.clone()));
         }
         match self.rooms.get(room) {
+            _ if !limits => {}
             Some(r) if r.members.len() >= self.config.max_participants_per_room => {
                 return Err(RouterError::RoomFull(room.clone()));
             }
@@ -290,7 +314,7 @@ impl Router {
         participant: &ParticipantId,
         kind: TrackKind,
     ) -> Result<TrackId, RouterError> {
-        let Some(p) = self.participants.get_mut(participant) else {
+        let Some(p) = self.participants.get(participant) else {
             return Err(RouterError::UnknownParticipant(participant.clone()));
         };
         if p.published.len() >= self.config.max_tracks_per_participant {
@@ -298,6 +322,33 @@ impl Router {
         }
         let track = TrackId(self.next_track);
         self.next_track += self.track_step;
+        self.add_track(participant, kind, track)?;
+        Ok(track)
+    }
+
+    /// Registers a track published on another shard under the id that shard gave it
+    /// (a room spread over shards), without the track limit its shard checked.
+    pub fn publish_mirror(
+        &mut self,
+        participant: &ParticipantId,
+        kind: TrackKind,
+        track: TrackId,
+    ) -> Result<(), RouterError> {
+        if self.tracks.contains_key(&track) {
+            return Ok(());
+        }
+        self.add_track(participant, kind, track)
+    }
+
+    fn add_track(
+        &mut self,
+        participant: &ParticipantId,
+        kind: TrackKind,
+        track: TrackId,
+    ) -> Result<(), RouterError> {
+        let Some(p) = self.participants.get_mut(participant) else {
+            return Err(RouterError::UnknownParticipant(participant.clone()));
+        };
         p.published.push(track);
         let room = p.room.clone();
         self.tracks.insert(
@@ -332,7 +383,7 @@ impl Router {
         for member in auto {
             self.attach(&member, track);
         }
-        Ok(track)
+        Ok(())
     }
 
     /// Removes a track; its subscribers are unsubscribed first.
@@ -601,6 +652,28 @@ impl Router {
         self.events.pop_front()
     }
 
+    /// Counts of what is held for the members `local` accepts (a shard's own, in a
+    /// room spread over shards; the others count as `mirrored`), with the rooms
+    /// `counted` accepts (each spread room counted by one shard).
+    pub fn census_of(
+        &self,
+        local: impl Fn(&ParticipantId) -> bool,
+        counted: impl Fn(&RoomId) -> bool,
+    ) -> Census {
+        let mut c = Census::default();
+        for (id, p) in &self.participants {
+            if local(id) {
+                c.participants += 1;
+                c.tracks += p.published.len();
+                c.subscriptions += p.subscriptions.len();
+            } else {
+                c.mirrored += 1;
+            }
+        }
+        c.rooms = self.rooms.keys().filter(|r| counted(r)).count();
+        c
+    }
+
     /// Counts of everything held.
     pub fn census(&self) -> Census {
         Census {
@@ -608,6 +681,7 @@ impl Router {
             participants: self.participants.len(),
             tracks: self.tracks.len(),
             subscriptions: self.tracks.values().map(|t| t.subscribers.len()).sum(),
+            mirrored: 0,
         }
     }
 

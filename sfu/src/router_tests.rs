@@ -116,7 +116,8 @@ fn leave_frees_everything_and_unsubscribes_the_others() {
             rooms: 1,
             participants: 2,
             tracks: 4,
-            subscriptions: 4
+            subscriptions: 4,
+            mirrored: 0,
         }
     );
     assert!(r.members(&room).iter().all(|m| *m != a));

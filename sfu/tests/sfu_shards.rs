@@ -7,9 +7,10 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Call, eventually};
+use common::{Call, VideoCodec, eventually};
 use huddle_sfu::{RouterConfig, RouterError, SfuConfig, SfuError, SfuEvent, TrackKind};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -150,4 +151,204 @@ async fn the_room_limit_counts_every_shard() {
     sfu.join("three", "p4").await.unwrap();
     let (census, _) = sfu.census().await.unwrap();
     assert_eq!((census.rooms, census.participants), (2, 3));
+}
+
+/// With `spread_rooms_above = 1` on two shards the room's members alternate between
+/// the shards: every frame crosses once to the other shard, which holds two of its
+/// three subscribers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_spread_over_shards_works_like_one_room() {
+    let mut config = sharded(2, 100);
+    config.spread_rooms_above = 1;
+    let mut call = Call::start_with(config).await;
+    let names = ["a", "b", "c", "d"];
+    for n in names {
+        call.join("big", n, VideoCodec::H264).await;
+    }
+    let everyone_gets_everyone = |call: &Call, min: u64| {
+        names.iter().all(|to| {
+            names.iter().filter(|from| *from != to).all(|from| {
+                call.client(to).frames_from(from, TrackKind::Audio) >= min
+                    && call.client(to).frames_from(from, TrackKind::Video) >= min
+            })
+        })
+    };
+    assert!(
+        eventually(WAIT, || everyone_gets_everyone(&call, 10)).await,
+        "someone misses someone's audio or video"
+    );
+    // The members are on both shards, two each.
+    let per_shard = eventually(WAIT, || {
+        let mut latest: [Option<usize>; 2] = [None, None];
+        for e in call.events().iter().rev() {
+            if let SfuEvent::Stats {
+                shard,
+                participants,
+            } = e
+            {
+                latest[*shard].get_or_insert(participants.len());
+            }
+        }
+        latest == [Some(2), Some(2)]
+    })
+    .await;
+    assert!(per_shard, "the room was not spread over both shards");
+    // Each track is reported once, by its publisher's shard; ids are unique.
+    let published: Vec<_> = call
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            SfuEvent::TrackPublished { track, .. } => Some(*track),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(published.len(), 8, "{published:?}");
+    assert_eq!(published.iter().collect::<HashSet<_>>().len(), 8);
+    let m = call.sfu.metrics().clone();
+    assert!(
+        eventually(WAIT, || m.participants.get() == 4
+            && m.rooms.get() == 1
+            && m.tracks.get() == 8)
+        .await
+    );
+    assert_eq!(m.handoff_dropped.get(), 0);
+    assert!(m.frames_handed_off.get() > 0);
+    // Counted once: each member and track by its own shard, the room by one shard, and
+    // each shard holds the other's two members as mirrors.
+    let (c, sessions) = call.sfu.census().await.unwrap();
+    assert_eq!(
+        (
+            c.rooms,
+            c.participants,
+            c.tracks,
+            c.subscriptions,
+            c.mirrored,
+            sessions
+        ),
+        (1, 4, 8, 24, 4, 4)
+    );
+
+    // A keyframe request from every subscriber reaches every publisher, half of them
+    // through the other shard (after the throttle's 500 ms since the requests the SFU
+    // made when the tracks opened).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before: Vec<u64> = names
+        .iter()
+        .map(|n| call.client(n).keyframe_requests())
+        .collect();
+    for n in names {
+        call.client(n).plis_to_send.store(3, Ordering::Relaxed);
+    }
+    let asked = eventually(WAIT, || {
+        names
+            .iter()
+            .zip(&before)
+            .all(|(n, b)| call.client(n).keyframe_requests() > *b)
+    })
+    .await;
+    let after: Vec<u64> = names
+        .iter()
+        .map(|n| call.client(n).keyframe_requests())
+        .collect();
+    assert!(
+        asked,
+        "a publisher was not asked for a keyframe: {before:?} -> {after:?}, received {} sent {} throttled {}",
+        m.keyframe_requests_received.get(),
+        m.keyframe_requests_sent.get(),
+        m.keyframe_requests_throttled.get()
+    );
+
+    // The active speaker is reported once per change, by one shard.
+    for n in names {
+        let level = if n == "c" { 20 } else { 90 };
+        call.client(n).level.store(level, Ordering::Relaxed);
+    }
+    let speakers = || -> Vec<Option<String>> {
+        call.events()
+            .iter()
+            .filter_map(|e| match e {
+                SfuEvent::ActiveSpeaker { participant, .. } => {
+                    Some(participant.as_ref().map(|p| p.to_string()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(
+        eventually(WAIT, || speakers().last() == Some(&Some("c".to_string()))).await,
+        "{:?}",
+        speakers()
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let said = speakers();
+    assert!(
+        said.windows(2).all(|w| w[0] != w[1]),
+        "a speaker change reported twice: {said:?}"
+    );
+
+    // One leaves (whichever shard it was on): the others stop getting it.
+    call.sfu.leave("b").await.unwrap();
+    call.client("b").stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stay = [("a", "c"), ("c", "d"), ("d", "a")];
+    let counts: Vec<(u64, u64)> = stay
+        .iter()
+        .map(|(n, other)| {
+            let c = call.client(n);
+            (
+                c.frames_from("b", TrackKind::Audio),
+                c.frames_from(other, TrackKind::Audio),
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for ((n, other), (from_b, from_other)) in stay.iter().zip(&counts) {
+        let c = call.client(n);
+        assert_eq!(
+            c.frames_from("b", TrackKind::Audio),
+            *from_b,
+            "{n} still gets b"
+        );
+        assert!(
+            c.frames_from(other, TrackKind::Audio) >= from_other + 25,
+            "{n} no longer gets {other}"
+        );
+    }
+    let unpublished = call
+        .events()
+        .iter()
+        .filter(|e| matches!(e, SfuEvent::TrackUnpublished { .. }))
+        .count();
+    assert_eq!(unpublished, 2, "b's two tracks, reported once each");
+
+    // Everyone leaving frees the room on both shards, mirrors included.
+    for n in ["a", "c", "d"] {
+        call.sfu.leave(n).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (c, sessions) = call.sfu.census().await.unwrap();
+        let left = (
+            c.rooms,
+            c.participants,
+            c.tracks,
+            c.subscriptions,
+            c.mirrored,
+            sessions,
+        );
+        if left == (0, 0, 0, 0, 0, 0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "state left: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        eventually(WAIT, || m.participants.get() == 0
+            && m.rooms.get() == 0
+            && m.tracks.get() == 0)
+        .await
+    );
 }

@@ -310,7 +310,11 @@ async fn room_media(
     Path(room): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&st, &headers)?;
-    let stats = st.media_stats.lock().get(&room).cloned();
+    let stats: Option<Vec<_>> = st
+        .media_stats
+        .lock()
+        .get(&room)
+        .map(|shards| shards.values().flatten().cloned().collect());
     let Some(stats) = stats else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -364,14 +364,21 @@ pub(crate) async fn relay_events(st: Arc<AppState>, mut events: SfuEvents) {
                 for s in participants {
                     by_room.entry(s.room.to_string()).or_default().push(s);
                 }
-                // A room lives on one shard and the snapshot covers all of the shard's
-                // participants: its rooms absent from it have none.
+                // The snapshot covers all of the shard's participants: its rooms absent
+                // from it have none there (a room spread over shards keeps the others').
                 let mut stats = st.media_stats.lock();
                 for room in shard_rooms.remove(&shard).unwrap_or_default() {
-                    stats.remove(&room);
+                    if let Some(shards) = stats.get_mut(&room) {
+                        shards.remove(&shard);
+                        if shards.is_empty() {
+                            stats.remove(&room);
+                        }
+                    }
                 }
                 shard_rooms.insert(shard, by_room.keys().cloned().collect());
-                stats.extend(by_room);
+                for (room, participants) in by_room {
+                    stats.entry(room).or_default().insert(shard, participants);
+                }
             }
         }
     }

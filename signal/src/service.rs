@@ -51,9 +51,14 @@ pub struct AppState {
     pub(crate) store: Store,
     pub(crate) chat: Arc<Chat>,
     pub(crate) sfu: Option<SfuHandle>,
-    /// The SFU's latest statistics of each participant, by room (for the admin API).
-    pub(crate) media_stats:
-        Mutex<std::collections::HashMap<String, Vec<huddle_sfu::ParticipantStats>>>,
+    /// The SFU's latest statistics of each participant, by room and by the SFU shard
+    /// that reported them (a room spread over shards has several; for the admin API).
+    pub(crate) media_stats: Mutex<
+        std::collections::HashMap<
+            String,
+            std::collections::BTreeMap<usize, Vec<huddle_sfu::ParticipantStats>>,
+        >,
+    >,
     pub(crate) dev: bool,
     /// Cancelled when the server starts shutting down.
     pub(crate) shutdown: CancellationToken,

@@ -137,7 +137,7 @@ impl Driver {
                 let _ = reply.send(stats);
             }
             Command::Census { reply } => {
-                let _ = reply.send((self.router.census(), self.peers.len()));
+                let _ = reply.send((self.census(), self.peers.len()));
             }
             // Handled by the run loop, which has to stop.
             Command::Shutdown { reply } => {
@@ -157,16 +157,30 @@ impl Driver {
         if self.peers.contains_key(&participant) {
             return Err(RouterError::AlreadyJoined(participant).into());
         }
-        // The room limit counts every shard's rooms.
-        let new_room = self.router.members(&room).is_empty();
-        if new_room && !self.shared.open_room(self.config.router.max_rooms) {
-            return Err(RouterError::TooManyRooms.into());
+        // The limits count every shard's rooms and members.
+        let limits = &self.config.router;
+        self.shared.admit(
+            &room,
+            self.shard.index,
+            limits.max_rooms,
+            limits.max_participants_per_room,
+        )?;
+        if self.remote.contains_key(&participant) {
+            // It was held by another shard, whose leave is still on its way.
+            self.forget_remote(&participant);
         }
-        if let Err(e) = self.router.join(&room, &participant) {
-            if new_room {
-                self.shared.close_room();
-            }
+        let joined = if self.spread {
+            // This router may not see the whole room yet; the shared counts do.
+            self.router.join_unchecked(&room, &participant)
+        } else {
+            self.router.join(&room, &participant)
+        };
+        if let Err(e) = joined {
+            self.shared.release(&room, self.shard.index);
             return Err(e.into());
+        }
+        if self.spread {
+            self.mirror_join(&room, &participant);
         }
         let rtc_config = Rtc::builder()
             // The SFU has a public address and never initiates checks (RFC 8445 §2.5).
@@ -209,26 +223,32 @@ impl Driver {
     pub(super) fn apply_router_events(&mut self) {
         while let Some(ev) = self.router.poll_event() {
             match ev {
+                // A mirrored track is reported by its publisher's shard.
                 RouterEvent::TrackPublished {
                     room,
                     track,
                     publisher,
                     kind,
-                } => self.events.send(SfuEvent::TrackPublished {
-                    room,
-                    participant: publisher,
-                    track,
-                    kind,
-                }),
+                } if !self.remote.contains_key(&publisher) => {
+                    self.events.send(SfuEvent::TrackPublished {
+                        room,
+                        participant: publisher,
+                        track,
+                        kind,
+                    })
+                }
                 RouterEvent::TrackUnpublished {
                     room,
                     track,
                     publisher,
-                } => self.events.send(SfuEvent::TrackUnpublished {
-                    room,
-                    participant: publisher,
-                    track,
-                }),
+                } if !self.remote.contains_key(&publisher) => {
+                    self.events.send(SfuEvent::TrackUnpublished {
+                        room,
+                        participant: publisher,
+                        track,
+                    })
+                }
+                RouterEvent::TrackPublished { .. } | RouterEvent::TrackUnpublished { .. } => {}
                 RouterEvent::Subscribed {
                     subscriber,
                     track,
@@ -245,8 +265,11 @@ impl Driver {
                     }
                 }
                 RouterEvent::ActiveSpeaker { room, participant } => {
-                    self.events
-                        .send(SfuEvent::ActiveSpeaker { room, participant });
+                    // A spread room's speaker is reported by one of its shards.
+                    if self.reports_speaker(&room) {
+                        self.events
+                            .send(SfuEvent::ActiveSpeaker { room, participant });
+                    }
                 }
             }
         }
@@ -311,9 +334,15 @@ impl Driver {
         }
         self.by_addr.retain(|_, p| p != id);
         self.dirty.retain(|p| p != id);
+        let shards = if self.spread {
+            self.holders(&peer.room)
+        } else {
+            Vec::new()
+        };
         let _ = self.router.leave(id);
-        if self.router.members(&peer.room).is_empty() {
-            self.shared.close_room();
+        self.shared.release(&peer.room, self.shard.index);
+        if self.spread {
+            self.mirror_leave(&peer.room, id, &shards);
         }
         info!(participant = %id, ?reason, "left");
         self.events.send(SfuEvent::ParticipantLeft {
@@ -335,8 +364,9 @@ impl Driver {
 
     /// Adds the change of this shard's census to the gauges (every shard adds its own).
     pub(super) fn update_gauges(&mut self) {
-        let c = self.router.census();
-        let now = (c.rooms as i64, self.peers.len() as i64, c.tracks as i64);
+        let c = self.census();
+        let (rooms, tracks) = (c.rooms, c.tracks);
+        let now = (rooms as i64, self.peers.len() as i64, tracks as i64);
         let (rooms, participants, tracks) = self.gauges;
         self.metrics.rooms.inc_by(now.0 - rooms);
         self.metrics.participants.inc_by(now.1 - participants);

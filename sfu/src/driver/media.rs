@@ -7,7 +7,7 @@ use std::time::Instant;
 use str0m::media::Rids;
 use tracing::{debug, trace, warn};
 
-use super::Driver;
+use super::{Driver, Mirror};
 use crate::event::{PauseReason, SfuEvent};
 use crate::ids::{ParticipantId, TrackId, TrackKind};
 use crate::peer::Forwarded;
@@ -102,6 +102,9 @@ impl Driver {
                         layers = self.router.set_layers(track, &rids);
                     }
                 }
+                if self.spread {
+                    self.mirror_publish(track);
+                }
                 debug!(participant = %id, %track, ?mid, layers, "track published");
             }
             // The m-line stays negotiated but nothing it carries is forwarded.
@@ -123,6 +126,24 @@ impl Driver {
             return;
         };
         publisher.counters.frames_in += 1;
+        let handed_off = !self.spread || self.frame_to_shards(track, &data);
+        let layer = data.rid.and_then(|rid| self.router.layer_of(track, &rid));
+        self.fan_out(track, data, true, now);
+        if !handed_off {
+            // Another shard's subscribers missed a picture.
+            self.request_keyframe(track, layer, now);
+        }
+    }
+
+    /// Forwards a frame of `track` to this shard's subscribers; `local`: its publisher
+    /// is on this shard (else that shard asks for keyframes after gaps).
+    pub(super) fn fan_out(
+        &mut self,
+        track: TrackId,
+        data: str0m::media::MediaData,
+        local: bool,
+        now: Instant,
+    ) {
         let layered = !self.router.layers(track).is_empty();
         let layer = match data.rid {
             Some(rid) if layered => match self.router.layer_of(track, &rid) {
@@ -156,7 +177,7 @@ impl Driver {
             debug!(%track, ?layer, rid = ?data.rid, ?size, ?before, seq = ?data.seq_range,
                 "keyframe of a new picture size");
         }
-        if is_video && !data.contiguous {
+        if is_video && !data.contiguous && local {
             // A gap the NACKs could not fill: the decoder needs a new keyframe.
             self.request_keyframe(track, layer, now);
         }
@@ -232,6 +253,10 @@ impl Driver {
         };
         let rid = layer.and_then(|l| self.router.layers(track).get(l).map(|l| l.rid.clone()));
         let Some(peer) = self.peers.get_mut(&publisher) else {
+            if let Some(&shard) = self.remote.get(&publisher) {
+                // Its shard asks (throttled there too).
+                let _ = self.shard.mirrors[shard].send(Mirror::Keyframe { track, layer });
+            }
             return;
         };
         if peer.request_keyframe(track, rid.as_deref()) {

@@ -28,8 +28,9 @@ mod control;
 mod media;
 mod outbox;
 mod shard;
+mod spread;
 
-pub(crate) use shard::{HANDOFF_QUEUE, Handoff, ShardLink, Shared};
+pub(crate) use shard::{HANDOFF_QUEUE, Handoff, Mirror, ShardLink, Shared};
 
 /// Largest datagram read; WebRTC keeps below ~1200 bytes, bigger is truncated and
 /// then fails to parse (counted as malformed).
@@ -89,6 +90,13 @@ pub(crate) struct Driver {
     scratch_events: Vec<Event>,
     /// Datagrams produced by the current pump, sent in batches.
     outbox: outbox::Outbox,
+    /// Members of this shard's rooms held by other shards, and which (rooms spread
+    /// over shards, see `spread.rs`).
+    remote: HashMap<ParticipantId, usize>,
+    /// Rooms are spread over shards (`spread_rooms_above` > 0 and several shards).
+    spread: bool,
+    /// Shards a frame goes to (reused).
+    scratch_shards: Vec<usize>,
 }
 
 /// Cached address routes per peer on average before new ones stop being cached (a peer
@@ -130,6 +138,7 @@ impl Driver {
         } = parts;
         let socket = UdpSocket::from_std(socket)?;
         let local_addr = socket.local_addr()?;
+        let config_spread = config.spread_rooms_above > 0 && shard.count > 1;
         let now = Instant::now();
         let router = Router::with_track_ids(
             config.router.clone(),
@@ -160,6 +169,9 @@ impl Driver {
             scratch_subscribers: Vec::new(),
             scratch_events: Vec::new(),
             outbox: outbox::Outbox::new(),
+            remote: HashMap::new(),
+            spread: config_spread,
+            scratch_shards: Vec::new(),
         })
     }
 
@@ -189,6 +201,11 @@ impl Driver {
                         return;
                     }
                 },
+                Some(msg) = self.shard.mirror.recv() => {
+                    let now = Instant::now();
+                    self.handle_mirror(msg, now);
+                    self.pump(now);
+                }
                 n = self.shard.handoff.recv_many(&mut handed, HANDOFF_BATCH) => {
                     // Never 0: this shard holds a sender to itself.
                     debug_assert!(n > 0);
@@ -197,6 +214,13 @@ impl Driver {
                         self.handle_handoff(msg, now);
                     }
                     self.pump(now);
+                    // Another shard's frames must not starve this shard's socket (the
+                    // select is biased toward them): one datagram per batch at least.
+                    if let Ok((n, source)) = self.socket.try_recv_from(&mut buf) {
+                        let now = Instant::now();
+                        self.handle_datagram(&buf[..n], source, now);
+                        self.pump(now);
+                    }
                 }
                 res = self.socket.recv_from(&mut buf) => match res {
                     Ok((n, source)) => {
@@ -242,21 +266,23 @@ impl Driver {
         let input = self.input(contents, source, now);
         match self.route(&input, source) {
             Route::Local(id) => self.deliver(&id, input, bytes.len()),
-            Route::Shard(shard) => self.hand_off(
-                shard,
-                Handoff::Datagram {
-                    bytes: bytes.to_vec(),
-                    source,
-                    origin: self.shard.index,
-                    probe: false,
-                },
-            ),
+            Route::Shard(shard) => {
+                let _ = self.hand_off(
+                    shard,
+                    Handoff::Datagram {
+                        bytes: bytes.to_vec(),
+                        source,
+                        origin: self.shard.index,
+                        probe: false,
+                    },
+                );
+            }
             // A new source's first datagram is a STUN check (ICE precedes DTLS and
             // media): ask the other shards whose it is. DTLS or media may overtake the
             // owner's notice, so they ask too.
             Route::Unknown if self.shard.count > 1 => {
                 let next = (self.shard.index + 1) % self.shard.count;
-                self.hand_off(
+                let _ = self.hand_off(
                     next,
                     Handoff::Datagram {
                         bytes: bytes.to_vec(),
@@ -514,7 +540,11 @@ impl Driver {
                     (Some(_), false) => {
                         if let Some(track) = self.peers.get_mut(id).and_then(|p| p.remove_in(m.mid))
                         {
+                            let room = self.router.track(track).map(|t| t.room.clone());
                             let _ = self.router.unpublish(track);
+                            if let (true, Some(room)) = (self.spread, room) {
+                                self.mirror_unpublish(&room, track);
+                            }
                         }
                     }
                     (None, true) => {

@@ -2,20 +2,23 @@
 //! room count), their links (bounded channels), and the hand-off of datagrams that the
 //! kernel delivered to a shard not holding their peer (see [`crate::Sfu`], "Shards").
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use parking_lot::Mutex;
 use str0m::Candidate;
 use str0m::crypto::CryptoProvider;
+use str0m::media::MediaData;
 use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::Driver;
 use crate::config::SfuConfig;
-use crate::error::SfuError;
+use crate::error::{RouterError, SfuError};
 use crate::handle::Placement;
+use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind};
 
 /// Datagrams and notices queued toward one shard from the others; more are dropped
 /// (counted): a stalled shard must not grow memory.
@@ -35,15 +38,31 @@ pub(crate) struct Shared {
     /// fingerprint is in each SDP): a join does not pay for a key generation on the
     /// driver thread. `None` if the provider cannot make one (each `Rtc` then does).
     pub(super) dtls_cert: Option<str0m::config::DtlsCert>,
-    /// Rooms open on all shards, against `max_rooms` (each shard's router only sees
-    /// its own).
-    rooms_open: AtomicUsize,
+    /// Every open room's members per shard: `max_rooms` and the room size hold across
+    /// shards, and a spread room's next member is placed by it. Locked on joins and
+    /// leaves only.
+    rooms: Mutex<HashMap<RoomId, Vec<usize>>>,
+    /// Shards running.
+    shards: usize,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("candidates", &self.candidate_ips())
+            .field("rooms_open", &self.rooms_open())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
     /// Candidates from the configured public IPs and the bound address, or, when bound
     /// to a wildcard address, the node's interface addresses of that family.
-    pub(crate) fn new(config: &SfuConfig, local_addr: SocketAddr) -> Result<Self, SfuError> {
+    pub(crate) fn new(
+        config: &SfuConfig,
+        local_addr: SocketAddr,
+        shards: usize,
+    ) -> Result<Self, SfuError> {
         let mut ips: Vec<IpAddr> = config.public_ips.clone();
         let bound = if local_addr.ip().is_unspecified() {
             interface_ips(local_addr.is_ipv4())
@@ -71,22 +90,73 @@ impl Shared {
             candidates,
             dtls_cert: crypto.dtls_provider.generate_certificate(),
             crypto,
-            rooms_open: AtomicUsize::new(0),
+            rooms: Mutex::new(HashMap::new()),
+            shards: shards.max(1),
         })
     }
 
-    /// Counts a new room unless `max` are open.
-    pub(super) fn open_room(&self, max: usize) -> bool {
-        self.rooms_open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok()
+    /// Counts a member of `room` on `shard`, unless the room is full or it would be a
+    /// room over `max_rooms`.
+    pub(super) fn admit(
+        &self,
+        room: &RoomId,
+        shard: usize,
+        max_rooms: usize,
+        max_members: usize,
+    ) -> Result<(), RouterError> {
+        let mut rooms = self.rooms.lock();
+        match rooms.get(room) {
+            None if rooms.len() >= max_rooms => return Err(RouterError::TooManyRooms),
+            Some(counts) if counts.iter().sum::<usize>() >= max_members => {
+                return Err(RouterError::RoomFull(room.clone()));
+            }
+            _ => {}
+        }
+        let counts = rooms
+            .entry(room.clone())
+            .or_insert_with(|| vec![0; self.shards]);
+        counts[shard] += 1;
+        Ok(())
     }
 
-    /// Counts a room closed.
-    pub(super) fn close_room(&self) {
-        self.rooms_open.fetch_sub(1, Ordering::AcqRel);
+    /// Uncounts a member of `room` on `shard`; the room closes with its last member.
+    pub(super) fn release(&self, room: &RoomId, shard: usize) {
+        let mut rooms = self.rooms.lock();
+        if let Some(counts) = rooms.get_mut(room) {
+            counts[shard] = counts[shard].saturating_sub(1);
+            if counts.iter().all(|&n| n == 0) {
+                rooms.remove(room);
+            }
+        }
+    }
+
+    /// The shards holding members of `room`.
+    pub(super) fn holders(&self, room: &RoomId) -> Vec<usize> {
+        self.rooms.lock().get(room).map_or_else(Vec::new, |counts| {
+            (0..counts.len()).filter(|&s| counts[s] > 0).collect()
+        })
+    }
+
+    /// Rooms open on all shards.
+    pub(crate) fn rooms_open(&self) -> usize {
+        self.rooms.lock().len()
+    }
+
+    /// The shard for a new member of `room`: its home shard while fewer than
+    /// `spread_above` members are there (always, with 0), else the shard holding the
+    /// fewest of its members.
+    pub(crate) fn place(&self, room: &RoomId, home: usize, spread_above: usize) -> usize {
+        if spread_above == 0 || self.shards == 1 {
+            return home;
+        }
+        let rooms = self.rooms.lock();
+        let Some(counts) = rooms.get(room) else {
+            return home;
+        };
+        if counts[home] < spread_above {
+            return home;
+        }
+        (0..self.shards).min_by_key(|&s| counts[s]).unwrap_or(home)
     }
 
     /// The advertised addresses (for the log).
@@ -138,6 +208,45 @@ pub(crate) enum Handoff {
     Owner { source: SocketAddr, shard: usize },
     /// `source` is no longer held by the shard the origin thought.
     Forget { source: SocketAddr },
+    /// A frame of `track`, published on the sender's shard, for this shard's
+    /// subscribers of it (a room spread over shards).
+    Frame {
+        track: TrackId,
+        data: Box<MediaData>,
+    },
+}
+
+/// A change of a room spread over shards, sent to the other shards holding it so that
+/// each router holds the whole room (members and tracks of all shards): never dropped.
+#[derive(Debug, Clone)]
+pub(crate) enum Mirror {
+    /// `participant` is a member of `room` on `shard`; with `answer`, it just joined
+    /// and `shard` wants this shard's members and tracks of the room.
+    Join {
+        room: RoomId,
+        participant: ParticipantId,
+        shard: usize,
+        answer: bool,
+    },
+    /// `participant` of `shard` left.
+    Leave {
+        participant: ParticipantId,
+        shard: usize,
+    },
+    /// `participant` published `track` (with its simulcast rids).
+    Publish {
+        participant: ParticipantId,
+        track: TrackId,
+        kind: TrackKind,
+        rids: Vec<String>,
+    },
+    /// `track` went away.
+    Unpublish { track: TrackId },
+    /// A subscriber on another shard needs a keyframe of `track` (of `layer`).
+    Keyframe {
+        track: TrackId,
+        layer: Option<usize>,
+    },
 }
 
 /// One shard's links to the others.
@@ -150,6 +259,10 @@ pub(crate) struct ShardLink {
     pub(crate) handoff: mpsc::Receiver<Handoff>,
     /// To every shard (this one included, unused).
     pub(crate) peers: Vec<mpsc::Sender<Handoff>>,
+    /// Room changes from other shards (rooms spread over shards).
+    pub(crate) mirror: mpsc::UnboundedReceiver<Mirror>,
+    /// To every shard's mirror queue (this one included, unused).
+    pub(crate) mirrors: Vec<mpsc::UnboundedSender<Mirror>>,
     /// Which shard holds each participant (kept by the handle and the drivers).
     pub(crate) placement: Placement,
 }
@@ -172,14 +285,14 @@ impl Driver {
                 if let Some(id) = self.local_peer(&input, source) {
                     if probe {
                         let shard = self.shard.index;
-                        self.hand_off(origin, Handoff::Owner { source, shard });
+                        let _ = self.hand_off(origin, Handoff::Owner { source, shard });
                     }
                     self.deliver(&id, input, bytes.len());
                     return;
                 }
                 let next = (self.shard.index + 1) % self.shard.count;
                 if probe && next != origin {
-                    self.hand_off(
+                    let _ = self.hand_off(
                         next,
                         Handoff::Datagram {
                             bytes,
@@ -192,7 +305,7 @@ impl Driver {
                 }
                 if !probe {
                     // The peer left this shard: the origin asks around next time.
-                    self.hand_off(origin, Handoff::Forget { source });
+                    let _ = self.hand_off(origin, Handoff::Forget { source });
                 }
                 self.metrics.unrouted_dropped.inc();
             }
@@ -205,16 +318,84 @@ impl Driver {
             Handoff::Forget { source } => {
                 self.foreign.remove(&source);
             }
+            Handoff::Frame { track, data } => self.frame_from_shard(track, data, now),
         }
     }
 
     /// Queues a message to another shard; dropped (counted) when its queue is full.
-    pub(super) fn hand_off(&self, shard: usize, msg: Handoff) {
-        if matches!(msg, Handoff::Datagram { .. }) {
-            self.metrics.datagrams_handed_off.inc();
+    /// Returns whether it was queued.
+    pub(super) fn hand_off(&self, shard: usize, msg: Handoff) -> bool {
+        match msg {
+            Handoff::Datagram { .. } => {
+                self.metrics.datagrams_handed_off.inc();
+            }
+            Handoff::Frame { .. } => {
+                self.metrics.frames_handed_off.inc();
+            }
+            _ => {}
         }
-        if self.shard.peers[shard].try_send(msg).is_err() {
+        let queued = self.shard.peers[shard].try_send(msg).is_ok();
+        if !queued {
             self.metrics.handoff_dropped.inc();
         }
+        queued
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(shards: usize) -> Shared {
+        let config = SfuConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            ..SfuConfig::default()
+        };
+        Shared::new(&config, "127.0.0.1:7882".parse().unwrap(), shards).unwrap()
+    }
+
+    #[test]
+    fn a_room_stays_home_until_it_is_big_then_fills_the_emptiest_shard() {
+        let s = shared(3);
+        let room = RoomId::from("big");
+        // Off: always home.
+        assert_eq!(s.place(&room, 1, 0), 1);
+        for _ in 0..2 {
+            assert_eq!(s.place(&room, 1, 2), 1);
+            s.admit(&room, 1, 10, 100).unwrap();
+        }
+        // Two at home: the next go to the shards with the fewest members, in turn.
+        let mut placed = Vec::new();
+        for _ in 0..4 {
+            let shard = s.place(&room, 1, 2);
+            s.admit(&room, shard, 10, 100).unwrap();
+            placed.push(shard);
+        }
+        assert_eq!(placed, [0, 2, 0, 2]);
+        assert_eq!(s.holders(&room), [0, 1, 2]);
+        // Another room is placed on its own.
+        assert_eq!(s.place(&RoomId::from("small"), 2, 2), 2);
+        // Leaving frees the counts; the last member closes the room.
+        for shard in [0, 0, 1, 1, 2, 2] {
+            s.release(&room, shard);
+        }
+        assert!(s.holders(&room).is_empty());
+        assert_eq!(s.rooms_open(), 0);
+    }
+
+    #[test]
+    fn limits_count_every_shard() {
+        let s = shared(2);
+        let (a, b) = (RoomId::from("a"), RoomId::from("b"));
+        s.admit(&a, 0, 1, 2).unwrap();
+        s.admit(&a, 1, 1, 2).unwrap();
+        // Two members in all, one on each shard: full.
+        assert_eq!(s.admit(&a, 0, 1, 2), Err(RouterError::RoomFull(a.clone())));
+        // One room open: a second one is refused.
+        assert_eq!(s.admit(&b, 1, 1, 2), Err(RouterError::TooManyRooms));
+        s.release(&a, 0);
+        s.release(&a, 1);
+        s.admit(&b, 1, 1, 2).unwrap();
+        assert_eq!(s.holders(&b), [1]);
     }
 }
