@@ -103,9 +103,10 @@ pub enum SfuEvent {
         /// The new speaker.
         participant: Option<ParticipantId>,
     },
-    /// Periodic per-participant statistics of one shard: every participant of the
-    /// shard's rooms (a room lives on one shard), so a room absent from a shard's
-    /// snapshot has no participants there any more.
+    /// Periodic per-participant statistics of one shard: every participant whose
+    /// session the shard holds, so a room absent from a shard's snapshot has no
+    /// participants there any more (a room spread over shards has some in each
+    /// holder's snapshot).
     Stats {
         /// Which shard reports (0-based; see [`crate::SfuHandle::shards`]).
         shard: usize,

@@ -32,6 +32,8 @@ pub(crate) enum Command {
     Join {
         room: RoomId,
         participant: ParticipantId,
+        /// Counted against the limits already (else the shard counts it).
+        admitted: bool,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
     Offer {
@@ -88,8 +90,12 @@ pub(crate) enum Command {
 ///
 /// The SFU runs [`SfuConfig::shards`] drivers, each on its own thread with its own
 /// single-threaded runtime, its own socket bound to the same address (SO_REUSEPORT), its
-/// own router and its own sessions: no lock on the packet path. A room lives on one shard
-/// (chosen by a hash of its name), so forwarding never crosses shards. The kernel spreads
+/// own router and its own sessions: no lock on the packet path. A room's first
+/// [`SfuConfig::spread_rooms_above`] members join its home shard (chosen by a hash of its
+/// name), so a small room's forwarding never crosses shards; later ones join the shard
+/// holding the fewest of its members, the shards holding a room mirror each other's
+/// members and tracks, and frames cross to the shards of their subscribers through
+/// bounded channels (docs/sfu.md, "Shards"). The kernel spreads
 /// incoming datagrams over the sockets by their source address, so a datagram may arrive
 /// at a shard that does not hold its peer: that shard hands it to the owner through a
 /// bounded channel (and learns the owner of a new source by passing its first datagram
@@ -144,6 +150,10 @@ impl Sfu {
                 placement,
                 shared,
                 spread_above: config.spread_rooms_above,
+                limits: (
+                    config.router.max_rooms,
+                    config.router.max_participants_per_room,
+                ),
                 local_addr,
                 metrics,
             },
@@ -238,6 +248,8 @@ pub struct SfuHandle {
     shared: Arc<Shared>,
     /// [`SfuConfig::spread_rooms_above`].
     spread_above: usize,
+    /// Rooms, and members per room, the SFU admits.
+    limits: (usize, usize),
     /// The bound media socket.
     local_addr: SocketAddr,
     /// Shared counters.
@@ -269,17 +281,34 @@ impl SfuHandle {
         let (room, participant) = (room.into(), participant.into());
         // A participant already in a room (of any shard) is refused by its own shard.
         let placed = self.placement.lock().get(&participant).copied();
-        let shard = placed.unwrap_or_else(|| {
-            let home = shard_of(&room, self.shards.len());
-            self.shared.place(&room, home, self.spread_above)
-        });
+        let shard = match placed {
+            Some(shard) => shard,
+            None => {
+                // Placed and counted at once: members joining together see each other.
+                let home = shard_of(&room, self.shards.len());
+                let (max_rooms, max_members) = self.limits;
+                self.shared.place_and_admit(
+                    &room,
+                    home,
+                    self.spread_above,
+                    max_rooms,
+                    max_members,
+                )?
+            }
+        };
         let id = participant.clone();
-        self.call_shard(shard, |reply| Command::Join {
-            room,
-            participant,
-            reply,
-        })
-        .await??;
+        let joined = self
+            .call_shard(shard, |reply| Command::Join {
+                room: room.clone(),
+                participant,
+                admitted: placed.is_none(),
+                reply,
+            })
+            .await;
+        if placed.is_none() && matches!(joined, Err(SfuError::Closed)) {
+            self.shared.release(&room, shard);
+        }
+        joined??;
         self.placement.lock().insert(id, shard);
         Ok(())
     }

@@ -352,3 +352,67 @@ async fn a_room_spread_over_shards_works_like_one_room() {
         .await
     );
 }
+
+/// Members joining a spread room at once, on three shards, all learn of each other:
+/// every shard ends up holding the other shards' members as mirrors, and they all go
+/// when everyone leaves at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_joins_and_leaves_of_a_spread_room_stay_consistent() {
+    let mut config = sharded(3, 100);
+    config.spread_rooms_above = 1;
+    let call = Call::start_with(config).await;
+    let names: Vec<String> = (0..12).map(|i| format!("m{i}")).collect();
+    let joins = names.iter().map(|n| {
+        let sfu = call.sfu.clone();
+        let n = n.clone();
+        tokio::spawn(async move { sfu.join("crowd", n).await })
+    });
+    for j in joins.collect::<Vec<_>>() {
+        j.await.unwrap().unwrap();
+    }
+    let census = |want: (usize, usize, usize, usize)| {
+        let sfu = call.sfu.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let (c, sessions) = sfu.census().await.unwrap();
+                let got = (c.rooms, c.participants, c.mirrored, sessions);
+                if got == want {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{got:?}, not {want:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // One room, twelve members, each held as a mirror by the two shards it is not on
+    // (the room spreads over all three: one member at home, then the emptiest shard).
+    census((1, 12, 24, 12)).await;
+    let leaves = names.iter().take(6).map(|n| {
+        let sfu = call.sfu.clone();
+        let n = n.clone();
+        tokio::spawn(async move { sfu.leave(n).await })
+    });
+    for l in leaves.collect::<Vec<_>>() {
+        l.await.unwrap().unwrap();
+    }
+    // Six members left, on one to three shards: each held by the other shards that
+    // still hold the room.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (c, sessions) = call.sfu.census().await.unwrap();
+        let got = (c.rooms, c.participants, sessions);
+        if got == (1, 6, 6) && [0, 6, 12].contains(&c.mirrored) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{c:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for n in names.iter().skip(6) {
+        call.sfu.leave(n.as_str()).await.unwrap();
+    }
+    census((0, 0, 0, 0)).await;
+}

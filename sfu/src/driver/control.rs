@@ -24,9 +24,10 @@ impl Driver {
             Command::Join {
                 room,
                 participant,
+                admitted,
                 reply,
             } => {
-                let _ = reply.send(self.join(room, participant, now));
+                let _ = reply.send(self.join(room, participant, admitted, now));
             }
             Command::Offer {
                 participant,
@@ -152,23 +153,30 @@ impl Driver {
         &mut self,
         room: RoomId,
         participant: ParticipantId,
+        admitted: bool,
         now: Instant,
     ) -> Result<(), SfuError> {
+        // The limits count every shard's rooms and members (the handle counted it when
+        // it placed it).
+        if !admitted {
+            let limits = &self.config.router;
+            self.shared.admit(
+                &room,
+                self.shard.index,
+                limits.max_rooms,
+                limits.max_participants_per_room,
+            )?;
+        }
         if self.peers.contains_key(&participant) {
+            self.shared.release(&room, self.shard.index);
             return Err(RouterError::AlreadyJoined(participant).into());
         }
-        // The limits count every shard's rooms and members.
-        let limits = &self.config.router;
-        self.shared.admit(
-            &room,
-            self.shard.index,
-            limits.max_rooms,
-            limits.max_participants_per_room,
-        )?;
         if self.remote.contains_key(&participant) {
             // It was held by another shard, whose leave is still on its way.
             self.forget_remote(&participant);
         }
+        // Its first member here learns the room from the other shards.
+        let first_here = self.spread && !self.holds(&room);
         let joined = if self.spread {
             // This router may not see the whole room yet; the shared counts do.
             self.router.join_unchecked(&room, &participant)
@@ -180,7 +188,7 @@ impl Driver {
             return Err(e.into());
         }
         if self.spread {
-            self.mirror_join(&room, &participant);
+            self.mirror_join(&room, &participant, first_here);
         }
         let rtc_config = Rtc::builder()
             // The SFU has a public address and never initiates checks (RFC 8445 §2.5).

@@ -105,6 +105,33 @@ impl Shared {
         max_members: usize,
     ) -> Result<(), RouterError> {
         let mut rooms = self.rooms.lock();
+        self.count_in(&mut rooms, room, shard, max_rooms, max_members)
+    }
+
+    /// Places a new member of `room` (see [`Shared::placed`]) and counts it there, in
+    /// one step, so that members joining at once are placed by each other's counts.
+    pub(crate) fn place_and_admit(
+        &self,
+        room: &RoomId,
+        home: usize,
+        spread_above: usize,
+        max_rooms: usize,
+        max_members: usize,
+    ) -> Result<usize, RouterError> {
+        let mut rooms = self.rooms.lock();
+        let shard = self.placed(rooms.get(room), home, spread_above);
+        self.count_in(&mut rooms, room, shard, max_rooms, max_members)?;
+        Ok(shard)
+    }
+
+    fn count_in(
+        &self,
+        rooms: &mut HashMap<RoomId, Vec<usize>>,
+        room: &RoomId,
+        shard: usize,
+        max_rooms: usize,
+        max_members: usize,
+    ) -> Result<(), RouterError> {
         match rooms.get(room) {
             None if rooms.len() >= max_rooms => return Err(RouterError::TooManyRooms),
             Some(counts) if counts.iter().sum::<usize>() >= max_members => {
@@ -120,7 +147,7 @@ impl Shared {
     }
 
     /// Uncounts a member of `room` on `shard`; the room closes with its last member.
-    pub(super) fn release(&self, room: &RoomId, shard: usize) {
+    pub(crate) fn release(&self, room: &RoomId, shard: usize) {
         let mut rooms = self.rooms.lock();
         if let Some(counts) = rooms.get_mut(room) {
             counts[shard] = counts[shard].saturating_sub(1);
@@ -145,18 +172,13 @@ impl Shared {
     /// The shard for a new member of `room`: its home shard while fewer than
     /// `spread_above` members are there (always, with 0), else the shard holding the
     /// fewest of its members.
-    pub(crate) fn place(&self, room: &RoomId, home: usize, spread_above: usize) -> usize {
-        if spread_above == 0 || self.shards == 1 {
-            return home;
+    fn placed(&self, counts: Option<&Vec<usize>>, home: usize, spread_above: usize) -> usize {
+        match counts {
+            Some(counts) if spread_above > 0 && counts[home] >= spread_above => {
+                (0..self.shards).min_by_key(|&s| counts[s]).unwrap_or(home)
+            }
+            _ => home,
         }
-        let rooms = self.rooms.lock();
-        let Some(counts) = rooms.get(room) else {
-            return home;
-        };
-        if counts[home] < spread_above {
-            return home;
-        }
-        (0..self.shards).min_by_key(|&s| counts[s]).unwrap_or(home)
     }
 
     /// The advertised addresses (for the log).
@@ -358,29 +380,22 @@ mod tests {
     fn a_room_stays_home_until_it_is_big_then_fills_the_emptiest_shard() {
         let s = shared(3);
         let room = RoomId::from("big");
+        let join = |room: &RoomId, home, spread| s.place_and_admit(room, home, spread, 10, 100);
         // Off: always home.
-        assert_eq!(s.place(&room, 1, 0), 1);
-        for _ in 0..2 {
-            assert_eq!(s.place(&room, 1, 2), 1);
-            s.admit(&room, 1, 10, 100).unwrap();
-        }
-        // Two at home: the next go to the shards with the fewest members, in turn.
-        let mut placed = Vec::new();
-        for _ in 0..4 {
-            let shard = s.place(&room, 1, 2);
-            s.admit(&room, shard, 10, 100).unwrap();
-            placed.push(shard);
-        }
-        assert_eq!(placed, [0, 2, 0, 2]);
+        assert_eq!(join(&RoomId::from("off"), 1, 0), Ok(1));
+        assert_eq!(join(&RoomId::from("off"), 1, 0), Ok(1));
+        // Two at home, then the shards with the fewest members, in turn.
+        let placed: Vec<usize> = (0..6).map(|_| join(&room, 1, 2).unwrap()).collect();
+        assert_eq!(placed, [1, 1, 0, 2, 0, 2]);
         assert_eq!(s.holders(&room), [0, 1, 2]);
         // Another room is placed on its own.
-        assert_eq!(s.place(&RoomId::from("small"), 2, 2), 2);
+        assert_eq!(join(&RoomId::from("small"), 2, 2), Ok(2));
         // Leaving frees the counts; the last member closes the room.
         for shard in [0, 0, 1, 1, 2, 2] {
             s.release(&room, shard);
         }
         assert!(s.holders(&room).is_empty());
-        assert_eq!(s.rooms_open(), 0);
+        assert_eq!(s.rooms_open(), 2);
     }
 
     #[test]

@@ -59,16 +59,16 @@ impl Driver {
         shards
     }
 
-    /// A member joined here: the other shards holding the room mirror it and answer
-    /// with their members and tracks.
-    pub(super) fn mirror_join(&self, room: &RoomId, participant: &ParticipantId) {
+    /// A member joined here: the other shards holding the room mirror it and, when it
+    /// is this shard's first (`answer`), answer with their members and tracks.
+    pub(super) fn mirror_join(&self, room: &RoomId, participant: &ParticipantId, answer: bool) {
         self.send_mirror(
             &self.holders(room),
             &Mirror::Join {
                 room: room.clone(),
                 participant: participant.clone(),
                 shard: self.shard.index,
-                answer: true,
+                answer,
             },
         );
     }
@@ -110,7 +110,7 @@ impl Driver {
     }
 
     /// Whether this shard has members of `room` of its own.
-    fn holds(&self, room: &RoomId) -> bool {
+    pub(super) fn holds(&self, room: &RoomId) -> bool {
         self.router
             .members(room)
             .iter()
@@ -248,6 +248,10 @@ impl Driver {
     /// track. Returns false when a video frame was dropped on a full queue: that
     /// shard's subscribers need a keyframe.
     pub(super) fn frame_to_shards(&mut self, track: TrackId, data: &MediaData) -> bool {
+        if self.remote.is_empty() {
+            // No room of this shard is spread.
+            return true;
+        }
         let Some(video) = self.router.track(track).map(|t| t.kind.is_video()) else {
             return true;
         };
