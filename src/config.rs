@@ -94,10 +94,10 @@ pub struct SfuSection {
     /// everyone); 0: everyone's video.
     pub last_n: usize,
     /// SFU driver threads, each with its own socket on `listen` (SO_REUSEPORT) and its
-    /// own rooms; 0: one per core.
+    /// own sessions; 0: one per core.
     pub shards: usize,
     /// Spread a room over the shards once this many of its members are on its home
-    /// shard (later members join the shard holding the fewest of them; frames cross
+    /// shard (later members fill other shards as many at a time; frames cross
     /// between shards); 0: a room stays on one shard.
     pub spread_rooms_above: usize,
 }

@@ -92,8 +92,8 @@ pub(crate) enum Command {
 /// single-threaded runtime, its own socket bound to the same address (SO_REUSEPORT), its
 /// own router and its own sessions: no lock on the packet path. A room's first
 /// [`SfuConfig::spread_rooms_above`] members join its home shard (chosen by a hash of its
-/// name), so a small room's forwarding never crosses shards; later ones join the shard
-/// holding the fewest of its members, the shards holding a room mirror each other's
+/// name), so a small room's forwarding never crosses shards; later ones fill other shards
+/// as many at a time, the shards holding a room mirror each other's
 /// members and tracks, and frames cross to the shards of their subscribers through
 /// bounded channels (docs/sfu.md, "Shards"). The kernel spreads
 /// incoming datagrams over the sockets by their source address, so a datagram may arrive

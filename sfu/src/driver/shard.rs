@@ -119,7 +119,7 @@ impl Shared {
         max_members: usize,
     ) -> Result<usize, RouterError> {
         let mut rooms = self.rooms.lock();
-        let shard = self.placed(rooms.get(room), home, spread_above);
+        let shard = self.placed(&rooms, room, home, spread_above);
         self.count_in(&mut rooms, room, shard, max_rooms, max_members)?;
         Ok(shard)
     }
@@ -169,16 +169,42 @@ impl Shared {
         self.rooms.lock().len()
     }
 
-    /// The shard for a new member of `room`: its home shard while fewer than
-    /// `spread_above` members are there (always, with 0), else the shard holding the
-    /// fewest of its members.
-    fn placed(&self, counts: Option<&Vec<usize>>, home: usize, spread_above: usize) -> usize {
-        match counts {
-            Some(counts) if spread_above > 0 && counts[home] >= spread_above => {
-                (0..self.shards).min_by_key(|&s| counts[s]).unwrap_or(home)
-            }
-            _ => home,
+    /// The shard for a new member of `room` (`rooms` locked): its home shard while it
+    /// holds fewer than `spread_above` of the room's members (always, with 0); then a
+    /// shard already holding fewer than that many of them; then the shard with the
+    /// fewest sessions of all that holds none; once every shard holds `spread_above`,
+    /// the one holding the fewest. A room thus spreads over as few shards as its size
+    /// needs, and each frame crosses to as few.
+    fn placed(
+        &self,
+        rooms: &HashMap<RoomId, Vec<usize>>,
+        room: &RoomId,
+        home: usize,
+        spread_above: usize,
+    ) -> usize {
+        let Some(counts) = rooms.get(room) else {
+            return home;
+        };
+        if spread_above == 0 || counts[home] < spread_above {
+            return home;
         }
+        let shards = 0..self.shards;
+        if let Some(s) = shards
+            .clone()
+            .filter(|&s| (1..spread_above).contains(&counts[s]))
+            .min_by_key(|&s| counts[s])
+        {
+            return s;
+        }
+        let load = |s: usize| rooms.values().map(|c| c[s]).sum::<usize>();
+        if let Some(s) = shards
+            .clone()
+            .filter(|&s| counts[s] == 0)
+            .min_by_key(|&s| load(s))
+        {
+            return s;
+        }
+        shards.min_by_key(|&s| counts[s]).unwrap_or(home)
     }
 
     /// The advertised addresses (for the log).
@@ -377,21 +403,22 @@ mod tests {
     }
 
     #[test]
-    fn a_room_stays_home_until_it_is_big_then_fills_the_emptiest_shard() {
+    fn a_room_stays_home_until_it_is_big_then_spills_over_as_few_shards_as_it_needs() {
         let s = shared(3);
         let room = RoomId::from("big");
         let join = |room: &RoomId, home, spread| s.place_and_admit(room, home, spread, 10, 100);
         // Off: always home.
         assert_eq!(join(&RoomId::from("off"), 1, 0), Ok(1));
         assert_eq!(join(&RoomId::from("off"), 1, 0), Ok(1));
-        // Two at home, then the shards with the fewest members, in turn.
-        let placed: Vec<usize> = (0..6).map(|_| join(&room, 1, 2).unwrap()).collect();
-        assert_eq!(placed, [1, 1, 0, 2, 0, 2]);
+        // Two at home, then two on the shard with the fewest sessions (0: "off" has two
+        // on shard 1), then two on the last one, then the one holding the fewest.
+        let placed: Vec<usize> = (0..7).map(|_| join(&room, 1, 2).unwrap()).collect();
+        assert_eq!(placed, [1, 1, 0, 0, 2, 2, 0]);
         assert_eq!(s.holders(&room), [0, 1, 2]);
         // Another room is placed on its own.
         assert_eq!(join(&RoomId::from("small"), 2, 2), Ok(2));
         // Leaving frees the counts; the last member closes the room.
-        for shard in [0, 0, 1, 1, 2, 2] {
+        for shard in [0, 0, 0, 1, 1, 2, 2] {
             s.release(&room, shard);
         }
         assert!(s.holders(&room).is_empty());
