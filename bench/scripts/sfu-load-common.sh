@@ -1,11 +1,13 @@
 # Shared by sfu-ab.sh and sfu-wire-latency.sh (sourced, not run): a huddle server with
-# one SFU shard and the fixed `bench sfu-load` load those scripts measure.
+# SHARDS SFU shards (1) and the fixed `bench sfu-load` load those scripts measure.
 #
 # ROOMS (8), PARTICIPANTS (10, per room) and PUBLISHERS (all; the others only receive)
-# set the load. The server's default limits allow 50 participants per room.
+# set the load. The server's default limits allow 50 participants per room. Other
+# HUDDLE_* settings pass through the environment (e.g. HUDDLE_SFU__SPREAD_ROOMS_ABOVE).
 
 # start_sfu_server DIR HOST CMD...: runs `CMD... serve` on HOST (HTTP port 18080, SFU
-# UDP port 7882) with fresh secrets, one shard and TURN off, logging to DIR/server.log.
+# UDP port 7882) with fresh secrets, SHARDS shards and TURN off, logging to
+# DIR/server.log.
 # Sets `spid` (the server's pid) and `secret` (its API secret).
 start_sfu_server() {
   local dir=$1 host=$2
