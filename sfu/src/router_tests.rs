@@ -456,3 +456,43 @@ fn last_n_forwards_video_of_the_most_recent_speakers_only() {
         Err(RouterError::UnknownParticipant(nobody))
     );
 }
+
+#[test]
+fn a_member_of_another_shard_is_mirrored_with_its_shard_s_track_ids() {
+    let (room, a, b, _) = ids();
+    let mut r = Router::new(RouterConfig {
+        max_participants_per_room: 1,
+        ..RouterConfig::default()
+    });
+    r.join(&room, &a).unwrap();
+    // The room is full by this router's own limit; a mirror is not held to it (its
+    // shard counted it against the SFU's).
+    assert!(matches!(r.join(&room, &b), Err(RouterError::RoomFull(_))));
+    r.join_unchecked(&room, &b).unwrap();
+    drain(&mut r);
+    // b's track under the id its shard gave it: a is subscribed as to any track.
+    r.publish_mirror(&b, TrackKind::Audio, TrackId(42)).unwrap();
+    assert_eq!(subscribed(&drain(&mut r)), [("a".to_string(), TrackId(42))]);
+    // Told twice (an answer and a publish crossing): one track.
+    r.publish_mirror(&b, TrackKind::Audio, TrackId(42)).unwrap();
+    assert!(drain(&mut r).is_empty());
+    let a_audio = r.publish(&a, TrackKind::Audio).unwrap();
+    // Counted for this shard: a, its track and subscription; b as a mirror.
+    let local = |p: &ParticipantId| *p == a;
+    assert_eq!(
+        r.census_of(local, |_| true),
+        Census {
+            rooms: 1,
+            participants: 1,
+            tracks: 1,
+            subscriptions: 1,
+            mirrored: 1,
+        }
+    );
+    assert_eq!(r.census_of(local, |_| false).rooms, 0);
+    // The mirror leaving takes its track from a.
+    r.leave(&b).unwrap();
+    assert!(r.track(TrackId(42)).is_none());
+    assert_eq!(r.subscribers(a_audio), &[] as &[ParticipantId]);
+    assert_eq!(r.census_of(local, |_| true).mirrored, 0);
+}

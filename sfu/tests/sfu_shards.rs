@@ -11,7 +11,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Call, VideoCodec, eventually};
-use huddle_sfu::{RouterConfig, RouterError, SfuConfig, SfuError, SfuEvent, TrackKind};
+use huddle_sfu::router::Census;
+use huddle_sfu::{
+    RouterConfig, RouterError, SfuConfig, SfuError, SfuEvent, SfuHandle, TrackId, TrackKind,
+};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -25,6 +28,33 @@ fn sharded(shards: usize, max_rooms: usize) -> SfuConfig {
             ..RouterConfig::default()
         },
         ..SfuConfig::default()
+    }
+}
+
+/// Track ids of every `TrackPublished` event so far.
+fn published(call: &Call) -> Vec<TrackId> {
+    call.events()
+        .iter()
+        .filter_map(|e| match e {
+            SfuEvent::TrackPublished { track, .. } => Some(*track),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Polls the census (and session count) until `done` accepts it; fails after `WAIT`.
+async fn census_until(sfu: &SfuHandle, done: impl Fn(&Census, usize) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (c, sessions) = sfu.census().await.unwrap();
+        if done(&c, sessions) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "census {c:?}, {sessions} sessions"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -82,14 +112,7 @@ async fn rooms_on_several_shards_all_work_and_datagrams_find_their_shard() {
     .await;
     assert!(reporting, "all rooms on one shard");
     // Track ids are unique across shards.
-    let tracks: Vec<_> = call
-        .events()
-        .iter()
-        .filter_map(|e| match e {
-            SfuEvent::TrackPublished { track, .. } => Some(*track),
-            _ => None,
-        })
-        .collect();
+    let tracks = published(&call);
     assert_eq!(tracks.len(), 12);
     assert_eq!(
         tracks.iter().collect::<HashSet<_>>().len(),
@@ -194,16 +217,9 @@ async fn a_room_spread_over_shards_works_like_one_room() {
     .await;
     assert!(per_shard, "the room was not spread over both shards");
     // Each track is reported once, by its publisher's shard; ids are unique.
-    let published: Vec<_> = call
-        .events()
-        .iter()
-        .filter_map(|e| match e {
-            SfuEvent::TrackPublished { track, .. } => Some(*track),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(published.len(), 8, "{published:?}");
-    assert_eq!(published.iter().collect::<HashSet<_>>().len(), 8);
+    let tracks = published(&call);
+    assert_eq!(tracks.len(), 8, "{tracks:?}");
+    assert_eq!(tracks.iter().collect::<HashSet<_>>().len(), 8);
     let m = call.sfu.metrics().clone();
     assert!(
         eventually(WAIT, || m.participants.get() == 4
@@ -325,26 +341,10 @@ async fn a_room_spread_over_shards_works_like_one_room() {
     for n in ["a", "c", "d"] {
         call.sfu.leave(n).await.unwrap();
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (c, sessions) = call.sfu.census().await.unwrap();
-        let left = (
-            c.rooms,
-            c.participants,
-            c.tracks,
-            c.subscriptions,
-            c.mirrored,
-            sessions,
-        );
-        if left == (0, 0, 0, 0, 0, 0) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "state left: {left:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    census_until(&call.sfu, |c, sessions| {
+        *c == Census::default() && sessions == 0
+    })
+    .await;
     assert!(
         eventually(WAIT, || m.participants.get() == 0
             && m.rooms.get() == 0
@@ -371,22 +371,9 @@ async fn concurrent_joins_and_leaves_of_a_spread_room_stay_consistent() {
         j.await.unwrap().unwrap();
     }
     let census = |want: (usize, usize, usize, usize)| {
-        let sfu = call.sfu.clone();
-        async move {
-            let deadline = tokio::time::Instant::now() + WAIT;
-            loop {
-                let (c, sessions) = sfu.census().await.unwrap();
-                let got = (c.rooms, c.participants, c.mirrored, sessions);
-                if got == want {
-                    return;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{got:?}, not {want:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        census_until(&call.sfu, move |c, sessions| {
+            (c.rooms, c.participants, c.mirrored, sessions) == want
+        })
     };
     // One room, twelve members, each held as a mirror by the two shards it is not on
     // (the room spreads over all three: one member at home, then the emptiest shard).
@@ -401,16 +388,10 @@ async fn concurrent_joins_and_leaves_of_a_spread_room_stay_consistent() {
     }
     // Six members left, on one to three shards: each held by the other shards that
     // still hold the room.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (c, sessions) = call.sfu.census().await.unwrap();
-        let got = (c.rooms, c.participants, sessions);
-        if got == (1, 6, 6) && [0, 6, 12].contains(&c.mirrored) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{c:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    census_until(&call.sfu, |c, sessions| {
+        (c.rooms, c.participants, sessions) == (1, 6, 6) && [0, 6, 12].contains(&c.mirrored)
+    })
+    .await;
     for n in names.iter().skip(6) {
         call.sfu.leave(n.as_str()).await.unwrap();
     }
