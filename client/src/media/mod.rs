@@ -320,6 +320,7 @@ impl MediaSession {
                         out,
                         v.encoder,
                         peer_events.remb.clone(),
+                        &peer_events.keyframes,
                         audio_bps,
                     )?);
                 }

@@ -5,11 +5,11 @@
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use rtc::interceptor::NackResponderBuilder;
-use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_twcc_receiver_only,
 };
@@ -72,6 +72,48 @@ pub(crate) struct PeerEvents {
     /// The latest REMB the SFU sent (bit/s; 0 before one): the most this session
     /// should send in all.
     pub remb: Arc<AtomicU64>,
+    /// Keyframe requests about the cameras this session sends.
+    pub keyframes: Arc<KeyframeRequests>,
+}
+
+/// Keyframe requests (PLI, FIR) the SFU sent about the cameras this client sends, by
+/// SSRC: the inbound RTCP interceptor flags them, the camera's encoder takes the flag.
+/// (webrtc-rs hands a compound RTCP packet to the track its *first* packet names, and
+/// routes feedback to a sent track only when no received track claims that SSRC; a
+/// camera that relied on that routing missed the SFU's requests in some calls, so every
+/// later subscriber waited for a picture that never came.)
+#[derive(Default)]
+pub(crate) struct KeyframeRequests {
+    cameras: std::sync::Mutex<Vec<Camera>>,
+}
+
+/// One camera's keyframe flag and request count.
+struct Camera {
+    ssrc: u32,
+    wanted: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
+}
+
+impl KeyframeRequests {
+    /// Flags `wanted` and counts in `count` each request about `ssrc` from now on.
+    pub fn register(&self, ssrc: u32, wanted: Arc<AtomicBool>, count: Arc<AtomicU64>) {
+        let mut cameras = self.cameras.lock().expect("not poisoned");
+        cameras.retain(|c| c.ssrc != ssrc);
+        cameras.push(Camera {
+            ssrc,
+            wanted,
+            count,
+        });
+    }
+
+    /// A request about `ssrc` arrived.
+    fn asked(&self, ssrc: u32) {
+        let cameras = self.cameras.lock().expect("not poisoned");
+        for c in cameras.iter().filter(|c| c.ssrc == ssrc) {
+            c.count.fetch_add(1, Ordering::Relaxed);
+            c.wanted.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -176,10 +218,12 @@ pub(crate) async fn build(
         registry = registry.with(Slot::NackResponder, NackResponderBuilder::new().build());
     }
     let remb = Arc::new(AtomicU64::new(0));
+    let keyframes = Arc::new(KeyframeRequests::default());
     let registry = registry.with(
         Slot::from(14_000),
         SenderFeedback {
             remb: remb.clone(),
+            keyframes: keyframes.clone(),
             ..SenderFeedback::default()
         },
     );
@@ -228,6 +272,7 @@ pub(crate) async fn build(
             state,
             gathered,
             remb,
+            keyframes,
         },
     ))
 }
@@ -269,16 +314,17 @@ pub(crate) fn redirect_candidates(sdp: &str, to: SocketAddr) -> String {
     out
 }
 
-/// Hands PLI and FIR about the tracks this client sends to the application (the encoder
-/// must produce a keyframe) and keeps the bitrate of the SFU's latest REMB (the most the
-/// session may send: its cap, or in a one-to-one call what the other side's link can
-/// take); every other inbound RTCP has been acted on by the interceptors before this
-/// one and stops here.
+/// Flags the cameras the SFU asks for a keyframe (PLI, FIR; see [`KeyframeRequests`])
+/// and keeps the bitrate of the SFU's latest REMB (the most the session may send: its
+/// cap, or in a one-to-one call what the other side's link can take); every other
+/// inbound RTCP has been acted on by the interceptors before this one, and all of it
+/// stops here.
 #[derive(Default)]
 struct SenderFeedback {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
     remb: Arc<AtomicU64>,
+    keyframes: Arc<KeyframeRequests>,
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderFeedback {
@@ -288,29 +334,24 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderFeedback {
     type Error = rtc::shared::error::Error;
     type Time = Instant;
 
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             for p in packets {
-                if let Some(remb) = p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>()
+                let any = p.as_any();
+                if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>()
                     && remb.bitrate.is_finite()
                     && remb.bitrate >= 0.0
                 {
                     self.remb.store(remb.bitrate as u64, Ordering::Relaxed);
+                } else if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                    self.keyframes.asked(pli.media_ssrc);
+                } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                    for entry in &fir.fir {
+                        self.keyframes.asked(entry.ssrc);
+                    }
                 }
             }
-            let wanted: Vec<Box<dyn rtc::rtcp::Packet>> = packets
-                .iter()
-                .filter(|p| {
-                    let any = p.as_any();
-                    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
-                })
-                .cloned()
-                .collect();
-            if wanted.is_empty() {
-                return Ok(());
-            }
-            msg.message.packet = Packet::Rtcp(wanted);
-            msg.message.add(Attribute::DeliverToApplication);
+            return Ok(());
         }
         self.read.push_back(msg);
         Ok(())

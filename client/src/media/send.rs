@@ -13,15 +13,14 @@ use huddle_media::rtp::PayloadPacket;
 use huddle_media::rtp::audio_level::AudioLevel;
 use huddle_media::rtp::h264::H264Packetizer;
 use huddle_media::rtp::opus::OpusPacketizer;
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
+use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
 use super::MediaError;
+use super::peer::KeyframeRequests;
 
 /// RTP payload budget per packet: fits a 1280-byte datagram with SRTP and extensions.
 const MAX_RTP_PAYLOAD: usize = 1100;
@@ -207,6 +206,7 @@ impl VideoSender {
         out: RtpOut,
         config: H264EncoderConfig,
         remb: Arc<AtomicU64>,
+        keyframes: &KeyframeRequests,
         audio_bps: u64,
     ) -> Result<Self, MediaError> {
         let configured_bps = config.bitrate_bps;
@@ -215,11 +215,7 @@ impl VideoSender {
             H264Packetizer::new(MAX_RTP_PAYLOAD).map_err(|e| MediaError::Codec(e.to_string()))?;
         let keyframe_wanted = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicU64::new(0));
-        tokio::spawn(watch_keyframe_requests(
-            out.track.clone(),
-            keyframe_wanted.clone(),
-            requests.clone(),
-        ));
+        keyframes.register(out.ssrc, keyframe_wanted.clone(), requests.clone());
         Ok(Self {
             out,
             encoder: Some(encoder),
@@ -306,23 +302,6 @@ impl VideoSender {
             keyframe_requests: self.requests.load(Ordering::Relaxed),
             target_bitrate_bps: self.target_bps,
             ..self.out.stats
-        }
-    }
-}
-
-async fn watch_keyframe_requests(
-    track: Arc<TrackLocalStaticRTP>,
-    wanted: Arc<AtomicBool>,
-    count: Arc<AtomicU64>,
-) {
-    while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = track.poll().await {
-        let asks = packets.iter().any(|p| {
-            let any = p.as_any();
-            any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
-        });
-        if asks {
-            count.fetch_add(1, Ordering::Relaxed);
-            wanted.store(true, Ordering::Relaxed);
         }
     }
 }
