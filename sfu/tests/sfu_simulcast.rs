@@ -643,7 +643,29 @@ async fn publishers_are_told_the_most_they_may_send() {
 /// receiving the camera, a lift to the subscriber cap is sent once and no more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_to_one_publisher_is_told_its_subscriber_s_room() {
-    let mut call = call_without_estimation(BandwidthConfig::default().max_subscriber_bitrate).await;
+    let defaults = SfuConfig::default();
+    one_to_one_feedback(defaults.shards, defaults.spread_rooms_above).await;
+}
+
+/// The same with the two on different shards (the room spread from its second member
+/// on): the subscriber's shard tells the publisher's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_to_one_publisher_is_told_its_subscriber_s_room_across_shards() {
+    one_to_one_feedback(2, 1).await;
+}
+
+async fn one_to_one_feedback(shards: usize, spread_rooms_above: usize) {
+    let mut call = Call::start_with(SfuConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        bandwidth: BandwidthConfig {
+            estimate: false,
+            ..BandwidthConfig::default()
+        },
+        shards,
+        spread_rooms_above,
+        ..SfuConfig::default()
+    })
+    .await;
     call.join("room", "pub", VideoCodec::H264).await;
     call.join_with("room", "sub", None).await;
     let rembs = |call: &Call| call.client("pub").seen.lock().unwrap().rembs.clone();

@@ -2,7 +2,7 @@
 //! simulcast layer and "last N" decisions), the periodic layer allocation, keyframe
 //! requests toward publishers, and registration of published tracks.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::media::Rids;
 use tracing::{debug, trace, warn};
@@ -13,6 +13,9 @@ use crate::ids::{ParticipantId, TrackId, TrackKind};
 use crate::peer::Forwarded;
 use crate::picture;
 
+/// A room told by another shard counts this long (it is told every allocation).
+const REMOTE_ROOM_TTL: Duration = Duration::from_secs(1);
+
 impl Driver {
     /// Chooses every connected subscriber's simulcast layers from its bandwidth and
     /// asks publishers for the keyframes the switches wait for.
@@ -22,11 +25,30 @@ impl Driver {
         // A single-stream camera's only subscriber (a one-to-one call): its room.
         let mut rooms = std::mem::take(&mut self.scratch_rooms);
         rooms.clear();
+        let mut elsewhere = Vec::new();
         for peer in self.peers.values() {
             for &(track, room) in &peer.bandwidth.rooms {
-                if self.router.subscribers(track).len() == 1 {
-                    rooms.insert(track, room);
+                if self.router.subscribers(track).len() != 1 {
+                    continue;
                 }
+                let publisher = self.router.track(track).map(|t| &t.publisher);
+                match publisher.and_then(|p| self.remote.get(p)) {
+                    // Its publisher is on another shard (a spread room): tell that one.
+                    Some(&shard) => elsewhere.push((shard, track, room)),
+                    None => {
+                        rooms.insert(track, room);
+                    }
+                }
+            }
+        }
+        for (shard, track, bps) in elsewhere {
+            self.send_mirror(&[shard], &Mirror::Room { track, bps });
+        }
+        self.remote_rooms
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < REMOTE_ROOM_TTL);
+        for (&track, &(bps, _)) in &self.remote_rooms {
+            if self.router.subscribers(track).len() == 1 {
+                rooms.insert(track, bps);
             }
         }
         let bw = &self.config.bandwidth;

@@ -97,6 +97,9 @@ pub(crate) struct Driver {
     spread: bool,
     /// Shards a frame goes to (reused).
     scratch_shards: Vec<usize>,
+    /// The room of a local publisher's camera whose one subscriber is on another
+    /// shard, as that shard last said, and when.
+    remote_rooms: HashMap<TrackId, (u64, Instant)>,
 }
 
 /// Cached address routes per peer on average before new ones stop being cached (a peer
@@ -172,6 +175,7 @@ impl Driver {
             remote: HashMap::new(),
             spread: config_spread,
             scratch_shards: Vec::new(),
+            remote_rooms: HashMap::new(),
         })
     }
 
@@ -215,10 +219,15 @@ impl Driver {
                     }
                     self.pump(now);
                     // Another shard's frames must not starve this shard's socket (the
-                    // select is biased toward them): one datagram per batch at least.
-                    if let Ok((n, source)) = self.socket.try_recv_from(&mut buf) {
+                    // select is biased toward them): as many datagrams as there were
+                    // messages, if waiting. The socket carries this shard's own
+                    // subscribers' feedback, which delayed reads as congestion.
+                    for _ in 0..n {
+                        let Ok((len, source)) = self.socket.try_recv_from(&mut buf) else {
+                            break;
+                        };
                         let now = Instant::now();
-                        self.handle_datagram(&buf[..n], source, now);
+                        self.handle_datagram(&buf[..len], source, now);
                         self.pump(now);
                     }
                 }

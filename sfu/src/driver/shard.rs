@@ -295,6 +295,9 @@ pub(crate) enum Mirror {
         track: TrackId,
         layer: Option<usize>,
     },
+    /// `track`'s only subscriber, on the sender's shard, has room for `bps` for it
+    /// (the one-to-one feedback to its publisher; sent every allocation).
+    Room { track: TrackId, bps: u64 },
 }
 
 /// One shard's links to the others.

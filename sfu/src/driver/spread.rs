@@ -177,6 +177,15 @@ impl Driver {
                 }
             }
             Mirror::Keyframe { track, layer } => self.request_keyframe(track, layer, now),
+            Mirror::Room { track, bps } => {
+                let local = self
+                    .router
+                    .track(track)
+                    .is_some_and(|t| self.peers.contains_key(&t.publisher));
+                if local {
+                    self.remote_rooms.insert(track, (bps, now));
+                }
+            }
         }
     }
 
