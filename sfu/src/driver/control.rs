@@ -342,15 +342,10 @@ impl Driver {
         }
         self.by_addr.retain(|_, p| p != id);
         self.dirty.retain(|p| p != id);
-        let shards = if self.spread {
-            self.holders(&peer.room)
-        } else {
-            Vec::new()
-        };
         let _ = self.router.leave(id);
         self.shared.release(&peer.room, self.shard.index);
         if self.spread {
-            self.mirror_leave(&peer.room, id, &shards);
+            self.mirror_leave(&peer.room, id);
         }
         info!(participant = %id, ?reason, "left");
         self.events.send(SfuEvent::ParticipantLeft {
@@ -373,8 +368,7 @@ impl Driver {
     /// Adds the change of this shard's census to the gauges (every shard adds its own).
     pub(super) fn update_gauges(&mut self) {
         let c = self.census();
-        let (rooms, tracks) = (c.rooms, c.tracks);
-        let now = (rooms as i64, self.peers.len() as i64, tracks as i64);
+        let now = (c.rooms as i64, self.peers.len() as i64, c.tracks as i64);
         let (rooms, participants, tracks) = self.gauges;
         self.metrics.rooms.inc_by(now.0 - rooms);
         self.metrics.participants.inc_by(now.1 - participants);

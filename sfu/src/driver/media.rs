@@ -149,10 +149,11 @@ impl Driver {
         };
         publisher.counters.frames_in += 1;
         let handed_off = !self.spread || self.frame_to_shards(track, &data);
-        let layer = data.rid.and_then(|rid| self.router.layer_of(track, &rid));
+        let rid = data.rid;
         self.fan_out(track, data, true, now);
         if !handed_off {
             // Another shard's subscribers missed a picture.
+            let layer = rid.and_then(|rid| self.router.layer_of(track, &rid));
             self.request_keyframe(track, layer, now);
         }
     }
@@ -277,7 +278,7 @@ impl Driver {
         let Some(peer) = self.peers.get_mut(&publisher) else {
             if let Some(&shard) = self.remote.get(&publisher) {
                 // Its shard asks (throttled there too).
-                let _ = self.shard.mirrors[shard].send(Mirror::Keyframe { track, layer });
+                self.send_mirror(&[shard], &Mirror::Keyframe { track, layer });
             }
             return;
         };

@@ -73,16 +73,12 @@ impl Driver {
         );
     }
 
-    /// A member of this shard left `room` (the router has let it go; `shards` are the
-    /// other holders). When it was the last one here, the room's mirrors go too.
-    pub(super) fn mirror_leave(
-        &mut self,
-        room: &RoomId,
-        participant: &ParticipantId,
-        shards: &[usize],
-    ) {
+    /// A member of this shard left `room` (the router and the shared counts have let it
+    /// go): the other holders drop its mirror. When it was the last one here, the
+    /// room's mirrors go too.
+    pub(super) fn mirror_leave(&mut self, room: &RoomId, participant: &ParticipantId) {
         self.send_mirror(
-            shards,
+            &self.holders(room),
             &Mirror::Leave {
                 participant: participant.clone(),
                 shard: self.shard.index,
