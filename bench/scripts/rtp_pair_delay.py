@@ -10,7 +10,10 @@ each sender's timestamps at a different origin, so a timestamp names one publish
 frame). The delay is the difference of the two capture times. On loopback the kernel
 stamps a datagram during the sender's system call, so this is the SFU's own latency:
 reading, decrypting, routing, packetizing, encrypting and sending, and any queueing
-behind other work. RTCP, STUN and DTLS are left out. Standard library only.
+behind other work. RTCP, STUN and DTLS are left out, and so are retransmission streams
+(RFC 4588 RTX: resends answering NACKs, and the bandwidth estimator's probes, which
+str0m sends as resends of old packets): a stream that repeats, to the same destination,
+timestamps another stream already carried. Standard library only.
 """
 
 import struct
@@ -73,6 +76,29 @@ def rtp_timestamp(payload):
     return struct.unpack(">I", payload[4:8])[0]
 
 
+def rtp_ssrc(payload):
+    """The SSRC of an RTP packet (its timestamp was read, so the header is there)."""
+    return struct.unpack(">I", payload[8:12])[0]
+
+
+# Timestamps a stream must repeat before it counts as a retransmission stream (one could
+# be a coincidence between two streams' timestamp origins).
+RTX_REPEATS = 3
+
+
+def retransmission_streams(sent):
+    """(destination port, SSRC) of the streams among `sent` (time-ordered (destination
+    port, SSRC, timestamp) of the SFU's RTP packets) that repeat timestamps another
+    stream to the same destination carried first."""
+    first = {}
+    repeats = {}
+    for dport, ssrc, ts in sent:
+        owner = first.setdefault((dport, ts), ssrc)
+        if owner != ssrc:
+            repeats[(dport, ssrc)] = repeats.get((dport, ssrc), 0) + 1
+    return {stream for stream, n in repeats.items() if n >= RTX_REPEATS}
+
+
 def percentile(sorted_values, p):
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p))]
 
@@ -81,16 +107,24 @@ def main():
     if len(sys.argv) != 3:
         raise SystemExit(__doc__)
     path, port = sys.argv[1], int(sys.argv[2])
+    rtp = []
+    for t, sport, dport, payload in sorted(packets(path), key=lambda p: p[0]):
+        ts = rtp_timestamp(payload)
+        if ts is not None and port in (sport, dport):
+            rtp.append((t, sport, dport, ts, rtp_ssrc(payload)))
+    rtx = retransmission_streams(
+        [(dport, ssrc, ts) for _, sport, dport, ts, ssrc in rtp if sport == port]
+    )
     latest_in = {}
     delays = []
     unmatched = 0
-    for t, sport, dport, payload in sorted(packets(path), key=lambda p: p[0]):
-        ts = rtp_timestamp(payload)
-        if ts is None:
-            continue
+    resent = 0
+    for t, sport, dport, ts, ssrc in rtp:
         if dport == port:
             latest_in[ts] = t
-        elif sport == port:
+        elif (dport, ssrc) in rtx:
+            resent += 1
+        else:
             t_in = latest_in.get(ts)
             if t_in is None:
                 unmatched += 1
@@ -100,7 +134,8 @@ def main():
         raise SystemExit("no forwarded RTP packet could be paired")
     delays.sort()
     print(
-        f"{len(delays)} forwarded RTP packets ({unmatched} unpaired): SFU delay ms "
+        f"{len(delays)} forwarded RTP packets ({unmatched} unpaired, {resent} "
+        f"retransmitted left out): SFU delay ms "
         f"p50 {percentile(delays, 0.5):.3f}  p90 {percentile(delays, 0.9):.3f}  "
         f"p99 {percentile(delays, 0.99):.3f}  p99.9 {percentile(delays, 0.999):.3f}  "
         f"max {delays[-1]:.3f}"

@@ -2,7 +2,7 @@
 # SHARDS SFU shards (1) and the fixed `bench sfu-load` load those scripts measure.
 #
 # ROOMS (8), PARTICIPANTS (10, per room) and PUBLISHERS (all; the others only receive)
-# set the load. The server's default limits allow 50 participants per room. Other
+# set the load; LOAD_ARGS adds `bench sfu-load` options (e.g. `--video`). The server's default limits allow 50 participants per room. Other
 # HUDDLE_* settings pass through the environment (e.g. HUDDLE_SFU__SPREAD_ROOMS_ABOVE).
 
 # start_sfu_server DIR HOST CMD...: runs `CMD... serve` on HOST (HTTP port 18080, SFU
@@ -31,6 +31,6 @@ start_sfu_load() {
   "$@" bench sfu-load --url "http://$host:18080" --api-secret "$secret" \
     --participants "$participants" --publishers "${PUBLISHERS:-$participants}" \
     --rooms "${ROOMS:-8}" --max-rooms "${ROOMS:-8}" --step-seconds 25 \
-    --out "$dir/report.json" >"$dir/bench.log" 2>&1 &
+    --out "$dir/report.json" ${LOAD_ARGS:-} >"$dir/bench.log" 2>&1 &
   bpid=$!
 }

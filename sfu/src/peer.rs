@@ -19,6 +19,10 @@ use crate::simulcast::{FrameAction, LayerSelector, Quality, TimestampRewriter};
 #[path = "peer_bandwidth.rs"]
 mod bandwidth;
 
+/// Timeouts already due that one drain of a peer handles itself, at most (the rest
+/// wait for the event loop, so one peer's backlog cannot hold up the others).
+const IMMEDIATE_TIMEOUTS: usize = 64;
+
 /// Largest SDP accepted from a client; a real one with a dozen m-lines is ~10 KiB.
 pub(crate) const MAX_SDP: usize = 64 * 1024;
 
@@ -190,6 +194,27 @@ pub(crate) struct PeerBandwidth {
     pub feedback_engaged: bool,
 }
 
+/// One drain of a peer's output (a run of [`Peer::poll`] calls until a timeout).
+pub(crate) struct Drain<C> {
+    /// Reads the clock (the driver's is `Instant::now`; tests simulate it).
+    clock: C,
+    /// The latest time read.
+    now: Instant,
+    /// Due timeouts handled so far.
+    immediate: usize,
+}
+
+impl<C: FnMut() -> Instant> Drain<C> {
+    /// A drain starting at `now`.
+    pub fn new(now: Instant, clock: C) -> Self {
+        Self {
+            clock,
+            now,
+            immediate: 0,
+        }
+    }
+}
+
 /// One participant's session.
 pub(crate) struct Peer {
     /// Who.
@@ -247,6 +272,45 @@ impl Peer {
             counters: PeerCounters::default(),
             bandwidth: PeerBandwidth::default(),
             hold_changes: Vec::new(),
+        }
+    }
+
+    /// The session's next output; a `Timeout` ends the drain (`next_timeout` is set to
+    /// it). A timeout that is already due is handled here rather than returned: str0m
+    /// packetizes a written frame, and its pacer releases each next packet, only on a
+    /// timeout (the pacer's is 1 µs after its last, so that its clock advances). Left
+    /// to the event loop, each would wait for the runtime's next timer tick (tokio's
+    /// timers round up to the millisecond), so a frame of 6 packets to a subscriber
+    /// left over 1.3 ms (p50) instead of at once.
+    pub fn poll<C: FnMut() -> Instant>(
+        &mut self,
+        drain: &mut Drain<C>,
+    ) -> Result<str0m::Output, str0m::RtcError> {
+        use str0m::{Input, Output};
+        loop {
+            if !self.rtc.is_alive() {
+                self.next_timeout = drain.now;
+                return Ok(Output::Timeout(drain.now));
+            }
+            match self.rtc.poll_output()? {
+                Output::Transmit(t) => {
+                    self.counters.packets_out += 1;
+                    self.counters.bytes_out += t.contents.len() as u64;
+                    return Ok(Output::Transmit(t));
+                }
+                Output::Event(e) => return Ok(Output::Event(e)),
+                Output::Timeout(t) => {
+                    if t > drain.now {
+                        drain.now = drain.now.max((drain.clock)());
+                    }
+                    if t > drain.now || drain.immediate == IMMEDIATE_TIMEOUTS {
+                        self.next_timeout = t;
+                        return Ok(Output::Timeout(t));
+                    }
+                    drain.immediate += 1;
+                    self.rtc.handle_input(Input::Timeout(drain.now))?;
+                }
+            }
         }
     }
 

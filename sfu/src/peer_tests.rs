@@ -347,3 +347,87 @@ fn a_single_stream_camera_is_not_paced() {
         .collect();
     assert_eq!(got, [30_005], "the keyframe within 100 ms");
 }
+
+/// Drains the peer once, as the driver does, with a clock that advances 2 µs per
+/// reading from `now`; the datagrams it gave.
+fn drain_once(peer: &mut Peer, now: Instant) -> Vec<str0m::net::Transmit> {
+    let mut tick = now;
+    let mut drain = Drain::new(now, move || {
+        tick += Duration::from_micros(2);
+        tick
+    });
+    let mut out = Vec::new();
+    loop {
+        match peer.poll(&mut drain).unwrap() {
+            str0m::Output::Transmit(t) => out.push(t),
+            str0m::Output::Event(_) => {}
+            str0m::Output::Timeout(_) => return out,
+        }
+    }
+}
+
+/// Hands the client every datagram; its events.
+fn deliver(
+    client: &mut Rtc,
+    datagrams: Vec<str0m::net::Transmit>,
+    now: Instant,
+) -> Vec<str0m::Event> {
+    use str0m::net::{Protocol, Receive};
+    use str0m::{Input, Output};
+    for t in datagrams {
+        let receive = Receive {
+            proto: Protocol::Udp,
+            source: t.source,
+            destination: t.destination,
+            contents: (&*t.contents).try_into().unwrap(),
+        };
+        client.handle_input(Input::Receive(now, receive)).unwrap();
+    }
+    let mut events = Vec::new();
+    loop {
+        match client.poll_output().unwrap() {
+            Output::Event(e) => events.push(e),
+            Output::Transmit(_) => {}
+            Output::Timeout(_) => return events,
+        }
+    }
+}
+
+#[test]
+fn a_forwarded_frame_leaves_in_one_drain() {
+    // With and without the estimator (and its leaky-bucket pacer, which releases one
+    // packet per timeout): a frame of several packets must go out in the drain that
+    // follows its forwarding, not one packet per turn of the event loop.
+    for bwe in [None, Some(str0m::bwe::Bitrate::mbps(2))] {
+        let mut now = Instant::now();
+        let mut pair = VideoPair::connect(&mut now, bwe);
+        // Let the session settle: nothing due, nothing queued.
+        exchange(&mut pair.peer.rtc, &mut pair.client, &mut now, 20);
+        let frame = pair.frame(false, &[9; 6_000], now, 90_000);
+        assert_eq!(
+            pair.peer.forward(pair.track, None, &frame, true).unwrap(),
+            Forwarded::Yes
+        );
+        let sent = drain_once(&mut pair.peer, now);
+        let rtp = sent
+            .iter()
+            .filter(|t| t.contents.len() > 1000 && t.contents[0] >> 6 == 2)
+            .count();
+        assert!(
+            rtp >= 5,
+            "bwe {bwe:?}: {rtp} of the frame's packets in one drain"
+        );
+        assert!(
+            pair.peer.next_timeout > now,
+            "bwe {bwe:?}: the drain left a due timeout behind"
+        );
+        let got: Vec<usize> = deliver(&mut pair.client, sent, now)
+            .iter()
+            .filter_map(|e| match e {
+                str0m::Event::MediaData(d) => Some(d.data.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, [6_005], "bwe {bwe:?}: the client has the whole frame");
+    }
+}

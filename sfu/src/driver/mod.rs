@@ -21,7 +21,7 @@ use crate::event::{EventSink, LeaveReason, SfuEvent};
 use crate::handle::Command;
 use crate::ids::{ParticipantId, TrackId};
 use crate::metrics::SfuMetrics;
-use crate::peer::Peer;
+use crate::peer::{Drain, Peer};
 use crate::router::Router;
 
 mod control;
@@ -485,33 +485,26 @@ impl Driver {
         self.outbox.flush(&self.socket, &self.metrics);
     }
 
-    /// Sends a peer's transmits and collects its events until str0m wants a timeout.
+    /// Sends a peer's transmits and collects its events until str0m wants a timeout
+    /// that is not due yet.
     fn drain_peer(&mut self, id: &ParticipantId, now: Instant, events: &mut Vec<Event>) {
         let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
         peer.dirty = false;
+        let mut drain = Drain::new(now, Instant::now);
         loop {
-            if !peer.rtc.is_alive() {
-                peer.next_timeout = now;
-                return;
-            }
-            match peer.rtc.poll_output() {
+            match peer.poll(&mut drain) {
                 Ok(Output::Transmit(t)) => {
-                    peer.counters.packets_out += 1;
-                    peer.counters.bytes_out += t.contents.len() as u64;
                     if self.outbox.push(t) {
                         self.outbox.flush(&self.socket, &self.metrics);
                     }
                 }
-                Ok(Output::Timeout(t)) => {
-                    peer.next_timeout = t;
-                    return;
-                }
                 Ok(Output::Event(e)) => events.push(e),
+                Ok(Output::Timeout(_)) => return,
                 Err(e) => {
                     self.metrics.peer_errors.inc();
-                    warn!(participant = %id, "poll_output failed, disconnecting: {e}");
+                    warn!(participant = %id, "session failed, disconnecting: {e}");
                     peer.rtc.disconnect();
                 }
             }
