@@ -73,8 +73,8 @@ fn pcap(records: &[(u64, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-/// Runs the script on the capture at `path` for `port`.
-fn pair_delay(path: &std::path::Path, port: u16) -> std::process::Output {
+/// Runs the script on the capture at `path` for `port`, with `extra` arguments.
+fn pair_delay(path: &std::path::Path, port: u16, extra: &[&str]) -> std::process::Output {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/bench/scripts/rtp_pair_delay.py"
@@ -83,6 +83,7 @@ fn pair_delay(path: &std::path::Path, port: u16) -> std::process::Output {
         .arg(script)
         .arg(path)
         .arg(port.to_string())
+        .args(extra)
         .output()
         .expect("python3 runs (CI installs it)")
 }
@@ -137,16 +138,25 @@ fn rtp_pair_delay_times_each_forwarded_packet_from_its_source() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sfu.pcap");
     std::fs::write(&path, pcap(&records)).unwrap();
-    let out = pair_delay(&path, SFU_PORT);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let run = |extra: &[&str]| {
+        let out = pair_delay(&path, SFU_PORT, extra);
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
     assert_eq!(
-        stdout.trim(),
+        run(&[]),
         "4 forwarded RTP packets (1 unpaired, 3 retransmitted left out): SFU delay ms \
+         p50 0.700  p90 0.800  p99 0.800  p99.9 0.800  max 0.800",
+    );
+    // Skipping the first 0.5 ms of the capture leaves out a's forward at 0.3 ms.
+    assert_eq!(
+        run(&["0.0005"]),
+        "3 forwarded RTP packets (1 unpaired, 3 retransmitted left out): SFU delay ms \
          p50 0.700  p90 0.800  p99 0.800  p99.9 0.800  max 0.800",
     );
 }
@@ -156,7 +166,7 @@ fn rtp_pair_delay_refuses_what_is_not_a_capture() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("not.pcap");
     std::fs::write(&path, b"this is not a pcap file at all").unwrap();
-    let out = pair_delay(&path, SFU_PORT);
+    let out = pair_delay(&path, SFU_PORT, &[]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("unsupported pcap format"),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Time the SFU takes to forward RTP, from a packet capture of its UDP port.
 
-    rtp_pair_delay.py <capture.pcap> <sfu port>
+    rtp_pair_delay.py <capture.pcap> <sfu port> [seconds to skip]
 
 Every RTP packet the SFU sends is paired with the packet it came from: the latest one
 received on the port, before it, with the same RTP timestamp (SRTP leaves the RTP
@@ -13,7 +13,10 @@ reading, decrypting, routing, packetizing, encrypting and sending, and any queue
 behind other work. RTCP, STUN and DTLS are left out, and so are retransmission streams
 (RFC 4588 RTX: resends answering NACKs, and the bandwidth estimator's probes, which
 str0m sends as resends of old packets): a stream that repeats, to the same destination,
-timestamps another stream already carried. Standard library only.
+timestamps another stream already carried. Packets the SFU sent in the first `seconds to
+skip` of the capture (0 by default) are left out: starting a capture on loopback stalls
+the host's packet path for a few milliseconds (tcpdump attaching its socket), which is
+not the SFU's. Standard library only.
 """
 
 import struct
@@ -104,11 +107,14 @@ def percentile(sorted_values, p):
 
 
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         raise SystemExit(__doc__)
     path, port = sys.argv[1], int(sys.argv[2])
+    skip = float(sys.argv[3]) if len(sys.argv) == 4 else 0.0
     rtp = []
-    for t, sport, dport, payload in sorted(packets(path), key=lambda p: p[0]):
+    captured = sorted(packets(path), key=lambda p: p[0])
+    start = captured[0][0] if captured else 0.0
+    for t, sport, dport, payload in captured:
         ts = rtp_timestamp(payload)
         if ts is not None and port in (sport, dport):
             rtp.append((t, sport, dport, ts, rtp_ssrc(payload)))
@@ -122,6 +128,8 @@ def main():
     for t, sport, dport, ts, ssrc in rtp:
         if dport == port:
             latest_in[ts] = t
+        elif t - start < skip:
+            continue
         elif (dport, ssrc) in rtx:
             resent += 1
         else:

@@ -421,8 +421,14 @@ impl Sender {
             return;
         }
         self.video_frame += 1;
+        // The first frame, then every `keyframe_every` frames from a phase derived from
+        // the id: cameras' keyframe clocks are not in step (in step, every publisher's
+        // keyframe would reach the SFU within the same 20 ms every interval).
+        let every = v.keyframe_every.max(1);
+        let phase = self.id.wrapping_mul(7919) % every;
         let key = self.keyframe_requested
-            || (self.video_frame - 1).is_multiple_of(v.keyframe_every.max(1));
+            || self.video_frame == 1
+            || (self.video_frame - 1 + phase).is_multiple_of(every);
         self.keyframe_requested = false;
         let marker = Marker {
             sender: self.id,
