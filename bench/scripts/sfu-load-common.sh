@@ -2,8 +2,9 @@
 # SHARDS SFU shards (1) and the fixed `bench sfu-load` load those scripts measure.
 #
 # ROOMS (8), PARTICIPANTS (10, per room) and PUBLISHERS (all; the others only receive)
-# set the load; LOAD_ARGS adds `bench sfu-load` options (e.g. `--video`). The server's default limits allow 50 participants per room. Other
-# HUDDLE_* settings pass through the environment (e.g. HUDDLE_SFU__SPREAD_ROOMS_ABOVE).
+# set the load; LOAD_ARGS adds `bench sfu-load` options (e.g. `--video`). The server's
+# default limits allow 50 participants per room. Other HUDDLE_* settings pass through
+# the environment (e.g. HUDDLE_SFU__SPREAD_ROOMS_ABOVE).
 
 # start_sfu_server DIR HOST CMD...: runs `CMD... serve` on HOST (HTTP port 18080, SFU
 # UDP port 7882) with fresh secrets, SHARDS shards and TURN off, logging to
