@@ -192,6 +192,10 @@ pub(crate) struct PeerBandwidth {
     /// As a publisher: it is being told the room of its only subscriber (see
     /// `Peer::tell_publisher`); a lift is sent when that stops.
     pub feedback_engaged: bool,
+    /// The estimate has fallen at least once. Until then it has only been climbing
+    /// from str0m's starting rate, which is no sign of a full link, and a single-stream
+    /// camera is paused by the caps only.
+    pub fell: bool,
 }
 
 /// One drain of a peer's output (a run of [`Peer::poll`] calls until a timeout).

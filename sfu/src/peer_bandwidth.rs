@@ -40,6 +40,9 @@ pub const FEEDBACK_FLOOR: u64 = 100_000;
 impl Peer {
     /// A new send-side estimate toward this subscriber.
     pub fn on_estimate(&mut self, bps: u64) {
+        if self.bandwidth.estimate.is_some_and(|before| bps < before) {
+            self.bandwidth.fell = true;
+        }
         self.bandwidth.estimate = Some(bps);
         self.bandwidth.no_feedback = false;
     }
@@ -293,8 +296,13 @@ impl Peer {
         allocate(cap.saturating_sub(fixed), &demands, &mut capped);
         // Before the first estimate the budget is only the assumed initial bitrate: good
         // enough to pick a starting simulcast layer, not a reason to stop a
-        // single-stream camera. Only the caps pause one then.
+        // single-stream camera. Nor is an estimate that has only risen since: str0m
+        // starts low and climbs (about 5 % per 100 ms, faster once a probe succeeds),
+        // and a room of 1.6 Mbit/s cameras was paused at 2-4 Mbit/s while everything
+        // arrived. Only the caps pause one until the estimate first falls (delay
+        // growing or loss: a sign of a full link).
         let estimated = !estimating || self.bandwidth.estimate.is_some();
+        let trusted = !estimating || (estimated && self.bandwidth.fell);
         let mut wanted = fixed;
         // What the allocation gives each track, for the room a single-stream camera has.
         let given = |infos: &[LayerInfo], choice: &Choice| match choice {
@@ -338,7 +346,7 @@ impl Peer {
                     .rooms
                     .push((out.track, budget.saturating_sub(others)));
             }
-            let (down, up) = if selector.is_single() && !estimated {
+            let (down, up) = if selector.is_single() && !trusted {
                 (capped, capped)
             } else {
                 (down, up)

@@ -224,6 +224,11 @@ struct VideoPair {
 
 impl VideoPair {
     fn connect(now: &mut Instant, bwe: Option<str0m::bwe::Bitrate>) -> Self {
+        Self::connect_track(now, bwe, TrackId(5))
+    }
+
+    /// The same, sending it `track`.
+    fn connect_track(now: &mut Instant, bwe: Option<str0m::bwe::Bitrate>, track: TrackId) -> Self {
         use str0m::Candidate;
         use str0m::format::Codec;
         let addrs = (
@@ -241,7 +246,6 @@ impl VideoPair {
         client.add_local_candidate(Candidate::host(addrs.1, "udp").unwrap());
         let (offer, pending) = client_offer(&mut client, MediaKind::Audio);
         client_accepts_answer(&mut client, pending, &peer.accept_offer(&offer).unwrap());
-        let track = TrackId(5);
         peer.add_out(track, TrackKind::Video, ParticipantId::from("x"));
         let sdp = peer.negotiate(1, *now).unwrap();
         let answer = client_answers(&mut client, &sdp);
@@ -430,4 +434,45 @@ fn a_forwarded_frame_leaves_in_one_drain() {
             .collect();
         assert_eq!(got, [6_005], "bwe {bwe:?}: the client has the whole frame");
     }
+}
+
+#[test]
+fn a_single_stream_camera_is_paused_by_the_estimate_only_once_it_has_fallen() {
+    use crate::config::BandwidthConfig;
+    let mut now = Instant::now();
+    // The camera sends 6,000-byte frames at 30 fps (about 1.45 Mbit/s).
+    let mut router = Router::new(RouterConfig::default());
+    let (room, publisher) = (RoomId::from("r"), ParticipantId::from("x"));
+    router.join(&room, &publisher).unwrap();
+    let track = router.publish(&publisher, TrackKind::Video).unwrap();
+    let mut pair = VideoPair::connect_track(&mut now, Some(str0m::bwe::Bitrate::mbps(1)), track);
+    let config = BandwidthConfig::default();
+    let mut pauses = Vec::new();
+    // Runs the allocation every 100 ms for `secs` with the camera sending; the pause
+    // changes it reported.
+    let mut run = |pair: &mut VideoPair, now: &mut Instant, secs: u64| {
+        let mut keyframes = Vec::new();
+        pauses.clear();
+        for _ in 0..secs * 10 {
+            for _ in 0..3 {
+                router.record_frame(track, None, 6_000, *now);
+                *now += Duration::from_micros(33_333);
+            }
+            *now += Duration::from_micros(1);
+            pair.peer
+                .allocate(&router, &config, *now, &mut keyframes, &mut pauses);
+        }
+        pauses.clone()
+    };
+    assert_eq!(run(&mut pair, &mut now, 2), [], "before any estimate");
+    // Estimates below the camera's rate, climbing as str0m's do after the start:
+    // longer than the pause hold, and the camera is not paused.
+    for bps in [600_000, 700_000, 800_000, 900_000, 1_000_000] {
+        pair.peer.on_estimate(bps);
+        assert_eq!(run(&mut pair, &mut now, 1), [], "estimate {bps} climbing");
+    }
+    // The estimate falls: the link is full. After the pause hold, paused.
+    pair.peer.on_estimate(700_000);
+    let paused = run(&mut pair, &mut now, 5);
+    assert_eq!(paused, [(track, true)], "once the estimate fell");
 }
