@@ -32,6 +32,8 @@ pub const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
 const MAX_SLIP: Duration = Duration::from_millis(100);
 /// Datagrams read in one go before the loop looks at timers and commands again.
 const RECV_BATCH: usize = 32;
+/// Due timeouts one drain handles before returning to the loop.
+const DUE_TIMEOUTS: usize = 64;
 /// Audio level sent (−dBov, RFC 6464 §3): a talker at a normal level.
 const AUDIO_LEVEL: i8 = -30;
 
@@ -274,7 +276,12 @@ fn receive(
     rtc.handle_input(input).map_err(rtc_err)
 }
 
-/// Sends every transmit and handles every event until str0m wants a timeout.
+/// Sends every transmit and handles every event until str0m wants a timeout that is
+/// not due yet. A due one is handled here, as the SFU does (docs/sfu.md): str0m
+/// releases each next packet of a frame only on a timeout, 1 µs after the last, and
+/// the loop's timer rounds up to the millisecond. (Measured at 4 video rooms of 4: no
+/// difference in the added latency, as datagrams arriving wake the loop often enough
+/// at that load; it keeps a sender's frame from depending on that.)
 async fn drain(
     rtc: &mut Rtc,
     socket: &UdpSocket,
@@ -282,9 +289,17 @@ async fn drain(
     rx_at: Arrival,
     sender: &mut Sender,
 ) -> Result<Instant> {
+    let mut due = 0;
     loop {
         match rtc.poll_output().map_err(rtc_err)? {
-            Output::Timeout(t) => return Ok(t),
+            Output::Timeout(t) => {
+                let now = Instant::now();
+                if t > now || due == DUE_TIMEOUTS {
+                    return Ok(t);
+                }
+                due += 1;
+                rtc.handle_input(Input::Timeout(now)).map_err(rtc_err)?;
+            }
             Output::Transmit(t) => {
                 socket.send_to(&t.contents, t.destination).await?;
             }
