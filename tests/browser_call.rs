@@ -156,3 +156,38 @@ fn a_camera_held_back_by_last_n_shows_as_paused() {
         "pinning did not bring the camera into view: {report}"
     );
 }
+
+/// A one-to-one call where Alice's browser sends its camera as one stream (no
+/// simulcast) and Bob's budget is capped (`sfu.max_subscriber_bitrate`): the SFU tells
+/// Alice by REMB what Bob has room for (docs/sfu.md, "A one-to-one call's publisher is
+/// told its subscriber's room"), Chromium's send budget comes down to it, and her camera
+/// plays at Bob's.
+#[test]
+fn a_single_stream_browser_follows_its_one_subscriber_s_room() {
+    if !browser_available() {
+        return;
+    }
+    // Below Chromium's starting bitrate (300 kb/s), so the camera sends more than Bob's
+    // room from the start.
+    const CAP: u64 = 250_000;
+    let server = Server::start_with(
+        &format!("[sfu]\nlisten = \"127.0.0.1:0\"\nmax_subscriber_bitrate = {CAP}\n"),
+        &["--dev"],
+        &[],
+    );
+    let base = format!("http://{}", server.addr);
+    let report = run_browser_script("single.mjs", &[&base, &CAP.to_string()], None);
+    eprintln!("single.mjs: {report}");
+    // One stream, no rids.
+    assert_eq!(report["alice"]["streams"], 1, "{report}");
+    assert_eq!(report["alice"]["rids"], serde_json::json!([]), "{report}");
+    // Bob's room: the cap less the audio he receives, plus Alice's audio.
+    let budget = report["alice"]["budget_bps"].as_u64().unwrap_or(u64::MAX);
+    assert!(budget <= CAP, "Alice's send budget {budget}: {report}");
+    let sent = report["alice_video_bps"].as_u64().unwrap();
+    assert!(sent <= CAP, "Alice's camera sends {sent} b/s: {report}");
+    assert!(
+        report["bob_fps"].as_u64().unwrap() >= 5,
+        "Bob decodes Alice's camera: {report}"
+    );
+}

@@ -22,14 +22,16 @@ const browser = await chromium.launch({
     '--autoplay-policy=no-user-gesture-required'],
 });
 const remoteTiles = (page) => page.$$eval('.tile:not([data-sid="local"])', (els) => els.length);
-// Every remote video has a picture and plays on.
+// Every remote video has a picture and plays on (new frames shown).
 const playing = (page, n) => page.waitForFunction((n) => {
   const vids = [...document.querySelectorAll('.tile:not([data-sid="local"]) video')];
-  const now = vids.map((v) => v.currentTime);
+  // Frames shown, not only the element's clock, which runs on while the picture stands
+  // still (a camera the SFU paused).
+  const now = vids.map((v) => [v.currentTime, v.getVideoPlaybackQuality().totalVideoFrames]);
   const prev = window.__prevTimes || [];
   window.__prevTimes = now;
   return vids.length === n && prev.length === n
-    && vids.every((v, i) => v.videoWidth > 0 && now[i] > prev[i]);
+    && vids.every((v, i) => v.videoWidth > 0 && now[i][0] > prev[i][0] && now[i][1] > prev[i][1]);
 }, n, { timeout: 30000, polling: 500 }).catch(async () => {
   const state = await page.evaluate(() => ({
     tiles: [...document.querySelectorAll('.tile')].map((t) => t.dataset.sid),

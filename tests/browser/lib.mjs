@@ -31,15 +31,18 @@ export function shot(page, name) {
   return page.screenshot({ path: `${shotDir}/${name}.png` });
 }
 
-// Waits until exactly `n` remote videos have a picture and play on (currentTime grows).
+// Waits until exactly `n` remote videos have a picture and play on (currentTime and the
+// count of frames shown grow).
 export function playing(page, n, timeout = 30000) {
   return page.waitForFunction((n) => {
     const vids = [...document.querySelectorAll('.tile:not([data-sid="local"]) video')];
-    const now = vids.map((v) => v.currentTime);
+    // Frames shown, not only the element's clock, which runs on while the picture
+    // stands still (a camera the SFU paused).
+    const now = vids.map((v) => [v.currentTime, v.getVideoPlaybackQuality().totalVideoFrames]);
     const prev = window.__prevTimes || [];
     window.__prevTimes = now;
     return vids.length === n && prev.length === n
-      && vids.every((v, i) => v.videoWidth > 0 && now[i] > prev[i]);
+      && vids.every((v, i) => v.videoWidth > 0 && now[i][0] > prev[i][0] && now[i][1] > prev[i][1]);
   }, n, { timeout, polling: 500 }).catch(async () => {
     const state = await page.evaluate(() => ({
       tiles: [...document.querySelectorAll('.tile')].map((t) => t.dataset.sid),
