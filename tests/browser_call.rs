@@ -2,7 +2,8 @@
 //! and microphone: two and three participants see and hear each other, cameras go out in
 //! simulcast layers the SFU chooses from, a participant who leaves disappears from the
 //! others' grids; and the same with relay-only ICE through huddle's TURN server, with a
-//! publisher cap the pages' send budgets come down to.
+//! publisher cap the pages' send budgets come down to; a camera held back by "last N";
+//! a single-stream camera that follows its one subscriber's room.
 //!
 //! Needs node, chromium and `npm ci` in tests/browser; CI provides them and sets
 //! HUDDLE_REQUIRE_BROWSER=1 so that their absence fails instead of skipping.
