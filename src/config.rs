@@ -90,6 +90,9 @@ pub struct SfuSection {
     pub max_subscriber_bitrate: u64,
     /// Most one publisher may send, in bits per second (REMB toward it); 0: no cap.
     pub max_publisher_bitrate: u64,
+    /// Where each subscriber's bandwidth estimate starts, in bits per second (what the
+    /// first simulcast layers are chosen by, until the estimator has measured).
+    pub initial_bitrate: u64,
     /// Forward video of only the N most recent speakers to each participant (audio of
     /// everyone); 0: everyone's video.
     pub last_n: usize,
@@ -116,6 +119,7 @@ impl Default for SfuSection {
             bandwidth_estimation: d.bandwidth.estimate,
             max_subscriber_bitrate: d.bandwidth.max_subscriber_bitrate,
             max_publisher_bitrate: d.bandwidth.max_publisher_bitrate,
+            initial_bitrate: d.bandwidth.initial_bitrate,
             last_n: d.router.last_n.unwrap_or(0),
             shards: d.shards,
             spread_rooms_above: d.spread_rooms_above,
@@ -140,6 +144,7 @@ impl SfuSection {
         c.bandwidth.estimate = self.bandwidth_estimation;
         c.bandwidth.max_subscriber_bitrate = self.max_subscriber_bitrate;
         c.bandwidth.max_publisher_bitrate = self.max_publisher_bitrate;
+        c.bandwidth.initial_bitrate = self.initial_bitrate;
         if c.public_ips.is_empty() && !self.listen.ip().is_unspecified() {
             c.public_ips = vec![self.listen.ip()];
         }
@@ -447,6 +452,12 @@ fn validate_sfu(s: &SfuSection) -> anyhow::Result<()> {
     if s.max_publisher_bitrate != 0 && s.max_publisher_bitrate < 50_000 {
         bail!("sfu.max_publisher_bitrate is in bits per second and at least 50000 (0: no cap)");
     }
+    if s.initial_bitrate < 50_000 || s.initial_bitrate > s.max_subscriber_bitrate {
+        bail!(
+            "sfu.initial_bitrate is in bits per second, at least 50000 and at most \
+             sfu.max_subscriber_bitrate"
+        );
+    }
     Ok(())
 }
 
@@ -610,6 +621,31 @@ mod tests {
             cfg.sfu.to_sfu_config().bandwidth.max_publisher_bitrate,
             1_500_000
         );
+        // The starting estimate: in bits per second, within the subscriber cap.
+        for bad in ["initial_bitrate = 300", "initial_bitrate = 9000000"] {
+            let p = write(
+                &dir,
+                &format!(
+                    "{SECRETS}[sfu]
+{bad}
+"
+                ),
+            );
+            let err = load(Some(&p), json!({}), false, Purpose::Serve)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("sfu.initial_bitrate"), "{bad}: {err}");
+        }
+        let p = write(
+            &dir,
+            &format!(
+                "{SECRETS}[sfu]
+initial_bitrate = 300000
+"
+            ),
+        );
+        let cfg = load(Some(&p), json!({}), false, Purpose::Serve).unwrap();
+        assert_eq!(cfg.sfu.to_sfu_config().bandwidth.initial_bitrate, 300_000);
     }
 
     #[test]
