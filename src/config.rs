@@ -144,7 +144,8 @@ impl SfuSection {
         c.bandwidth.estimate = self.bandwidth_estimation;
         c.bandwidth.max_subscriber_bitrate = self.max_subscriber_bitrate;
         c.bandwidth.max_publisher_bitrate = self.max_publisher_bitrate;
-        c.bandwidth.initial_bitrate = self.initial_bitrate;
+        // Above the subscriber cap it would only be capped.
+        c.bandwidth.initial_bitrate = self.initial_bitrate.min(self.max_subscriber_bitrate);
         if c.public_ips.is_empty() && !self.listen.ip().is_unspecified() {
             c.public_ips = vec![self.listen.ip()];
         }
@@ -452,11 +453,8 @@ fn validate_sfu(s: &SfuSection) -> anyhow::Result<()> {
     if s.max_publisher_bitrate != 0 && s.max_publisher_bitrate < 50_000 {
         bail!("sfu.max_publisher_bitrate is in bits per second and at least 50000 (0: no cap)");
     }
-    if s.initial_bitrate < 50_000 || s.initial_bitrate > s.max_subscriber_bitrate {
-        bail!(
-            "sfu.initial_bitrate is in bits per second, at least 50000 and at most \
-             sfu.max_subscriber_bitrate"
-        );
+    if s.initial_bitrate < 50_000 {
+        bail!("sfu.initial_bitrate is in bits per second and at least 50000");
     }
     Ok(())
 }
@@ -621,31 +619,22 @@ mod tests {
             cfg.sfu.to_sfu_config().bandwidth.max_publisher_bitrate,
             1_500_000
         );
-        // The starting estimate: in bits per second, within the subscriber cap.
-        for bad in ["initial_bitrate = 300", "initial_bitrate = 9000000"] {
-            let p = write(
-                &dir,
-                &format!(
-                    "{SECRETS}[sfu]
-{bad}
-"
-                ),
-            );
-            let err = load(Some(&p), json!({}), false, Purpose::Serve)
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("sfu.initial_bitrate"), "{bad}: {err}");
-        }
-        let p = write(
-            &dir,
-            &format!(
-                "{SECRETS}[sfu]
-initial_bitrate = 300000
-"
-            ),
-        );
+        // The starting estimate: in bits per second, at most the subscriber cap (a cap
+        // below the default start lowers the start with it).
+        let p = write(&dir, &format!("{SECRETS}[sfu]\ninitial_bitrate = 300\n"));
+        let err = load(Some(&p), json!({}), false, Purpose::Serve)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sfu.initial_bitrate"), "{err}");
+        let p = write(&dir, &format!("{SECRETS}[sfu]\ninitial_bitrate = 300000\n"));
         let cfg = load(Some(&p), json!({}), false, Purpose::Serve).unwrap();
         assert_eq!(cfg.sfu.to_sfu_config().bandwidth.initial_bitrate, 300_000);
+        let p = write(
+            &dir,
+            &format!("{SECRETS}[sfu]\nmax_subscriber_bitrate = 250000\n"),
+        );
+        let cfg = load(Some(&p), json!({}), false, Purpose::Serve).unwrap();
+        assert_eq!(cfg.sfu.to_sfu_config().bandwidth.initial_bitrate, 250_000);
     }
 
     #[test]
