@@ -65,7 +65,8 @@ pub struct BandwidthConfig {
     /// Run the estimator for each subscriber. Off: every subscriber is assumed to have
     /// `max_subscriber_bitrate`, and str0m neither paces nor probes.
     pub estimate: bool,
-    /// Estimate a new session starts from, in bits per second.
+    /// Estimate a new session starts from, in bits per second (libwebrtc starts at
+    /// 300 kbit/s too; a slow link congests less in the first seconds).
     pub initial_bitrate: u64,
     /// Most the SFU sends one subscriber, in bits per second: the desired bitrate given
     /// to the estimator and the budget for layer choice never exceed it.
@@ -91,7 +92,7 @@ impl Default for BandwidthConfig {
     fn default() -> Self {
         Self {
             estimate: true,
-            initial_bitrate: 1_000_000,
+            initial_bitrate: 300_000,
             max_subscriber_bitrate: 8_000_000,
             max_publisher_bitrate: 0,
             allocation_interval: Duration::from_millis(200),
