@@ -168,8 +168,8 @@ fn a_single_stream_browser_follows_its_one_subscriber_s_room() {
     if !browser_available() {
         return;
     }
-    // Below Chromium's starting bitrate (300 kb/s), so the camera sends more than Bob's
-    // room from the start.
+    // Low enough that Chromium's camera soon sends more than Bob's room (it took about
+    // 10 s here: the SFU speaks up only then).
     const CAP: u64 = 250_000;
     let server = Server::start_with(
         &format!("[sfu]\nlisten = \"127.0.0.1:0\"\nmax_subscriber_bitrate = {CAP}\n"),
