@@ -14,9 +14,9 @@ behind other work. RTCP, STUN and DTLS are left out, and so are retransmission s
 (RFC 4588 RTX: resends answering NACKs, and the bandwidth estimator's probes, which
 str0m sends as resends of old packets): a stream that repeats, to the same destination,
 timestamps another stream already carried. Packets the SFU sent in the first `seconds to
-skip` of the capture (0 by default) are left out: starting a capture on loopback stalls
-the host's packet path for a few milliseconds (tcpdump attaching its socket), which is
-not the SFU's. Standard library only.
+skip` of the capture (0 by default) are left out: the start of a capture on loopback
+came with a stall of a few milliseconds (most likely tcpdump attaching its socket),
+which is not the SFU's. Standard library only.
 """
 
 import struct

@@ -11,8 +11,8 @@
 # ROOMS (8), PARTICIPANTS (10, per room), PUBLISHERS (all) set the load as in
 # sfu-ab.sh (sfu-load-common.sh); SERVER_CPUS (0), CLIENT_CPUS (1), CAPTURE_SECONDS (5);
 # CLIENTS names another huddle binary to run the clients (the same one by default);
-# SKIP_SECONDS (0.25): the start of the capture left out of the figures (tcpdump
-# attaching to loopback stalls it for a few milliseconds; rtp_pair_delay.py).
+# SKIP_SECONDS (0.25): the start of the capture left out of the figures (it came with
+# a stall of a few milliseconds, most likely tcpdump attaching; rtp_pair_delay.py).
 # Needs tcpdump
 # (Debian: apt-get install tcpdump) and root for the capture. Uses 127.0.0.1:18080
 # and UDP port 7882.
