@@ -302,7 +302,8 @@ impl Peer {
         // arrived. Only the caps pause one until the estimate first falls (delay
         // growing or loss: a sign of a full link).
         let estimated = !estimating || self.bandwidth.estimate.is_some();
-        let trusted = !estimating || (estimated && self.bandwidth.fell);
+        // (It can only have fallen once there is one.)
+        let trusted = !estimating || self.bandwidth.fell;
         let mut wanted = fixed;
         // What the allocation gives each track, for the room a single-stream camera has.
         let given = |infos: &[LayerInfo], choice: &Choice| match choice {

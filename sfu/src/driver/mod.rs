@@ -544,7 +544,9 @@ impl Driver {
                         {
                             let room = self.router.track(track).map(|t| t.room.clone());
                             let _ = self.router.unpublish(track);
-                            if let (true, Some(room)) = (self.spread, room) {
+                            if self.spread
+                                && let Some(room) = room
+                            {
                                 self.mirror_unpublish(&room, track);
                             }
                         }

@@ -27,14 +27,20 @@ impl Driver {
     /// The other shards holding members of `room`, as this shard knows them.
     pub(super) fn room_shards(&self, room: &RoomId) -> Vec<usize> {
         let mut shards = Vec::new();
-        for m in self.router.members(room) {
-            if let Some(&s) = self.remote.get(m)
-                && !shards.contains(&s)
+        self.shards_of(self.router.members(room), &mut shards);
+        shards
+    }
+
+    /// The other shards holding any of `participants` (into `out`, cleared first).
+    fn shards_of(&self, participants: &[ParticipantId], out: &mut Vec<usize>) {
+        out.clear();
+        for p in participants {
+            if let Some(&s) = self.remote.get(p)
+                && !out.contains(&s)
             {
-                shards.push(s);
+                out.push(s);
             }
         }
-        shards
     }
 
     /// Whether this shard reports `room`'s active speaker: the lowest-numbered shard
@@ -261,14 +267,7 @@ impl Driver {
             return true;
         };
         let mut shards = std::mem::take(&mut self.scratch_shards);
-        shards.clear();
-        for sub in self.router.subscribers(track) {
-            if let Some(&s) = self.remote.get(sub)
-                && !shards.contains(&s)
-            {
-                shards.push(s);
-            }
-        }
+        self.shards_of(self.router.subscribers(track), &mut shards);
         let mut whole = true;
         for &s in &shards {
             let frame = Handoff::Frame {
