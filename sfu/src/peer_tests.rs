@@ -179,7 +179,6 @@ fn a_remb_caps_until_it_is_not_repeated() {
 /// Moves datagrams between two in-memory sessions and lets simulated time pass in
 /// 1 ms steps, `steps` times; returns the client's events.
 fn exchange(sfu: &mut Rtc, client: &mut Rtc, now: &mut Instant, steps: usize) -> Vec<str0m::Event> {
-    use str0m::net::{Protocol, Receive};
     use str0m::{Input, Output};
     let mut client_events = Vec::new();
     for _ in 0..steps {
@@ -191,15 +190,7 @@ fn exchange(sfu: &mut Rtc, client: &mut Rtc, now: &mut Instant, steps: usize) ->
             };
             loop {
                 match src.poll_output().unwrap() {
-                    Output::Transmit(t) => {
-                        let receive = Receive {
-                            proto: Protocol::Udp,
-                            source: t.source,
-                            destination: t.destination,
-                            contents: (&*t.contents).try_into().unwrap(),
-                        };
-                        dst.handle_input(Input::Receive(*now, receive)).unwrap();
-                    }
+                    Output::Transmit(t) => receive(dst, &t, *now),
                     Output::Event(e) if !from_sfu => client_events.push(e),
                     Output::Event(_) => {}
                     Output::Timeout(_) => break,
@@ -211,6 +202,30 @@ fn exchange(sfu: &mut Rtc, client: &mut Rtc, now: &mut Instant, steps: usize) ->
         client.handle_input(Input::Timeout(*now)).unwrap();
     }
     client_events
+}
+
+/// Hands datagram `t` to session `dst` at `now`.
+fn receive(dst: &mut Rtc, t: &str0m::net::Transmit, now: Instant) {
+    use str0m::net::{Protocol, Receive};
+    let receive = Receive {
+        proto: Protocol::Udp,
+        source: t.source,
+        destination: t.destination,
+        contents: (&*t.contents).try_into().unwrap(),
+    };
+    dst.handle_input(str0m::Input::Receive(now, receive))
+        .unwrap();
+}
+
+/// The sizes of the frames among `events`, in order.
+fn frame_sizes(events: &[str0m::Event]) -> Vec<usize> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            str0m::Event::MediaData(d) => Some(d.data.len()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// An SFU peer (its estimator on at `bwe`, if given) whose session with an in-memory
@@ -342,14 +357,7 @@ fn a_single_stream_camera_is_not_paced() {
     // simulated millisecond (the driver makes the next at once), so the 25 packets take
     // about 25 ms here. Paced, it takes more than 2 s.
     let events = exchange(&mut pair.peer.rtc, &mut pair.client, &mut now, 100);
-    let got: Vec<usize> = events
-        .iter()
-        .filter_map(|e| match e {
-            str0m::Event::MediaData(d) => Some(d.data.len()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(got, [30_005], "the keyframe within 100 ms");
+    assert_eq!(frame_sizes(&events), [30_005], "the keyframe within 100 ms");
 }
 
 /// Drains the peer once, as the driver does, with a clock that advances 2 µs per
@@ -373,19 +381,12 @@ fn drain_once(peer: &mut Peer, now: Instant) -> Vec<str0m::net::Transmit> {
 /// Hands the client every datagram; its events.
 fn deliver(
     client: &mut Rtc,
-    datagrams: Vec<str0m::net::Transmit>,
+    datagrams: &[str0m::net::Transmit],
     now: Instant,
 ) -> Vec<str0m::Event> {
-    use str0m::net::{Protocol, Receive};
-    use str0m::{Input, Output};
+    use str0m::Output;
     for t in datagrams {
-        let receive = Receive {
-            proto: Protocol::Udp,
-            source: t.source,
-            destination: t.destination,
-            contents: (&*t.contents).try_into().unwrap(),
-        };
-        client.handle_input(Input::Receive(now, receive)).unwrap();
+        receive(client, t, now);
     }
     let mut events = Vec::new();
     loop {
@@ -425,13 +426,7 @@ fn a_forwarded_frame_leaves_in_one_drain() {
             pair.peer.next_timeout > now,
             "bwe {bwe:?}: the drain left a due timeout behind"
         );
-        let got: Vec<usize> = deliver(&mut pair.client, sent, now)
-            .iter()
-            .filter_map(|e| match e {
-                str0m::Event::MediaData(d) => Some(d.data.len()),
-                _ => None,
-            })
-            .collect();
+        let got = frame_sizes(&deliver(&mut pair.client, &sent, now));
         assert_eq!(got, [6_005], "bwe {bwe:?}: the client has the whole frame");
     }
 }

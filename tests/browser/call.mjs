@@ -1,5 +1,5 @@
 // Calls through huddle's SFU in headless Chromium with fake camera and microphone: two
-// pages each see the other's video playing (videoWidth > 0 and currentTime advancing),
+// pages each see the other's video playing (videoWidth > 0, new frames shown),
 // receive audio packets and send their camera in simulcast layers (rids with bytes
 // sent), and a page asks for the layer its tiles need; with a third page everyone sees
 // two remote tiles; when one page leaves, the others' grids drop its tile. `relay` as the second argument makes the
@@ -7,7 +7,7 @@
 // Usage: node call.mjs <base-url> [relay|direct] [publisher-cap-bps]. Prints one JSON line
 // last; exits non-zero on failure.
 import { chromium } from 'playwright-core';
-import { shot } from './lib.mjs';
+import { playing, shot } from './lib.mjs';
 
 const [base, mode, cap] = process.argv.slice(2);
 // The server's sfu.max_publisher_bitrate, if set: each page's send budget must come
@@ -22,25 +22,6 @@ const browser = await chromium.launch({
     '--autoplay-policy=no-user-gesture-required'],
 });
 const remoteTiles = (page) => page.$$eval('.tile:not([data-sid="local"])', (els) => els.length);
-// Every remote video has a picture and plays on (new frames shown).
-const playing = (page, n) => page.waitForFunction((n) => {
-  const vids = [...document.querySelectorAll('.tile:not([data-sid="local"]) video')];
-  // Frames shown, not only the element's clock, which runs on while the picture stands
-  // still (a camera the SFU paused).
-  const now = vids.map((v) => [v.currentTime, v.getVideoPlaybackQuality().totalVideoFrames]);
-  const prev = window.__prevTimes || [];
-  window.__prevTimes = now;
-  return vids.length === n && prev.length === n
-    && vids.every((v, i) => v.videoWidth > 0 && now[i][0] > prev[i][0] && now[i][1] > prev[i][1]);
-}, n, { timeout: 30000, polling: 500 }).catch(async () => {
-  const state = await page.evaluate(() => ({
-    tiles: [...document.querySelectorAll('.tile')].map((t) => t.dataset.sid),
-    widths: [...document.querySelectorAll('.tile video')].map((v) => v.videoWidth),
-    connection: document.querySelector('#grid')?.dataset.connection,
-    error: document.querySelector('#error')?.textContent,
-  }));
-  throw new Error(`expected ${n} playing remote videos: ${JSON.stringify(state)}`);
-});
 const inbound = (page) => page.evaluate(async () => {
   const out = { audio: 0, video: 0, candidate: null, available_outgoing_bps: null };
   const stats = await window.huddleMedia.pc.getStats();
