@@ -69,6 +69,12 @@ pub struct SfuSection {
     pub enabled: bool,
     /// The one UDP socket all media uses (port 0: any free port).
     pub listen: SocketAddr,
+    /// ICE over TCP (RFC 6544 passive candidates) for clients whose network blocks
+    /// UDP; advertised below the UDP candidates, so it is used only when UDP fails.
+    pub ice_tcp: bool,
+    /// Where ICE over TCP listens; by default `listen`'s address with port 7881 (port
+    /// 0, any free port, when `listen`'s port is 0).
+    pub tcp_listen: Option<SocketAddr>,
     /// Addresses advertised to clients as ICE candidates (with the bound port), besides
     /// the listen address or, when it is a wildcard, the node's interface addresses;
     /// behind NAT, the public address.
@@ -111,6 +117,8 @@ impl Default for SfuSection {
         Self {
             enabled: true,
             listen: d.bind,
+            ice_tcp: true,
+            tcp_listen: None,
             public_ips: d.public_ips,
             max_participants_per_room: d.router.max_participants_per_room,
             max_tracks_per_participant: d.router.max_tracks_per_participant,
@@ -129,8 +137,19 @@ impl Default for SfuSection {
 
 impl SfuSection {
     pub fn to_sfu_config(&self) -> huddle_sfu::SfuConfig {
+        let default_tcp = || {
+            let port = if self.listen.port() == 0 {
+                0
+            } else {
+                huddle_sfu::DEFAULT_TCP_PORT
+            };
+            SocketAddr::new(self.listen.ip(), port)
+        };
         let mut c = huddle_sfu::SfuConfig {
             bind: self.listen,
+            tcp_bind: self
+                .ice_tcp
+                .then(|| self.tcp_listen.unwrap_or_else(default_tcp)),
             public_ips: self.public_ips.clone(),
             connect_timeout: self.connect_timeout,
             shards: self.shards,
@@ -456,6 +475,15 @@ fn validate_sfu(s: &SfuSection) -> anyhow::Result<()> {
     if s.initial_bitrate < 50_000 {
         bail!("sfu.initial_bitrate is in bits per second and at least 50000");
     }
+    if let Some(tcp) = s.tcp_listen
+        && tcp.ip() != s.listen.ip()
+    {
+        bail!(
+            "sfu.tcp_listen ({tcp}) must have sfu.listen's address ({}): the TCP candidates \
+             are advertised on the same addresses as the UDP ones; only the port may differ",
+            s.listen.ip()
+        );
+    }
     Ok(())
 }
 
@@ -543,6 +571,46 @@ mod tests {
             dev.sfu.to_sfu_config().public_ips,
             vec![dev.sfu.listen.ip()]
         );
+    }
+
+    #[test]
+    fn ice_tcp_listens_beside_the_udp_socket_unless_turned_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = load(None, json!({}), true, Purpose::Serve).unwrap();
+        let tcp = dev.sfu.to_sfu_config().tcp_bind.unwrap();
+        assert_eq!(tcp.ip(), dev.sfu.listen.ip());
+        assert_eq!(tcp.port(), huddle_sfu::DEFAULT_TCP_PORT);
+        // Any free UDP port (tests): any free TCP port too, not a fixed one.
+        let p = write(&dir, &format!("{SECRETS}[sfu]\nlisten = \"127.0.0.1:0\"\n"));
+        let cfg = load(Some(&p), json!({}), false, Purpose::Serve).unwrap();
+        assert_eq!(
+            cfg.sfu.to_sfu_config().tcp_bind,
+            Some("127.0.0.1:0".parse().unwrap())
+        );
+        let p = write(
+            &dir,
+            &format!(
+                "{SECRETS}[sfu]\nlisten = \"127.0.0.1:7882\"\ntcp_listen = \"127.0.0.1:443\"\n"
+            ),
+        );
+        let cfg = load(Some(&p), json!({}), false, Purpose::Serve).unwrap();
+        assert_eq!(
+            cfg.sfu.to_sfu_config().tcp_bind,
+            Some("127.0.0.1:443".parse().unwrap())
+        );
+        let p = write(&dir, &format!("{SECRETS}[sfu]\nice_tcp = false\n"));
+        let cfg = load(Some(&p), json!({}), false, Purpose::Serve).unwrap();
+        assert_eq!(cfg.sfu.to_sfu_config().tcp_bind, None);
+        let p = write(
+            &dir,
+            &format!(
+                "{SECRETS}[sfu]\nlisten = \"127.0.0.1:7882\"\ntcp_listen = \"127.0.0.2:7881\"\n"
+            ),
+        );
+        let err = load(Some(&p), json!({}), false, Purpose::Serve)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sfu.tcp_listen"), "{err}");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! and microphone: two and three participants see and hear each other, cameras go out in
 //! simulcast layers the SFU chooses from, a participant who leaves disappears from the
 //! others' grids; and the same with relay-only ICE through huddle's TURN server, with a
-//! publisher cap the pages' send budgets come down to; a camera held back by "last N";
-//! a single-stream camera that follows its one subscriber's room.
+//! publisher cap the pages' send budgets come down to; the same over the SFU's ICE-TCP
+//! candidate alone; a camera held back by "last N"; a single-stream camera that follows
+//! its one subscriber's room.
 //!
 //! Needs node, chromium and `npm ci` in tests/browser; CI provides them and sets
 //! HUDDLE_REQUIRE_BROWSER=1 so that their absence fails instead of skipping.
@@ -58,8 +59,9 @@ fn browsers_see_and_hear_each_other_through_the_sfu() {
     assert!(layers.len() >= 2, "simulcast layers sent: {report}");
     let switches = metric_sum(&server.metrics(), "huddle_sfu_layer_switches_total");
     assert!(switches >= 2.0, "no simulcast layer chosen: {switches}");
-    // Bob's page asked for layers by tile size (media_subscribe max_quality): half size
-    // for its medium tiles, a quarter in a small window, half again after.
+    // Bob's page asked for layers by tile size (media_subscribe max_width, 1.5 times the
+    // tile): more than 320 px wide for its medium tiles, at most 320 in a small window,
+    // more again after.
     let bob = &report["two"]["bob"];
     let w = |k: &str| bob[k].as_u64().unwrap_or(0);
     assert!(w("width_small") > 0 && w("width_small") <= 320, "{report}");
@@ -67,6 +69,38 @@ fn browsers_see_and_hear_each_other_through_the_sfu() {
         w("width_before") > 320 && w("width_after") > 320,
         "{report}"
     );
+}
+
+/// Clients whose network blocks UDP to the SFU and that have no TURN server: each page
+/// is left only the SFU's ICE-TCP candidate (RFC 6544; the script drops the UDP ones
+/// from what the pages receive), connects to it from its TCP active candidate, and the
+/// call (audio and video both ways, a third participant, a leave) runs over TCP.
+#[test]
+fn browsers_call_the_sfu_over_ice_tcp() {
+    if !browser_available() {
+        return;
+    }
+    let server = Server::start_with("[sfu]\nlisten = \"127.0.0.1:0\"\n", &["--dev"], &[]);
+    let report = call(&server, "tcp", None);
+    assert_call(&report);
+    // (The pages' own end of the pair is peer-reflexive: an active TCP candidate has no
+    // port until it connects, so the browser learns its address from the SFU's answer
+    // to its check.)
+    for who in ["alice", "bob"] {
+        assert_eq!(report["two"][who]["protocol"], "tcp", "{report}");
+    }
+    // Alice's and Bob's connections were open after Carol left (hers was closed), and
+    // none is once the browser has closed its pages.
+    assert_eq!(report["tcp_open"], 2, "{report}");
+    let mut open = f64::NAN;
+    for _ in 0..50 {
+        open = metric_sum(&server.metrics(), "huddle_sfu_tcp_connections");
+        if open == 0.0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(open, 0.0, "{report}");
 }
 
 /// A call whose only ICE server is huddle's TURN on `port` over `transport`, with relay

@@ -30,8 +30,8 @@ export class RoomMedia {
     this.trackOwner = new Map(); // remote track id (a=msid) -> publisher sid
     this.pausedBy = new Map(); // remote track id -> reasons the SFU paused it for
     this.videoTracks = new Set(); // ids of the remote video tracks received
-    this.quality = 'high'; // the simulcast quality asked for, from the tile size
-    tiles.onWidth = (width) => this.fitQuality(width);
+    this.maxWidth = 0; // the largest picture asked for, from the tile size (0: no limit yet)
+    tiles.onWidth = (width) => this.fitSize(width);
     this.pinned = new Set(); // sids whose video is always received under "last N"
     tiles.onPin = (sid) => this.togglePin(sid);
     this.queue = Promise.resolve(); // negotiation steps run one at a time
@@ -101,7 +101,7 @@ export class RoomMedia {
     this.trackOwner.set(track.id, sid);
     if (track.kind === 'video') {
       this.videoTracks.add(track.id);
-      if (this.quality !== 'high') this.send({ type: 'media_subscribe', track: track.id, max_quality: this.quality });
+      if (this.maxWidth) this.send({ type: 'media_subscribe', track: track.id, max_width: this.maxWidth });
     }
     this.streams.set(sid, stream);
     const fresh = !this.tiles.get(sid);
@@ -112,14 +112,20 @@ export class RoomMedia {
     if (t.video.srcObject !== stream) t.video.srcObject = stream;
   }
 
-  // Asks the SFU for simulcast layers no larger than the tiles show: a quarter-size
-  // layer for thumbnails, half size for medium tiles (layers of a 1280x720 camera).
-  fitQuality(tileWidth) {
-    const quality = tileWidth < 240 ? 'low' : tileWidth < 560 ? 'medium' : 'high';
-    if (quality === this.quality) return;
-    this.quality = quality;
+  // Asks the SFU for simulcast layers no larger than the tiles need, by size rather than
+  // by quality name, so that it holds for any camera: the SFU forwards the best layer
+  // whose picture is at most `max_width` wide (the smallest if none is). The limit is
+  // 1.5 times the tile's width in device pixels, rounded up to 40: shrinking a somewhat
+  // larger picture looks better than enlarging a smaller one (a 470 px tile gets the
+  // 640 px layer of a 1280x720 camera, a 200 px thumbnail the 320 px one). Tiles crop
+  // to fill (object-fit: cover), so the width is what must be covered.
+  fitSize(tileWidth) {
+    const device = tileWidth * (window.devicePixelRatio || 1) * 1.5;
+    const maxWidth = Math.min(16384, Math.max(40, Math.ceil(device / 40) * 40));
+    if (maxWidth === this.maxWidth) return;
+    this.maxWidth = maxWidth;
     for (const track of this.videoTracks) {
-      this.send({ type: 'media_subscribe', track, max_quality: quality });
+      this.send({ type: 'media_subscribe', track, max_width: maxWidth });
     }
   }
 

@@ -6,11 +6,18 @@ use std::time::Duration;
 /// Default UDP port for all media (ICE, DTLS, SRTP), every peer multiplexed on it.
 pub const DEFAULT_PORT: u16 = 7882;
 
+/// Default TCP port for ICE over TCP, the fallback for clients without UDP.
+pub const DEFAULT_TCP_PORT: u16 = 7881;
+
 /// Everything the SFU needs to start.
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
     /// Where the media socket binds; port 0 picks a free port (tests).
     pub bind: SocketAddr,
+    /// Where ICE over TCP listens (RFC 6544, passive candidates; RFC 4571 framing), for
+    /// clients whose network blocks UDP; `None`: UDP only. Advertised with lower
+    /// priority than UDP, on the same addresses. Port 0 picks a free port.
+    pub tcp_bind: Option<SocketAddr>,
     /// Addresses advertised as ICE host candidates (with the bound port), first. Bound
     /// to a specific address, that address is advertised too; bound to a wildcard
     /// address, every interface address of its family (not loopback, not IPv6
@@ -43,6 +50,7 @@ impl Default for SfuConfig {
     fn default() -> Self {
         Self {
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
+            tcp_bind: None,
             public_ips: Vec::new(),
             router: RouterConfig::default(),
             bandwidth: BandwidthConfig::default(),

@@ -110,7 +110,17 @@ impl Sfu {
         let count = config.shard_count().max(1);
         let sockets = bind_sockets(config.bind, count)?;
         let local_addr = sockets[0].local_addr()?;
-        let shared = Arc::new(Shared::new(&config, local_addr, count)?);
+        let mut listeners: Vec<Option<std::net::TcpListener>> = match config.tcp_bind {
+            Some(bind) => bind_tcp(bind, count)?.into_iter().map(Some).collect(),
+            None => (0..count).map(|_| None).collect(),
+        };
+        let tcp_addr = listeners[0].as_ref().map(|l| l.local_addr()).transpose()?;
+        let shared = Arc::new(Shared::new(
+            &config,
+            local_addr,
+            tcp_addr.map(|a| a.port()),
+            count,
+        )?);
         let (events, stream) = EventSink::new(config.event_backlog, metrics.events_dropped.clone());
         let placement: Placement = Arc::default();
         let (handoff_tx, handoff_rx): (Vec<_>, Vec<_>) =
@@ -135,6 +145,7 @@ impl Sfu {
                 config: config.clone(),
                 shared: shared.clone(),
                 socket,
+                tcp: listeners[index].take(),
                 shard,
                 commands: rx,
                 events: events.clone(),
@@ -143,7 +154,7 @@ impl Sfu {
             let ready_rx = spawn_shard(index, driver)?;
             ready_rx.await.map_err(|_| SfuError::Closed)??;
         }
-        info!(%local_addr, shards = count, candidates = ?shared.candidate_ips(), "SFU media socket bound");
+        info!(%local_addr, ?tcp_addr, shards = count, candidates = ?shared.candidate_ips(), "SFU media socket bound");
         Ok((
             SfuHandle {
                 shards: commands.into(),
@@ -223,6 +234,31 @@ fn bind_sockets(bind: SocketAddr, count: usize) -> Result<Vec<std::net::UdpSocke
         sockets.push(socket);
     }
     Ok(sockets)
+}
+
+/// Binds `count` TCP listeners for ICE over TCP to `bind`, sharing the address like
+/// the UDP sockets (the kernel spreads connections over them). Non-blocking.
+fn bind_tcp(bind: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>, SfuError> {
+    let mut listeners = Vec::with_capacity(count);
+    let mut addr = bind;
+    for _ in 0..count {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        // A restarted server must not wait for the old connections' TIME_WAIT.
+        socket.set_reuse_address(true)?;
+        if count > 1 {
+            socket.set_reuse_port(true)?;
+        }
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
 }
 
 /// Which shard holds each participant: written on join and removal (control path

@@ -13,9 +13,11 @@
 //! allows, capped per subscriber and minus audio, picks the simulcast layer each
 //! subscriber receives of each layered video track ([`simulcast`]).
 //!
+//! Clients whose network blocks UDP reach it over ICE-TCP (RFC 6544 passive candidates;
+//! [`SfuConfig::tcp_bind`]).
+//!
 //! It does not do signalling (`huddle-signal` carries SDP over its WebSocket and calls
-//! this API), codec work (`huddle-media`), temporal/SVC layers or TCP fallback yet (see
-//! `docs/sfu.md`).
+//! this API), codec work (`huddle-media`) or temporal/SVC layers yet (see `docs/sfu.md`).
 //!
 //! ## Layout
 //!
@@ -111,7 +113,9 @@ pub mod router;
 pub mod simulcast;
 pub mod speaker;
 
-pub use config::{BandwidthConfig, DEFAULT_PORT, RouterConfig, SfuConfig, SpeakerConfig};
+pub use config::{
+    BandwidthConfig, DEFAULT_PORT, DEFAULT_TCP_PORT, RouterConfig, SfuConfig, SpeakerConfig,
+};
 pub use error::{RouterError, SfuError};
 pub use event::{
     LayerStats, LeaveReason, ParticipantStats, PauseReason, PublishedTrackStats, SfuEvent,

@@ -10,11 +10,11 @@ use prometheus_client::registry::Registry;
 /// The SFU's counters and gauges. Cloning shares them.
 #[derive(Debug, Clone)]
 pub struct SfuMetrics {
-    /// UDP datagrams received.
+    /// Datagrams received (UDP, or frames of ICE-TCP connections).
     pub packets_in: Counter,
     /// Bytes of received datagrams.
     pub bytes_in: Counter,
-    /// UDP datagrams sent.
+    /// Datagrams sent (UDP, or frames of ICE-TCP connections).
     pub packets_out: Counter,
     /// Bytes of sent datagrams.
     pub bytes_out: Counter,
@@ -51,6 +51,12 @@ pub struct SfuMetrics {
     pub events_dropped: Counter,
     /// Simulcast layer switches toward subscribers (up or down; starting on the first layer counts as one).
     pub layer_switches: Counter,
+    /// ICE-TCP connections passed from the shard that accepted them to the one holding
+    /// their peer.
+    pub tcp_handed_off: Counter,
+    /// ICE-TCP connections closed before they reached a peer: over the connection
+    /// limit, no first frame in time, a bad frame, or no peer accepts the first one.
+    pub tcp_rejected: Counter,
     /// Subscribers' send-side bandwidth estimates (bits per second), one observation
     /// per subscriber per stats interval: the distribution without a label per
     /// participant.
@@ -61,6 +67,9 @@ pub struct SfuMetrics {
     pub participants: Gauge,
     /// Published tracks.
     pub tracks: Gauge,
+    /// Open ICE-TCP connections (RFC 6544), those that reached a peer and those
+    /// waiting for their first frame.
+    pub tcp_connections: Gauge,
 }
 
 impl Default for SfuMetrics {
@@ -85,11 +94,14 @@ impl Default for SfuMetrics {
             handoff_dropped: Counter::default(),
             events_dropped: Counter::default(),
             layer_switches: Counter::default(),
+            tcp_handed_off: Counter::default(),
+            tcp_rejected: Counter::default(),
             // 64 kb/s to 32 Mb/s, doubling.
             subscriber_estimate: Histogram::new(exponential_buckets(64_000.0, 2.0, 10)),
             rooms: Gauge::default(),
             participants: Gauge::default(),
             tracks: Gauge::default(),
+            tcp_connections: Gauge::default(),
         }
     }
 }
@@ -98,10 +110,18 @@ impl SfuMetrics {
     /// Registers every metric under the `huddle_sfu` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("huddle_sfu");
-        let counters: [(&str, &str, &Counter); 19] = [
-            ("packets_in", "UDP datagrams received", &self.packets_in),
+        let counters: [(&str, &str, &Counter); 21] = [
+            (
+                "packets_in",
+                "datagrams received (UDP, or ICE-TCP frames)",
+                &self.packets_in,
+            ),
             ("bytes_in", "bytes received", &self.bytes_in),
-            ("packets_out", "UDP datagrams sent", &self.packets_out),
+            (
+                "packets_out",
+                "datagrams sent (UDP, or ICE-TCP frames)",
+                &self.packets_out,
+            ),
             ("bytes_out", "bytes sent", &self.bytes_out),
             (
                 "frames_forwarded",
@@ -174,6 +194,16 @@ impl SfuMetrics {
                 "simulcast layer switches toward subscribers",
                 &self.layer_switches,
             ),
+            (
+                "tcp_handed_off",
+                "ICE-TCP connections passed to the shard holding their peer",
+                &self.tcp_handed_off,
+            ),
+            (
+                "tcp_rejected",
+                "ICE-TCP connections closed before reaching a peer",
+                &self.tcp_rejected,
+            ),
         ];
         for (name, help, c) in counters {
             r.register(name, help, c.clone());
@@ -185,6 +215,11 @@ impl SfuMetrics {
             self.participants.clone(),
         );
         r.register("tracks", "published tracks", self.tracks.clone());
+        r.register(
+            "tcp_connections",
+            "open ICE-TCP connections",
+            self.tcp_connections.clone(),
+        );
         r.register(
             "subscriber_bandwidth_estimate_bps",
             "send-side bandwidth estimates toward subscribers",

@@ -3,9 +3,11 @@
 // receive audio packets and send their camera in simulcast layers (rids with bytes
 // sent), and a page asks for the layer its tiles need; with a third page everyone sees
 // two remote tiles; when one page leaves, the others' grids drop its tile. `relay` as the second argument makes the
-// pages use only TURN relay candidates (URL option relay=1). Screenshot: target/e2e/.
-// Usage: node call.mjs <base-url> [relay|direct] [publisher-cap-bps]. Prints one JSON line
-// last; exits non-zero on failure.
+// pages use only TURN relay candidates (URL option relay=1); `tcp` drops the SFU's UDP
+// candidates from every description the pages get, as a network that blocks UDP would
+// leave them only the SFU's ICE-TCP candidate. Screenshot: target/e2e/.
+// Usage: node call.mjs <base-url> [relay|direct|tcp] [publisher-cap-bps]. Prints one JSON
+// line last; exits non-zero on failure.
 import { chromium } from 'playwright-core';
 import { playing, shot } from './lib.mjs';
 
@@ -30,6 +32,7 @@ const inbound = (page) => page.evaluate(async () => {
     if (s.type === 'transport' && s.selectedCandidatePairId) {
       const pair = stats.get(s.selectedCandidatePairId);
       out.candidate = pair && stats.get(pair.localCandidateId)?.candidateType;
+      out.protocol = pair && stats.get(pair.remoteCandidateId)?.protocol;
       // The browser's send budget: its own estimate, capped by any REMB the SFU sent.
       out.available_outgoing_bps = pair?.availableOutgoingBitrate ?? null;
     }
@@ -70,7 +73,18 @@ const layerWidths = (page) => page.evaluate(async () => {
 const report = {};
 try {
   const open = async (name) => {
-    const page = await (await browser.newContext()).newPage();
+    const context = await browser.newContext();
+    if (mode === 'tcp') {
+      await context.addInitScript(() => {
+        const set = RTCPeerConnection.prototype.setRemoteDescription;
+        RTCPeerConnection.prototype.setRemoteDescription = function (desc) {
+          const udp = (l) => l.startsWith('a=candidate:') && l.split(' ')[2].toLowerCase() === 'udp';
+          const sdp = desc?.sdp && desc.sdp.split('\r\n').filter((l) => !udp(l)).join('\r\n');
+          return set.call(this, sdp ? { type: desc.type, sdp } : desc);
+        };
+      });
+    }
+    const page = await context.newPage();
     await page.goto(`${base}/?room=call&name=${name}&autojoin=1${relay}`);
     return page;
   };
@@ -81,11 +95,13 @@ try {
   report.two = { alice: await inbound(alice), bob: await inbound(bob) };
   if (publisherCap) {
     report.send_budget = { alice: await sendBudget(alice, publisherCap), bob: await sendBudget(bob, publisherCap) };
-  } else {
+  } else if (mode !== 'tcp') {
+    // (Not over TCP: the layer choice does not depend on the transport, and the direct
+    // call covers it.)
     // Uncapped (a capped page may send one layer only): Bob's two tiles (about 470 px
-    // wide) ask for the medium layer of Alice's camera (half of 1280x720); a small window
-    // makes small tiles and Bob's page asks for the low layer (a quarter) and gets it; the
-    // window's old size brings a larger layer back.
+    // wide) ask for pictures up to 720 px wide, the half layer of Alice's 1280x720
+    // camera; a small window makes small tiles and Bob's page asks for the quarter layer
+    // (320 px) and gets it; the window's old size brings a larger layer back.
     // The receiving page's decoded width, and a trace of when it or the count of
     // decoded keyframes changed (wall clock, to set beside the SFU's log).
     const trace = [];
@@ -164,6 +180,12 @@ try {
   await bob.waitForFunction(() => document.querySelectorAll('.tile:not([data-sid="local"])').length === 1, null, { timeout: 15000 });
   await playing(alice, 1);
   report.after_leave = { alice: await remoteTiles(alice), bob: await remoteTiles(bob) };
+  if (mode === 'tcp') {
+    // The SFU's open ICE-TCP connections now that Carol has left.
+    const text = await (await fetch(`${base}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith('huddle_sfu_tcp_connections '));
+    report.tcp_open = line ? Number(line.split(' ')[1]) : null;
+  }
   report.ok = true;
 } catch (e) {
   report.error = String(e);

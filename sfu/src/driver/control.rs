@@ -341,6 +341,7 @@ impl Driver {
             }
         }
         self.by_addr.retain(|_, p| p != id);
+        self.tcp.close_peer(id);
         self.dirty.retain(|p| p != id);
         let _ = self.router.leave(id);
         self.shared.release(&peer.room, self.shard.index);

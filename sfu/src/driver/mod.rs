@@ -29,6 +29,7 @@ mod media;
 mod outbox;
 mod shard;
 mod spread;
+mod tcp;
 
 pub(crate) use shard::{HANDOFF_QUEUE, Handoff, Mirror, ShardLink, Shared};
 
@@ -90,6 +91,10 @@ pub(crate) struct Driver {
     scratch_events: Vec<Event>,
     /// Datagrams produced by the current pump, sent in batches.
     outbox: outbox::Outbox,
+    /// ICE-TCP connections (RFC 6544) and the listener.
+    tcp: tcp::TcpLinks,
+    /// What the connection tasks report.
+    tcp_events: mpsc::Receiver<tcp::TcpEvent>,
     /// Members of this shard's rooms held by other shards, and which (rooms spread
     /// over shards, see `spread.rs`).
     remote: HashMap<ParticipantId, usize>,
@@ -121,6 +126,8 @@ pub(crate) struct DriverParts {
     pub(crate) config: SfuConfig,
     pub(crate) shared: Arc<Shared>,
     pub(crate) socket: std::net::UdpSocket,
+    /// The ICE-TCP listener, if ICE-TCP is on.
+    pub(crate) tcp: Option<std::net::TcpListener>,
     pub(crate) shard: ShardLink,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) events: EventSink,
@@ -134,12 +141,14 @@ impl Driver {
             config,
             shared,
             socket,
+            tcp,
             shard,
             commands,
             events,
             metrics,
         } = parts;
         let socket = UdpSocket::from_std(socket)?;
+        let (tcp, tcp_events) = tcp::TcpLinks::new(tcp, metrics.clone())?;
         let local_addr = socket.local_addr()?;
         let config_spread = config.spread_rooms_above > 0 && shard.count > 1;
         let now = Instant::now();
@@ -172,6 +181,8 @@ impl Driver {
             scratch_subscribers: Vec::new(),
             scratch_events: Vec::new(),
             outbox: outbox::Outbox::new(),
+            tcp,
+            tcp_events,
             remote: HashMap::new(),
             spread: config_spread,
             scratch_shards: Vec::new(),
@@ -183,6 +194,7 @@ impl Driver {
     pub(crate) async fn run(mut self) {
         let mut buf = vec![0u8; RECV_BUFFER];
         let mut handed = Vec::with_capacity(HANDOFF_BATCH);
+        let mut tcp_events = Vec::with_capacity(HANDOFF_BATCH);
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -219,17 +231,20 @@ impl Driver {
                     }
                     self.pump(now);
                     // Another shard's frames must not starve this shard's socket (the
-                    // select is biased toward them): as many datagrams as there were
-                    // messages, if waiting. The socket carries this shard's own
-                    // subscribers' feedback, which delayed reads as congestion.
-                    for _ in 0..n {
-                        let Ok((len, source)) = self.socket.try_recv_from(&mut buf) else {
-                            break;
-                        };
-                        let now = Instant::now();
-                        self.handle_datagram(&buf[..len], source, now);
-                        self.pump(now);
+                    // select is biased toward them). The socket carries this shard's
+                    // own subscribers' feedback, which delayed reads as congestion.
+                    self.read_socket(n, &mut buf);
+                }
+                n = self.tcp_events.recv_many(&mut tcp_events, HANDOFF_BATCH) => {
+                    // Never 0: the links hold a sender.
+                    let now = Instant::now();
+                    for ev in tcp_events.drain(..) {
+                        self.handle_tcp_event(ev, now);
                     }
+                    self.pump(now);
+                    // Likewise, a client flooding its TCP connection must not starve
+                    // the socket.
+                    self.read_socket(n, &mut buf);
                 }
                 res = self.socket.recv_from(&mut buf) => match res {
                     Ok((n, source)) => {
@@ -242,6 +257,12 @@ impl Driver {
                     }
                     // ICMP port unreachable surfaces here on some systems; not fatal.
                     Err(e) => debug!("recv_from: {e}"),
+                },
+                res = tcp::accept(self.tcp.listener()), if self.tcp.listening() => match res {
+                    Ok((stream, source)) => self.tcp.start(stream, source),
+                    // Out of file descriptors, or the connection was reset before it
+                    // was taken: the next accept may succeed.
+                    Err(e) => debug!("accept: {e}"),
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
@@ -272,7 +293,7 @@ impl Driver {
             trace!(%source, len = bytes.len(), "malformed datagram");
             return;
         };
-        let input = self.input(contents, source, now);
+        let input = self.input(contents, source, Protocol::Udp, now);
         match self.route(&input, source) {
             Route::Local(id) => self.deliver(&id, input, bytes.len()),
             Route::Shard(shard) => {
@@ -307,17 +328,36 @@ impl Driver {
         }
     }
 
-    /// str0m's input for a received datagram.
-    fn input<'a>(&self, contents: DatagramRecv<'a>, source: SocketAddr, now: Instant) -> Input<'a> {
+    /// str0m's input for a received datagram (or ICE-TCP frame).
+    fn input<'a>(
+        &self,
+        contents: DatagramRecv<'a>,
+        source: SocketAddr,
+        proto: Protocol,
+        now: Instant,
+    ) -> Input<'a> {
         Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
-                destination: self.destination_for(source),
+                destination: self.destination_for(source, proto),
                 contents,
             },
         )
+    }
+
+    /// Reads up to `n` datagrams that are already waiting on the socket, handling
+    /// each (after a batch of other work, which the biased select put first).
+    fn read_socket(&mut self, n: usize, buf: &mut [u8]) {
+        for _ in 0..n {
+            let Ok((len, source)) = self.socket.try_recv_from(buf) else {
+                break;
+            };
+            let now = Instant::now();
+            self.handle_datagram(&buf[..len], source, now);
+            self.pump(now);
+        }
     }
 
     /// Where a datagram from `source` goes: a peer of this shard, the shard that holds
@@ -372,12 +412,14 @@ impl Driver {
         self.mark_dirty(id);
     }
 
-    /// The local address a datagram from `source` was sent to: the first candidate of
-    /// its address family (str0m matches it against the local candidates).
-    fn destination_for(&self, source: SocketAddr) -> SocketAddr {
+    /// The local address a datagram (or ICE-TCP frame) from `source` was sent to: the
+    /// first candidate of its protocol and address family (str0m matches it against
+    /// the local candidates).
+    fn destination_for(&self, source: SocketAddr, proto: Protocol) -> SocketAddr {
         self.shared
             .candidates
             .iter()
+            .filter(|c| c.proto() == proto)
             .map(|c| c.addr())
             .find(|a| a.is_ipv4() == source.is_ipv4())
             .unwrap_or(self.local_addr)
@@ -495,9 +537,18 @@ impl Driver {
         let mut drain = Drain::new(now, Instant::now);
         loop {
             match peer.poll(&mut drain) {
-                Ok(Output::Transmit(t)) => {
+                Ok(Output::Transmit(t)) if t.proto == Protocol::Udp => {
                     if self.outbox.push(t) {
                         self.outbox.flush(&self.socket, &self.metrics);
+                    }
+                }
+                Ok(Output::Transmit(t)) => {
+                    let len = t.contents.len() as u64;
+                    if self.tcp.send(t.destination, t.contents.into()) {
+                        self.metrics.packets_out.inc();
+                        self.metrics.bytes_out.inc_by(len);
+                    } else {
+                        self.metrics.send_dropped.inc();
                     }
                 }
                 Ok(Output::Event(e)) => events.push(e),

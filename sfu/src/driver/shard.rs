@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use str0m::Candidate;
 use str0m::crypto::CryptoProvider;
 use str0m::media::MediaData;
+use str0m::net::{Protocol, TcpType};
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -61,6 +62,7 @@ impl Shared {
     pub(crate) fn new(
         config: &SfuConfig,
         local_addr: SocketAddr,
+        tcp_port: Option<u16>,
         shards: usize,
     ) -> Result<Self, SfuError> {
         let mut ips: Vec<IpAddr> = config.public_ips.clone();
@@ -80,11 +82,24 @@ impl Shared {
                  public_ips to the addresses peers reach"
             )));
         }
-        let candidates = ips
+        let mut candidates = ips
             .iter()
             .map(|ip| Candidate::host(SocketAddr::new(*ip, local_addr.port()), "udp"))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| SfuError::Config(format!("candidate: {e}")))?;
+        // ICE-TCP (RFC 6544): passive candidates on the same addresses; their type
+        // preference is below UDP's, so a client with UDP never picks them.
+        if let Some(port) = tcp_port {
+            for ip in &ips {
+                let c = Candidate::builder()
+                    .tcp()
+                    .host(SocketAddr::new(*ip, port))
+                    .tcptype(TcpType::Passive)
+                    .build()
+                    .map_err(|e| SfuError::Config(format!("candidate: {e}")))?;
+                candidates.push(c);
+            }
+        }
         let crypto = Arc::new(str0m::crypto::from_feature_flags());
         Ok(Self {
             candidates,
@@ -209,7 +224,11 @@ impl Shared {
 
     /// The advertised addresses (for the log).
     pub(crate) fn candidate_ips(&self) -> Vec<IpAddr> {
-        self.candidates.iter().map(|c| c.addr().ip()).collect()
+        self.candidates
+            .iter()
+            .filter(|c| c.proto() == Protocol::Udp)
+            .map(|c| c.addr().ip())
+            .collect()
     }
 }
 
@@ -256,6 +275,15 @@ pub(crate) enum Handoff {
     Owner { source: SocketAddr, shard: usize },
     /// `source` is no longer held by the shard the origin thought.
     Forget { source: SocketAddr },
+    /// An ICE-TCP connection whose first frame no peer of the sender accepts (the
+    /// kernel spreads connections over the shards' listeners). `hops`: shards that
+    /// have refused it so far.
+    Tcp {
+        stream: std::net::TcpStream,
+        source: SocketAddr,
+        frame: Vec<u8>,
+        hops: usize,
+    },
     /// A frame of `track`, published on the sender's shard, for this shard's
     /// subscribers of it (a room spread over shards).
     Frame {
@@ -322,6 +350,16 @@ impl Driver {
     /// Acts on a message from another shard (the caller pumps).
     pub(super) fn handle_handoff(&mut self, msg: Handoff, now: Instant) {
         match msg {
+            Handoff::Tcp {
+                stream,
+                source,
+                frame,
+                hops,
+            } => {
+                if let Some(stream) = self.tcp.adopt(stream) {
+                    self.tcp_first(stream, source, frame, hops, now);
+                }
+            }
             Handoff::Datagram {
                 bytes,
                 source,
@@ -332,7 +370,7 @@ impl Driver {
                 let Ok(contents) = bytes.as_slice().try_into() else {
                     return;
                 };
-                let input = self.input(contents, source, now);
+                let input = self.input(contents, source, Protocol::Udp, now);
                 if let Some(id) = self.local_peer(&input, source) {
                     if probe {
                         let shard = self.shard.index;
@@ -402,7 +440,7 @@ mod tests {
             bind: "127.0.0.1:0".parse().unwrap(),
             ..SfuConfig::default()
         };
-        Shared::new(&config, "127.0.0.1:7882".parse().unwrap(), shards).unwrap()
+        Shared::new(&config, "127.0.0.1:7882".parse().unwrap(), None, shards).unwrap()
     }
 
     #[test]

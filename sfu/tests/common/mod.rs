@@ -1,6 +1,7 @@
-//! Test clients for the SFU: str0m peers on their own loopback UDP sockets that publish
-//! Opus-like audio (with the RFC 6464 level extension) and H.264- or VP8-like video,
-//! answer the SFU's renegotiation offers, and record what they receive and from whom.
+//! Test clients for the SFU: str0m peers on their own loopback UDP sockets (or, with
+//! `Call::tcp`, ICE-TCP connections) that publish Opus-like audio (with the RFC 6464
+//! level extension) and H.264- or VP8-like video, answer the SFU's renegotiation
+//! offers, and record what they receive and from whom.
 
 #![allow(dead_code)]
 
@@ -16,7 +17,9 @@ use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 mod simulcast;
@@ -60,6 +63,10 @@ pub struct Seen {
     pub force_keyframe: Vec<String>,
     /// REMBs the SFU sent this client as a publisher: when, and the bitrate.
     pub rembs: Vec<(Instant, u64)>,
+    /// ICE and DTLS are up.
+    pub connected: bool,
+    /// An ICE-TCP client's connection was closed by the SFU.
+    pub tcp_closed: bool,
 }
 
 /// One video frame as a subscriber received it.
@@ -151,6 +158,9 @@ pub struct Call {
     /// Clients joined from now on negotiate transport-wide sequence numbers, so they
     /// send the feedback the SFU estimates their bandwidth from (browsers do).
     pub twcc: bool,
+    /// Clients joined from now on have no UDP: they connect to the SFU's ICE-TCP
+    /// candidate (RFC 6544, as the active side) and nothing else.
+    pub tcp: bool,
 }
 
 /// Send instants of audio frames by (publisher, frame number).
@@ -186,6 +196,7 @@ impl Call {
             answers: HashMap::new(),
             silent_for: Duration::ZERO,
             twcc: true,
+            tcp: false,
         }
     }
 
@@ -212,8 +223,6 @@ impl Call {
         if !auto_subscribe {
             self.sfu.set_auto_subscribe(name, false).await.unwrap();
         }
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let local = socket.local_addr().unwrap();
         let mut builder = Rtc::builder()
             .clear_codecs()
             .enable_opus(true, false)
@@ -229,7 +238,14 @@ impl Call {
             builder = builder.set_extension_map(exts);
         }
         let mut rtc = builder.build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        let udp = if self.tcp {
+            None
+        } else {
+            let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let local = socket.local_addr().unwrap();
+            rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+            Some(socket)
+        };
         let mut api = rtc.sdp_api();
         let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
         let simulcast = (codec == VideoCodec::H264Simulcast).then(|| {
@@ -252,6 +268,10 @@ impl Call {
             .await
             .expect("SFU answers");
         self.answers.insert(name.into(), answer.clone());
+        let link = match udp {
+            Some(socket) => Link::Udp(socket),
+            None => Link::connect(&mut rtc, &answer).await,
+        };
         let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
         rtc.sdp_api().accept_answer(pending, answer).unwrap();
 
@@ -273,7 +293,7 @@ impl Call {
         tokio::spawn(run_client(
             name.to_string(),
             rtc,
-            socket,
+            link,
             media,
             rx,
             self.sfu.clone(),
@@ -388,11 +408,107 @@ fn shim_drops(permille: &AtomicU64, datagram: &[u8], rng: &mut u64) -> bool {
     *rng % 1000 < permille
 }
 
+/// How a client reaches the SFU.
+enum Link {
+    Udp(UdpSocket),
+    /// An ICE-TCP connection: frames with a two-byte length (RFC 4571), read by a task
+    /// of their own (so that receiving is cancel-safe in a select); an empty frame
+    /// stands for the end of the connection.
+    Tcp {
+        write: OwnedWriteHalf,
+        frames: mpsc::UnboundedReceiver<Vec<u8>>,
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+}
+
+impl Link {
+    /// Connects to the TCP passive candidate of the SFU's `answer` and adds the
+    /// connection's address as this client's (active) candidate.
+    async fn connect(rtc: &mut Rtc, answer: &str) -> Link {
+        let remote: SocketAddr = answer
+            .lines()
+            .filter(|l| l.starts_with("a=candidate:") && l.contains(" tcptype passive"))
+            .find_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                (f[2] == "tcp" && f[4].parse::<std::net::Ipv4Addr>().is_ok())
+                    .then(|| format!("{}:{}", f[4], f[5]).parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no IPv4 TCP candidate in the SFU's answer:\n{answer}"));
+        let stream = TcpStream::connect(remote).await.unwrap();
+        let local = stream.local_addr().unwrap();
+        let candidate = Candidate::builder()
+            .tcp()
+            .host(local)
+            .tcptype(str0m::net::TcpType::Active)
+            .build()
+            .unwrap();
+        rtc.add_local_candidate(candidate);
+        let (mut read, write) = stream.into_split();
+        let (tx, frames) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut len = [0u8; 2];
+            while read.read_exact(&mut len).await.is_ok() {
+                let mut frame = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                if read.read_exact(&mut frame).await.is_err() || tx.send(frame).is_err() {
+                    break;
+                }
+            }
+            let _ = tx.send(Vec::new());
+        });
+        Link::Tcp {
+            write,
+            frames,
+            local,
+            remote,
+        }
+    }
+
+    fn local(&self) -> SocketAddr {
+        match self {
+            Link::Udp(s) => s.local_addr().unwrap(),
+            Link::Tcp { local, .. } => *local,
+        }
+    }
+
+    fn proto(&self) -> Protocol {
+        match self {
+            Link::Udp(_) => Protocol::Udp,
+            Link::Tcp { .. } => Protocol::Tcp,
+        }
+    }
+
+    async fn send(&mut self, contents: &[u8], destination: SocketAddr) {
+        match self {
+            Link::Udp(s) => {
+                let _ = s.send_to(contents, destination).await;
+            }
+            Link::Tcp { write, .. } => {
+                let mut buf = (contents.len() as u16).to_be_bytes().to_vec();
+                buf.extend_from_slice(contents);
+                let _ = write.write_all(&buf).await;
+            }
+        }
+    }
+
+    /// The next datagram or frame; `None` when the SFU closed the connection.
+    async fn recv(&mut self, buf: &mut [u8]) -> Option<std::io::Result<(usize, SocketAddr)>> {
+        match self {
+            Link::Udp(s) => Some(s.recv_from(buf).await),
+            Link::Tcp { frames, remote, .. } => {
+                let frame = frames.recv().await.filter(|f| !f.is_empty())?;
+                buf[..frame.len()].copy_from_slice(&frame);
+                Some(Ok((frame.len(), *remote)))
+            }
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_client(
     name: String,
     mut rtc: Rtc,
-    socket: UdpSocket,
+    mut link: Link,
     media: Media,
     mut rx: mpsc::UnboundedReceiver<ClientCmd>,
     sfu: SfuHandle,
@@ -405,7 +521,8 @@ async fn run_client(
     sent_at: SentAt,
     silent_until: Instant,
 ) {
-    let local = socket.local_addr().unwrap();
+    let local = link.local();
+    let proto = link.proto();
     let mut buf = vec![0u8; 2048];
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -425,7 +542,7 @@ async fn run_client(
                     if lost {
                         seen.lock().unwrap().dropped_sent += 1;
                     } else if Instant::now() >= silent_until {
-                        let _ = socket.send_to(&t.contents, t.destination).await;
+                        link.send(&t.contents, t.destination).await;
                     }
                 }
                 Ok(Output::Event(e)) => on_event(&name, &mut rtc, e, &seen, &sent_at),
@@ -461,7 +578,11 @@ async fn run_client(
                     return;
                 }
             },
-            res = socket.recv_from(&mut buf) => {
+            res = link.recv(&mut buf) => {
+                let Some(res) = res else {
+                    seen.lock().unwrap().tcp_closed = true;
+                    return;
+                };
                 let Ok((len, source)) = res else { continue };
                 if shim_drops(&loss[0], &buf[..len], &mut rng) {
                     seen.lock().unwrap().dropped += 1;
@@ -469,7 +590,7 @@ async fn run_client(
                 }
                 let Ok(contents) = buf[..len].try_into() else { continue };
                 let input = Input::Receive(Instant::now(), Receive {
-                    proto: Protocol::Udp, source, destination: local, contents,
+                    proto, source, destination: local, contents,
                 });
                 if let Err(e) = rtc.handle_input(input) {
                     panic!("{name}: handle_input: {e}");
@@ -532,6 +653,7 @@ async fn run_client(
 
 fn on_event(name: &str, rtc: &mut Rtc, e: Event, seen: &Mutex<Seen>, sent_at: &SentAt) {
     match e {
+        Event::Connected => seen.lock().unwrap().connected = true,
         Event::MediaAdded(m) if m.direction.is_receiving() => {
             seen.lock().unwrap().recv_mids.push((m.mid, m.kind));
         }
