@@ -197,6 +197,7 @@ impl Driver {
         let mut tcp_events = Vec::with_capacity(HANDOFF_BATCH);
         loop {
             let deadline = self.next_deadline();
+            let accepting = self.tcp.accepting(Instant::now());
             tokio::select! {
                 // Commands, then other shards' messages (an owner's notice must be
                 // learned before the next datagram from that source is read), then the
@@ -258,11 +259,14 @@ impl Driver {
                     // ICMP port unreachable surfaces here on some systems; not fatal.
                     Err(e) => debug!("recv_from: {e}"),
                 },
-                res = tcp::accept(self.tcp.listener()), if self.tcp.listening() => match res {
+                res = tcp::accept(self.tcp.listener()), if accepting => match res {
                     Ok((stream, source)) => self.tcp.start(stream, source),
                     // Out of file descriptors, or the connection was reset before it
-                    // was taken: the next accept may succeed.
-                    Err(e) => debug!("accept: {e}"),
+                    // was taken: try again shortly.
+                    Err(e) => {
+                        debug!("accept: {e}");
+                        self.tcp.pause(Instant::now());
+                    }
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
@@ -270,13 +274,17 @@ impl Driver {
         }
     }
 
-    /// The earliest timer of any peer, the router, the stats and allocation ticks.
+    /// The earliest timer of any peer, the router, the stats and allocation ticks, and
+    /// the end of a pause in accepting ICE-TCP connections.
     fn next_deadline(&self) -> Instant {
         let mut t = self.next_stats.min(self.next_allocation);
         for p in self.peers.values() {
             t = t.min(p.next_timeout);
         }
         if let Some(r) = self.router.poll_timeout() {
+            t = t.min(r);
+        }
+        if let Some(r) = self.tcp.resume_at().filter(|&r| r > Instant::now()) {
             t = t.min(r);
         }
         t

@@ -42,6 +42,9 @@ const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// are closed at once.
 pub(super) const MAX_CONNECTIONS: usize = 4096;
 
+/// How long accepting stops after an accept error.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
 /// Frames waiting to be written to one connection.
 const WRITE_QUEUE: usize = 512;
 
@@ -82,6 +85,9 @@ pub(super) struct TcpLinks {
     conns: HashMap<SocketAddr, Conn>,
     /// Connections accepted here or handed over that have not reached a peer yet.
     waiting: Arc<AtomicUsize>,
+    /// Accepting stopped until then after an error (out of file descriptors: the
+    /// pending connection stays, and accepting again at once would spin).
+    paused_until: Option<Instant>,
     /// Counters and the connection gauge.
     metrics: SfuMetrics,
 }
@@ -100,14 +106,25 @@ impl TcpLinks {
             events_tx,
             conns: HashMap::new(),
             waiting: Arc::default(),
+            paused_until: None,
             metrics,
         };
         Ok((links, events))
     }
 
-    /// Whether connections are accepted here.
-    pub(super) fn listening(&self) -> bool {
-        self.listener.is_some()
+    /// Whether connections are accepted here now.
+    pub(super) fn accepting(&self, now: Instant) -> bool {
+        self.listener.is_some() && self.paused_until.is_none_or(|t| t <= now)
+    }
+
+    /// When accepting resumes after a pause.
+    pub(super) fn resume_at(&self) -> Option<Instant> {
+        self.paused_until
+    }
+
+    /// Stops accepting for a moment after an accept error.
+    pub(super) fn pause(&mut self, now: Instant) {
+        self.paused_until = Some(now + ACCEPT_PAUSE);
     }
 
     /// The listener, for [`accept`].
