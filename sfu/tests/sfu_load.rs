@@ -1,6 +1,6 @@
-//! Forwarding cost: the SFU runs alone on one thread (a current-thread runtime) while
-//! in-process str0m clients publish; the SFU thread's CPU time (from
-//! /proc/thread-self/stat) and the packets it sent give packets per CPU-second.
+//! Forwarding cost: the SFU runs with one shard (its own thread) while in-process str0m
+//! clients publish; that thread's CPU time (from /proc/self/task/*/stat) and the
+//! packets it sent give packets per CPU-second.
 //! Ignored by default (a measurement, not a check); run with
 //! `cargo test -p huddle-sfu --release --test sfu_load -- --ignored --nocapture`.
 
@@ -10,15 +10,10 @@ use std::time::{Duration, Instant};
 
 use common::{Call, VideoCodec, eventually};
 use huddle_sfu::{Sfu, SfuConfig, SfuEvents, SfuHandle, TrackKind};
-use tokio::sync::{mpsc, oneshot};
 
-/// CPU seconds (user + system) used by the calling thread.
-fn thread_cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("procfs");
-    // Fields after the ")" that closes the command name; utime and stime are 14 and 15.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+/// CPU seconds (user + system) used so far by the SFU's shard threads (`huddle-sfu-N`,
+/// which `Sfu::start` spawns).
+fn sfu_cpu_secs() -> f64 {
     let hz = std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -26,49 +21,69 @@ fn thread_cpu_secs() -> f64 {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse::<f64>().ok())
         .unwrap_or(100.0);
+    let mut ticks = 0.0;
+    for task in std::fs::read_dir("/proc/self/task")
+        .expect("procfs")
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("huddle-sfu-") {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the ")" that closes the command name; utime and stime are 14
+        // and 15.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = after.split_whitespace().collect();
+        ticks += f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    }
     ticks / hz
 }
 
-type Probe = oneshot::Sender<f64>;
-
-/// Starts the SFU on a thread of its own; the returned sender asks that thread for its
-/// CPU time.
-fn sfu_on_own_thread(estimate: bool) -> (SfuHandle, SfuEvents, mpsc::UnboundedSender<Probe>) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new().name("sfu-driver".into());
-    thread
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let mut config = SfuConfig {
-                    bind: "127.0.0.1:0".parse().unwrap(),
-                    ..SfuConfig::default()
-                };
-                config.bandwidth.estimate = estimate;
-                let (sfu, events) = Sfu::start(config).await.unwrap();
-                let (ptx, mut prx) = mpsc::unbounded_channel::<Probe>();
-                tx.send((sfu, events, ptx)).unwrap();
-                while let Some(p) = prx.recv().await {
-                    let _ = p.send(thread_cpu_secs());
-                }
-            });
-        })
-        .unwrap();
-    rx.recv().unwrap()
+/// An SFU with one shard (one thread, `huddle-sfu-0`).
+async fn one_shard_sfu(estimate: bool, tcp: bool) -> (SfuHandle, SfuEvents) {
+    let mut config = SfuConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        shards: 1,
+        ..SfuConfig::default()
+    };
+    config.bandwidth.estimate = estimate;
+    if tcp {
+        config.tcp_bind = Some("127.0.0.1:0".parse().unwrap());
+    }
+    Sfu::start(config).await.unwrap()
 }
 
-async fn cpu(probe: &mpsc::UnboundedSender<Probe>) -> f64 {
-    let (tx, rx) = oneshot::channel();
-    probe.send(tx).unwrap();
-    rx.await.unwrap()
+/// What one measurement found: packets per SFU CPU-second, and the p50 and p99 of
+/// audio write-to-receive.
+struct Found {
+    per_cpu_s: f64,
+    p50: Duration,
+    p99: Duration,
 }
 
-async fn measure(label: &str, participants: usize, video: Option<VideoCodec>, estimate: bool) {
-    let (sfu, events, probe) = sfu_on_own_thread(estimate);
+async fn measure(
+    label: &str,
+    participants: usize,
+    video: Option<VideoCodec>,
+    estimate: bool,
+) -> Found {
+    measure_on(label, participants, video, estimate, false).await
+}
+
+/// `tcp`: every client reaches the SFU over ICE-TCP instead of UDP.
+async fn measure_on(
+    label: &str,
+    participants: usize,
+    video: Option<VideoCodec>,
+    estimate: bool,
+    tcp: bool,
+) -> Found {
+    let (sfu, events) = one_shard_sfu(estimate, tcp).await;
     let mut call = Call::with_sfu(sfu, events);
+    call.tcp = tcp;
     let names: Vec<String> = (0..participants).map(|i| format!("p{i}")).collect();
     for n in &names {
         call.join_with("load", n, video).await;
@@ -93,7 +108,7 @@ async fn measure(label: &str, participants: usize, video: Option<VideoCodec>, es
         m.packets_out.get(),
         m.frames_forwarded.get(),
         m.bytes_out.get(),
-        cpu(&probe).await,
+        sfu_cpu_secs(),
         Instant::now(),
     );
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -101,7 +116,7 @@ async fn measure(label: &str, participants: usize, video: Option<VideoCodec>, es
         m.packets_out.get(),
         m.frames_forwarded.get(),
         m.bytes_out.get(),
-        cpu(&probe).await,
+        sfu_cpu_secs(),
     );
     let wall = t0.elapsed().as_secs_f64();
     let cpu_s = c1 - c0;
@@ -134,12 +149,42 @@ async fn measure(label: &str, participants: usize, video: Option<VideoCodec>, es
     );
     assert!(p1 > p0);
     call.sfu.shutdown().await.unwrap();
+    Found {
+        per_cpu_s: (p1 - p0) as f64 / cpu_s.max(1e-9),
+        p50: q(0.5),
+        p99: q(0.99),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement; run with --release -- --ignored --nocapture"]
 async fn forwarding_cost_audio_room() {
     measure("audio-only room", 12, None, true).await;
+}
+
+/// The same audio room with every client on ICE-TCP, against UDP in the same run
+/// (alternating, two rounds each), as a ratio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run with --release -- --ignored --nocapture"]
+async fn forwarding_cost_audio_room_over_ice_tcp() {
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    for round in 0..2 {
+        udp.push(measure_on(&format!("udp {round}"), 12, None, true, false).await);
+        tcp.push(measure_on(&format!("tcp {round}"), 12, None, true, true).await);
+    }
+    let mean = |f: &[Found]| f.iter().map(|x| x.per_cpu_s).sum::<f64>() / f.len() as f64;
+    println!(
+        "ICE-TCP against UDP: {:.0} against {:.0} packets per CPU-second (ratio {:.2}); \
+         audio p50/p99 {:?}/{:?} against {:?}/{:?}",
+        mean(&tcp),
+        mean(&udp),
+        mean(&tcp) / mean(&udp),
+        tcp.iter().map(|f| f.p50).collect::<Vec<_>>(),
+        tcp.iter().map(|f| f.p99).collect::<Vec<_>>(),
+        udp.iter().map(|f| f.p50).collect::<Vec<_>>(),
+        udp.iter().map(|f| f.p99).collect::<Vec<_>>(),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -197,11 +197,11 @@ impl Driver {
         let mut tcp_events = Vec::with_capacity(HANDOFF_BATCH);
         loop {
             let deadline = self.next_deadline();
-            let accepting = self.tcp.accepting(Instant::now());
+            let accepting = self.tcp.accepting();
             tokio::select! {
                 // Commands, then other shards' messages (an owner's notice must be
-                // learned before the next datagram from that source is read), then the
-                // socket.
+                // learned before the next datagram from that source is read), then
+                // ICE-TCP frames, then the socket, then new ICE-TCP connections.
                 biased;
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Shutdown { reply }) => {

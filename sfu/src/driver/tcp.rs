@@ -113,8 +113,8 @@ impl TcpLinks {
     }
 
     /// Whether connections are accepted here now.
-    pub(super) fn accepting(&self, now: Instant) -> bool {
-        self.listener.is_some() && self.paused_until.is_none_or(|t| t <= now)
+    pub(super) fn accepting(&self) -> bool {
+        self.listener.is_some() && self.paused_until.is_none_or(|t| t <= Instant::now())
     }
 
     /// When accepting resumes after a pause.
