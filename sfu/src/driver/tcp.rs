@@ -300,8 +300,11 @@ impl Driver {
         hops: usize,
         now: Instant,
     ) {
-        self.metrics.packets_in.inc();
-        self.metrics.bytes_in.inc_by(frame.len() as u64);
+        if hops == 0 {
+            // Counted once, by the shard that read it.
+            self.metrics.packets_in.inc();
+            self.metrics.bytes_in.inc_by(frame.len() as u64);
+        }
         let Ok(contents) = frame.as_slice().try_into() else {
             self.metrics.malformed_dropped.inc();
             self.tcp.release(true);
