@@ -166,6 +166,7 @@ impl Sfu {
                     config.router.max_participants_per_room,
                 ),
                 local_addr,
+                tcp_addr,
                 metrics,
             },
             stream,
@@ -288,6 +289,8 @@ pub struct SfuHandle {
     limits: (usize, usize),
     /// The bound media socket.
     local_addr: SocketAddr,
+    /// The ICE-TCP listeners' address, if ICE-TCP is on.
+    tcp_addr: Option<SocketAddr>,
     /// Shared counters.
     metrics: SfuMetrics,
 }
@@ -296,6 +299,11 @@ impl SfuHandle {
     /// The media socket's address (the port is the one bound, useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where ICE over TCP listens (the port is the one bound), if it is on.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
     }
 
     /// SFU-wide counters; register them with [`SfuMetrics::register`].

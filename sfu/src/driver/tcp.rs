@@ -61,14 +61,17 @@ pub(super) enum TcpEvent {
     },
     /// A frame from an owned connection.
     Frame { source: SocketAddr, bytes: Vec<u8> },
-    /// An owned connection ended (closed, reset, or a bad frame).
-    Closed { source: SocketAddr },
+    /// An owned connection ended (closed, reset, or a bad frame). `serial` tells it
+    /// from a later connection from the same address.
+    Closed { source: SocketAddr, serial: u64 },
 }
 
 /// A connection that reached a peer.
 struct Conn {
     /// Its peer.
     peer: ParticipantId,
+    /// Numbers the connections of a shard.
+    serial: u64,
     /// Frames to write.
     tx: mpsc::Sender<Vec<u8>>,
     /// The reading task (the writer ends when `tx` is dropped).
@@ -85,6 +88,8 @@ pub(super) struct TcpLinks {
     conns: HashMap<SocketAddr, Conn>,
     /// Connections accepted here or handed over that have not reached a peer yet.
     waiting: Arc<AtomicUsize>,
+    /// The next connection's serial number.
+    next_serial: u64,
     /// Accepting stopped until then after an error (out of file descriptors: the
     /// pending connection stays, and accepting again at once would spin).
     paused_until: Option<Instant>,
@@ -106,6 +111,7 @@ impl TcpLinks {
             events_tx,
             conns: HashMap::new(),
             waiting: Arc::default(),
+            next_serial: 0,
             paused_until: None,
             metrics,
         };
@@ -200,6 +206,8 @@ impl TcpLinks {
     /// the driver and the peer's frames to `source` are written to it.
     pub(super) fn register(&mut self, stream: TcpStream, source: SocketAddr, peer: ParticipantId) {
         self.waiting.fetch_sub(1, Ordering::Relaxed);
+        let serial = self.next_serial;
+        self.next_serial += 1;
         let (mut read, mut write) = stream.into_split();
         let events = self.events_tx.clone();
         let reader = tokio::spawn(async move {
@@ -212,7 +220,7 @@ impl TcpLinks {
                     return;
                 }
             }
-            let _ = events.send(TcpEvent::Closed { source }).await;
+            let _ = events.send(TcpEvent::Closed { source, serial }).await;
         });
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
         tokio::spawn(async move {
@@ -230,7 +238,13 @@ impl TcpLinks {
                 }
             }
         });
-        if let Some(old) = self.conns.insert(source, Conn { peer, tx, reader }) {
+        let conn = Conn {
+            peer,
+            serial,
+            tx,
+            reader,
+        };
+        if let Some(old) = self.conns.insert(source, conn) {
             // The same address again (a reconnect that reused the port): the old
             // connection is gone.
             old.reader.abort();
@@ -251,11 +265,15 @@ impl TcpLinks {
             .is_some_and(|c| c.tx.try_send(contents).is_ok())
     }
 
-    /// Forgets the connection from `source` (it ended).
-    pub(super) fn closed(&mut self, source: SocketAddr) {
-        if self.conns.remove(&source).is_some() {
-            self.metrics.tcp_connections.dec();
+    /// Forgets connection `serial` from `source` (it ended); false if that one is
+    /// already gone (a later connection from the same address stays).
+    pub(super) fn closed(&mut self, source: SocketAddr, serial: u64) -> bool {
+        if self.conns.get(&source).is_none_or(|c| c.serial != serial) {
+            return false;
         }
+        self.conns.remove(&source);
+        self.metrics.tcp_connections.dec();
+        true
     }
 
     /// Closes every connection of `peer` (it left).
@@ -282,9 +300,10 @@ impl Driver {
                 frame,
             } => self.tcp_first(stream, source, frame, 0, now),
             TcpEvent::Frame { source, bytes } => self.tcp_frame(source, &bytes, now),
-            TcpEvent::Closed { source } => {
-                self.tcp.closed(source);
-                self.by_addr.remove(&source);
+            TcpEvent::Closed { source, serial } => {
+                if self.tcp.closed(source, serial) {
+                    self.by_addr.remove(&source);
+                }
             }
         }
     }
