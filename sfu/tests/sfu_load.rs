@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Call, VideoCodec, eventually};
+use common::{Call, VideoCodec, eventually, sfu_threads, stat_ticks};
 use huddle_sfu::{Sfu, SfuConfig, SfuEvents, SfuHandle, TrackKind};
 
 /// CPU seconds (user + system) used so far by the SFU's shard threads (`huddle-sfu-N`,
@@ -21,25 +21,12 @@ fn sfu_cpu_secs() -> f64 {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse::<f64>().ok())
         .unwrap_or(100.0);
-    let mut ticks = 0.0;
-    for task in std::fs::read_dir("/proc/self/task")
-        .expect("procfs")
-        .flatten()
-    {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with("huddle-sfu-") {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            continue;
-        };
-        // Fields after the ")" that closes the command name; utime and stime are 14
-        // and 15.
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = after.split_whitespace().collect();
-        ticks += f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    }
-    ticks / hz
+    let ticks: u64 = sfu_threads()
+        .iter()
+        .filter_map(|task| std::fs::read_to_string(task.join("stat")).ok())
+        .map(|stat| stat_ticks(&stat))
+        .sum();
+    ticks as f64 / hz
 }
 
 /// An SFU with one shard (one thread, `huddle-sfu-0`).

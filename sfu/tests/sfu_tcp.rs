@@ -103,15 +103,7 @@ async fn a_connection_no_peer_accepts_is_closed_and_counted() {
     let mut call = Call::start_with(with_tcp(2)).await;
     call.tcp = true;
     call.join_with("room", "alice", None).await;
-    let answer = call.answers["alice"].clone();
-    let addr = answer
-        .lines()
-        .find(|l| l.contains(" tcptype passive") && l.contains(" 127.0.0.1 "))
-        .map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            format!("{}:{}", f[4], f[5])
-        })
-        .expect("TCP candidate");
+    let addr = call.sfu.tcp_addr().expect("ICE-TCP on");
     let m = call.sfu.metrics().clone();
     // Each is closed by the SFU: the read ends (0 bytes) or fails (reset).
     async fn closed(mut s: TcpStream) -> bool {

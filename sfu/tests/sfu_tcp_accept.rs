@@ -5,31 +5,29 @@
 
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
+use common::{sfu_threads, stat_ticks};
 use huddle_sfu::{Sfu, SfuConfig};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
-/// The shard thread's `/proc` stat file, opened while descriptors are free.
+/// The one shard thread's `/proc` stat file, opened while descriptors are free.
 fn shard_stat() -> File {
-    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() == "huddle-sfu-0" {
-            return File::open(task.path().join("stat")).unwrap();
-        }
-    }
-    panic!("no huddle-sfu-0 thread");
+    let threads = sfu_threads();
+    assert_eq!(threads.len(), 1, "one shard thread: {threads:?}");
+    File::open(threads[0].join("stat")).unwrap()
 }
 
-/// CPU ticks (user + system) of the thread whose stat file this is.
+/// CPU ticks (user + system) of the thread whose stat file this is, read again.
 fn ticks(stat: &mut File) -> u64 {
     let mut s = String::new();
     stat.seek(SeekFrom::Start(0)).unwrap();
     stat.read_to_string(&mut s).unwrap();
-    let f: Vec<&str> = s[s.rfind(')').unwrap() + 2..].split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    stat_ticks(&s)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

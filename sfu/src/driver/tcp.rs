@@ -186,20 +186,14 @@ impl TcpLinks {
                     return;
                 }
             }
-            waiting.fetch_sub(1, Ordering::Relaxed);
-            metrics.tcp_rejected.inc();
-            metrics.tcp_connections.dec();
+            give_up(&waiting, &metrics, true);
         });
     }
 
     /// A connection that was waiting is given up (refused by every shard, or passed
     /// to another shard, which counts it itself).
     pub(super) fn release(&self, rejected: bool) {
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.tcp_connections.dec();
-        if rejected {
-            self.metrics.tcp_rejected.inc();
-        }
+        give_up(&self.waiting, &self.metrics, rejected);
     }
 
     /// The connection from `source` now belongs to `peer`: its frames are read into
@@ -374,6 +368,16 @@ impl Driver {
                 self.metrics.unrouted_dropped.inc();
             }
         }
+    }
+}
+
+/// Uncounts a connection that never reached a peer here; `rejected`: it is closed
+/// (not passed to another shard).
+fn give_up(waiting: &AtomicUsize, metrics: &SfuMetrics, rejected: bool) {
+    waiting.fetch_sub(1, Ordering::Relaxed);
+    metrics.tcp_connections.dec();
+    if rejected {
+        metrics.tcp_rejected.inc();
     }
 }
 

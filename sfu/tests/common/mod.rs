@@ -803,6 +803,28 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
     cond()
 }
 
+/// The `/proc/self/task` directories of the SFU's shard threads (`huddle-sfu-N`, which
+/// `Sfu::start` spawns), for their CPU time.
+pub fn sfu_threads() -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/proc/self/task")
+        .expect("procfs")
+        .flatten()
+        .map(|task| task.path())
+        .filter(|task| {
+            std::fs::read_to_string(task.join("comm")).is_ok_and(|c| c.starts_with("huddle-sfu-"))
+        })
+        .collect()
+}
+
+/// CPU clock ticks (user + system) in a thread's `/proc/.../stat` text.
+pub fn stat_ticks(stat: &str) -> u64 {
+    // Fields after the ")" that closes the command name; utime and stime are 14 and 15.
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
 /// The SFU's address, for tests that send raw datagrams.
 pub fn sfu_addr(call: &Call) -> SocketAddr {
     call.sfu.local_addr()
