@@ -88,6 +88,9 @@ struct TrackOut {
     rewriter: TimestampRewriter,
     /// Video held back ("last N"): resumes at a keyframe.
     paused: bool,
+    /// An unlayered video track has sent this subscriber a keyframe: before that, the
+    /// publisher's delta frames are not forwarded (see [`Peer::forward`]).
+    started: bool,
     /// Whether the subscriber was last told this track is held back ("last N").
     held_reported: bool,
     /// Its send stream's resend cache has been set up (see [`RESEND_SHARE_CAP`]).
@@ -114,7 +117,7 @@ pub(crate) enum Forwarded {
     Yes,
     /// Written, and it is the first frame of a newly chosen layer.
     Switched,
-    /// Not sent: the track resumes after a pause and waits for a keyframe.
+    /// Not sent: the track starts, or resumes after a pause, at a keyframe.
     NeedsKeyframe,
 }
 
@@ -466,6 +469,7 @@ impl Peer {
             resends_configured: false,
             last_wallclock: None,
             paused: false,
+            started: false,
             held_reported: false,
         });
     }
@@ -618,6 +622,14 @@ impl Peer {
                 {
                     return Ok(Forwarded::No);
                 }
+                // A subscriber's video starts at a keyframe: the delta frames before it
+                // cannot be decoded. Each one refused asks the publisher again (the
+                // throttle lets one through per interval), so a keyframe asked for
+                // before this subscriber could receive it, which would swallow the
+                // request made when it connected, delays it by one interval at most.
+                if out.kind.is_video() && !out.started && !data.is_keyframe() {
+                    return Ok(Forwarded::NeedsKeyframe);
+                }
                 (data.time, Forwarded::Yes)
             }
             Some(layer) => {
@@ -688,6 +700,7 @@ impl Peer {
             .map_or(data.network_time, |last| last.max(data.network_time));
         out.last_wallclock = Some(wallclock);
         writer.write(pt, wallclock, time, data.data.clone())?;
+        out.started = true;
         self.counters.frames_forwarded += 1;
         if out.held_reported {
             // Flowing again, from a keyframe.

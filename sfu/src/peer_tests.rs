@@ -305,7 +305,7 @@ impl VideoPair {
             contiguous: true,
             data: data.into(),
             ext_vals: ExtensionValues::default(),
-            codec_extra: CodecExtra::None,
+            codec_extra: CodecExtra::H264(str0m::format::H264CodecExtra { is_keyframe: key }),
             last_sender_info: None,
             audio_start_of_talk_spurt: false,
         }
@@ -320,7 +320,7 @@ fn frames_go_out_in_the_order_they_are_forwarded_whatever_their_arrival_times() 
     // Two frames forwarded one after the other, the second with an earlier arrival
     // time (its first packet came first: a large keyframe of another layer, or a frame
     // held back until a lost packet before it was repaired).
-    let first = pair.frame(false, b"AAA", now - Duration::from_millis(10), 90_000);
+    let first = pair.frame(true, b"AAA", now - Duration::from_millis(10), 90_000);
     let second = pair.frame(false, b"BBB", now - Duration::from_millis(30), 93_000);
     assert_eq!(
         pair.peer.forward(track, None, &first, true).unwrap(),
@@ -358,6 +358,37 @@ fn a_single_stream_camera_is_not_paced() {
     // about 25 ms here. Paced, it takes more than 2 s.
     let events = exchange(&mut pair.peer.rtc, &mut pair.client, &mut now, 100);
     assert_eq!(frame_sizes(&events), [30_005], "the keyframe within 100 ms");
+}
+
+#[test]
+fn a_subscribers_video_starts_at_a_keyframe() {
+    // Delta frames before the subscriber's first keyframe could not be decoded: each
+    // is refused with a request for a keyframe (which the driver sends, throttled),
+    // until one comes; from then on every frame goes out.
+    let mut now = Instant::now();
+    let mut pair = VideoPair::connect(&mut now, None);
+    let track = pair.track;
+    let mut results = Vec::new();
+    for (i, key) in [false, false, true, false, false].into_iter().enumerate() {
+        let rtp = 90_000 + 3_000 * i as u64;
+        let frame = pair.frame(key, &[i as u8; 50], now, rtp);
+        results.push(pair.peer.forward(track, None, &frame, true).unwrap());
+    }
+    use Forwarded::{NeedsKeyframe, Yes};
+    assert_eq!(results, [NeedsKeyframe, NeedsKeyframe, Yes, Yes, Yes]);
+    let events = exchange(&mut pair.peer.rtc, &mut pair.client, &mut now, 50);
+    let got: Vec<u8> = events
+        .iter()
+        .filter_map(|e| match e {
+            str0m::Event::MediaData(d) => d.data.last().copied(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [2, 3, 4],
+        "the client got the keyframe and what followed"
+    );
 }
 
 /// Drains the peer once, as the driver does, with a clock that advances 2 µs per
@@ -408,7 +439,7 @@ fn a_forwarded_frame_leaves_in_one_drain() {
         let mut pair = VideoPair::connect(&mut now, bwe);
         // Let the session settle: nothing due, nothing queued.
         exchange(&mut pair.peer.rtc, &mut pair.client, &mut now, 20);
-        let frame = pair.frame(false, &[9; 6_000], now, 90_000);
+        let frame = pair.frame(true, &[9; 6_000], now, 90_000);
         assert_eq!(
             pair.peer.forward(pair.track, None, &frame, true).unwrap(),
             Forwarded::Yes

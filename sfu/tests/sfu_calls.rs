@@ -134,10 +134,18 @@ async fn a_subscriber_whose_session_comes_up_late_gets_live_media_not_a_backlog(
         "worst write-to-receive {worst:?} over {} frames",
         seen.audio_latency.len()
     );
-    // Its video starts from a keyframe asked for when it connected.
+    // Its video starts from a keyframe asked for when it connected: the SFU forwards
+    // no delta frame before it, whatever keyframe was asked for before. (The test
+    // client's DTLS sometimes completes seconds after the SFU's when its first flights
+    // were lost: then the SFU's keyframe came before it could decrypt, its first frame
+    // is a delta, and it asks for a keyframe as a browser does.) Either way a keyframe
+    // is among its first five frames, where the publisher's own schedule has one in
+    // fifty.
+    let first_key = seen.video_log.iter().position(|f| f.keyframe);
     assert!(
-        seen.video_log.iter().any(|f| f.keyframe),
-        "{:?}",
+        first_key.is_some_and(|i| i < 5) && (first_key == Some(0)) == (seen.start_plis == 0),
+        "first keyframe at {first_key:?}, {} asked by the client: {:?}",
+        seen.start_plis,
         seen.video_log
     );
 }

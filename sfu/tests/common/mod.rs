@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,6 +65,10 @@ pub struct Seen {
     pub rembs: Vec<(Instant, u64)>,
     /// ICE and DTLS are up.
     pub connected: bool,
+    /// Receive video m-lines that have had a frame.
+    pub video_started: HashSet<Mid>,
+    /// Keyframe requests this client sent because a stream began with a delta frame.
+    pub start_plis: u64,
     /// An ICE-TCP client's connection was closed by the SFU.
     pub tcp_closed: bool,
 }
@@ -686,6 +690,16 @@ fn on_event(name: &str, rtc: &mut Rtc, e: Event, seen: &Mutex<Seen>, sent_at: &S
                     seen.audio_latency.push(t.elapsed());
                 }
                 *seen.frames.entry((from, kind)).or_default() += 1;
+                // As a browser does: a stream that begins with a frame it cannot decode
+                // asks for a keyframe.
+                if kind == TrackKind::Video
+                    && seen.video_started.insert(d.mid)
+                    && !d.is_keyframe()
+                    && let Some(mut w) = rtc.writer(d.mid)
+                    && w.request_keyframe(None, KeyframeRequestKind::Pli).is_ok()
+                {
+                    seen.start_plis += 1;
+                }
             }
         }
         Event::EgressBitrateEstimate(str0m::bwe::BweKind::Remb { estimate, .. }) => {
