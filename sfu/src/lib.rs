@@ -116,6 +116,7 @@ pub mod speaker;
 pub use config::{
     BandwidthConfig, DEFAULT_PORT, DEFAULT_TCP_PORT, RouterConfig, SfuConfig, SpeakerConfig,
 };
+pub use driver::ICE_TCP_MAX_WAITING_PER_ADDRESS;
 pub use error::{RouterError, SfuError};
 pub use event::{
     LayerStats, LeaveReason, ParticipantStats, PauseReason, PublishedTrackStats, SfuEvent,

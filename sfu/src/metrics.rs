@@ -55,7 +55,9 @@ pub struct SfuMetrics {
     /// their peer.
     pub tcp_handed_off: Counter,
     /// ICE-TCP connections closed before they reached a peer: over the connection
-    /// limit, no first frame in time, a bad frame, or no peer accepts the first one.
+    /// limit (of the shard, or of one address's connections not yet placed), closed by
+    /// the client or no first frame in time, a bad frame, or no peer accepts the first
+    /// one.
     pub tcp_rejected: Counter,
     /// Subscribers' send-side bandwidth estimates (bits per second), one observation
     /// per subscriber per stats interval: the distribution without a label per

@@ -1,16 +1,17 @@
 //! ICE over TCP (RFC 6544): a client without UDP reaches the SFU through its passive
 //! TCP candidate and calls a client on UDP; the connection reaches its peer whichever
 //! shard accepted it; it is closed when the participant leaves; and a connection that
-//! starts with anything but a frame a peer accepts is closed and counted.
+//! starts with anything but a frame a peer accepts is closed and counted, as is one over
+//! an address's share of the connections not yet placed.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{Call, VideoCodec, eventually};
-use huddle_sfu::{SfuConfig, TrackKind};
+use huddle_sfu::{ICE_TCP_MAX_WAITING_PER_ADDRESS, SfuConfig, TrackKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -98,6 +99,16 @@ async fn ice_tcp_connections_reach_their_peer_on_any_shard() {
     assert!(eventually(WAIT, || m.tcp_connections.get() == 0).await);
 }
 
+/// Whether the SFU closed `s` within [`WAIT`]: the read ends (0 bytes) or fails
+/// (reset).
+async fn closed(mut s: TcpStream) -> bool {
+    let mut b = [0u8; 64];
+    matches!(
+        tokio::time::timeout(WAIT, s.read(&mut b)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_no_peer_accepts_is_closed_and_counted() {
     let mut call = Call::start_with(with_tcp(2)).await;
@@ -105,14 +116,6 @@ async fn a_connection_no_peer_accepts_is_closed_and_counted() {
     call.join_with("room", "alice", None).await;
     let addr = call.sfu.tcp_addr().expect("ICE-TCP on");
     let m = call.sfu.metrics().clone();
-    // Each is closed by the SFU: the read ends (0 bytes) or fails (reset).
-    async fn closed(mut s: TcpStream) -> bool {
-        let mut b = [0u8; 64];
-        matches!(
-            tokio::time::timeout(WAIT, s.read(&mut b)).await,
-            Ok(Ok(0) | Err(_))
-        )
-    }
     // A length prefix over the largest frame.
     let mut s = TcpStream::connect(&addr).await.unwrap();
     s.write_all(&[0xff, 0xff, 1, 2, 3]).await.unwrap();
@@ -136,4 +139,43 @@ async fn a_connection_no_peer_accepts_is_closed_and_counted() {
     let seen = call.client("alice").seen.clone();
     assert!(eventually(WAIT, || seen.lock().unwrap().connected).await);
     assert_eq!(m.tcp_connections.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_place_for_new_connections() {
+    const CAP: usize = ICE_TCP_MAX_WAITING_PER_ADDRESS;
+    let call = Call::start_with(with_tcp(1)).await;
+    let addr = call.sfu.tcp_addr().expect("ICE-TCP on");
+    let m = call.sfu.metrics().clone();
+    // Connections from 127.0.0.1 that never send a frame wait for one, up to the cap...
+    let mut idle = Vec::new();
+    for _ in 0..CAP {
+        idle.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    assert!(
+        eventually(WAIT, || m.tcp_connections.get() == CAP as i64).await,
+        "{} waiting",
+        m.tcp_connections.get()
+    );
+    assert_eq!(m.tcp_rejected.get(), 0);
+    // ...the next from that address is closed at once (not after the first-frame
+    // timeout), and counted...
+    let started = std::time::Instant::now();
+    let s = TcpStream::connect(&addr).await.unwrap();
+    assert!(closed(s).await, "connection over the cap left open");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(eventually(WAIT, || m.tcp_rejected.get() == 1).await);
+    // ...while one from another address still waits for its first frame.
+    let other = TcpSocket::new_v4().unwrap();
+    other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let other = other.connect(addr).await.unwrap();
+    assert!(eventually(WAIT, || m.tcp_connections.get() == CAP as i64 + 1).await);
+    // Once the idle ones are gone, 127.0.0.1 gets its places back.
+    drop(idle);
+    assert!(eventually(WAIT, || m.tcp_connections.get() == 1).await);
+    let again = TcpStream::connect(&addr).await.unwrap();
+    assert!(eventually(WAIT, || m.tcp_connections.get() == 2).await);
+    // The idle ones count as closed before reaching a peer too.
+    assert_eq!(m.tcp_rejected.get(), CAP as u64 + 1);
+    drop((other, again));
 }

@@ -30,6 +30,7 @@ mod outbox;
 mod shard;
 mod spread;
 mod tcp;
+pub use tcp::ICE_TCP_MAX_WAITING_PER_ADDRESS;
 
 pub(crate) use shard::{HANDOFF_QUEUE, Handoff, Mirror, ShardLink, Shared};
 

@@ -356,7 +356,7 @@ impl Driver {
                 frame,
                 hops,
             } => {
-                if let Some(stream) = self.tcp.adopt(stream) {
+                if let Some(stream) = self.tcp.adopt(stream, source) {
                     self.tcp_first(stream, source, frame, hops, now);
                 }
             }

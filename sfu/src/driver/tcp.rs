@@ -14,9 +14,8 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use str0m::net::Protocol;
@@ -41,6 +40,12 @@ const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open connections per shard, including those waiting for their first frame; more
 /// are closed at once.
 pub(super) const MAX_CONNECTIONS: usize = 4096;
+
+/// Connections from one IP address that have not reached a peer yet, per shard; more
+/// are closed at once. A client sends its first check as soon as it has connected, so
+/// only one that holds connections open without sending gets near this; it keeps a
+/// single address from taking every place for [`FIRST_FRAME_TIMEOUT`] at a time.
+pub const ICE_TCP_MAX_WAITING_PER_ADDRESS: usize = 64;
 
 /// How long accepting stops after an accept error.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -87,7 +92,7 @@ pub(super) struct TcpLinks {
     /// Connections that reached a peer, by the client's address.
     conns: HashMap<SocketAddr, Conn>,
     /// Connections accepted here or handed over that have not reached a peer yet.
-    waiting: Arc<AtomicUsize>,
+    waiting: Arc<Waiting>,
     /// The next connection's serial number.
     next_serial: u64,
     /// Accepting stopped until then after an error (out of file descriptors: the
@@ -140,7 +145,7 @@ impl TcpLinks {
 
     /// Takes a new connection and waits for its first frame in a task of its own.
     pub(super) fn start(&self, stream: TcpStream, source: SocketAddr) {
-        if !self.admit() {
+        if !self.admit(source.ip()) {
             return;
         }
         let _ = stream.set_nodelay(true);
@@ -149,21 +154,26 @@ impl TcpLinks {
 
     /// A connection another shard refused, back in this runtime and counted here;
     /// `None` if it cannot be taken.
-    pub(super) fn adopt(&self, stream: std::net::TcpStream) -> Option<TcpStream> {
+    pub(super) fn adopt(
+        &self,
+        stream: std::net::TcpStream,
+        source: SocketAddr,
+    ) -> Option<TcpStream> {
         let Ok(stream) = TcpStream::from_std(stream) else {
             self.metrics.tcp_rejected.inc();
             return None;
         };
-        self.admit().then_some(stream)
+        self.admit(source.ip()).then_some(stream)
     }
 
-    /// Counts a connection that has not reached a peer, unless the shard is full.
-    fn admit(&self) -> bool {
-        if self.conns.len() + self.waiting.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+    /// Counts a connection from `ip` that has not reached a peer, unless the shard or
+    /// that address's share of it is full.
+    fn admit(&self, ip: IpAddr) -> bool {
+        if !self.waiting.add(ip, self.conns.len()) {
+            debug!(%ip, "ICE-TCP connection refused: too many waiting");
             self.metrics.tcp_rejected.inc();
             return false;
         }
-        self.waiting.fetch_add(1, Ordering::Relaxed);
         self.metrics.tcp_connections.inc();
         true
     }
@@ -186,20 +196,20 @@ impl TcpLinks {
                     return;
                 }
             }
-            give_up(&waiting, &metrics, true);
+            give_up(&waiting, source.ip(), &metrics, true);
         });
     }
 
-    /// A connection that was waiting is given up (refused by every shard, or passed
-    /// to another shard, which counts it itself).
-    pub(super) fn release(&self, rejected: bool) {
-        give_up(&self.waiting, &self.metrics, rejected);
+    /// The connection from `source` that was waiting is given up (refused by every
+    /// shard, or passed to another shard, which counts it itself).
+    pub(super) fn release(&self, source: SocketAddr, rejected: bool) {
+        give_up(&self.waiting, source.ip(), &self.metrics, rejected);
     }
 
     /// The connection from `source` now belongs to `peer`: its frames are read into
     /// the driver and the peer's frames to `source` are written to it.
     pub(super) fn register(&mut self, stream: TcpStream, source: SocketAddr, peer: ParticipantId) {
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.waiting.remove(source.ip());
         let serial = self.next_serial;
         self.next_serial += 1;
         let (mut read, mut write) = stream.into_split();
@@ -320,7 +330,7 @@ impl Driver {
         }
         let Ok(contents) = frame.as_slice().try_into() else {
             self.metrics.malformed_dropped.inc();
-            self.tcp.release(true);
+            self.tcp.release(source, true);
             return;
         };
         let input = self.input(contents, source, Protocol::Tcp, now);
@@ -333,7 +343,7 @@ impl Driver {
         if hops + 1 < self.shard.count
             && let Ok(stream) = stream.into_std()
         {
-            self.tcp.release(false);
+            self.tcp.release(source, false);
             self.metrics.tcp_handed_off.inc();
             let next = (self.shard.index + 1) % self.shard.count;
             let msg = Handoff::Tcp {
@@ -347,7 +357,7 @@ impl Driver {
             return;
         }
         self.metrics.unrouted_dropped.inc();
-        self.tcp.release(true);
+        self.tcp.release(source, true);
     }
 
     /// A frame of a connection that belongs to a peer.
@@ -371,10 +381,45 @@ impl Driver {
     }
 }
 
-/// Uncounts a connection that never reached a peer here; `rejected`: it is closed
-/// (not passed to another shard).
-fn give_up(waiting: &AtomicUsize, metrics: &SfuMetrics, rejected: bool) {
-    waiting.fetch_sub(1, Ordering::Relaxed);
+/// Connections of a shard that have not reached a peer yet: in all, and per client
+/// address. Shared with the tasks that wait for first frames.
+#[derive(Debug, Default)]
+struct Waiting(Mutex<(usize, HashMap<IpAddr, usize>)>);
+
+impl Waiting {
+    /// Counts one more from `ip` unless, with `placed` connections that have reached a
+    /// peer, the shard holds [`MAX_CONNECTIONS`], or `ip` has
+    /// [`ICE_TCP_MAX_WAITING_PER_ADDRESS`] waiting.
+    fn add(&self, ip: IpAddr, placed: usize) -> bool {
+        let mut guard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (total, by_ip) = &mut *guard;
+        let mine = by_ip.get(&ip).copied().unwrap_or(0);
+        if placed + *total >= MAX_CONNECTIONS || mine >= ICE_TCP_MAX_WAITING_PER_ADDRESS {
+            return false;
+        }
+        *total += 1;
+        by_ip.insert(ip, mine + 1);
+        true
+    }
+
+    /// Uncounts one from `ip` (it reached a peer, or was given up).
+    fn remove(&self, ip: IpAddr) {
+        let mut guard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (total, by_ip) = &mut *guard;
+        *total = total.saturating_sub(1);
+        if let Some(n) = by_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Uncounts a connection from `ip` that never reached a peer here; `rejected`: it is
+/// closed (not passed to another shard).
+fn give_up(waiting: &Waiting, ip: IpAddr, metrics: &SfuMetrics, rejected: bool) {
+    waiting.remove(ip);
     metrics.tcp_connections.dec();
     if rejected {
         metrics.tcp_rejected.inc();
