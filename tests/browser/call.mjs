@@ -8,21 +8,14 @@
 // leave them only the SFU's ICE-TCP candidate. Screenshot: target/e2e/.
 // Usage: node call.mjs <base-url> [relay|direct|tcp] [publisher-cap-bps]. Prints one JSON
 // line last; exits non-zero on failure.
-import { chromium } from 'playwright-core';
-import { playing, shot } from './lib.mjs';
+import { launch, playing, shot } from './lib.mjs';
 
 const [base, mode, cap] = process.argv.slice(2);
 // The server's sfu.max_publisher_bitrate, if set: each page's send budget must come
 // down to it.
 const publisherCap = cap ? Number(cap) : 0;
 const relay = mode === 'relay' ? '&relay=1' : '';
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-    '--autoplay-policy=no-user-gesture-required'],
-});
+const browser = await launch();
 const remoteTiles = (page) => page.$$eval('.tile:not([data-sid="local"])', (els) => els.length);
 const inbound = (page) => page.evaluate(async () => {
   const out = { audio: 0, video: 0, candidate: null, available_outgoing_bps: null };

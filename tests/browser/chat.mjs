@@ -5,17 +5,11 @@
 // this script prints RESTART and waits for a line on stdin) both pages reconnect by
 // themselves and chat goes on with the history intact.
 // Usage: node chat.mjs <base-url>. Prints one JSON line last; exits non-zero on failure.
-import { chromium } from 'playwright-core';
-import readline from 'node:readline';
+import { handshake, launch, run } from './lib.mjs';
 
 const base = process.argv[2];
-const lines = readline.createInterface({ input: process.stdin });
-const nextLine = () => new Promise((resolve) => lines.once('line', resolve));
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+// No camera or microphone: chat only.
+const browser = await launch([]);
 const texts = (page) => page.$$eval('#chat-log li .text', (els) => els.map((e) => e.textContent));
 const states = (page) => page.$$eval('#chat-log li.mine', (els) => els.map((e) => e.dataset.state || 'history'));
 const waitTexts = (page, want) => page.waitForFunction(
@@ -26,8 +20,7 @@ const say = async (page, text) => {
   await page.fill('#chat-input', text);
   await page.press('#chat-input', 'Enter');
 };
-const report = {};
-try {
+await run(browser, async (report) => {
   const open = async (name) => {
     const page = await (await browser.newContext()).newPage();
     await page.goto(`${base}/?room=chatroom&name=${name}&autojoin=1`);
@@ -57,8 +50,7 @@ try {
   report.unread_badge_hidden_after_open = await alice.$eval('#chat-unread', (e) => e.hidden);
   await waitTexts(alice, ['one', 'two', 'three', 'four', 'five']);
   // Server restart: the pages reconnect and resync by themselves.
-  console.log('RESTART');
-  await nextLine();
+  await handshake('RESTART');
   await alice.waitForFunction(() => document.querySelector('#status')?.textContent === 'connected', null, { timeout: 20000 });
   await bob.waitForFunction(() => document.querySelector('#status')?.textContent === 'connected', null, { timeout: 20000 });
   await say(alice, 'after restart');
@@ -67,11 +59,4 @@ try {
   await waitTexts(alice, all);
   report.after_restart_bob = await texts(bob);
   report.after_restart_alice = await texts(alice);
-  report.ok = true;
-} catch (e) {
-  report.error = String(e);
-} finally {
-  await browser.close();
-  console.log(JSON.stringify(report));
-  process.exit(report.ok ? 0 : 1);
-}
+});
