@@ -3,37 +3,50 @@
 //! participants for "last N" (`MediaSession::pin`), the SFU
 //! records it (its admin API shows the limits per subscription), lifts it again, and
 //! refuses limits that are out of range or name a track the session does not receive.
-//! And the SDK sends transport-wide feedback, so the SFU estimates the bandwidth toward
-//! it instead of assuming one: behind a slow link a camera is paused for it.
+//! A moderator mutes a participant's microphone through the admin API and the SFU stops
+//! forwarding it. And the SDK sends transport-wide feedback, so the SFU estimates the
+//! bandwidth toward it instead of assuming one: behind a slow link a camera is paused
+//! for it.
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{API_SECRET, Server, token};
 use huddle_bench::shim::{ImpairmentConfig, Relay};
 use huddle_client::media::{
-    MediaEvent, MediaOptions, MediaSession, Quality, TrackLimits, VideoOptions,
+    MediaEvent, MediaOptions, MediaSession, Quality, TrackKind, TrackLimits, VideoOptions,
 };
-use huddle_client::{Client, ClientError, Config};
+use huddle_client::{Client, ClientError, Config, Event};
 use huddle_media::codec::i420::I420Frame;
-use huddle_media::quality::signal::moving_pattern;
+use huddle_media::quality::signal::{moving_pattern, speech_like};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 const ROOM: &str = "limits";
+
+/// Pushes a client got that the SDK passes on as they are (`Event::Other`).
+type Pushes = Arc<Mutex<Vec<Value>>>;
 
 async fn join(
     server: &Server,
     identity: &str,
     video: bool,
     sfu_address: Option<std::net::SocketAddr>,
-) -> (Client, MediaSession, mpsc::Receiver<MediaEvent>) {
+) -> (Client, MediaSession, mpsc::Receiver<MediaEvent>, Pushes) {
     let config = Config::new(format!("ws://{}/v1/ws", server.addr), token(identity, ROOM));
     let (client, mut signalling) = Client::connect(config).await.expect("connects");
-    tokio::spawn(async move { while signalling.recv().await.is_some() {} });
+    let pushes = Pushes::default();
+    let seen = pushes.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = signalling.recv().await {
+            if let Event::Other(m) = ev {
+                seen.lock().unwrap().push(m);
+            }
+        }
+    });
     client.join(Some(ROOM)).await.expect("joins");
     let opts = MediaOptions {
         video: video.then(VideoOptions::default),
@@ -44,7 +57,7 @@ async fn join(
     let (session, events) = MediaSession::start(&client, opts)
         .await
         .expect("media session");
-    (client, session, events)
+    (client, session, events, pushes)
 }
 
 /// The SFU's view of the room (admin API).
@@ -112,8 +125,8 @@ fn refused_as(r: Result<(), huddle_client::media::MediaError>, code: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_caps_a_camera_by_quality_and_size_and_lifts_it() {
     let server = Server::start("[sfu]\nlisten = \"127.0.0.1:0\"\n");
-    let (alice_client, alice, _) = join(&server, "alice", true, None).await;
-    let (bob_client, bob, _) = join(&server, "bob", false, None).await;
+    let (alice_client, alice, _, _) = join(&server, "alice", true, None).await;
+    let (bob_client, bob, _, _) = join(&server, "bob", false, None).await;
     // Alice's camera, as the SFU knows it, and bob's subscription to it.
     let mut camera = None;
     for _ in 0..100 {
@@ -258,11 +271,11 @@ async fn an_sdk_subscriber_on_a_slow_link_is_estimated_from_its_feedback_and_pau
     let server = Server::start(&format!("[sfu]\nlisten = \"127.0.0.1:{port}\"\n"));
     // Alice's camera sends about 300 kb/s to bob, on a 120 kb/s link, and carol, on
     // loopback. (With two subscribers alice is not asked to send less for bob.)
-    let (_alice_client, mut alice, _) = join(&server, "alice", true, None).await;
+    let (_alice_client, mut alice, _, _) = join(&server, "alice", true, None).await;
     start_camera(&mut alice);
-    let (_carol_client, _carol, _) = join(&server, "carol", false, None).await;
+    let (_carol_client, _carol, _, _) = join(&server, "carol", false, None).await;
     let relay = slow_link(port, 15_000).await;
-    let (_bob_client, bob, mut bob_events) =
+    let (_bob_client, bob, mut bob_events, _) =
         join(&server, "bob", false, Some(relay.local_addr())).await;
     // Only bob's transport-wide feedback can tell the SFU: its estimate falls from the
     // 1 Mbit/s it starts with, and alice's camera is paused for bob (it has not fitted
@@ -302,12 +315,12 @@ async fn an_sdk_subscriber_on_a_slow_link_is_estimated_from_its_feedback_and_pau
 async fn in_a_one_to_one_call_the_sdk_camera_follows_the_other_side_s_link() {
     let port = free_udp_port();
     let server = Server::start(&format!("[sfu]\nlisten = \"127.0.0.1:{port}\"\n"));
-    let (_alice_client, mut alice, _) = join(&server, "alice", true, None).await;
+    let (_alice_client, mut alice, _, _) = join(&server, "alice", true, None).await;
     let target = start_camera(&mut alice);
     assert_eq!(target.load(Ordering::Relaxed), 300_000);
     // 200 kb/s toward bob.
     let relay = slow_link(port, 25_000).await;
-    let (_bob_client, bob, _) = join(&server, "bob", false, Some(relay.local_addr())).await;
+    let (_bob_client, bob, _, _) = join(&server, "bob", false, Some(relay.local_addr())).await;
     // Settled: alice's encoder aims below what bob's link carries, the SFU measures her
     // camera below it, and the camera flows to bob (not paused, frames forwarded).
     let mut last = Value::Null;
@@ -338,4 +351,104 @@ async fn in_a_one_to_one_call_the_sdk_camera_follows_the_other_side_s_link() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("alice's camera did not settle under bob's link in 45 s: {last}");
+}
+
+/// `POST /v1/rooms/{ROOM}/participants/{identity}/mute` with `body` (with the API secret
+/// unless `anonymous`): the status and the JSON answer.
+async fn mute(server: &Server, identity: &str, body: Value, anonymous: bool) -> (u16, Value) {
+    let url = server.http(&format!("/v1/rooms/{ROOM}/participants/{identity}/mute"));
+    let mut req = reqwest::Client::new().post(url).json(&body);
+    if !anonymous {
+        req = req.bearer_auth(API_SECRET);
+    }
+    let res = req.send().await.expect("admin API");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// A moderator mutes a participant's microphone through the admin API: the SFU stops
+/// forwarding it whatever the client sends, the room is told (`track_muted`), the admin
+/// view shows it, and unmuting lets it through again. Bad requests are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderator_mutes_and_unmutes_a_participant_s_microphone() {
+    let server = Server::start("[sfu]\nlisten = \"127.0.0.1:0\"\n");
+    let (_alice_client, mut alice, _, _) = join(&server, "alice", false, None).await;
+    let (_bob_client, _bob, mut bob_events, bob_pushes) = join(&server, "bob", false, None).await;
+    let microphone = alice.take_audio().expect("a microphone");
+    tokio::spawn(microphone.send_looped(speech_like(4.0, 48_000, 16_000, 1)));
+    // Alice's microphone as bob receives it.
+    let heard = loop {
+        match tokio::time::timeout(Duration::from_secs(15), bob_events.recv()).await {
+            Ok(Some(MediaEvent::Track(t)))
+                if t.kind == TrackKind::Audio && t.publisher == alice.sid() =>
+            {
+                break t;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("bob never got alice's microphone: {:?}", other.is_ok()),
+        }
+    };
+    let packets = || heard.stats().packets_received;
+    let grows = |from: u64| async move {
+        for _ in 0..100 {
+            if packets() >= from + 20 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(grows(0).await, "alice's audio never flowed");
+
+    // Refused: no credentials, someone not in the room, an unknown kind.
+    let muted = json!({"kind": "audio", "muted": true});
+    assert_eq!(mute(&server, "alice", muted.clone(), true).await.0, 401);
+    assert_eq!(mute(&server, "nobody", muted.clone(), false).await.0, 404);
+    let loud = json!({"kind": "loud", "muted": true});
+    assert_eq!(mute(&server, "alice", loud, false).await.0, 400);
+
+    // Muted: nothing of hers reaches bob, and the room is told.
+    let (status, answer) = mute(&server, "alice", muted.clone(), false).await;
+    assert_eq!(status, 200, "{answer}");
+    let track = answer["tracks"][0]
+        .as_str()
+        .expect("her microphone")
+        .to_owned();
+    assert_eq!(
+        answer["tracks"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = packets();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(packets(), before, "muted audio still arrives");
+    let told = bob_pushes.lock().unwrap().iter().any(|m| {
+        m["type"] == "track_muted"
+            && m["sid"] == alice.sid()
+            && m["track"] == track
+            && m["kind"] == "audio"
+            && m["muted"] == true
+    });
+    assert!(told, "{:?}", bob_pushes.lock().unwrap());
+    let mut shown = false;
+    for _ in 0..30 {
+        let view = media(&server).await;
+        shown = tracks_of(&view, alice.sid(), "published")
+            .iter()
+            .any(|t| t["track"] == track.as_str() && t["muted"] == true);
+        if shown {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(shown, "the admin view does not show the mute");
+    // Muting again changes nothing.
+    let (status, answer) = mute(&server, "alice", muted, false).await;
+    assert_eq!((status, answer["tracks"].clone()), (200, json!([])));
+
+    // Unmuted: she is heard again.
+    let (status, answer) = mute(&server, "alice", json!({"muted": false}), false).await;
+    assert_eq!((status, answer["tracks"].clone()), (200, json!([track])));
+    assert!(grows(packets()).await, "unmuted audio does not flow");
 }

@@ -47,6 +47,20 @@ pub enum SfuEvent {
         /// Audio or video.
         kind: TrackKind,
     },
+    /// The server muted or unmuted a track ([`SfuHandle::mute`]): while muted its
+    /// frames reach nobody; unmuted video resumes at a keyframe.
+    TrackMuted {
+        /// The room.
+        room: RoomId,
+        /// Who publishes it.
+        participant: ParticipantId,
+        /// Its id.
+        track: TrackId,
+        /// Audio or video.
+        kind: TrackKind,
+        /// Muted (`true`) or flowing again.
+        muted: bool,
+    },
     /// A track went away (the client removed its m-line, or its publisher left).
     TrackUnpublished {
         /// The room.
@@ -214,6 +228,8 @@ pub struct PublishedTrackStats {
     pub size: Option<Size>,
     /// Its simulcast layers, low to high; empty when unlayered.
     pub layers: Vec<LayerStats>,
+    /// Muted by the server ([`SfuHandle::mute`](crate::SfuHandle::mute)).
+    pub muted: bool,
 }
 
 /// One simulcast layer as the publisher sends it.

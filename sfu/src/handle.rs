@@ -15,7 +15,7 @@ use crate::config::SfuConfig;
 use crate::driver::{Driver, DriverParts, HANDOFF_QUEUE, ShardLink, Shared};
 use crate::error::{RouterError, SfuError};
 use crate::event::{EventSink, ParticipantStats, SfuEvents};
-use crate::ids::{ParticipantId, RoomId, TrackId};
+use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind};
 use crate::metrics::SfuMetrics;
 use crate::picture::Size;
 use crate::router::Census;
@@ -72,6 +72,12 @@ pub(crate) enum Command {
         participant: ParticipantId,
         pinned: Vec<ParticipantId>,
         reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Mute {
+        participant: ParticipantId,
+        kind: Option<TrackKind>,
+        muted: bool,
+        reply: oneshot::Sender<Result<Vec<TrackId>, SfuError>>,
     },
     Stats {
         reply: oneshot::Sender<Vec<ParticipantStats>>,
@@ -494,6 +500,28 @@ impl SfuHandle {
         self.call(&participant.clone(), |reply| Command::Pin {
             participant,
             pinned,
+            reply,
+        })
+        .await
+    }
+
+    /// Mutes (`muted`) or unmutes the tracks `participant` publishes now, of `kind` or
+    /// all, for everyone: a moderator's decision that its own client cannot undo. While
+    /// muted a track's frames reach nobody (and its audio levels choose no speaker);
+    /// unmuted video resumes at a keyframe, which the SFU asks for. Each track that
+    /// changed is reported as [`SfuEvent::TrackMuted`](crate::SfuEvent::TrackMuted) and
+    /// returned.
+    pub async fn mute(
+        &self,
+        participant: impl Into<ParticipantId>,
+        kind: Option<TrackKind>,
+        muted: bool,
+    ) -> Result<Vec<TrackId>, SfuError> {
+        let participant = participant.into();
+        self.call(&participant.clone(), |reply| Command::Mute {
+            participant,
+            kind,
+            muted,
             reply,
         })
         .await

@@ -765,6 +765,7 @@ impl Peer {
                     bitrate_bps: router.track_bitrate(t.track),
                     size: router.keyframe_size(t.track, None),
                     layers,
+                    muted: router.is_muted(t.track),
                 })
             })
             .collect();

@@ -91,6 +91,24 @@ pub struct Track {
     layers: Vec<Layer>,
     /// Picture size of the unlayered stream's latest keyframe (video).
     size: Option<Size>,
+    /// Muted by the server (a moderator): its frames reach nobody.
+    muted: bool,
+    /// Video unmuted by the server: the streams that wait for their next keyframe, as
+    /// everyone missed the pictures before it (bit 0 the unlayered stream, bit `i` layer
+    /// `i`).
+    awaiting_keyframe: u32,
+}
+
+/// What happens to a frame of a track the server may have muted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MuteGate {
+    /// Not muted: forwarded.
+    Pass,
+    /// Muted: dropped.
+    Drop,
+    /// Unmuted video whose stream has not had a keyframe since: dropped, and a keyframe
+    /// is to be asked for.
+    NeedsKeyframe,
 }
 
 /// One simulcast layer of a published track (RFC 8853 rid).
@@ -362,6 +380,8 @@ impl Router {
                 meter: RateMeter::default(),
                 size: None,
                 layers: Vec::new(),
+                muted: false,
+                awaiting_keyframe: 0,
             },
         );
         self.events.push_back(RouterEvent::TrackPublished {
@@ -535,6 +555,54 @@ impl Router {
     /// A published track.
     pub fn track(&self, track: TrackId) -> Option<&Track> {
         self.tracks.get(&track)
+    }
+
+    /// Mutes or unmutes `track` for everyone, whatever its publisher sends (a
+    /// moderator's decision); false if it is unknown or already so. Unmuted video
+    /// resumes at each stream's next keyframe.
+    pub fn set_muted(&mut self, track: TrackId, muted: bool) -> bool {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return false;
+        };
+        if t.muted == muted {
+            return false;
+        }
+        t.muted = muted;
+        t.awaiting_keyframe = if muted || !t.kind.is_video() {
+            0
+        } else {
+            // Bit 0 for an unlayered stream, one per layer otherwise (at most 32).
+            let streams = t.layers.len().clamp(1, 32);
+            u32::MAX >> (32 - streams)
+        };
+        true
+    }
+
+    /// Whether the server muted `track`.
+    pub fn is_muted(&self, track: TrackId) -> bool {
+        self.tracks.get(&track).is_some_and(|t| t.muted)
+    }
+
+    /// What becomes of a frame of `track` (of simulcast `layer`) that its publisher
+    /// sent: dropped while the server mutes it; after unmuting, a video stream's frames
+    /// from its next keyframe on.
+    pub fn mute_gate(&mut self, track: TrackId, layer: Option<usize>, keyframe: bool) -> MuteGate {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return MuteGate::Pass;
+        };
+        if t.muted {
+            return MuteGate::Drop;
+        }
+        let bit = 1u32 << layer.unwrap_or(0).min(31);
+        if t.awaiting_keyframe & bit == 0 {
+            return MuteGate::Pass;
+        }
+        if keyframe {
+            t.awaiting_keyframe &= !bit;
+            MuteGate::Pass
+        } else {
+            MuteGate::NeedsKeyframe
+        }
     }
 
     /// The room of a participant.

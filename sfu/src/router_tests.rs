@@ -496,3 +496,35 @@ fn a_member_of_another_shard_is_mirrored_with_its_shard_s_track_ids() {
     assert_eq!(r.subscribers(a_audio), &[] as &[ParticipantId]);
     assert_eq!(r.census_of(local, |_| true).mirrored, 0);
 }
+
+#[test]
+fn a_muted_track_is_dropped_and_unmuted_video_resumes_per_layer_at_keyframes() {
+    let (room, a, _, _) = ids();
+    let mut r = Router::new(RouterConfig::default());
+    r.join(&room, &a).unwrap();
+    let audio = r.publish(&a, TrackKind::Audio).unwrap();
+    let video = r.publish(&a, TrackKind::Video).unwrap();
+    assert_eq!(r.set_layers(video, &["q", "h", "f"]), 3);
+    use MuteGate::{Drop, NeedsKeyframe, Pass};
+    assert_eq!(r.mute_gate(audio, None, false), Pass);
+    // Muting is reported once; while muted every frame is dropped, keyframes too.
+    assert!(r.set_muted(audio, true) && r.set_muted(video, true));
+    assert!(!r.set_muted(audio, true), "already muted");
+    assert!(r.is_muted(audio) && r.is_muted(video));
+    assert_eq!(r.mute_gate(audio, None, false), Drop);
+    assert_eq!(r.mute_gate(video, Some(1), true), Drop);
+    // Unmuted audio flows at once; each video layer waits for its own keyframe.
+    assert!(r.set_muted(audio, false) && r.set_muted(video, false));
+    assert_eq!(r.mute_gate(audio, None, false), Pass);
+    assert_eq!(r.mute_gate(video, Some(0), false), NeedsKeyframe);
+    assert_eq!(r.mute_gate(video, Some(2), true), Pass);
+    assert_eq!(r.mute_gate(video, Some(2), false), Pass);
+    assert_eq!(r.mute_gate(video, Some(0), false), NeedsKeyframe);
+    assert_eq!(r.mute_gate(video, Some(1), false), NeedsKeyframe);
+    assert_eq!(r.mute_gate(video, Some(0), true), Pass);
+    assert_eq!(r.mute_gate(video, Some(1), true), Pass);
+    assert_eq!(r.mute_gate(video, Some(0), false), Pass);
+    // Unknown tracks are not the gate's business.
+    assert_eq!(r.mute_gate(TrackId(999), None, false), Pass);
+    assert!(!r.set_muted(TrackId(999), true));
+}

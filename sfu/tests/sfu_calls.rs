@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{Call, VideoCodec, eventually};
@@ -335,4 +336,96 @@ async fn active_speaker_follows_the_loudest_participant() {
         "{:?}",
         speaker(&call)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_mutes_and_unmutes_a_publisher() {
+    let mut call = Call::start().await;
+    call.join("room", "alice", VideoCodec::H264).await;
+    call.join("room", "bob", VideoCodec::H264).await;
+    assert!(eventually(WAIT, || receives_all(&call, "bob", &["alice"])).await);
+    let bob = |kind| call.client("bob").frames_from("alice", kind);
+    let muted_events = |call: &Call| -> Vec<(TrackKind, bool)> {
+        call.events()
+            .iter()
+            .filter_map(|e| match e {
+                SfuEvent::TrackMuted {
+                    participant,
+                    kind,
+                    muted,
+                    ..
+                } if participant.as_str() == "alice" => Some((*kind, *muted)),
+                _ => None,
+            })
+            .collect()
+    };
+
+    // Alice's microphone muted: Bob stops hearing her and still sees her.
+    let tracks = call.sfu.mute("alice", Some(TrackKind::Audio), true).await;
+    assert_eq!(tracks.unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (audio, video) = (bob(TrackKind::Audio), bob(TrackKind::Video));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(bob(TrackKind::Audio), audio, "muted audio still arrives");
+    assert!(bob(TrackKind::Video) >= video + 10, "video stopped too");
+    // Muting it again changes nothing; the SFU's statistics show it.
+    let again = call.sfu.mute("alice", Some(TrackKind::Audio), true).await;
+    assert!(again.unwrap().is_empty());
+    let stats = call.sfu.stats().await.unwrap();
+    let published = &stats
+        .iter()
+        .find(|p| p.participant.as_str() == "alice")
+        .expect("alice's stats")
+        .published;
+    let muted_kinds: Vec<_> = published.iter().map(|t| (t.kind, t.muted)).collect();
+    assert!(
+        muted_kinds.contains(&(TrackKind::Audio, true))
+            && muted_kinds.contains(&(TrackKind::Video, false)),
+        "{muted_kinds:?}"
+    );
+
+    // Her camera too: nothing of hers arrives.
+    let tracks = call.sfu.mute("alice", Some(TrackKind::Video), true).await;
+    assert_eq!(tracks.unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let video = bob(TrackKind::Video);
+    let log_len = call.client("bob").seen.lock().unwrap().video_log.len();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(bob(TrackKind::Video), video, "muted video still arrives");
+
+    // Bob asks for a keyframe while her camera is muted: it reaches Alice (and what she
+    // sends is dropped), so the keyframe request made when unmuting, within 500 ms of
+    // it, is swallowed by the throttle.
+    let asked = call.client("alice").keyframe_requests();
+    call.client("bob").plis_to_send.store(1, Ordering::Relaxed);
+    assert!(eventually(WAIT, || call.client("alice").keyframe_requests() > asked).await);
+
+    // Both unmuted: audio flows again, and video resumes at a keyframe, not at the
+    // delta frames that come first (the publisher's own schedule has one every 2 s).
+    let unmuted = Instant::now();
+    let tracks = call.sfu.mute("alice", None, false).await;
+    assert_eq!(tracks.unwrap().len(), 2);
+    assert!(
+        eventually(WAIT, || bob(TrackKind::Audio) >= audio + 10
+            && bob(TrackKind::Video) >= video + 5)
+        .await
+    );
+    let first = call.client("bob").seen.lock().unwrap().video_log[log_len..]
+        .iter()
+        .find(|f| f.from == "alice")
+        .cloned()
+        .expect("video after unmuting");
+    assert!(first.keyframe, "video resumed at a delta frame: {first:?}");
+    assert!(unmuted.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        muted_events(&call),
+        [
+            (TrackKind::Audio, true),
+            (TrackKind::Video, true),
+            (TrackKind::Audio, false),
+            (TrackKind::Video, false)
+        ]
+    );
+    // Someone the SFU does not know is an error.
+    assert!(call.sfu.mute("nobody", None, true).await.is_err());
 }

@@ -61,6 +61,10 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
             "/v1/rooms/{room}/participants/{identity}",
             delete(remove_participant),
         )
+        .route(
+            "/v1/rooms/{room}/participants/{identity}/mute",
+            post(mute_participant),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
@@ -386,6 +390,7 @@ fn published_json(t: &huddle_sfu::PublishedTrackStats) -> serde_json::Value {
         "kind": crate::media::kind(t.kind),
         "bitrate_bps": t.bitrate_bps,
         "size": size_json(t.size),
+        "muted": t.muted,
         "layers": t.layers.iter().map(|l| json!({
             "rid": l.rid,
             "bitrate_bps": l.bitrate_bps,
@@ -429,6 +434,72 @@ async fn remove_participant(
             format!("{identity:?} is not in room {room:?}"),
         ))
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MuteRequest {
+    /// "audio" or "video"; both when absent.
+    #[serde(default)]
+    kind: Option<String>,
+    muted: bool,
+}
+
+/// A moderator mutes or unmutes what a participant publishes, for everyone: the SFU
+/// drops its frames until unmuted (its own client cannot undo it), and the room is
+/// told (`track_muted`). Answers the tracks that changed.
+async fn mute_participant(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((room, identity)): Path<(String, String)>,
+    body: Result<Json<MuteRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&st, &headers)?;
+    let Json(req) = body.map_err(bad_body)?;
+    let kind = match req.kind.as_deref() {
+        None => None,
+        Some("audio") => Some(huddle_sfu::TrackKind::Audio),
+        Some("video") => Some(huddle_sfu::TrackKind::Video),
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidMessage,
+                format!("kind {other:?}: \"audio\" or \"video\""),
+            ));
+        }
+    };
+    let not_found = |what: String| ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, what);
+    let Some(sfu) = st.sfu.clone() else {
+        return Err(not_found("the SFU is not enabled".into()));
+    };
+    // Every session of that identity in the room (one per device).
+    let sids: Vec<String> = st
+        .hub
+        .lock()
+        .participants(&room)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.identity == identity)
+        .map(|p| p.sid)
+        .collect();
+    if sids.is_empty() {
+        return Err(not_found(format!("{identity:?} is not in room {room:?}")));
+    }
+    let mut in_media = false;
+    let mut tracks = Vec::new();
+    for sid in sids {
+        // A session without media is not an error while another has it.
+        if let Ok(changed) = sfu.mute(sid.as_str(), kind, req.muted).await {
+            in_media = true;
+            tracks.extend(changed.iter().map(|t| t.to_string()));
+        }
+    }
+    if !in_media {
+        return Err(not_found(format!(
+            "{identity:?} has no media session in room {room:?}"
+        )));
+    }
+    Ok(Json(json!({ "tracks": tracks })))
 }
 
 async fn close_room(

@@ -328,6 +328,23 @@ pub(crate) async fn relay_events(st: Arc<AppState>, mut events: SfuEvents) {
                     now,
                 )
             }
+            SfuEvent::TrackMuted {
+                room,
+                participant,
+                track,
+                kind: k,
+                muted,
+            } => hub.push_to_room(
+                room.as_str(),
+                &ServerMessage::TrackMuted {
+                    room: room.to_string(),
+                    sid: participant.to_string(),
+                    track: track.to_string(),
+                    kind: kind(k),
+                    muted,
+                },
+                now,
+            ),
             SfuEvent::TrackUnpublished {
                 room,
                 participant,

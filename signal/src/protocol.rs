@@ -488,6 +488,14 @@ pub enum ServerMessage {
         sid: String,
         track: String,
     },
+    /// The server muted or unmuted a participant's track (the admin API).
+    TrackMuted {
+        room: String,
+        sid: String,
+        track: String,
+        kind: &'static str,
+        muted: bool,
+    },
     /// The room's loudest participant changed (`sid` null: nobody speaks).
     ActiveSpeaker {
         room: String,

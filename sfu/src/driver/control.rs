@@ -129,6 +129,14 @@ impl Driver {
                 let res = self.router.set_pinned(&participant, &pinned);
                 let _ = reply.send(res.map_err(SfuError::from));
             }
+            Command::Mute {
+                participant,
+                kind,
+                muted,
+                reply,
+            } => {
+                let _ = reply.send(self.mute(&participant, kind, muted, now));
+            }
             Command::Stats { reply } => {
                 let stats = self
                     .peers

@@ -5,13 +5,15 @@
 use std::time::{Duration, Instant};
 
 use str0m::media::Rids;
-use tracing::{debug, trace, warn};
+use tracing::{debug, info, trace, warn};
 
 use super::{Driver, Mirror};
+use crate::error::{RouterError, SfuError};
 use crate::event::{PauseReason, SfuEvent};
 use crate::ids::{ParticipantId, TrackId, TrackKind};
 use crate::peer::Forwarded;
 use crate::picture;
+use crate::router::MuteGate;
 
 /// A room told by another shard counts this long (it is told every allocation).
 const REMOTE_ROOM_TTL: Duration = Duration::from_secs(1);
@@ -148,6 +150,17 @@ impl Driver {
             return;
         };
         publisher.counters.frames_in += 1;
+        // The server's mute, before anything else sees the frame (other shards, speaker
+        // detection, subscribers).
+        let layer = data.rid.and_then(|rid| self.router.layer_of(track, &rid));
+        match self.router.mute_gate(track, layer, data.is_keyframe()) {
+            MuteGate::Pass => {}
+            MuteGate::Drop => return,
+            MuteGate::NeedsKeyframe => {
+                self.request_keyframe(track, layer, now);
+                return;
+            }
+        }
         let handed_off = !self.spread || self.frame_to_shards(track, &data);
         let rid = data.rid;
         self.fan_out(track, data, true, now);
@@ -245,6 +258,50 @@ impl Driver {
         if needs_keyframe {
             self.request_keyframe(track, layer, now);
         }
+    }
+
+    /// Mutes or unmutes the tracks `participant` publishes (of `kind`, or all) for
+    /// everyone; the tracks that changed. Unmuted video asks for keyframes to resume
+    /// at.
+    pub(super) fn mute(
+        &mut self,
+        participant: &ParticipantId,
+        kind: Option<TrackKind>,
+        muted: bool,
+        now: Instant,
+    ) -> Result<Vec<TrackId>, SfuError> {
+        let room = match (
+            self.peers.contains_key(participant),
+            self.router.room_of(participant),
+        ) {
+            (true, Some(room)) => room.clone(),
+            _ => return Err(RouterError::UnknownParticipant(participant.clone()).into()),
+        };
+        let mut changed = Vec::new();
+        for track in self.router.published(participant).to_vec() {
+            let Some(k) = self.router.track(track).map(|t| t.kind) else {
+                continue;
+            };
+            if kind.is_some_and(|want| want != k) || !self.router.set_muted(track, muted) {
+                continue;
+            }
+            info!(%participant, %track, muted, "track muted by the server");
+            self.events.send(SfuEvent::TrackMuted {
+                room: room.clone(),
+                participant: participant.clone(),
+                track,
+                kind: k,
+                muted,
+            });
+            if !muted && k.is_video() {
+                match self.router.layers(track).len() {
+                    0 => self.request_keyframe(track, None, now),
+                    n => (0..n).for_each(|l| self.request_keyframe(track, Some(l), now)),
+                }
+            }
+            changed.push(track);
+        }
+        Ok(changed)
     }
 
     /// Video tracks that start flowing to a subscriber (newly subscribed, or its session
