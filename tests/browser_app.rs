@@ -84,6 +84,23 @@ fn prejoin_devices_and_in_call_controls() {
         "{r}"
     );
     assert_eq!(r["unmuted_by_key"], true, "{r}");
+    // A moderator's mute (admin API) turns Bob's microphone off in his page, which
+    // refuses his own unmute until the moderator allows it.
+    let m = &r["moderated"];
+    assert_eq!(m["muted"], json!({"status": 200, "tracks": 1}), "{r}");
+    assert_eq!(m["bob_button"], "true", "{r}");
+    assert_eq!(m["bob_track_after_own_unmute"], false, "{r}");
+    assert_eq!(m["unmuted"], json!({"status": 200, "tracks": 1}), "{r}");
+    assert_eq!(m["bob_track_after_allowed"], true, "{r}");
+    assert_eq!(
+        m["bob_notices"],
+        json!([
+            "A moderator muted your microphone.",
+            "A moderator muted your microphone: the others would not hear you.",
+            "A moderator allowed your microphone again."
+        ]),
+        "{r}"
+    );
     assert_eq!(r["camera_off"]["bob_track_enabled"], false, "{r}");
     // Stats: counters filled and growing from one sample to a later one.
     let (first, later) = (&r["stats"]["first"], &r["stats"]["later"]);

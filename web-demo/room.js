@@ -22,6 +22,8 @@ export class Room {
     this.participants = new Map(); // sid -> participant
     this.names = new Map(); // identity -> display name, kept after they leave
     this.mySid = null;
+    // Our tracks a moderator muted (the server forwards nothing of them meanwhile).
+    this.moderated = { audio: false, video: false };
     this.abort = new AbortController();
     this.tiles = new Tiles($('grid'));
     this.media = new RoomMedia({
@@ -89,8 +91,27 @@ export class Room {
   }
 
   toggle(kind) {
+    if (this.media.muted[kind] && this.moderated[kind]) {
+      this.notify(`A moderator muted your ${kind === 'audio' ? 'microphone' : 'camera'}: the others would not ${kind === 'audio' ? 'hear' : 'see'} you.`);
+      return;
+    }
     this.media.setMuted(kind, !this.media.muted[kind]);
     this.publishState();
+  }
+
+  // A moderator muted or unmuted one of our tracks: turn it off here too and say so;
+  // turning it on again is left to the user.
+  moderatedTrack(kind, muted) {
+    if (kind !== 'audio' && kind !== 'video') return;
+    this.moderated[kind] = muted;
+    const what = kind === 'audio' ? 'microphone' : 'camera';
+    if (muted) {
+      this.media.setMuted(kind, true);
+      this.publishState();
+      this.notify(`A moderator muted your ${what}.`);
+    } else {
+      this.notify(`A moderator allowed your ${what} again.`);
+    }
   }
 
   async toggleScreen() {
@@ -194,6 +215,9 @@ export class Room {
         return true;
       case 'media_track_paused':
         this.media.trackPaused(m.track, m.paused, m.reason || 'bandwidth');
+        return true;
+      case 'track_muted':
+        if (m.sid === this.mySid) this.moderatedTrack(m.kind, m.muted);
         return true;
       case 'participant_joined':
       case 'participant_updated':

@@ -85,6 +85,28 @@ await run(browser, async (report) => {
   await bob.keyboard.press('m');
   await waitRemote(alice, () => document.querySelector('.tile:not([data-sid="local"]) .mic-off').hidden, 'unmuted');
   report.unmuted_by_key = await bob.evaluate(() => window.huddleMedia.local.getAudioTracks()[0].enabled);
+  // A moderator mutes Bob's microphone (admin API): his page turns it off and says so,
+  // Alice sees the mark, and his own unmute waits until the moderator allows it.
+  const bobIdentity = await bob.evaluate(() => window.huddleIdentity);
+  const moderate = (muted) => fetch(`${base}/v1/rooms/product/participants/${bobIdentity}/mute`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${process.env.HUDDLE_API_SECRET}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ kind: 'audio', muted }),
+  }).then(async (r) => ({ status: r.status, tracks: (await r.json()).tracks?.length }));
+  const notices = (page) => page.evaluate(() => window.huddleEvents.slice());
+  const moderated = { muted: await moderate(true) };
+  await bob.waitForFunction(() => !window.huddleMedia.local.getAudioTracks()[0].enabled);
+  await waitRemote(alice, () => !document.querySelector('.tile:not([data-sid="local"]) .mic-off').hidden, 'muted by a moderator');
+  moderated.bob_button = await bob.getAttribute('#mic', 'aria-pressed');
+  await bob.click('#mic');
+  moderated.bob_track_after_own_unmute = await bob.evaluate(() => window.huddleMedia.local.getAudioTracks()[0].enabled);
+  moderated.unmuted = await moderate(false);
+  await bob.waitForFunction(() => window.huddleEvents.some((e) => e.includes('allowed your microphone')));
+  await bob.click('#mic');
+  moderated.bob_track_after_allowed = await bob.evaluate(() => window.huddleMedia.local.getAudioTracks()[0].enabled);
+  await waitRemote(alice, () => document.querySelector('.tile:not([data-sid="local"]) .mic-off').hidden, 'unmuted after the moderator');
+  moderated.bob_notices = (await notices(bob)).filter((e) => e.includes('oderator'));
+  report.moderated = moderated;
   // Camera off: Alice's tile shows the avatar instead of the picture.
   await bob.click('#cam');
   await waitRemote(alice, () => document.querySelector('.tile:not([data-sid="local"])').classList.contains('video-off'), 'camera off');
