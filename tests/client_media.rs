@@ -27,8 +27,8 @@ use tokio::sync::mpsc;
 
 const ROOM: &str = "limits";
 
-/// Pushes a client got that the SDK passes on as they are (`Event::Other`).
-type Pushes = Arc<Mutex<Vec<Value>>>;
+/// The `track_muted` pushes a client got: (sid, track, kind, muted).
+type Pushes = Arc<Mutex<Vec<(String, String, String, bool)>>>;
 
 async fn join(
     server: &Server,
@@ -42,8 +42,14 @@ async fn join(
     let seen = pushes.clone();
     tokio::spawn(async move {
         while let Some(ev) = signalling.recv().await {
-            if let Event::Other(m) = ev {
-                seen.lock().unwrap().push(m);
+            if let Event::TrackMuted {
+                sid,
+                track,
+                kind,
+                muted,
+            } = ev
+            {
+                seen.lock().unwrap().push((sid, track, kind, muted));
             }
         }
     });
@@ -423,14 +429,14 @@ async fn a_moderator_mutes_and_unmutes_a_participant_s_microphone() {
     let before = packets();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(packets(), before, "muted audio still arrives");
-    let told = bob_pushes.lock().unwrap().iter().any(|m| {
-        m["type"] == "track_muted"
-            && m["sid"] == alice.sid()
-            && m["track"] == track
-            && m["kind"] == "audio"
-            && m["muted"] == true
-    });
-    assert!(told, "{:?}", bob_pushes.lock().unwrap());
+    let told = (
+        alice.sid().to_owned(),
+        track.clone(),
+        "audio".to_owned(),
+        true,
+    );
+    let pushes = bob_pushes.lock().unwrap().clone();
+    assert_eq!(pushes, [told], "bob is told, once");
     let mut shown = false;
     for _ in 0..30 {
         let view = media(&server).await;

@@ -109,6 +109,17 @@ pub enum Event {
     ChatRemoved {
         conversation: String,
     },
+    /// A moderator muted (or unmuted) a track of the room's participant `sid` (this
+    /// session's own, if `sid` is [`MediaSession::sid`](media::MediaSession::sid)): the
+    /// server forwards nothing of it meanwhile. A muted participant's application
+    /// should stop sending it and say so.
+    TrackMuted {
+        sid: String,
+        track: String,
+        /// "audio" or "video".
+        kind: String,
+        muted: bool,
+    },
     /// An error the server pushed outside a request.
     Error(ServerError),
     /// Any other push (calls, shutdown, …), as sent.
@@ -141,6 +152,12 @@ impl Event {
                 .unwrap_or(Event::Other(m)),
             "chat_removed" => Event::ChatRemoved {
                 conversation: s("conversation"),
+            },
+            "track_muted" => Event::TrackMuted {
+                sid: s("sid"),
+                track: s("track"),
+                kind: s("kind"),
+                muted: m["muted"] == true,
             },
             "error" => Event::Error(ServerError {
                 code: s("code"),
