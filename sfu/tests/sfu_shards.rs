@@ -302,6 +302,35 @@ async fn a_room_spread_over_shards_works_like_one_room() {
         "a speaker change reported twice: {said:?}"
     );
 
+    // The server mutes b's microphone: nobody, on either shard, hears b, everyone still
+    // sees b; unmuted, everyone hears b again.
+    let others = ["a", "c", "d"];
+    let heard = |call: &Call| -> Vec<u64> {
+        others
+            .iter()
+            .map(|n| call.client(n).frames_from("b", TrackKind::Audio))
+            .collect()
+    };
+    let tracks = call.sfu.mute("b", Some(TrackKind::Audio), true).await;
+    assert_eq!(tracks.unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (muted_at, seen_at) = (
+        heard(&call),
+        call.client("a").frames_from("b", TrackKind::Video),
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(heard(&call), muted_at, "b's muted audio still arrives");
+    assert!(call.client("a").frames_from("b", TrackKind::Video) >= seen_at + 10);
+    call.sfu.mute("b", None, false).await.unwrap();
+    assert!(
+        eventually(WAIT, || heard(&call)
+            .iter()
+            .zip(&muted_at)
+            .all(|(now, then)| *now >= then + 10))
+        .await,
+        "b's audio did not come back everywhere"
+    );
+
     // One leaves (whichever shard it was on): the others stop getting it.
     call.sfu.leave("b").await.unwrap();
     call.client("b").stop();
