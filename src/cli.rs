@@ -33,6 +33,55 @@ pub enum Command {
     CheckConfig(ConfigArgs),
     /// Run call-quality and capacity benchmarks.
     Bench(BenchArgs),
+    /// Manage a running server through its admin API: rooms, participants, mutes.
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Where the API secret and the default URL come from (auth.api_secret,
+    /// http.listen); --dev uses the development secret.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The server's base URL [default: http://<http.listen>, loopback for a wildcard].
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The API secret [default: auth.api_secret].
+    #[arg(long, env = "HUDDLE_API_SECRET", hide_env_values = true)]
+    pub api_secret: Option<String>,
+    #[command(subcommand)]
+    pub action: AdminAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminAction {
+    /// List the rooms.
+    Rooms,
+    /// List a room's participants.
+    Participants { room: String },
+    /// The SFU's statistics of a room's media.
+    Media { room: String },
+    /// Remove a participant from a room.
+    Remove { room: String, identity: String },
+    /// Close a room, removing everyone.
+    Close { room: String },
+    /// Mute (or with --unmute, unmute) what a participant publishes, for everyone.
+    Mute {
+        room: String,
+        identity: String,
+        /// Only this kind of track [default: both].
+        #[arg(long)]
+        kind: Option<MediaKind>,
+        /// Unmute instead.
+        #[arg(long)]
+        unmute: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MediaKind {
+    Audio,
+    Video,
 }
 
 /// Where configuration comes from.

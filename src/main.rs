@@ -1,6 +1,7 @@
 //! The `huddle` binary: command-line interface, configuration loading and wiring of the
 //! services. Protocol logic lives in the workspace crates (`signal/`, `turn/`, `sfu/`, ...).
 
+mod admin;
 mod bench;
 mod cli;
 mod config;
@@ -120,6 +121,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?
                 .block_on(turn::run_standalone(cfg.turn))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin(args) => {
+            let cfg = load(&args.config, json!({}), config::Purpose::Admin)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(admin::run(&args, &cfg))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => match args.scenario {

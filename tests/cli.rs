@@ -1,10 +1,18 @@
-//! The command line: configuration layering, validation errors, token minting.
+//! The command line: configuration layering, validation errors, token minting, and the
+//! admin commands against a running server.
+
+mod common;
 
 use std::process::Command;
 
+use common::{API_SECRET, Server};
+use serde_json::{Value, json};
+
 fn huddle(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_huddle"));
-    cmd.args(args).env_remove("HUDDLE_CONFIG");
+    cmd.args(args)
+        .env_remove("HUDDLE_CONFIG")
+        .env_remove("HUDDLE_API_SECRET");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -107,9 +115,79 @@ fn token_command_mints_verifiable_tokens() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["serve", "turn", "token", "check-config", "bench"] {
+    for sub in ["serve", "turn", "token", "check-config", "bench", "admin"] {
         let (code, out, _) = huddle(&[sub, "--help"], &[]);
         assert_eq!(code, 0, "{sub}");
         assert!(out.contains("Usage:"), "{sub}: {out}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_drive_a_running_server() {
+    let server = Server::start("[sfu]\nlisten = \"127.0.0.1:0\"\n");
+    let mut alice = server.connect("alice", "standup").await;
+    let joined = alice.request(json!({"type": "join"}), 1).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    let url = format!("http://{}", server.addr);
+    let admin = |args: &[&str]| {
+        let mut all = vec!["admin", "--url", url.as_str(), "--api-secret", API_SECRET];
+        all.extend_from_slice(args);
+        huddle(&all, &[])
+    };
+    let json_of =
+        |out: &str| -> Value { serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}")) };
+
+    let (code, out, err) = admin(&["rooms"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_of(&out)["rooms"][0]["name"], "standup", "{out}");
+    let (code, out, err) = admin(&["participants", "standup"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        json_of(&out)["participants"][0]["identity"],
+        "alice",
+        "{out}"
+    );
+    // Errors carry the server's status and message.
+    let (code, _, err) = admin(&["mute", "standup", "alice", "--kind", "audio"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("404") && err.contains("no media session"),
+        "{err}"
+    );
+    let (code, _, err) = admin(&["media", "nowhere"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("404"), "{err}");
+    let (code, _, err) = huddle(
+        &[
+            "admin",
+            "--url",
+            &url,
+            "--api-secret",
+            "wrong-secret",
+            "rooms",
+        ],
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("401"), "{err}");
+    // Without a secret from anywhere, it says where one comes from.
+    let (code, _, err) = huddle(&["admin", "--url", &url, "rooms"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no API secret"), "{err}");
+
+    // Removing her ends her session; the room closes once.
+    let (code, out, err) = admin(&["remove", "standup", "alice"]);
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+    let removed = loop {
+        let m = alice.recv().await;
+        if m["type"] == "removed" {
+            break m;
+        }
+    };
+    assert_eq!(removed["reason"], "removed", "{removed}");
+    let (code, out, err) = admin(&["close", "standup"]);
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+    let (code, _, err) = admin(&["close", "standup"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("404"), "{err}");
 }
