@@ -250,9 +250,12 @@ async fn nack_repairs_video_loss_and_its_absence_shows() {
         );
         assert!(v.nacks > 0, "{p:?}");
         assert!(v.loss_after_repair_pct < 0.5, "NACK repairs: {p:?}");
-        // 75 pictures sent; repairs that come too late for their frame still freeze the
-        // picture now and then (see docs/benchmarking.md).
-        assert!(v.frames_decoded >= 50, "{p:?}");
+        // Of the pictures sent (up to 75: the encoder skips some when the estimate its
+        // target follows falls under this loss, as low as 30), repairs that come too
+        // late for their frame still freeze the picture now and then (see
+        // docs/benchmarking.md), but most are decoded.
+        assert!(v.frames_sent >= 25, "{p:?}");
+        assert!(v.frames_decoded * 3 >= v.frames_sent * 2, "{p:?}");
     }
     for p in &without.pairs {
         let v = p.video.as_ref().expect("video");

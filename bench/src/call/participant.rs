@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -85,6 +86,8 @@ pub struct Participant {
     pub speech_start: Instant,
     /// When the first picture was sent.
     pub video_start: Option<Instant>,
+    /// Pictures its video encoder has produced so far.
+    pub video_frames_encoded: Arc<AtomicU64>,
     /// What it heard, by publisher sid.
     pub heard: Arc<Mutex<HashMap<String, Heard>>>,
     client: Client,
@@ -163,9 +166,15 @@ impl Participant {
             stop.clone(),
         )));
         let mut video_start = None;
+        let video_frames_encoded = Arc::new(AtomicU64::new(0));
         if let (Some(v), Some(sender)) = (&setup.video, session.take_video()) {
             video_start = Some(Instant::now());
-            senders.push(tokio::spawn(send_video(sender, v.clone(), stop.clone())));
+            senders.push(tokio::spawn(send_video(
+                sender,
+                v.clone(),
+                stop.clone(),
+                video_frames_encoded.clone(),
+            )));
         }
         Ok(Participant {
             name: setup.name,
@@ -176,6 +185,7 @@ impl Participant {
             // send (the first tick of the sender is immediate).
             speech_start: speech_start - Duration::from_millis(20),
             video_start,
+            video_frames_encoded,
             heard,
             client,
             sfu_addr: setup.sfu_addr,
@@ -325,7 +335,12 @@ async fn send_audio(
 }
 
 /// Sends the moving test pattern at `fps` until stopped.
-async fn send_video(mut sender: VideoSender, v: VideoSetup, stop: CancellationToken) -> SendStats {
+async fn send_video(
+    mut sender: VideoSender,
+    v: VideoSetup,
+    stop: CancellationToken,
+    encoded: Arc<AtomicU64>,
+) -> SendStats {
     let Ok(mut picture) = I420Frame::new(v.width, v.height) else {
         return sender.stats();
     };
@@ -343,6 +358,7 @@ async fn send_video(mut sender: VideoSender, v: VideoSetup, stop: CancellationTo
             tracing::warn!(error = %e, "video send failed");
             break;
         }
+        encoded.store(sender.stats().frames_encoded, Ordering::Relaxed);
     }
     sender.stats()
 }

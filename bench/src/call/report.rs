@@ -3,6 +3,7 @@
 //! Serialised as the JSON report (schema in docs/benchmarking.md, "Call quality").
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use huddle_client::media::{TrackKind, TrackStats};
@@ -89,6 +90,9 @@ pub struct AudioReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VideoReport {
+    /// Pictures the speaker's encoder produced in the measured period (it may skip
+    /// pictures when its target bitrate is low) and, of them, the ones decoded.
+    pub frames_sent: u64,
     pub frames_decoded: u64,
     pub fps: f64,
     /// From when the speaker sent and the listener was connected to the listener's
@@ -136,21 +140,36 @@ pub struct Summary {
     pub video_freezes: Option<u64>,
 }
 
-/// Track statistics per (listener, speaker sid, kind) at one moment.
-pub(super) type Snapshot = HashMap<(String, String, bool), TrackStats>;
+/// The call at one moment: track statistics per (listener, speaker sid, kind is video),
+/// and the pictures each speaker's encoder has produced, by sid.
+#[derive(Default)]
+pub(super) struct Snapshot {
+    tracks: HashMap<(String, String, bool), TrackStats>,
+    encoded: HashMap<String, u64>,
+}
 
-/// The statistics of every received track now.
+impl Snapshot {
+    fn get(&self, key: &(String, String, bool)) -> Option<&TrackStats> {
+        self.tracks.get(key)
+    }
+}
+
+/// The statistics of every received track, and every encoder's count, now.
 pub(super) fn snapshot(joined: &[Participant]) -> Snapshot {
-    let mut out = Snapshot::new();
+    let mut out = Snapshot::default();
     for p in joined {
         for (speaker, h) in p.heard.lock().expect("not poisoned").iter() {
             for t in &h.tracks {
-                out.insert(
+                out.tracks.insert(
                     (p.name.clone(), speaker.clone(), t.kind == TrackKind::Video),
                     t.stats(),
                 );
             }
         }
+        out.encoded.insert(
+            p.sid.clone(),
+            p.video_frames_encoded.load(Ordering::Relaxed),
+        );
     }
     out
 }
@@ -325,7 +344,9 @@ pub(super) fn build(
                 let fb = st.video.clone().unwrap_or_default();
                 let span = cfg.duration;
                 let (width, height) = h.picture_size.unwrap_or((0, 0));
+                let encoded = |s: &Snapshot| s.encoded.get(&speaker.sid).copied().unwrap_or(0);
                 VideoReport {
+                    frames_sent: encoded(end).saturating_sub(encoded(baseline)),
                     frames_decoded: st.frames_decoded,
                     fps: st.frames_decoded as f64 / span.as_secs_f64(),
                     // From when both were in the call (the speaker sending, the
