@@ -24,6 +24,10 @@ pub struct Received {
 
 /// Asks the kernel to stamp every datagram `socket` receives. False where it cannot
 /// (other systems): reads then carry their own time as the stamp.
+///
+/// Linux turns stamping on at arrival through a system-wide switch it flips in deferred
+/// work when the first socket asks (and off when the last one closes): until then a
+/// datagram is stamped when it is read, so the first few may carry their read time.
 pub fn enable(socket: &std::net::UdpSocket) -> bool {
     #[cfg(target_os = "linux")]
     {
@@ -129,13 +133,32 @@ mod tests {
         let to = rx.local_addr().unwrap();
         let rx = UdpSocket::from_std(rx).unwrap();
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Until the kernel's deferred switch to stamping at arrival (see `enable`) has
+        // happened, datagrams are stamped when read: wait for a probe stamped at least
+        // 5 ms before it was read (other tests' sockets turn the switch on and off).
+        let mut buf = [0u8; 64];
+        if cfg!(target_os = "linux") {
+            let mut on = false;
+            for _ in 0..100 {
+                tx.send_to(b"probe", to).unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                rx.readable().await.unwrap();
+                let r = try_recv(&rx, &mut buf).unwrap();
+                if r.read.saturating_duration_since(r.stamped)
+                    >= std::time::Duration::from_millis(5)
+                {
+                    on = true;
+                    break;
+                }
+            }
+            assert!(on, "no datagram stamped at arrival in 100 tries");
+        }
         let before = Instant::now();
         tx.send_to(b"hello", to).unwrap();
         let sent = Instant::now();
         // Read well after it arrived.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         rx.readable().await.unwrap();
-        let mut buf = [0u8; 64];
         let r = try_recv(&rx, &mut buf).unwrap();
         assert_eq!(&buf[..r.len], b"hello");
         assert_eq!(r.source, tx.local_addr().unwrap());
