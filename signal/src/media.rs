@@ -138,35 +138,13 @@ pub(crate) fn handle(
                 "the access token grants neither publish nor subscribe",
             ));
         }
-        match &msg {
-            ClientMessage::MediaOffer { sdp } | ClientMessage::MediaAnswer { sdp, .. } => {
-                check_sdp(sdp)?
-            }
-            ClientMessage::MediaSubscribe {
-                track,
-                max_quality,
-                max_width,
-                max_height,
-                ..
-            } => {
-                parse_track(track)?;
-                if let Some(q) = max_quality {
-                    parse_quality(q)?;
-                }
-                max_size(*max_width, *max_height)?;
-            }
-            ClientMessage::MediaPin { participants } if participants.len() > MAX_PINNED => {
-                return Err(ProtocolError::new(
-                    ErrorCode::InvalidMessage,
-                    format!("at most {MAX_PINNED} participants can be pinned"),
-                ));
-            }
-            _ => {}
-        }
-        Ok((sfu, sid, room))
+        let req = Request::parse(msg)?;
+        Ok((sfu, sid, room, req))
     })();
-    let (sfu, sid, room) = match result {
-        Ok(v) => v,
+    let (sfu, sid, room, req) = match result {
+        Ok((sfu, sid, room, Some(req))) => (sfu, sid, room, req),
+        // Not a media request: nothing to answer here.
+        Ok((_, _, _, None)) => return,
         Err(e) => {
             st.hub
                 .lock()
@@ -177,72 +155,128 @@ pub(crate) fn handle(
     let st = st.clone();
     tokio::spawn(async move {
         let sid_s = sid.to_string();
-        let r = match msg {
-            ClientMessage::MediaJoin {} => {
+        let r = match req {
+            Request::Join => {
+                let joined = ServerMessage::MediaJoined {
+                    room: room.to_string(),
+                    sid: sid_s.clone(),
+                };
                 sfu.join(room.as_ref(), sid_s.as_str())
                     .await
-                    .map(|()| ServerMessage::MediaJoined {
-                        room: room.to_string(),
-                        sid: sid_s.clone(),
-                    })
+                    .map(|()| joined)
             }
-            ClientMessage::MediaOffer { sdp } => sfu
+            Request::Offer(sdp) => sfu
                 .offer(sid_s.as_str(), sdp)
                 .await
                 .map(|sdp| ServerMessage::MediaAnswer { sdp }),
-            ClientMessage::MediaAnswer { offer_id, sdp } => sfu
+            Request::Answer { offer_id, sdp } => sfu
                 .answer(sid_s.as_str(), offer_id, sdp)
                 .await
                 .map(|()| ServerMessage::Ok {}),
+            Request::Subscribe {
+                track,
+                on: true,
+                quality,
+                size,
+            } => {
+                let mut r = sfu.subscribe(sid_s.as_str(), track).await;
+                if let (Ok(()), Some(q)) = (&r, quality) {
+                    r = sfu.set_max_quality(sid_s.as_str(), track, q).await;
+                }
+                // Sent whenever either dimension is given, or to lift an earlier
+                // limit: a subscribe without them leaves the limit as it was.
+                if let (Ok(()), Some(size)) = (&r, size) {
+                    r = sfu.set_max_size(sid_s.as_str(), track, size).await;
+                }
+                r.map(|()| ServerMessage::Ok {})
+            }
+            Request::Subscribe { track, .. } => sfu
+                .unsubscribe(sid_s.as_str(), track)
+                .await
+                .map(|()| ServerMessage::Ok {}),
+            Request::AutoSubscribe(on) => sfu
+                .set_auto_subscribe(sid_s.as_str(), on)
+                .await
+                .map(|()| ServerMessage::Ok {}),
+            Request::Pin(pinned) => sfu
+                .set_pinned(sid_s.as_str(), pinned)
+                .await
+                .map(|()| ServerMessage::Ok {}),
+            Request::Leave => sfu
+                .leave(sid_s.as_str())
+                .await
+                .map(|()| ServerMessage::Ok {}),
+        };
+        st.hub
+            .lock()
+            .answer(key, id.as_ref(), r.map_err(error), Instant::now());
+    });
+}
+
+/// A media request, checked and parsed once before it goes to the SFU.
+enum Request {
+    Join,
+    Offer(String),
+    Answer {
+        offer_id: u64,
+        sdp: String,
+    },
+    /// `on` false unsubscribes; `quality` and `size` (see [`max_size`]) cap the layer.
+    Subscribe {
+        track: TrackId,
+        on: bool,
+        quality: Option<Quality>,
+        size: Option<Option<(u16, u16)>>,
+    },
+    AutoSubscribe(bool),
+    Pin(Vec<huddle_sfu::ParticipantId>),
+    Leave,
+}
+
+impl Request {
+    /// The media request `msg` is (`None` for any other message), or why it is refused.
+    fn parse(msg: ClientMessage) -> Result<Option<Request>, ProtocolError> {
+        Ok(Some(match msg {
+            ClientMessage::MediaJoin {} => Request::Join,
+            ClientMessage::MediaOffer { sdp } => {
+                check_sdp(&sdp)?;
+                Request::Offer(sdp)
+            }
+            ClientMessage::MediaAnswer { offer_id, sdp } => {
+                check_sdp(&sdp)?;
+                Request::Answer { offer_id, sdp }
+            }
             ClientMessage::MediaSubscribe {
                 track,
                 on,
                 max_quality,
                 max_width,
                 max_height,
-            } => {
-                let track = parse_track(&track).expect("checked above");
-                let size = max_size(max_width, max_height).expect("checked above");
-                let r = if on {
-                    let mut r = sfu.subscribe(sid_s.as_str(), track).await;
-                    if let (Ok(()), Some(q)) = (&r, max_quality.as_deref().and_then(Quality::parse))
-                    {
-                        r = sfu.set_max_quality(sid_s.as_str(), track, q).await;
-                    }
-                    // Sent whenever either dimension is given, or to lift an earlier
-                    // limit: a subscribe without them leaves the limit as it was.
-                    if let (Ok(()), Some(size)) = (&r, size) {
-                        r = sfu.set_max_size(sid_s.as_str(), track, size).await;
-                    }
-                    r
-                } else {
-                    sfu.unsubscribe(sid_s.as_str(), track).await
-                };
-                r.map(|()| ServerMessage::Ok {})
-            }
-            ClientMessage::MediaAutoSubscribe { on } => sfu
-                .set_auto_subscribe(sid_s.as_str(), on)
-                .await
-                .map(|()| ServerMessage::Ok {}),
+            } => Request::Subscribe {
+                track: parse_track(&track)?,
+                on,
+                quality: max_quality.as_deref().map(parse_quality).transpose()?,
+                size: max_size(max_width, max_height)?,
+            },
+            ClientMessage::MediaAutoSubscribe { on } => Request::AutoSubscribe(on),
             ClientMessage::MediaPin { participants } => {
-                let pinned = participants
-                    .iter()
-                    .map(|p| huddle_sfu::ParticipantId::from(p.as_str()))
-                    .collect();
-                sfu.set_pinned(sid_s.as_str(), pinned)
-                    .await
-                    .map(|()| ServerMessage::Ok {})
+                if participants.len() > MAX_PINNED {
+                    return Err(ProtocolError::new(
+                        ErrorCode::InvalidMessage,
+                        format!("at most {MAX_PINNED} participants can be pinned"),
+                    ));
+                }
+                Request::Pin(
+                    participants
+                        .iter()
+                        .map(|p| huddle_sfu::ParticipantId::from(p.as_str()))
+                        .collect(),
+                )
             }
-            ClientMessage::MediaLeave {} => sfu
-                .leave(sid_s.as_str())
-                .await
-                .map(|()| ServerMessage::Ok {}),
-            _ => return,
-        };
-        st.hub
-            .lock()
-            .answer(key, id.as_ref(), r.map_err(error), Instant::now());
-    });
+            ClientMessage::MediaLeave {} => Request::Leave,
+            _ => return Ok(None),
+        }))
+    }
 }
 
 fn reason(r: LeaveReason) -> &'static str {
