@@ -162,11 +162,9 @@ impl Driver {
             }
         }
         let handed_off = !self.spread || self.frame_to_shards(track, &data);
-        let rid = data.rid;
         self.fan_out(track, data, true, now);
         if !handed_off {
             // Another shard's subscribers missed a picture.
-            let layer = rid.and_then(|rid| self.router.layer_of(track, &rid));
             self.request_keyframe(track, layer, now);
         }
     }
