@@ -458,15 +458,13 @@ async fn mute_participant(
     let Json(req) = body.map_err(bad_body)?;
     let kind = match req.kind.as_deref() {
         None => None,
-        Some("audio") => Some(huddle_sfu::TrackKind::Audio),
-        Some("video") => Some(huddle_sfu::TrackKind::Video),
-        Some(other) => {
-            return Err(ApiError::new(
+        Some(name) => Some(crate::media::parse_kind(name).ok_or_else(|| {
+            ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidMessage,
-                format!("kind {other:?}: \"audio\" or \"video\""),
-            ));
-        }
+                format!("kind {name:?}: \"audio\" or \"video\""),
+            )
+        })?),
     };
     let not_found = |what: String| ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, what);
     let Some(sfu) = st.sfu.clone() else {
