@@ -2,9 +2,14 @@
 //! a commit that returns is durable), or PostgreSQL by URL. Both run the same SQL through
 //! sqlx's `Any` driver; the schema's migrations are embedded and run at start.
 
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor};
 
 use crate::config::StoreConfig;
@@ -103,7 +108,7 @@ impl Store {
                 .await
                 .map_err(open_err)?,
         };
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        Migrator::new(Embedded).await?.run(&pool).await?;
         let fresh = uuid::Uuid::new_v4().to_string();
         sqlx::query(
             "INSERT INTO server_meta (key, value) VALUES ('node_id', $1) ON CONFLICT (key) DO NOTHING",
@@ -165,6 +170,45 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The schema's migrations, in the binary: (version, description, SQL). Each file of
+/// `migrations/` is one entry (a test checks that the two agree); a migration already
+/// applied must never change, as the database keeps each one's checksum.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "server meta",
+        include_str!("../migrations/0001_server_meta.sql"),
+    ),
+    (2, "chat", include_str!("../migrations/0002_chat.sql")),
+];
+
+/// [`MIGRATIONS`] as sqlx's migration source. (sqlx's `migrate!` macro embeds a
+/// directory the same way, but would build sqlx's macro crate with both database drivers
+/// a second time for the compiler.)
+#[derive(Debug)]
+struct Embedded;
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 's>> {
+        Box::pin(std::future::ready(Ok(MIGRATIONS
+            .iter()
+            .map(|&(version, description, sql)| {
+                // sqlx's own rule for a migration that must run outside a transaction.
+                let no_tx = sql.starts_with("-- no-transaction");
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    Cow::Borrowed(sql),
+                    no_tx,
+                )
+            })
+            .collect())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +229,28 @@ mod tests {
         assert_eq!(b.node_id(), id);
         b.close().await;
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The embedded migrations are the files of `migrations/`, read as sqlx reads a
+    /// directory: same versions, descriptions, kinds and checksums, none missing.
+    #[tokio::test]
+    async fn embedded_migrations_are_the_directorys() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let from_dir = Migrator::new(dir).await.unwrap();
+        let embedded = Migrator::new(Embedded).await.unwrap();
+        let key = |m: &Migration| {
+            (
+                m.version,
+                m.description.to_string(),
+                m.migration_type,
+                m.checksum.to_vec(),
+                m.no_tx,
+            )
+        };
+        let a: Vec<_> = from_dir.iter().map(key).collect();
+        let b: Vec<_> = embedded.iter().map(key).collect();
+        assert!(!a.is_empty());
+        assert_eq!(a, b);
     }
 
     #[tokio::test]
