@@ -505,12 +505,13 @@ impl SfuHandle {
         .await
     }
 
-    /// Mutes (`muted`) or unmutes the tracks `participant` publishes now, of `kind` or
-    /// all, for everyone: a moderator's decision that its own client cannot undo. While
-    /// muted a track's frames reach nobody (and its audio levels choose no speaker);
-    /// unmuted video resumes at a keyframe, which the SFU asks for. Each track that
-    /// changed is reported as [`SfuEvent::TrackMuted`](crate::SfuEvent::TrackMuted) and
-    /// returned.
+    /// Mutes (`muted`) or unmutes what `participant` publishes, of `kind` or all, for
+    /// everyone: a moderator's decision that its own client cannot undo, not even by
+    /// publishing again (tracks it publishes while muted start muted). While muted a
+    /// track's frames reach nobody (and its audio levels choose no speaker); unmuted
+    /// video resumes at a keyframe, which the SFU asks for. Each track that changed, or
+    /// started muted, is reported as [`SfuEvent::TrackMuted`](crate::SfuEvent::TrackMuted);
+    /// the ones that changed are returned.
     pub async fn mute(
         &self,
         participant: impl Into<ParticipantId>,

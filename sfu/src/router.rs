@@ -140,6 +140,9 @@ struct Participant {
     /// Members whose video it always receives under "last N" (they take its first
     /// slots), at most [`MAX_PINNED`].
     pinned: Vec<ParticipantId>,
+    /// Kinds the server muted (a moderator), by [`TrackKind`] as index: its tracks of
+    /// such a kind are muted, also those it publishes later, until unmuted.
+    muted: [bool; 2],
 }
 
 /// A room: its members in joining order and its speaker detector.
@@ -279,6 +282,7 @@ impl Router {
                 subscriptions: Vec::new(),
                 auto_subscribe: true,
                 pinned: Vec::new(),
+                muted: [false; 2],
             },
         );
         for track in existing {
@@ -369,6 +373,7 @@ impl Router {
         };
         p.published.push(track);
         let room = p.room.clone();
+        let muted = p.muted[kind as usize];
         self.tracks.insert(
             track,
             Track {
@@ -380,7 +385,7 @@ impl Router {
                 meter: RateMeter::default(),
                 size: None,
                 layers: Vec::new(),
-                muted: false,
+                muted,
                 awaiting_keyframe: 0,
             },
         );
@@ -555,6 +560,43 @@ impl Router {
     /// A published track.
     pub fn track(&self, track: TrackId) -> Option<&Track> {
         self.tracks.get(&track)
+    }
+
+    /// Mutes or unmutes what `participant` publishes, of `kind` or both, for everyone (a
+    /// moderator's decision): its tracks now, and those it publishes later while muted.
+    /// The tracks that changed, with their kinds.
+    pub fn mute_participant(
+        &mut self,
+        participant: &ParticipantId,
+        kind: Option<TrackKind>,
+        muted: bool,
+    ) -> Result<Vec<(TrackId, TrackKind)>, RouterError> {
+        let Some(p) = self.participants.get_mut(participant) else {
+            return Err(RouterError::UnknownParticipant(participant.clone()));
+        };
+        for k in [TrackKind::Audio, TrackKind::Video] {
+            if kind.is_none_or(|want| want == k) {
+                p.muted[k as usize] = muted;
+            }
+        }
+        let mut changed = Vec::new();
+        for track in p.published.clone() {
+            let Some(k) = self.tracks.get(&track).map(|t| t.kind) else {
+                continue;
+            };
+            if kind.is_none_or(|want| want == k) && self.set_muted(track, muted) {
+                changed.push((track, k));
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Whether the server mutes what `participant` publishes of `kind`, including
+    /// tracks it has not published yet.
+    pub fn is_participant_muted(&self, participant: &ParticipantId, kind: TrackKind) -> bool {
+        self.participants
+            .get(participant)
+            .is_some_and(|p| p.muted[kind as usize])
     }
 
     /// Mutes or unmutes `track` for everyone, whatever its publisher sends (a

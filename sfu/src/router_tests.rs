@@ -528,3 +528,49 @@ fn a_muted_track_is_dropped_and_unmuted_video_resumes_per_layer_at_keyframes() {
     assert_eq!(r.mute_gate(TrackId(999), None, false), Pass);
     assert!(!r.set_muted(TrackId(999), true));
 }
+
+#[test]
+fn a_muted_participants_later_tracks_of_that_kind_start_muted() {
+    let (room, a, b, _) = ids();
+    let mut r = Router::new(RouterConfig::default());
+    r.join(&room, &a).unwrap();
+    r.join(&room, &b).unwrap();
+    let audio = r.publish(&a, TrackKind::Audio).unwrap();
+    // Muting a kind changes the tracks of that kind now, and reports them.
+    assert_eq!(
+        r.mute_participant(&a, Some(TrackKind::Audio), true)
+            .unwrap(),
+        vec![(audio, TrackKind::Audio)]
+    );
+    assert!(r.is_participant_muted(&a, TrackKind::Audio));
+    assert!(!r.is_participant_muted(&a, TrackKind::Video));
+    assert!(!r.is_participant_muted(&b, TrackKind::Audio));
+    // A microphone published again (a new track) is muted too; a camera is not.
+    let audio2 = r.publish(&a, TrackKind::Audio).unwrap();
+    let video = r.publish(&a, TrackKind::Video).unwrap();
+    assert!(r.is_muted(audio2));
+    assert_eq!(r.mute_gate(audio2, None, false), MuteGate::Drop);
+    assert!(!r.is_muted(video));
+    // Others are not affected.
+    let b_audio = r.publish(&b, TrackKind::Audio).unwrap();
+    assert!(!r.is_muted(b_audio));
+    // Muting both kinds reports only what changed; unmuting lifts it for later tracks.
+    assert_eq!(
+        r.mute_participant(&a, None, true).unwrap(),
+        vec![(video, TrackKind::Video)]
+    );
+    let changed = r.mute_participant(&a, None, false).unwrap();
+    assert_eq!(changed.len(), 3, "{changed:?}");
+    let audio3 = r.publish(&a, TrackKind::Audio).unwrap();
+    assert!(!r.is_muted(audio3));
+    assert!(!r.is_participant_muted(&a, TrackKind::Audio));
+    // Strangers are refused; a new join starts unmuted.
+    assert!(
+        r.mute_participant(&ParticipantId::from("nobody"), None, true)
+            .is_err()
+    );
+    r.mute_participant(&a, None, true).unwrap();
+    r.leave(&a).unwrap();
+    r.join(&room, &a).unwrap();
+    assert!(!r.is_participant_muted(&a, TrackKind::Audio));
+}

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{Call, VideoCodec, eventually};
-use huddle_sfu::{LeaveReason, SfuEvent, TrackKind};
+use huddle_sfu::{LeaveReason, SfuEvent, TrackId, TrackKind};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -428,4 +428,63 @@ async fn the_server_mutes_and_unmutes_a_publisher() {
     );
     // Someone the SFU does not know is an error.
     assert!(call.sfu.mute("nobody", None, true).await.is_err());
+}
+
+/// A muted microphone published again (a new track, by renegotiation) is muted from
+/// the start: a client cannot undo the server's mute by republishing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_published_while_muted_starts_muted() {
+    let mut call = Call::start().await;
+    call.join("room", "alice", VideoCodec::H264).await;
+    call.join("room", "bob", VideoCodec::H264).await;
+    assert!(eventually(WAIT, || receives_all(&call, "bob", &["alice"])).await);
+    let bob = |kind| call.client("bob").frames_from("alice", kind);
+    let first = call
+        .track_of("alice", TrackKind::Audio)
+        .expect("alice's audio");
+    let tracks = call.sfu.mute("alice", Some(TrackKind::Audio), true).await;
+    assert_eq!(tracks.unwrap(), [first]);
+
+    call.client("alice").republish_audio();
+    let published = |call: &Call| -> Vec<TrackId> {
+        call.events()
+            .iter()
+            .filter_map(|e| match e {
+                SfuEvent::TrackPublished {
+                    participant,
+                    track,
+                    kind: TrackKind::Audio,
+                    ..
+                } if participant.as_str() == "alice" => Some(*track),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(eventually(WAIT, || published(&call).len() == 2).await);
+    let second = published(&call)[1];
+    assert_ne!(second, first);
+    // Her audio stays silent on the new track too; her video flows.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (audio, video) = (bob(TrackKind::Audio), bob(TrackKind::Video));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        bob(TrackKind::Audio),
+        audio,
+        "the new track's audio arrives"
+    );
+    assert!(bob(TrackKind::Video) >= video + 10, "video stopped too");
+    let muted: Vec<(TrackId, bool)> = call
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            SfuEvent::TrackMuted { track, muted, .. } => Some((*track, *muted)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(muted, [(first, true), (second, true)]);
+
+    // Unmuted: the new track is the one that changes, and it is heard.
+    let tracks = call.sfu.mute("alice", Some(TrackKind::Audio), false).await;
+    assert_eq!(tracks.unwrap(), [second]);
+    assert!(eventually(WAIT, || bob(TrackKind::Audio) >= audio + 10).await);
 }

@@ -130,6 +130,10 @@ impl Driver {
                     self.mirror_publish(track);
                 }
                 debug!(participant = %id, %track, ?mid, layers, "track published");
+                // Published while the server mutes its kind: muted from the start.
+                if self.router.is_muted(track) {
+                    self.tell_muted(id, track, kind, true);
+                }
             }
             // The m-line stays negotiated but nothing it carries is forwarded.
             Err(e) => warn!(participant = %id, ?mid, "track refused: {e}"),
@@ -258,9 +262,9 @@ impl Driver {
         }
     }
 
-    /// Mutes or unmutes the tracks `participant` publishes (of `kind`, or all) for
-    /// everyone; the tracks that changed. Unmuted video asks for keyframes to resume
-    /// at.
+    /// Mutes or unmutes what `participant` publishes (of `kind`, or all) for everyone:
+    /// its tracks now and those it publishes later while muted; the tracks that
+    /// changed. Unmuted video asks for keyframes to resume at.
     pub(super) fn mute(
         &mut self,
         participant: &ParticipantId,
@@ -268,38 +272,41 @@ impl Driver {
         muted: bool,
         now: Instant,
     ) -> Result<Vec<TrackId>, SfuError> {
-        let room = match (
-            self.peers.contains_key(participant),
-            self.router.room_of(participant),
-        ) {
-            (true, Some(room)) => room.clone(),
-            _ => return Err(RouterError::UnknownParticipant(participant.clone()).into()),
-        };
-        let mut changed = Vec::new();
-        for track in self.router.published(participant).to_vec() {
-            let Some(k) = self.router.track(track).map(|t| t.kind) else {
-                continue;
-            };
-            if kind.is_some_and(|want| want != k) || !self.router.set_muted(track, muted) {
-                continue;
-            }
-            info!(%participant, %track, muted, "track muted by the server");
-            self.events.send(SfuEvent::TrackMuted {
-                room: room.clone(),
-                participant: participant.clone(),
-                track,
-                kind: k,
-                muted,
-            });
+        if !self.peers.contains_key(participant) {
+            return Err(RouterError::UnknownParticipant(participant.clone()).into());
+        }
+        let changed = self.router.mute_participant(participant, kind, muted)?;
+        for &(track, k) in &changed {
+            self.tell_muted(participant, track, k, muted);
             if !muted && k.is_video() {
                 match self.router.layers(track).len() {
                     0 => self.request_keyframe(track, None, now),
                     n => (0..n).for_each(|l| self.request_keyframe(track, Some(l), now)),
                 }
             }
-            changed.push(track);
         }
-        Ok(changed)
+        Ok(changed.into_iter().map(|(track, _)| track).collect())
+    }
+
+    /// Reports a track the server muted or unmuted.
+    fn tell_muted(
+        &self,
+        participant: &ParticipantId,
+        track: TrackId,
+        kind: TrackKind,
+        muted: bool,
+    ) {
+        let Some(room) = self.router.room_of(participant) else {
+            return;
+        };
+        info!(%participant, %track, muted, "track muted by the server");
+        self.events.send(SfuEvent::TrackMuted {
+            room: room.clone(),
+            participant: participant.clone(),
+            track,
+            kind,
+            muted,
+        });
     }
 
     /// Video tracks that start flowing to a subscriber (newly subscribed, or its session

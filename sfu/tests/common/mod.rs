@@ -119,6 +119,9 @@ pub enum ClientCmd {
     },
     /// Renegotiate with our video m-line inactive (unpublish it).
     StopVideo,
+    /// Renegotiate with our audio m-line inactive and a new one sending (the same
+    /// microphone published again as a new track).
+    RepublishAudio,
     Stop,
 }
 
@@ -141,6 +144,10 @@ impl Client {
 
     pub fn stop_video(&self) {
         let _ = self.tx.send(ClientCmd::StopVideo);
+    }
+
+    pub fn republish_audio(&self) {
+        let _ = self.tx.send(ClientCmd::RepublishAudio);
     }
 }
 
@@ -513,7 +520,7 @@ async fn run_client(
     name: String,
     mut rtc: Rtc,
     mut link: Link,
-    media: Media,
+    mut media: Media,
     mut rx: mpsc::UnboundedReceiver<ClientCmd>,
     sfu: SfuHandle,
     seen: Arc<Mutex<Seen>>,
@@ -575,6 +582,17 @@ async fn run_client(
                         let answer = sfu.offer(name.as_str(), offer.to_sdp_string()).await.unwrap();
                         let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
                         rtc.sdp_api().accept_answer(pending, answer).unwrap();
+                    }
+                }
+                Some(ClientCmd::RepublishAudio) => {
+                    let mut api = rtc.sdp_api();
+                    api.set_direction(media.audio, Direction::Inactive);
+                    let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+                    if let Some((offer, pending)) = api.apply() {
+                        let answer = sfu.offer(name.as_str(), offer.to_sdp_string()).await.unwrap();
+                        let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
+                        rtc.sdp_api().accept_answer(pending, answer).unwrap();
+                        media.audio = audio;
                     }
                 }
                 Some(ClientCmd::Stop) | None => {
