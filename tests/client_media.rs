@@ -458,3 +458,102 @@ async fn a_moderator_mutes_and_unmutes_a_participant_s_microphone() {
     assert_eq!((status, answer["tracks"].clone()), (200, json!([track])));
     assert!(grows(packets()).await, "unmuted audio does not flow");
 }
+
+/// Waits up to 15 s for `publisher`'s microphone among a session's received tracks.
+async fn audio_of(
+    events: &mut mpsc::Receiver<MediaEvent>,
+    publisher: &str,
+) -> huddle_client::media::RemoteTrack {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(15), events.recv()).await {
+            Ok(Some(MediaEvent::Track(t)))
+                if t.kind == TrackKind::Audio && t.publisher == publisher =>
+            {
+                return t;
+            }
+            Ok(Some(_)) => {}
+            other => panic!(
+                "{publisher}'s microphone never arrived: {:?}",
+                other.is_ok()
+            ),
+        }
+    }
+}
+
+/// A moderator's mute outlasts the media session it was made in: made while the
+/// participant is in the room without media, it applies when its media session starts;
+/// leaving that session and starting another (new tracks) does not undo it; unmuting
+/// does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderators_mute_applies_to_media_sessions_started_later() {
+    let server = Server::start("[sfu]\nlisten = \"127.0.0.1:0\"\n");
+    let (_bob_client, _bob, mut bob_events, bob_pushes) = join(&server, "bob", false, None).await;
+    let config = Config::new(format!("ws://{}/v1/ws", server.addr), token("alice", ROOM));
+    let (alice_client, _alice_signalling) = Client::connect(config).await.expect("connects");
+    alice_client.join(Some(ROOM)).await.expect("joins");
+
+    // In the room, no media yet: recorded, nothing to change now.
+    let muted = json!({"kind": "audio", "muted": true});
+    let (status, answer) = mute(&server, "alice", muted, false).await;
+    assert_eq!((status, answer["tracks"].clone()), (200, json!([])));
+
+    let opts = || MediaOptions {
+        bind_ip: "127.0.0.1".parse().unwrap(),
+        ..MediaOptions::default()
+    };
+    for round in 0..2 {
+        let earlier = bob_pushes.lock().unwrap().len();
+        let (mut alice, _) = MediaSession::start(&alice_client, opts())
+            .await
+            .expect("media session");
+        let microphone = alice.take_audio().expect("a microphone");
+        let sending = tokio::spawn(microphone.send_looped(speech_like(4.0, 48_000, 16_000, 1)));
+        // Bob is told her new track is muted...
+        let sid = alice.sid().to_owned();
+        let mut track = None;
+        for _ in 0..100 {
+            track = bob_pushes
+                .lock()
+                .unwrap()
+                .iter()
+                .skip(earlier)
+                .find(|(s, _, kind, muted)| *s == sid && kind == "audio" && *muted)
+                .map(|(_, t, _, _)| t.clone());
+            if track.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let track = track.unwrap_or_else(|| panic!("round {round}: no track_muted for {sid}"));
+        // ... and nothing of it reaches him (his SDK shows a track at its first packet).
+        let quiet = tokio::time::timeout(Duration::from_millis(1500), async {
+            loop {
+                match bob_events.recv().await {
+                    Some(MediaEvent::Track(t)) if t.publisher == sid => return t.kind,
+                    Some(_) => {}
+                    None => std::future::pending().await,
+                }
+            }
+        })
+        .await;
+        assert!(quiet.is_err(), "round {round}: her {quiet:?} arrives");
+        if round == 0 {
+            sending.abort();
+            alice.leave().await.expect("leaves the media session");
+            continue;
+        }
+        // Unmuted: heard.
+        let (status, answer) = mute(&server, "alice", json!({"muted": false}), false).await;
+        assert_eq!((status, answer["tracks"].clone()), (200, json!([track])));
+        let heard = audio_of(&mut bob_events, &sid).await;
+        let mut flowing = false;
+        for _ in 0..100 {
+            if heard.stats().packets_received >= 20 {
+                flowing = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(flowing, "unmuted audio does not flow");
+    }
+}

@@ -446,8 +446,9 @@ struct MuteRequest {
 }
 
 /// A moderator mutes or unmutes what a participant publishes, for everyone: the SFU
-/// drops its frames until unmuted (its own client cannot undo it), and the room is
-/// told (`track_muted`). Answers the tracks that changed.
+/// drops its frames until unmuted (its own client cannot undo it, neither by publishing
+/// again nor by leaving the media session and joining it again while the room lasts),
+/// and the room is told (`track_muted`). Answers the tracks that changed.
 async fn mute_participant(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -480,22 +481,21 @@ async fn mute_participant(
         .filter(|p| p.identity == identity)
         .map(|p| p.sid)
         .collect();
-    if sids.is_empty() {
+    if sids.is_empty()
+        || !st
+            .hub
+            .lock()
+            .set_moderated(&room, &identity, kind, req.muted)
+    {
         return Err(not_found(format!("{identity:?} is not in room {room:?}")));
     }
-    let mut in_media = false;
+    // Recorded first, so a media session that starts meanwhile is muted when it joins.
     let mut tracks = Vec::new();
     for sid in sids {
-        // A session without media is not an error while another has it.
+        // A session without media has nothing to mute yet.
         if let Ok(changed) = sfu.mute(sid.as_str(), kind, req.muted).await {
-            in_media = true;
             tracks.extend(changed.iter().map(|t| t.to_string()));
         }
-    }
-    if !in_media {
-        return Err(not_found(format!(
-            "{identity:?} has no media session in room {room:?}"
-        )));
     }
     Ok(Json(json!({ "tracks": tracks })))
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
 use base64::Engine;
+use huddle_sfu::TrackKind;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
@@ -81,6 +82,10 @@ struct Room {
     members: BTreeMap<Arc<str>, SessionKey>,
     created_at: u64,
     empty_since: Option<Instant>,
+    /// What a moderator muted, by identity: the kinds (by [`TrackKind`] as index) the
+    /// SFU mutes in that identity's media sessions, those it starts later included,
+    /// while the room lasts or until unmuted.
+    moderated: BTreeMap<Arc<str>, [bool; 2]>,
 }
 
 /// What the media side needs to know of a session.
@@ -609,6 +614,7 @@ impl Hub {
                         members: BTreeMap::new(),
                         created_at,
                         empty_since: None,
+                        moderated: BTreeMap::new(),
                     },
                 );
                 tracing::info!(room = %room_key, "room created");
@@ -848,6 +854,51 @@ impl Hub {
         self.leave_room(key, LeaveReason::Removed, now);
         self.settle(now);
         true
+    }
+
+    /// Records a moderator's mute (or unmute) of what `identity`, a member of `room`,
+    /// publishes (of `kind`, or both), for its media sessions to come; false if it is
+    /// not a member. The caller mutes its current sessions in the SFU.
+    pub fn set_moderated(
+        &mut self,
+        room: &str,
+        identity: &str,
+        kind: Option<TrackKind>,
+        muted: bool,
+    ) -> bool {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        let Some((member, _)) = r.members.get_key_value(identity) else {
+            return false;
+        };
+        let member = member.clone();
+        let kinds = r.moderated.entry(member.clone()).or_default();
+        for k in [TrackKind::Audio, TrackKind::Video] {
+            if kind.is_none_or(|want| want == k) {
+                kinds[k as usize] = muted;
+            }
+        }
+        if *kinds == [false; 2] {
+            r.moderated.remove(&member);
+        }
+        true
+    }
+
+    /// The kinds a moderator muted for the session with this sid, in its room.
+    pub fn moderated_kinds(&self, sid: &str) -> Vec<TrackKind> {
+        let Some(s) = self.by_sid.get(sid).and_then(|k| self.sessions.get(k)) else {
+            return Vec::new();
+        };
+        let kinds = s
+            .room
+            .as_ref()
+            .and_then(|room| self.rooms.get(room))
+            .and_then(|r| r.moderated.get(&s.identity));
+        [TrackKind::Audio, TrackKind::Video]
+            .into_iter()
+            .filter(|&k| kinds.is_some_and(|m| m[k as usize]))
+            .collect()
     }
 
     /// Closes `room`, telling every member; false if there is no such room.

@@ -631,3 +631,43 @@ fn every_request_type_decodes_from_its_documented_example() {
     }
     let _ = RequestId::Num(0);
 }
+
+/// A moderator's mute is kept per identity for the room's lifetime: a member's later
+/// sessions (a rejoin) find it until it is lifted or the room closes.
+#[test]
+fn moderated_mutes_outlast_sessions_until_lifted() {
+    use huddle_sfu::TrackKind::{Audio, Video};
+    let t0 = Instant::now();
+    let mut h = hub(t0);
+    let join = |h: &mut Hub, identity: &str| -> String {
+        let c = connect(h, identity, Some("r"), None, 64, t0);
+        send(h, &c, json!({"type":"join","id":1}), t0);
+        h.participants("r")
+            .unwrap()
+            .into_iter()
+            .find(|p| p.identity == identity)
+            .unwrap()
+            .sid
+    };
+    let alice = join(&mut h, "alice");
+    let bob = join(&mut h, "bob");
+    assert!(h.set_moderated("r", "alice", Some(Audio), true));
+    assert_eq!(h.moderated_kinds(&alice), [Audio]);
+    assert_eq!(h.moderated_kinds(&bob), []);
+    // Only members of an existing room.
+    assert!(!h.set_moderated("r", "carol", None, true));
+    assert!(!h.set_moderated("elsewhere", "alice", None, true));
+    assert_eq!(h.moderated_kinds("S_unknown"), []);
+    // Alice's next session (the same identity joining again) is still muted.
+    let alice = join(&mut h, "alice");
+    assert_eq!(h.moderated_kinds(&alice), [Audio]);
+    assert!(h.set_moderated("r", "alice", None, true));
+    assert_eq!(h.moderated_kinds(&alice), [Audio, Video]);
+    assert!(h.set_moderated("r", "alice", Some(Audio), false));
+    assert_eq!(h.moderated_kinds(&alice), [Video]);
+    // Closing the room forgets it.
+    assert!(h.set_moderated("r", "bob", None, true));
+    assert!(h.close_room("r", t0));
+    let bob = join(&mut h, "bob");
+    assert_eq!(h.moderated_kinds(&bob), []);
+}

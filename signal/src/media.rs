@@ -161,9 +161,18 @@ pub(crate) fn handle(
                     room: room.to_string(),
                     sid: sid_s.clone(),
                 };
-                sfu.join(room.as_ref(), sid_s.as_str())
-                    .await
-                    .map(|()| joined)
+                let r = sfu.join(room.as_ref(), sid_s.as_str()).await;
+                if r.is_ok() {
+                    // A moderator's mute outlasts the media session it was made in;
+                    // applied before the client hears it joined, so before it publishes.
+                    let kinds = st.hub.lock().moderated_kinds(&sid_s);
+                    for kind in kinds {
+                        if let Err(e) = sfu.mute(sid_s.as_str(), Some(kind), true).await {
+                            tracing::debug!(sid = %sid_s, "moderator's mute not applied: {e}");
+                        }
+                    }
+                }
+                r.map(|()| joined)
             }
             Request::Offer(sdp) => sfu
                 .offer(sid_s.as_str(), sdp)
