@@ -187,6 +187,7 @@ pub async fn sfu_load(args: SfuLoadArgs) -> anyhow::Result<()> {
         client_threads: args.client_threads.max(1),
         max_loss_percent: args.max_loss_percent,
         max_p99_ms: args.max_p99_ms,
+        tcp: args.tcp,
     };
     let report =
         huddle_bench::sfu_load::run(&target, &opts, |p| eprintln!("sfu-load: {p}")).await?;

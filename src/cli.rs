@@ -290,6 +290,11 @@ pub struct SfuLoadArgs {
     /// Threads running the synthetic participants.
     #[arg(long, default_value_t = 2)]
     pub client_threads: usize,
+    /// Participants connect over ICE-TCP (RFC 6544) to the SFU's passive TCP candidates
+    /// instead of UDP, as clients behind a firewall that blocks UDP do; latency is then
+    /// taken when a frame is read.
+    #[arg(long)]
+    pub tcp: bool,
     /// Benchmark a running server at this URL instead of starting one (its SFU must be
     /// reachable from here); its CPU and memory are then not measured.
     #[arg(long, requires = "api_secret")]

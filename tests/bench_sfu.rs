@@ -85,7 +85,9 @@ fn check_step(
 fn sfu_load_audio_room_of_three_forwards_everything() {
     let (r, stdout) = sfu_load(&["--participants", "3"]);
     assert_eq!(r["mode"], "audio");
-    check_step(&r, 3, 3, 1);
+    assert_eq!(r["transport"], "udp");
+    let s = check_step(&r, 3, 3, 1);
+    assert_eq!(s["server_gauges"]["tcp_connections"], 0.0, "{s}");
     assert!(
         stdout.contains("capacity: 1 rooms, 3 participants"),
         "{stdout}"
@@ -110,4 +112,14 @@ fn sfu_load_audience_receives_the_publishers() {
     let (r, stdout) = sfu_load(&["--participants", "4", "--publishers", "1"]);
     check_step(&r, 4, 1, 1);
     assert!(stdout.contains("4 per room, 1 publishing"), "{stdout}");
+}
+
+#[test]
+fn sfu_load_over_ice_tcp_forwards_everything() {
+    let (r, stdout) = sfu_load(&["--participants", "3", "--tcp"]);
+    assert_eq!(r["transport"], "tcp");
+    let s = check_step(&r, 3, 3, 1);
+    // The participants have no UDP socket: each is on an ICE-TCP connection of the SFU's.
+    assert_eq!(s["server_gauges"]["tcp_connections"], 3.0, "{s}");
+    assert!(stdout.contains("audio over tcp, 3 per room"), "{stdout}");
 }

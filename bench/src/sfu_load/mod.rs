@@ -21,6 +21,7 @@
 //!
 //! JSON report: see docs/benchmarking.md "SFU load" ([`Report`], [`Step`]).
 
+mod link;
 mod payload;
 mod peer;
 mod probe;
@@ -73,6 +74,10 @@ pub struct Options {
     pub max_loss_percent: f64,
     /// A step with a higher p99 added latency than this is degraded.
     pub max_p99_ms: f64,
+    /// Participants connect over ICE-TCP (RFC 6544, to the SFU's passive candidates)
+    /// instead of UDP; their latency is then taken when a frame is read (no kernel
+    /// stamp).
+    pub tcp: bool,
 }
 
 /// One step of the ramp.
@@ -101,6 +106,9 @@ pub struct Step {
     /// Increase of every `huddle_sfu_*_total` counter over the window (drops, NACKs,
     /// keyframe requests…), to see why a step degraded.
     pub server_counters: BTreeMap<String, f64>,
+    /// Every other `huddle_sfu_*` value at the window's end (gauges: peers, rooms, ICE-TCP
+    /// connections…).
+    pub server_gauges: BTreeMap<String, f64>,
     /// CPU of the server process, in cores (user + system over the window).
     pub sfu_cpu_cores: Option<f64>,
     /// `forwarded_packets_per_second` / `sfu_cpu_cores`.
@@ -133,6 +141,8 @@ pub struct Report {
     pub scenario: &'static str,
     /// `audio` or `video`.
     pub mode: &'static str,
+    /// How the participants reach the SFU: `udp` or `tcp` (ICE-TCP).
+    pub transport: &'static str,
     pub participants_per_room: usize,
     /// Participants per room that publish; the others only receive.
     pub publishers_per_room: usize,
@@ -172,8 +182,8 @@ struct Run<'a> {
     http: reqwest::Client,
     run_id: String,
     epoch: Instant,
-    /// Where the participants' media sockets bind.
-    local_ip: std::net::IpAddr,
+    /// Between which addresses the participants' media goes.
+    route: signalling::Route,
     shards: Shards,
     cancel: CancellationToken,
     signals: Arc<SignalStats>,
@@ -211,7 +221,8 @@ impl Run<'_> {
                         epoch: self.epoch,
                         stats: stats.clone(),
                         shard: self.shards.next(),
-                        local_ip: self.local_ip,
+                        route: self.route,
+                        tcp: self.opts.tcp,
                     },
                     Member {
                         id,
@@ -387,6 +398,11 @@ impl Run<'_> {
                 Some((k.trim_start_matches("huddle_sfu_").to_owned(), d))
             })
             .collect();
+        let server_gauges = m1
+            .iter()
+            .filter(|(k, _)| !k.ends_with("_total"))
+            .map(|(k, v)| (k.trim_start_matches("huddle_sfu_").to_owned(), *v))
+            .collect();
         let cores = |a: Option<f64>, b: Option<f64>| Some((b? - a?) / secs);
         let sfu_cpu_cores = cores(cpu0, cpu1);
         let forwarded = window.packets as f64 / secs;
@@ -432,6 +448,7 @@ impl Run<'_> {
             server_packets_in_per_second: rate("huddle_sfu_packets_in"),
             server_packets_out_per_second: rate("huddle_sfu_packets_out"),
             server_counters,
+            server_gauges,
             sfu_cpu_cores,
             packets_per_cpu_second: sfu_cpu_cores.filter(|c| *c > 0.0).map(|c| forwarded / c),
             rss_bytes: self.target.rss_bytes(),
@@ -466,7 +483,7 @@ pub async fn run(target: &Target, opts: &Options, progress: impl Fn(&str)) -> Re
         // identities (as in chat-load).
         run_id: format!("{:016x}", crate::server::rand_u64()),
         epoch,
-        local_ip: signalling::local_ip_toward(&target.base)?,
+        route: signalling::route_to(&target.base)?,
         shards: Shards::start(opts.client_threads)?,
         cancel: CancellationToken::new(),
         signals: Arc::default(),
@@ -516,6 +533,7 @@ pub async fn run(target: &Target, opts: &Options, progress: impl Fn(&str)) -> Re
     Ok(Report {
         scenario: "sfu-load",
         mode: if video.is_some() { "video" } else { "audio" },
+        transport: if opts.tcp { "tcp" } else { "udp" },
         participants_per_room: opts.participants,
         publishers_per_room: opts.publishers,
         rooms_per_step: opts.rooms_per_step,
@@ -562,8 +580,8 @@ fn step_line(s: &Step) -> String {
 /// The steps as a table, and the capacity.
 pub fn summary(r: &Report) -> String {
     let mut s = format!(
-        "sfu-load ({}, {} per room, {} publishing)\nrooms  peers  fwd pkt/s  srv out/s  SFU cores  pkt/CPU-s  RSS MiB  client cores  loss %  p50/p99 ms      read p99    ok\n",
-        r.mode, r.participants_per_room, r.publishers_per_room
+        "sfu-load ({} over {}, {} per room, {} publishing)\nrooms  peers  fwd pkt/s  srv out/s  SFU cores  pkt/CPU-s  RSS MiB  client cores  loss %  p50/p99 ms      read p99    ok\n",
+        r.mode, r.transport, r.participants_per_room, r.publishers_per_room
     );
     for st in &r.steps {
         s += &format!(

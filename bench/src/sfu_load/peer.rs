@@ -1,5 +1,5 @@
 //! One synthetic WebRTC participant: a str0m `Rtc` (real ICE, DTLS-SRTP, RTP/RTCP) on its
-//! own loopback UDP socket. It publishes a 20 ms Opus-like audio track with the RFC 6464
+//! own UDP socket, or on one ICE-TCP connection ([`Link`]). It publishes a 20 ms Opus-like audio track with the RFC 6464
 //! audio level extension and optionally an H.264-like video track, answers the SFU's
 //! renegotiation offers, and tallies every frame it receives.
 //!
@@ -21,6 +21,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::link::{Incoming, Link};
 use super::payload::{self, Marker};
 use super::stamp;
 use super::tally::{Arrival, Kind, Tally};
@@ -93,7 +94,10 @@ pub enum MediaCmd {
 pub struct Peer {
     id: u32,
     rtc: Rtc,
-    socket: std::net::UdpSocket,
+    /// Its UDP socket; none when it connects over TCP.
+    socket: Option<std::net::UdpSocket>,
+    /// Its ICE-TCP connection, once made ([`Peer::connect_tcp`]).
+    tcp: Option<std::net::TcpStream>,
     audio: Mid,
     video: Option<Mid>,
     /// Whether it sends media; a listener only receives.
@@ -109,25 +113,32 @@ impl Peer {
     /// makes the first offer: send-only audio, and video when `video` (RFC 8829 §5.2:
     /// the client offers first, as huddle's protocol asks). A participant that does not
     /// `publish` offers one receive-only audio m-line (as a browser without a microphone
-    /// does); the tracks it receives come in the SFU's offers either way.
+    /// does); the tracks it receives come in the SFU's offers either way. With `tcp` it
+    /// offers no candidate and binds nothing: [`Peer::connect_tcp`] follows the answer.
     pub fn offer(
         id: u32,
         publish: bool,
         video: bool,
         local: std::net::IpAddr,
+        tcp: bool,
     ) -> Result<(Self, String, SdpPendingOffer)> {
-        let socket = std::net::UdpSocket::bind((local, 0))?;
-        socket.set_nonblocking(true)?;
-        if !stamp::enable(&socket) {
-            tracing::debug!("no kernel receive stamps here: latency is taken at read time");
-        }
-        let local = socket.local_addr()?;
         let mut rtc = Rtc::builder()
             .clear_codecs()
             .enable_opus(true, false)
             .enable_h264(true)
             .build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(rtc_err)?);
+        let socket = if tcp {
+            None
+        } else {
+            let socket = std::net::UdpSocket::bind((local, 0))?;
+            socket.set_nonblocking(true)?;
+            if !stamp::enable(&socket) {
+                tracing::debug!("no kernel receive stamps here: latency is taken at read time");
+            }
+            let local = socket.local_addr()?;
+            rtc.add_local_candidate(Candidate::host(local, "udp").map_err(rtc_err)?);
+            Some(socket)
+        };
         let mut api = rtc.sdp_api();
         let direction = if publish {
             Direction::SendOnly
@@ -144,11 +155,20 @@ impl Peer {
             id,
             rtc,
             socket,
+            tcp: None,
             audio,
             video,
             publish,
         };
         Ok((peer, offer.to_sdp_string(), pending))
+    }
+
+    /// Connects to the passive TCP candidate of the SFU's `answer` (the one on `server`,
+    /// if advertised), as a peer offered with `tcp` does before applying the answer.
+    pub async fn connect_tcp(&mut self, answer: &str, server: std::net::IpAddr) -> Result<()> {
+        let remote = Link::tcp_candidate(answer, server)?;
+        self.tcp = Some(Link::connect_tcp(&mut self.rtc, remote).await?);
+        Ok(())
     }
 
     /// Applies the SFU's answer to our first offer.
@@ -190,17 +210,23 @@ impl Peer {
             id,
             mut rtc,
             socket,
+            tcp,
             audio,
             video,
             publish,
         } = self;
-        let socket = UdpSocket::from_std(socket)?;
-        let local = socket.local_addr()?;
+        let mut link = match (socket, tcp) {
+            (Some(socket), _) => Link::Udp(UdpSocket::from_std(socket)?),
+            (None, Some(stream)) => Link::tcp(stream)?,
+            (None, None) => return Err(BenchError::Protocol("no transport".into())),
+        };
+        let local = link.local()?;
+        let proto = link.proto();
         let mut sender = Sender::new(id, audio, video, spec);
         let mut buf = vec![0u8; 2048];
         let mut rx_at = Arrival::default();
         loop {
-            let timeout = drain(&mut rtc, &socket, stats, rx_at, &mut sender).await?;
+            let timeout = drain(&mut rtc, &mut link, stats, rx_at, &mut sender).await?;
             if !rtc.is_alive() {
                 return Ok(());
             }
@@ -209,7 +235,7 @@ impl Peer {
                 biased;
                 () = cancel.cancelled() => {
                     rtc.disconnect();
-                    let _ = drain(&mut rtc, &socket, stats, rx_at, &mut sender).await;
+                    let _ = drain(&mut rtc, &mut link, stats, rx_at, &mut sender).await;
                     return Ok(());
                 }
                 cmd = cmds.recv() => match cmd {
@@ -228,20 +254,30 @@ impl Peer {
                         return Ok(());
                     }
                 },
-                r = socket.readable() => {
-                    r?;
-                    for _ in 0..RECV_BATCH {
-                        let d = match stamp::try_recv(&socket, &mut buf) {
+                r = link.wait() => match r? {
+                    Incoming::Readable => for _ in 0..RECV_BATCH {
+                        let d = match link.try_recv_udp(&mut buf) {
                             Ok(d) => d,
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                             Err(e) => return Err(e.into()),
                         };
                         rx_at = Arrival::of(&d, epoch);
                         // str0m gets the read time: its clock must not go back.
-                        receive(&mut rtc, &buf[..d.len], d.source, local, d.read)?;
-                        drain(&mut rtc, &socket, stats, rx_at, &mut sender).await?;
+                        receive(&mut rtc, &buf[..d.len], d.source, local, proto, d.read)?;
+                        drain(&mut rtc, &mut link, stats, rx_at, &mut sender).await?;
+                    },
+                    // Over TCP there is no kernel stamp: the frame's time is its read.
+                    Incoming::Frame(frame) => {
+                        let now = Instant::now();
+                        rx_at = Arrival::read_at(now, epoch);
+                        let source = link.remote().unwrap_or(local);
+                        receive(&mut rtc, &frame, source, local, proto, now)?;
+                        drain(&mut rtc, &mut link, stats, rx_at, &mut sender).await?;
                     }
-                }
+                    Incoming::Closed => {
+                        return Err(BenchError::Protocol("the SFU closed the TCP connection".into()));
+                    }
+                },
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
             let now = Instant::now();
@@ -258,6 +294,7 @@ fn receive(
     data: &[u8],
     source: SocketAddr,
     destination: SocketAddr,
+    proto: Protocol,
     now: Instant,
 ) -> Result<()> {
     // Datagrams str0m cannot classify (not STUN, DTLS, RTP or RTCP) are dropped here.
@@ -267,7 +304,7 @@ fn receive(
     let input = Input::Receive(
         now,
         Receive {
-            proto: Protocol::Udp,
+            proto,
             source,
             destination,
             contents,
@@ -284,7 +321,7 @@ fn receive(
 /// at that load; it keeps a sender's frame from depending on that.)
 async fn drain(
     rtc: &mut Rtc,
-    socket: &UdpSocket,
+    link: &mut Link,
     stats: &PeerStats,
     rx_at: Arrival,
     sender: &mut Sender,
@@ -301,7 +338,7 @@ async fn drain(
                 rtc.handle_input(Input::Timeout(now)).map_err(rtc_err)?;
             }
             Output::Transmit(t) => {
-                socket.send_to(&t.contents, t.destination).await?;
+                link.send(&t.contents, t.destination).await?;
             }
             Output::Event(Event::Connected) => stats.connected.store(true, Ordering::Release),
             Output::Event(Event::IceConnectionStateChange(s)) => {

@@ -38,15 +38,26 @@ pub struct Participant {
     pub epoch: Instant,
     pub stats: Arc<PeerStats>,
     pub shard: tokio::runtime::Handle,
-    /// The address its media socket binds ([`local_ip_toward`] the server).
-    pub local_ip: std::net::IpAddr,
+    /// Where its media goes ([`route_to`] the server).
+    pub route: Route,
+    /// Over ICE-TCP instead of UDP.
+    pub tcp: bool,
 }
 
-/// The address of this host that traffic to the server at `base` (`http://host:port`)
-/// leaves from: 127.0.0.1 for a server on loopback, the namespace's own address when the
-/// clients run in a network namespace of their own. Connecting a UDP socket sends
-/// nothing; it only picks the route.
-pub fn local_ip_toward(base: &str) -> Result<std::net::IpAddr> {
+/// The addresses media travels between.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// This host's, where a media socket binds.
+    pub local: std::net::IpAddr,
+    /// The server's (the host of its URL).
+    pub server: std::net::IpAddr,
+}
+
+/// The server at `base` (`http://host:port`) and the address of this host that traffic
+/// to it leaves from: 127.0.0.1 for a server on loopback, the namespace's own address
+/// when the clients run in a network namespace of their own. Connecting a UDP socket
+/// sends nothing; it only picks the route.
+pub fn route_to(base: &str) -> Result<Route> {
     let url = reqwest::Url::parse(base)
         .map_err(|e| BenchError::Protocol(format!("server URL {base}: {e}")))?;
     let server = url
@@ -61,7 +72,10 @@ pub fn local_ip_toward(base: &str) -> Result<std::net::IpAddr> {
     };
     let probe = std::net::UdpSocket::bind((unspecified, 0))?;
     probe.connect(server)?;
-    Ok(probe.local_addr()?.ip())
+    Ok(Route {
+        local: probe.local_addr()?.ip(),
+        server: server.ip(),
+    })
 }
 
 async fn token(
@@ -136,8 +150,13 @@ pub async fn connect(
         "media_joined",
     )
     .await?;
-    let (mut peer, offer, pending) =
-        Peer::offer(p.id, p.publish, p.spec.video.is_some(), p.local_ip)?;
+    let (mut peer, offer, pending) = Peer::offer(
+        p.id,
+        p.publish,
+        p.spec.video.is_some(),
+        p.route.local,
+        p.tcp,
+    )?;
     let answer = request(
         &mut ws,
         json!({"type":"media_offer","id":"mo","sdp":offer}),
@@ -147,6 +166,9 @@ pub async fn connect(
     let sdp = answer["sdp"]
         .as_str()
         .ok_or_else(|| BenchError::Protocol(format!("media_answer without sdp: {answer}")))?;
+    if p.tcp {
+        peer.connect_tcp(sdp, p.route.server).await?;
+    }
     peer.accept_answer(pending, sdp)?;
     let (tx, rx) = mpsc::channel(8);
     p.shard

@@ -40,6 +40,15 @@ pub struct Arrival {
 }
 
 impl Arrival {
+    /// Read at `t` with no stamp of its own (a frame from a TCP connection).
+    pub fn read_at(t: Instant, epoch: Instant) -> Self {
+        let us = t.saturating_duration_since(epoch).as_micros() as u64;
+        Self {
+            socket_us: us,
+            read_us: us,
+        }
+    }
+
     pub fn of(d: &Received, epoch: Instant) -> Self {
         let us = |t: Instant| t.saturating_duration_since(epoch).as_micros() as u64;
         Self {
