@@ -482,6 +482,16 @@ async fn a_track_published_while_muted_starts_muted() {
         })
         .collect();
     assert_eq!(muted, [(first, true), (second, true)]);
+    // The room hears of the new track before it hears that it is muted.
+    let position = |want: &dyn Fn(&SfuEvent) -> bool| call.events().iter().position(want);
+    let announced =
+        position(&|e| matches!(e, SfuEvent::TrackPublished { track, .. } if *track == second));
+    let told = position(&|e| matches!(e, SfuEvent::TrackMuted { track, .. } if *track == second));
+    assert!(
+        matches!((announced, told), (Some(a), Some(t)) if a < t),
+        "{:?}",
+        call.events()
+    );
 
     // Unmuted: the new track is the one that changes, and it is heard.
     let tracks = call.sfu.mute("alice", Some(TrackKind::Audio), false).await;

@@ -248,10 +248,14 @@ impl Driver {
                 } if !self.remote.contains_key(&publisher) => {
                     self.events.send(SfuEvent::TrackPublished {
                         room,
-                        participant: publisher,
+                        participant: publisher.clone(),
                         track,
                         kind,
-                    })
+                    });
+                    // Published while the server mutes its kind: muted from the start.
+                    if self.router.is_muted(track) {
+                        self.tell_muted(&publisher, track, kind, true);
+                    }
                 }
                 RouterEvent::TrackUnpublished {
                     room,

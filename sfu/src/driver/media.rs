@@ -130,10 +130,6 @@ impl Driver {
                     self.mirror_publish(track);
                 }
                 debug!(participant = %id, %track, ?mid, layers, "track published");
-                // Published while the server mutes its kind: muted from the start.
-                if self.router.is_muted(track) {
-                    self.tell_muted(id, track, kind, true);
-                }
             }
             // The m-line stays negotiated but nothing it carries is forwarded.
             Err(e) => warn!(participant = %id, ?mid, "track refused: {e}"),
@@ -289,7 +285,7 @@ impl Driver {
     }
 
     /// Reports a track the server muted or unmuted.
-    fn tell_muted(
+    pub(super) fn tell_muted(
         &self,
         participant: &ParticipantId,
         track: TrackId,
