@@ -13,16 +13,22 @@ mod common;
 use common::Server;
 use common::{browser_available, metric_sum, run_browser_script};
 
-/// The three-page calls of call.mjs run one at a time: two at once (the test harness
-/// runs two tests at a time on a 2-core machine) starved Chromium until one page's
-/// own estimate held its camera to the lowest layer for 20 s, failing the layer checks.
-static CALLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// This file's browser scenarios run one at a time: two at once (the test harness runs
+/// two tests at a time on a 2-core machine) starved Chromium until a page's estimate, or
+/// the SFU's toward it, held a camera to its lowest layer for 20 s, failing the layer
+/// checks (seen with two three-page calls, then with a call beside the "last N" and
+/// single-stream scenarios).
+static BROWSERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Waits for the browsers; a failed scenario poisons the lock, and the next runs anyway.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    BROWSERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 fn call(server: &Server, mode: &str, publisher_cap: Option<u64>) -> serde_json::Value {
-    // A failed call poisons the lock; the next one runs anyway.
-    let _one_at_a_time = CALLS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _browsers = one_at_a_time();
     let base = format!("http://{}", server.addr);
     let cap = publisher_cap.map(|c| c.to_string());
     let mut args = vec![base.as_str(), mode];
@@ -178,6 +184,7 @@ fn a_camera_held_back_by_last_n_shows_as_paused() {
         &[],
     );
     let base = format!("http://{}", server.addr);
+    let _browsers = one_at_a_time();
     let report = run_browser_script("lastn.mjs", &[&base], None);
     let tiles = report["tiles"].as_array().expect("tiles");
     assert_eq!(tiles.len(), 2, "{report}");
@@ -220,6 +227,7 @@ fn a_single_stream_browser_follows_its_one_subscriber_s_room() {
         &[],
     );
     let base = format!("http://{}", server.addr);
+    let _browsers = one_at_a_time();
     let report = run_browser_script("single.mjs", &[&base, &CAP.to_string()], None);
     eprintln!("single.mjs: {report}");
     // One stream, no rids.
