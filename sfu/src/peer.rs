@@ -199,6 +199,12 @@ pub(crate) struct PeerBandwidth {
     /// from str0m's starting rate, which is no sign of a full link, and a single-stream
     /// camera is paused by the caps only.
     pub fell: bool,
+    /// Since when an upgrade has waited with the estimate below the desired rate and
+    /// not rising, and the estimate then: see `Peer::set_desired`.
+    pub stuck: Option<(Instant, u64)>,
+    /// Restarts of the estimator for a stuck upgrade since the last upgrade that did
+    /// not wait (each doubles the wait before the next).
+    pub restarts: u32,
 }
 
 /// One drain of a peer's output (a run of [`Peer::poll`] calls until a timeout).

@@ -19,6 +19,12 @@ use crate::simulcast::{
     highest_layer_within,
 };
 
+/// How long an upgrade may wait with the estimate under the desired rate and not
+/// rising before the estimator is restarted (`Peer::set_desired`).
+const RESTART_ESTIMATE_AFTER: Duration = Duration::from_secs(2);
+/// The longest wait between two such restarts while the upgrade keeps waiting.
+const RESTART_ESTIMATE_MAX_WAIT: Duration = Duration::from_secs(32);
+
 /// A change of the desired bitrate smaller than this fraction is not passed on (the
 /// layer rates it is made of are themselves measurements that wobble).
 const DESIRED_CHANGE: f64 = 0.05;
@@ -396,7 +402,7 @@ impl Peer {
         } else {
             0
         };
-        self.set_desired((wanted as f64 * headroom) as u64, minimum, cap);
+        self.set_desired((wanted as f64 * headroom) as u64, minimum, cap, now);
     }
 
     /// Passes new desired and minimum bitrates to str0m's estimator when they changed
@@ -405,9 +411,42 @@ impl Peer {
     /// less than its next layer would otherwise be application-limited, and an
     /// estimate that fell in a dip (scheduling stalls read as queueing) would climb
     /// back to that layer's rate only slowly (about 20 s measured with Chromium).
-    fn set_desired(&mut self, wanted: u64, minimum: u64, cap: u64) {
+    ///
+    /// An estimate can also stop moving altogether: after a subscriber took little for
+    /// a while (a small tile), str0m's estimate settles at about 1.5 times what it was
+    /// sent (padding does not count as acknowledged) and then neither padding nor a
+    /// rise of the desired rate lifts it (seen: 156 kbit/s, not one new value in 10 s,
+    /// three runs in four). So when an upgrade (`minimum` > 0) has waited
+    /// [`RESTART_ESTIMATE_AFTER`] with the estimate under the desired rate and not
+    /// rising, the estimator is restarted from that estimate: it probes again from
+    /// there (3 and 6 times the estimate, as at the session's start). On a link that
+    /// has no more room the wait doubles after each restart, up to
+    /// [`RESTART_ESTIMATE_MAX_WAIT`], so its probes do not come every 2 s; an upgrade
+    /// no longer waiting starts the count again.
+    fn set_desired(&mut self, wanted: u64, minimum: u64, cap: u64, now: Instant) {
         let desired = wanted.min(cap);
         let minimum = minimum.min(desired);
+        let estimate = self.bandwidth.estimate.unwrap_or(0);
+        let waiting = minimum > 0 && estimate > 0 && estimate < desired;
+        if !waiting {
+            self.bandwidth.restarts = 0;
+        }
+        match self.bandwidth.stuck {
+            Some((since, at)) if waiting && estimate <= at => {
+                let wait = RESTART_ESTIMATE_AFTER
+                    .saturating_mul(1 << self.bandwidth.restarts.min(8))
+                    .min(RESTART_ESTIMATE_MAX_WAIT);
+                if now.saturating_duration_since(since) >= wait {
+                    tracing::debug!(participant = %self.id, estimate, desired,
+                        restarts = self.bandwidth.restarts,
+                        "estimate stuck under an upgrade: estimator restarted");
+                    self.rtc.bwe().reset(Bitrate::bps(estimate));
+                    self.bandwidth.stuck = Some((now, estimate));
+                    self.bandwidth.restarts += 1;
+                }
+            }
+            _ => self.bandwidth.stuck = waiting.then_some((now, estimate)),
+        }
         let changed = |new: u64, old: u64| {
             new != old
                 && (old == 0 || new == 0 || new.abs_diff(old) as f64 >= DESIRED_CHANGE * old as f64)

@@ -712,3 +712,73 @@ async fn one_to_one_feedback(shards: usize, spread_rooms_above: usize) {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(rembs(&call).len(), told, "{:?}", rembs(&call));
 }
+
+/// With estimation on, a subscriber that asked for the low layer for a while (a small
+/// tile), sending it far less than its link takes, gets the top layer back when it asks
+/// again. Its estimate falls from about 1.2 Mbit/s to 120-160 kbit/s while it is on q,
+/// and then, in three runs of four, did not change at all for the 10 s after it asked
+/// for High (padding and a rise of the desired rate did not lift it): the SFU now
+/// restarts the estimator when an upgrade has waited 2 s on an estimate that does not
+/// rise (docs/sfu.md). With that, back on f after 4.7-7.5 s in four runs of four.
+/// (`RUST_LOG=huddle_sfu::peer::bandwidth=debug` shows the restarts.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_back_from_a_small_tile_gets_the_top_layer_again() {
+    let mut call = Call::start().await;
+    call.join("room", "pub", VideoCodec::H264Simulcast).await;
+    let track = video_track(&call, "pub").await;
+    call.join_with("room", "viewer", None).await;
+    assert!(
+        eventually(WAIT, || count_layer(&video_log(&call, "viewer"), "f") >= 30).await,
+        "runs {:?}",
+        layer_runs(&video_log(&call, "viewer"))
+    );
+    let estimate = |call: &Call| {
+        let call = call.sfu.clone();
+        async move {
+            call.stats()
+                .await
+                .unwrap()
+                .iter()
+                .find(|s| s.participant.as_str() == "viewer")
+                .and_then(|s| s.bandwidth_estimate_bps)
+        }
+    };
+    let on_top = estimate(&call).await;
+    call.sfu
+        .set_max_quality("viewer", track, Quality::Low)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let small = estimate(&call).await;
+    let mark = video_log(&call, "viewer").len();
+    assert!(
+        video_log(&call, "viewer")[mark.saturating_sub(20)..]
+            .iter()
+            .all(|f| f.layer == "q"),
+        "runs {:?}",
+        layer_runs(&video_log(&call, "viewer"))
+    );
+    let asked = std::time::Instant::now();
+    call.sfu
+        .set_max_quality("viewer", track, Quality::High)
+        .await
+        .unwrap();
+    let back = eventually(Duration::from_secs(10), || {
+        video_log(&call, "viewer")[mark..]
+            .iter()
+            .filter(|f| f.layer == "f")
+            .count()
+            >= 10
+    })
+    .await;
+    let after = estimate(&call).await;
+    println!(
+        "estimate on f {on_top:?}, after 6 s on q {small:?}, then {after:?}; back on f after {:?}",
+        asked.elapsed()
+    );
+    assert!(
+        back,
+        "not back on f: estimate {on_top:?} -> {small:?} -> {after:?}, runs {:?}",
+        layer_runs(&video_log(&call, "viewer")[mark..])
+    );
+}
