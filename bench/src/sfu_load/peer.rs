@@ -1,7 +1,8 @@
 //! One synthetic WebRTC participant: a str0m `Rtc` (real ICE, DTLS-SRTP, RTP/RTCP) on its
-//! own UDP socket, or on one ICE-TCP connection ([`Link`]). It publishes a 20 ms Opus-like audio track with the RFC 6464
-//! audio level extension and optionally an H.264-like video track, answers the SFU's
-//! renegotiation offers, and tallies every frame it receives.
+//! own UDP socket, or on one ICE-TCP connection ([`Link`]). It publishes a 20 ms
+//! Opus-like audio track with the RFC 6464 audio level extension and optionally an
+//! H.264-like video track, answers the SFU's renegotiation offers, and tallies every
+//! frame it receives.
 //!
 //! The drive loop is str0m's: feed `Input::Receive`/`Input::Timeout` with the time they
 //! happened, then poll `Output`s until the next timeout. Peers run as tasks on the shard
