@@ -207,6 +207,17 @@ impl Driver {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Shutdown { reply }) => {
                         self.close_all();
+                        // Closed before the answer, so that no request sent after it
+                        // is queued for a shard that is gone (tokio may keep a message
+                        // sent as the receiver drops until the last sender drops: its
+                        // caller waited forever). Requests queued before are dropped
+                        // (their callers get `Closed`); another shutdown is answered.
+                        self.commands.close();
+                        while let Some(cmd) = self.commands.recv().await {
+                            if let Command::Shutdown { reply } = cmd {
+                                let _ = reply.send(());
+                            }
+                        }
                         let _ = reply.send(());
                         return;
                     }
