@@ -123,6 +123,6 @@ pub use event::{
     SfuEvents, SubscribedTrackStats,
 };
 pub use handle::{Sfu, SfuHandle};
-pub use ids::{ParticipantId, RoomId, TrackId, TrackKind};
+pub use ids::{ParticipantId, RoomId, TrackId, TrackKind, TrackKinds};
 pub use metrics::SfuMetrics;
 pub use simulcast::Quality;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::config::RouterConfig;
 use crate::error::RouterError;
-use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind};
+use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind, TrackKinds};
 use crate::keyframe::KeyframeThrottle;
 use crate::picture::Size;
 use crate::simulcast::RateMeter;
@@ -140,9 +140,9 @@ struct Participant {
     /// Members whose video it always receives under "last N" (they take its first
     /// slots), at most [`MAX_PINNED`].
     pinned: Vec<ParticipantId>,
-    /// Kinds the server muted (a moderator), by [`TrackKind`] as index: its tracks of
-    /// such a kind are muted, also those it publishes later, until unmuted.
-    muted: [bool; 2],
+    /// Kinds the server muted (a moderator): its tracks of such a kind are muted, also
+    /// those it publishes later, until unmuted.
+    muted: TrackKinds,
 }
 
 /// A room: its members in joining order and its speaker detector.
@@ -282,7 +282,7 @@ impl Router {
                 subscriptions: Vec::new(),
                 auto_subscribe: true,
                 pinned: Vec::new(),
-                muted: [false; 2],
+                muted: TrackKinds::default(),
             },
         );
         for track in existing {
@@ -373,7 +373,7 @@ impl Router {
         };
         p.published.push(track);
         let room = p.room.clone();
-        let muted = p.muted[kind as usize];
+        let muted = p.muted.contains(kind);
         self.tracks.insert(
             track,
             Track {
@@ -574,17 +574,14 @@ impl Router {
         let Some(p) = self.participants.get_mut(participant) else {
             return Err(RouterError::UnknownParticipant(participant.clone()));
         };
-        for k in [TrackKind::Audio, TrackKind::Video] {
-            if kind.is_none_or(|want| want == k) {
-                p.muted[k as usize] = muted;
-            }
-        }
+        let kinds = TrackKinds::of(kind);
+        p.muted.set(kinds, muted);
         let mut changed = Vec::new();
         for track in p.published.clone() {
             let Some(k) = self.tracks.get(&track).map(|t| t.kind) else {
                 continue;
             };
-            if kind.is_none_or(|want| want == k) && self.set_muted(track, muted) {
+            if kinds.contains(k) && self.set_muted(track, muted) {
                 changed.push((track, k));
             }
         }
@@ -596,7 +593,7 @@ impl Router {
     pub fn is_participant_muted(&self, participant: &ParticipantId, kind: TrackKind) -> bool {
         self.participants
             .get(participant)
-            .is_some_and(|p| p.muted[kind as usize])
+            .is_some_and(|p| p.muted.contains(kind))
     }
 
     /// Mutes or unmutes `track` for everyone, whatever its publisher sends (a

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
 use base64::Engine;
-use huddle_sfu::TrackKind;
+use huddle_sfu::{TrackKind, TrackKinds};
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
@@ -82,10 +82,10 @@ struct Room {
     members: BTreeMap<Arc<str>, SessionKey>,
     created_at: u64,
     empty_since: Option<Instant>,
-    /// What a moderator muted, by identity: the kinds (by [`TrackKind`] as index) the
-    /// SFU mutes in that identity's media sessions, those it starts later included,
-    /// while the room lasts or until unmuted.
-    moderated: BTreeMap<Arc<str>, [bool; 2]>,
+    /// What a moderator muted, by identity: the kinds the SFU mutes in that identity's
+    /// media sessions, those it starts later included, while the room lasts or until
+    /// unmuted.
+    moderated: BTreeMap<Arc<str>, TrackKinds>,
 }
 
 /// What the media side needs to know of a session.
@@ -874,12 +874,8 @@ impl Hub {
         };
         let member = member.clone();
         let kinds = r.moderated.entry(member.clone()).or_default();
-        for k in [TrackKind::Audio, TrackKind::Video] {
-            if kind.is_none_or(|want| want == k) {
-                kinds[k as usize] = muted;
-            }
-        }
-        if *kinds == [false; 2] {
+        kinds.set(TrackKinds::of(kind), muted);
+        if kinds.is_empty() {
             r.moderated.remove(&member);
         }
         true
@@ -890,15 +886,11 @@ impl Hub {
         let Some(s) = self.by_sid.get(sid).and_then(|k| self.sessions.get(k)) else {
             return Vec::new();
         };
-        let kinds = s
-            .room
+        s.room
             .as_ref()
             .and_then(|room| self.rooms.get(room))
-            .and_then(|r| r.moderated.get(&s.identity));
-        [TrackKind::Audio, TrackKind::Video]
-            .into_iter()
-            .filter(|&k| kinds.is_some_and(|m| m[k as usize]))
-            .collect()
+            .and_then(|r| r.moderated.get(&s.identity))
+            .map_or_else(Vec::new, |kinds| kinds.iter().collect())
     }
 
     /// Closes `room`, telling every member; false if there is no such room.

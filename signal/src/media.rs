@@ -308,9 +308,7 @@ pub(crate) fn kind(k: TrackKind) -> &'static str {
 
 /// The track kind named `name` (as [`kind`] writes it).
 pub(crate) fn parse_kind(name: &str) -> Option<TrackKind> {
-    [TrackKind::Audio, TrackKind::Video]
-        .into_iter()
-        .find(|&k| kind(k) == name)
+    TrackKind::ALL.into_iter().find(|&k| kind(k) == name)
 }
 
 /// Relays the SFU's events to sessions and rooms until the SFU stops.
