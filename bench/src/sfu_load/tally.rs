@@ -42,18 +42,18 @@ pub struct Arrival {
 impl Arrival {
     /// Read at `t` with no stamp of its own (a frame from a TCP connection).
     pub fn read_at(t: Instant, epoch: Instant) -> Self {
-        let us = t.saturating_duration_since(epoch).as_micros() as u64;
-        Self {
-            socket_us: us,
-            read_us: us,
-        }
+        Self::at(t, t, epoch)
     }
 
     pub fn of(d: &Received, epoch: Instant) -> Self {
+        Self::at(d.stamped, d.read, epoch)
+    }
+
+    fn at(stamped: Instant, read: Instant, epoch: Instant) -> Self {
         let us = |t: Instant| t.saturating_duration_since(epoch).as_micros() as u64;
         Self {
-            socket_us: us(d.stamped),
-            read_us: us(d.read),
+            socket_us: us(stamped),
+            read_us: us(read),
         }
     }
 }
