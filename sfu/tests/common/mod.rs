@@ -405,6 +405,18 @@ struct Media {
     codec: VideoCodec,
 }
 
+/// Offers a client's own change of its m-lines to the SFU and applies the answer.
+async fn offer_change(
+    rtc: &mut Rtc,
+    sfu: &SfuHandle,
+    name: &str,
+    (offer, pending): (SdpOffer, str0m::change::SdpPendingOffer),
+) {
+    let answer = sfu.offer(name, offer.to_sdp_string()).await.unwrap();
+    let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
+    rtc.sdp_api().accept_answer(pending, answer).unwrap();
+}
+
 /// Whether the loss shim drops `datagram` at `permille`. RFC 7983: a first byte of
 /// 128..=191 is RTP/RTCP; STUN and DTLS always pass.
 fn shim_drops(permille: &AtomicU64, datagram: &[u8], rng: &mut u64) -> bool {
@@ -578,20 +590,16 @@ async fn run_client(
                     let Some(video) = media.video else { continue };
                     let mut api = rtc.sdp_api();
                     api.set_direction(video, Direction::Inactive);
-                    if let Some((offer, pending)) = api.apply() {
-                        let answer = sfu.offer(name.as_str(), offer.to_sdp_string()).await.unwrap();
-                        let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
-                        rtc.sdp_api().accept_answer(pending, answer).unwrap();
+                    if let Some(change) = api.apply() {
+                        offer_change(&mut rtc, &sfu, &name, change).await;
                     }
                 }
                 Some(ClientCmd::RepublishAudio) => {
                     let mut api = rtc.sdp_api();
                     api.set_direction(media.audio, Direction::Inactive);
                     let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-                    if let Some((offer, pending)) = api.apply() {
-                        let answer = sfu.offer(name.as_str(), offer.to_sdp_string()).await.unwrap();
-                        let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
-                        rtc.sdp_api().accept_answer(pending, answer).unwrap();
+                    if let Some(change) = api.apply() {
+                        offer_change(&mut rtc, &sfu, &name, change).await;
                         media.audio = audio;
                     }
                 }
