@@ -882,15 +882,16 @@ impl Hub {
     }
 
     /// The kinds a moderator muted for the session with this sid, in its room.
-    pub fn moderated_kinds(&self, sid: &str) -> Vec<TrackKind> {
+    pub fn moderated_kinds(&self, sid: &str) -> TrackKinds {
         let Some(s) = self.by_sid.get(sid).and_then(|k| self.sessions.get(k)) else {
-            return Vec::new();
+            return TrackKinds::default();
         };
         s.room
             .as_ref()
             .and_then(|room| self.rooms.get(room))
             .and_then(|r| r.moderated.get(&s.identity))
-            .map_or_else(Vec::new, |kinds| kinds.iter().collect())
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Closes `room`, telling every member; false if there is no such room.

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use huddle_sfu::{
     LeaveReason, ParticipantStats, Quality, SfuError, SfuEvent, SfuEvents, SfuHandle, TrackId,
-    TrackKind,
+    TrackKind, TrackKinds,
 };
 use tokio::sync::mpsc;
 
@@ -163,14 +163,7 @@ pub(crate) fn handle(
                 };
                 let r = sfu.join(room.as_ref(), sid_s.as_str()).await;
                 if r.is_ok() {
-                    // A moderator's mute outlasts the media session it was made in;
-                    // applied before the client hears it joined, so before it publishes.
-                    let kinds = st.hub.lock().moderated_kinds(&sid_s);
-                    for kind in kinds {
-                        if let Err(e) = sfu.mute(sid_s.as_str(), Some(kind), true).await {
-                            tracing::debug!(sid = %sid_s, "moderator's mute not applied: {e}");
-                        }
-                    }
+                    apply_moderation(&st, &sfu, &sid_s).await;
                 }
                 r.map(|()| joined)
             }
@@ -220,6 +213,35 @@ pub(crate) fn handle(
             .lock()
             .answer(key, id.as_ref(), r.map_err(error), Instant::now());
     });
+}
+
+/// Applies a moderator's mute, which outlasts the media session it was made in, to a
+/// session that just joined the SFU: before the client hears it joined, so before it
+/// publishes. The record is read again after each change until it holds still: a
+/// moderator who mutes or unmutes meanwhile also changes the session directly, but that
+/// change may reach the SFU before this one, which must not then undo it (the SFU
+/// handles one participant's requests in order, so the last read decides).
+async fn apply_moderation(st: &AppState, sfu: &SfuHandle, sid: &str) {
+    /// More rounds than this means a moderator toggling without pause; the last
+    /// toggle's own request to the SFU is then what decides.
+    const ROUNDS: usize = 4;
+    let mut applied = TrackKinds::default();
+    for _ in 0..ROUNDS {
+        let wanted = st.hub.lock().moderated_kinds(sid);
+        if wanted == applied {
+            return;
+        }
+        for kind in TrackKind::ALL {
+            let muted = wanted.contains(kind);
+            if muted == applied.contains(kind) {
+                continue;
+            }
+            if let Err(e) = sfu.mute(sid, Some(kind), muted).await {
+                tracing::debug!(sid, "moderator's mute not applied: {e}");
+            }
+        }
+        applied = wanted;
+    }
 }
 
 /// A media request, checked and parsed once before it goes to the SFU.
