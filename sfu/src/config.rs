@@ -40,9 +40,10 @@ pub struct SfuConfig {
     /// its own rooms; 0 means one per available core. See [`crate::Sfu`].
     pub shards: usize,
     /// Spread big rooms over the shards: once this many of a room's members are on its
-    /// home shard (the hash of its name), the next ones fill another shard up to as
-    /// many (the least loaded), and so on, and each frame crosses to the shards of its
-    /// subscribers. 0: a room stays on its home shard. See [`crate::Sfu`].
+    /// home shard (the one with the fewest sessions when it opened), the next ones fill
+    /// another shard up to as many (the least loaded), and so on, and each frame
+    /// crosses to the shards of its subscribers. 0: a room stays on its home shard. See
+    /// [`crate::Sfu`].
     pub spread_rooms_above: usize,
 }
 

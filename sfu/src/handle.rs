@@ -97,8 +97,8 @@ pub(crate) enum Command {
 /// The SFU runs [`SfuConfig::shards`] drivers, each on its own thread with its own
 /// single-threaded runtime, its own socket bound to the same address (SO_REUSEPORT), its
 /// own router and its own sessions: no lock on the packet path. A room's first
-/// [`SfuConfig::spread_rooms_above`] members join its home shard (chosen by a hash of its
-/// name), so a small room's forwarding never crosses shards; later ones fill other shards
+/// [`SfuConfig::spread_rooms_above`] members join its home shard (the one with the fewest
+/// sessions when the room opened), so a small room's forwarding never crosses shards; later ones fill other shards
 /// as many at a time, the shards holding a room mirror each other's
 /// members and tracks, and frames cross to the shards of their subscribers through
 /// bounded channels (docs/sfu.md, "Shards"). The kernel spreads
@@ -272,7 +272,7 @@ fn bind_tcp(bind: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>
 /// only), read by the handle to route a participant's requests.
 pub(crate) type Placement = Arc<Mutex<HashMap<ParticipantId, usize>>>;
 
-/// The shard a room lives on.
+/// The shard a room's name hashes to: its home among shards equally loaded.
 fn shard_of(room: &RoomId, count: usize) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     room.as_str().hash(&mut h);
@@ -335,11 +335,11 @@ impl SfuHandle {
             Some(shard) => shard,
             None => {
                 // Placed and counted at once: members joining together see each other.
-                let home = shard_of(&room, self.shards.len());
+                let hashed = shard_of(&room, self.shards.len());
                 let (max_rooms, max_members) = self.limits;
                 self.shared.place_and_admit(
                     &room,
-                    home,
+                    hashed,
                     self.spread_above,
                     max_rooms,
                     max_members,

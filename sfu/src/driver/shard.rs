@@ -29,6 +29,16 @@ pub(crate) const HANDOFF_QUEUE: usize = 4096;
 /// cleared and relearned.
 const FOREIGN_ROUTES: usize = 65_536;
 
+/// An open room in the shared table.
+#[derive(Debug)]
+struct RoomCount {
+    /// The shard of its first member, which takes its next ones up to
+    /// `spread_above`.
+    home: usize,
+    /// Its members on each shard.
+    members: Vec<usize>,
+}
+
 /// What every shard uses alike: candidates, crypto, the DTLS certificate.
 pub(crate) struct Shared {
     /// ICE host candidates given to every peer (ICE-lite, RFC 8445 §2.5).
@@ -39,10 +49,10 @@ pub(crate) struct Shared {
     /// fingerprint is in each SDP): a join does not pay for a key generation on the
     /// driver thread. `None` if the provider cannot make one (each `Rtc` then does).
     pub(super) dtls_cert: Option<str0m::config::DtlsCert>,
-    /// Every open room's members per shard: `max_rooms` and the room size hold across
-    /// shards, and a spread room's next member is placed by it. Locked on joins and
-    /// leaves only.
-    rooms: Mutex<HashMap<RoomId, Vec<usize>>>,
+    /// Every open room's home shard and members per shard: `max_rooms` and the room
+    /// size hold across shards, and a room's next member is placed by it. Locked on
+    /// joins and leaves only.
+    rooms: Mutex<HashMap<RoomId, RoomCount>>,
     /// Shards running.
     shards: usize,
 }
@@ -123,25 +133,26 @@ impl Shared {
         self.count_in(&mut rooms, room, shard, max_rooms, max_members)
     }
 
-    /// Places a new member of `room` (see [`Shared::placed`]) and counts it there, in
-    /// one step, so that members joining at once are placed by each other's counts.
+    /// Places a new member of `room` (see [`Shared::placed`]; `hashed` is the shard
+    /// its name hashes to) and counts it there, in one step, so that members joining
+    /// at once are placed by each other's counts.
     pub(crate) fn place_and_admit(
         &self,
         room: &RoomId,
-        home: usize,
+        hashed: usize,
         spread_above: usize,
         max_rooms: usize,
         max_members: usize,
     ) -> Result<usize, RouterError> {
         let mut rooms = self.rooms.lock();
-        let shard = self.placed(&rooms, room, home, spread_above);
+        let shard = self.placed(&rooms, room, hashed, spread_above);
         self.count_in(&mut rooms, room, shard, max_rooms, max_members)?;
         Ok(shard)
     }
 
     fn count_in(
         &self,
-        rooms: &mut HashMap<RoomId, Vec<usize>>,
+        rooms: &mut HashMap<RoomId, RoomCount>,
         room: &RoomId,
         shard: usize,
         max_rooms: usize,
@@ -149,24 +160,25 @@ impl Shared {
     ) -> Result<(), RouterError> {
         match rooms.get(room) {
             None if rooms.len() >= max_rooms => return Err(RouterError::TooManyRooms),
-            Some(counts) if counts.iter().sum::<usize>() >= max_members => {
+            Some(r) if r.members.iter().sum::<usize>() >= max_members => {
                 return Err(RouterError::RoomFull(room.clone()));
             }
             _ => {}
         }
-        let counts = rooms
-            .entry(room.clone())
-            .or_insert_with(|| vec![0; self.shards]);
-        counts[shard] += 1;
+        let r = rooms.entry(room.clone()).or_insert_with(|| RoomCount {
+            home: shard,
+            members: vec![0; self.shards],
+        });
+        r.members[shard] += 1;
         Ok(())
     }
 
     /// Uncounts a member of `room` on `shard`; the room closes with its last member.
     pub(crate) fn release(&self, room: &RoomId, shard: usize) {
         let mut rooms = self.rooms.lock();
-        if let Some(counts) = rooms.get_mut(room) {
-            counts[shard] = counts[shard].saturating_sub(1);
-            if counts.iter().all(|&n| n == 0) {
+        if let Some(r) = rooms.get_mut(room) {
+            r.members[shard] = r.members[shard].saturating_sub(1);
+            if r.members.iter().all(|&n| n == 0) {
                 rooms.remove(room);
             }
         }
@@ -174,8 +186,8 @@ impl Shared {
 
     /// The shards holding members of `room`.
     pub(super) fn holders(&self, room: &RoomId) -> Vec<usize> {
-        self.rooms.lock().get(room).map_or_else(Vec::new, |counts| {
-            (0..counts.len()).filter(|&s| counts[s] > 0).collect()
+        self.rooms.lock().get(room).map_or_else(Vec::new, |r| {
+            (0..r.members.len()).filter(|&s| r.members[s] > 0).collect()
         })
     }
 
@@ -184,26 +196,37 @@ impl Shared {
         self.rooms.lock().len()
     }
 
-    /// The shard for a new member of `room` (`rooms` locked): its home shard while it
-    /// holds fewer than `spread_above` of the room's members (always, with 0); then a
-    /// shard already holding fewer than that many of them; then the shard with the
-    /// fewest sessions of all that holds none; once every shard holds `spread_above`,
-    /// the one holding the fewest. A room thus spreads over as few shards as its size
-    /// needs, and each frame crosses to as few.
+    /// The shard for a new member of `room` (`rooms` locked). A new room's first
+    /// member goes to the shard with the fewest sessions (of those, the one its name
+    /// hashes to, else the lowest), which becomes the room's home. Later members go to
+    /// the home shard while it holds fewer than `spread_above` of the room's members
+    /// (always, with 0); then to a shard already holding fewer than that many of them;
+    /// then to the shard with the fewest sessions of all that holds none; once every
+    /// shard holds `spread_above`, to the one holding the fewest. Rooms thus share
+    /// the shards out by load, a room spreads over as few shards as its size needs,
+    /// and each frame crosses to as few.
     fn placed(
         &self,
-        rooms: &HashMap<RoomId, Vec<usize>>,
+        rooms: &HashMap<RoomId, RoomCount>,
         room: &RoomId,
-        home: usize,
+        hashed: usize,
         spread_above: usize,
     ) -> usize {
-        let Some(counts) = rooms.get(room) else {
-            return home;
+        let shards = 0..self.shards;
+        let load = |s: usize| rooms.values().map(|r| r.members[s]).sum::<usize>();
+        let Some(RoomCount {
+            home,
+            members: counts,
+        }) = rooms.get(room)
+        else {
+            return shards
+                .min_by_key(|&s| (load(s), s != hashed, s))
+                .unwrap_or(0);
         };
+        let home = *home;
         if spread_above == 0 || counts[home] < spread_above {
             return home;
         }
-        let shards = 0..self.shards;
         if let Some(s) = shards
             .clone()
             .filter(|&s| (1..spread_above).contains(&counts[s]))
@@ -211,7 +234,6 @@ impl Shared {
         {
             return s;
         }
-        let load = |s: usize| rooms.values().map(|c| c[s]).sum::<usize>();
         if let Some(s) = shards
             .clone()
             .filter(|&s| counts[s] == 0)
@@ -447,14 +469,16 @@ mod tests {
     fn a_room_stays_home_until_it_is_big_then_spills_over_as_few_shards_as_it_needs() {
         let s = shared(3);
         let room = RoomId::from("big");
-        let join = |room: &RoomId, home, spread| s.place_and_admit(room, home, spread, 10, 100);
-        // Off: always home.
+        let join = |room: &RoomId, hashed, spread| s.place_and_admit(room, hashed, spread, 10, 100);
+        // Off: always home (the first member's shard: its hash's, all being empty).
         assert_eq!(join(&RoomId::from("off"), 1, 0), Ok(1));
         assert_eq!(join(&RoomId::from("off"), 1, 0), Ok(1));
-        // Two at home, then two on the shard with the fewest sessions (0: "off" has two
-        // on shard 1), then two on the last one, then the one holding the fewest.
+        // Home is the shard with the fewest sessions (0, though the name hashes to 1,
+        // where "off" has two); two there, then two on the shard with the fewest
+        // sessions that holds none of the room (2), then two on the last one, then the
+        // one holding the fewest.
         let placed: Vec<usize> = (0..7).map(|_| join(&room, 1, 2).unwrap()).collect();
-        assert_eq!(placed, [1, 1, 0, 0, 2, 2, 0]);
+        assert_eq!(placed, [0, 0, 2, 2, 1, 1, 0]);
         assert_eq!(s.holders(&room), [0, 1, 2]);
         // Another room is placed on its own.
         assert_eq!(join(&RoomId::from("small"), 2, 2), Ok(2));
@@ -464,6 +488,27 @@ mod tests {
         }
         assert!(s.holders(&room).is_empty());
         assert_eq!(s.rooms_open(), 2);
+    }
+
+    #[test]
+    fn new_rooms_go_to_the_shard_with_the_fewest_sessions() {
+        let s = shared(2);
+        let join = |room: &str, hashed| s.place_and_admit(&RoomId::from(room), hashed, 16, 10, 100);
+        // Both empty: the shard the name hashes to.
+        assert_eq!(join("a", 1), Ok(1));
+        assert_eq!(join("a", 1), Ok(1));
+        // "b" hashes to 1 too, but 0 is emptier; its next member follows it home.
+        assert_eq!(join("b", 1), Ok(0));
+        assert_eq!(join("b", 1), Ok(0));
+        assert_eq!(join("b", 1), Ok(0));
+        // Now 1 is emptier, whatever "c" hashes to.
+        assert_eq!(join("c", 0), Ok(1));
+        // A closed room's shard is free again: "a" leaves, "d" goes to 1.
+        s.release(&RoomId::from("a"), 1);
+        s.release(&RoomId::from("a"), 1);
+        assert_eq!(join("d", 0), Ok(1));
+        assert_eq!(s.holders(&RoomId::from("b")), [0]);
+        assert_eq!(s.holders(&RoomId::from("d")), [1]);
     }
 
     #[test]
