@@ -99,6 +99,12 @@ pub struct SfuSection {
     /// Where each subscriber's bandwidth estimate starts, in bits per second (what the
     /// first simulcast layers are chosen by, until the estimator has measured).
     pub initial_bitrate: u64,
+    /// Most one participant may send the SFU, in bits per second: the excess is dropped
+    /// unread (a flood is not forwarded); 0: no limit. Unlike `max_publisher_bitrate`
+    /// it is enforced, not asked for.
+    pub max_incoming_bitrate: u64,
+    /// Likewise in datagrams per second (STUN not counted); 0: no limit.
+    pub max_incoming_packet_rate: u64,
     /// Forward video of only the N most recent speakers to each participant (audio of
     /// everyone); 0: everyone's video.
     pub last_n: usize,
@@ -128,6 +134,8 @@ impl Default for SfuSection {
             max_subscriber_bitrate: d.bandwidth.max_subscriber_bitrate,
             max_publisher_bitrate: d.bandwidth.max_publisher_bitrate,
             initial_bitrate: d.bandwidth.initial_bitrate,
+            max_incoming_bitrate: d.max_incoming_bitrate,
+            max_incoming_packet_rate: d.max_incoming_packet_rate,
             last_n: d.router.last_n.unwrap_or(0),
             shards: d.shards,
             spread_rooms_above: d.spread_rooms_above,
@@ -152,6 +160,8 @@ impl SfuSection {
                 .then(|| self.tcp_listen.unwrap_or_else(default_tcp)),
             public_ips: self.public_ips.clone(),
             connect_timeout: self.connect_timeout,
+            max_incoming_bitrate: self.max_incoming_bitrate,
+            max_incoming_packet_rate: self.max_incoming_packet_rate,
             shards: self.shards,
             spread_rooms_above: self.spread_rooms_above,
             ..Default::default()
@@ -478,6 +488,15 @@ fn validate_sfu(s: &SfuSection) -> anyhow::Result<()> {
     if s.initial_bitrate < 50_000 {
         bail!("sfu.initial_bitrate is in bits per second and at least 50000");
     }
+    // Below these a camera and a microphone would not fit.
+    if s.max_incoming_bitrate != 0 && s.max_incoming_bitrate < 1_000_000 {
+        bail!("sfu.max_incoming_bitrate is in bits per second and at least 1000000 (0: no limit)");
+    }
+    if s.max_incoming_packet_rate != 0 && s.max_incoming_packet_rate < 200 {
+        bail!(
+            "sfu.max_incoming_packet_rate is in datagrams per second and at least 200 (0: no limit)"
+        );
+    }
     if let Some(tcp) = s.tcp_listen
         && tcp.ip() != s.listen.ip()
     {
@@ -689,6 +708,29 @@ mod tests {
         assert_eq!(
             cfg.sfu.to_sfu_config().bandwidth.max_publisher_bitrate,
             1_500_000
+        );
+        // Incoming limits: bits and datagrams per second, 0 for none; carried through.
+        for (field, value) in [
+            ("max_incoming_bitrate", 20_000),
+            ("max_incoming_packet_rate", 50),
+        ] {
+            let p = write(&dir, &format!("{SECRETS}[sfu]\n{field} = {value}\n"));
+            let err = load(Some(&p), json!({}), false, Purpose::Serve)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("sfu.{field}")), "{err}");
+        }
+        let p = write(
+            &dir,
+            &format!("{SECRETS}[sfu]\nmax_incoming_bitrate = 0\nmax_incoming_packet_rate = 2000\n"),
+        );
+        let c = load(Some(&p), json!({}), false, Purpose::Serve)
+            .unwrap()
+            .sfu
+            .to_sfu_config();
+        assert_eq!(
+            (c.max_incoming_bitrate, c.max_incoming_packet_rate),
+            (0, 2000)
         );
         // The starting estimate: in bits per second, at most the subscriber cap (a cap
         // below the default start lowers the start with it).

@@ -33,6 +33,13 @@ pub struct SfuConfig {
     pub connect_timeout: Duration,
     /// An SFU offer not answered this long is withdrawn and issued again.
     pub answer_timeout: Duration,
+    /// Most one participant may send the SFU, in bits per second: more is dropped before
+    /// it is decrypted (one second's worth may come at once; STUN is not counted), so a
+    /// peer that floods costs its shard little and its room gets none of the excess.
+    /// 0: no limit. Far above what a camera, a screen and a microphone send.
+    pub max_incoming_bitrate: u64,
+    /// Likewise in datagrams per second (small datagrams flood by count). 0: no limit.
+    pub max_incoming_packet_rate: u64,
     /// Droppable events (stats, active speaker) are dropped once this many events wait
     /// unread, so a stalled consumer cannot grow memory; negotiation events never are.
     pub event_backlog: usize,
@@ -58,6 +65,8 @@ impl Default for SfuConfig {
             stats_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(30),
             answer_timeout: Duration::from_secs(5),
+            max_incoming_bitrate: 50_000_000,
+            max_incoming_packet_rate: 10_000,
             event_backlog: 1024,
             shards: 0,
             spread_rooms_above: 16,

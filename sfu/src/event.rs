@@ -165,6 +165,9 @@ pub struct ParticipantStats {
     pub packets_in: u64,
     /// Bytes of those datagrams.
     pub bytes_in: u64,
+    /// Datagrams from the peer dropped unread for coming over its incoming limits
+    /// (`max_incoming_bitrate`, `max_incoming_packet_rate`); not in `packets_in`.
+    pub packets_policed: u64,
     /// UDP datagrams sent to the peer.
     pub packets_out: u64,
     /// Bytes of those datagrams.

@@ -109,6 +109,7 @@ pub mod keyframe;
 pub mod metrics;
 mod peer;
 pub mod picture;
+mod policer;
 pub mod router;
 pub mod simulcast;
 pub mod speaker;

@@ -35,6 +35,9 @@ pub struct SfuMetrics {
     pub malformed_dropped: Counter,
     /// Well-formed datagrams no peer accepts (unknown ufrag, unknown source).
     pub unrouted_dropped: Counter,
+    /// Datagrams dropped because their peer sent over `max_incoming_bitrate` or
+    /// `max_incoming_packet_rate`.
+    pub policed_dropped: Counter,
     /// Datagrams the WebRTC stack refused; the peer is disconnected.
     pub peer_errors: Counter,
     /// Datagrams not sent because the socket buffer was full.
@@ -89,6 +92,7 @@ impl Default for SfuMetrics {
             keyframe_requests_throttled: Counter::default(),
             malformed_dropped: Counter::default(),
             unrouted_dropped: Counter::default(),
+            policed_dropped: Counter::default(),
             peer_errors: Counter::default(),
             send_dropped: Counter::default(),
             datagrams_handed_off: Counter::default(),
@@ -112,7 +116,7 @@ impl SfuMetrics {
     /// Registers every metric under the `huddle_sfu` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("huddle_sfu");
-        let counters: [(&str, &str, &Counter); 21] = [
+        let counters: [(&str, &str, &Counter); 22] = [
             (
                 "packets_in",
                 "datagrams received (UDP, or ICE-TCP frames)",
@@ -160,6 +164,11 @@ impl SfuMetrics {
                 "unrouted_dropped",
                 "datagrams no peer accepts",
                 &self.unrouted_dropped,
+            ),
+            (
+                "policed_dropped",
+                "datagrams dropped for coming over a participant's incoming limits",
+                &self.policed_dropped,
             ),
             (
                 "peer_errors",

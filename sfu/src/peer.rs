@@ -13,6 +13,7 @@ use crate::error::SfuError;
 use crate::event::{LayerStats, ParticipantStats, PublishedTrackStats, SubscribedTrackStats};
 use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind};
 use crate::picture::Size;
+use crate::policer::Policer;
 use crate::router::Router;
 use crate::simulcast::{FrameAction, LayerSelector, Quality, TimestampRewriter};
 
@@ -139,6 +140,9 @@ pub(crate) struct PeerCounters {
     pub packets_in: u64,
     /// Bytes received.
     pub bytes_in: u64,
+    /// Datagrams dropped for coming over its incoming limits (counted in neither
+    /// `packets_in` nor `bytes_in`).
+    pub packets_policed: u64,
     /// Datagrams sent.
     pub packets_out: u64,
     /// Bytes sent.
@@ -263,6 +267,8 @@ pub(crate) struct Peer {
     pub bandwidth: PeerBandwidth,
     /// Tracks whose "last N" hold changed since the driver last looked: (track, held).
     pub hold_changes: Vec<(TrackId, bool)>,
+    /// Its limits on what it may send us (none until the driver sets them).
+    pub policer: Policer,
 }
 
 impl Peer {
@@ -285,6 +291,7 @@ impl Peer {
             counters: PeerCounters::default(),
             bandwidth: PeerBandwidth::default(),
             hold_changes: Vec::new(),
+            policer: Policer::new(0, 0),
         }
     }
 
@@ -806,6 +813,7 @@ impl Peer {
             room: self.room.clone(),
             packets_in: c.packets_in,
             bytes_in: c.bytes_in,
+            packets_policed: c.packets_policed,
             packets_out: c.packets_out,
             bytes_out: c.bytes_out,
             packets_out_per_sec: rate,

@@ -335,6 +335,7 @@ async fn room_media(
                 "identity": hub.identity_of_sid(p.participant.as_str()).map(|i| i.to_string()),
                 "packets_in": p.packets_in,
                 "bytes_in": p.bytes_in,
+                "packets_policed": p.packets_policed,
                 "packets_out": p.packets_out,
                 "bytes_out": p.bytes_out,
                 "packets_out_per_sec": p.packets_out_per_sec,

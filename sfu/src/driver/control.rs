@@ -13,6 +13,7 @@ use crate::event::{LeaveReason, SfuEvent};
 use crate::handle::Command;
 use crate::ids::{ParticipantId, RoomId};
 use crate::peer::Peer;
+use crate::policer::Policer;
 use crate::router::RouterEvent;
 
 /// Audio packets str0m may hold back waiting for a missing one (see `join`).
@@ -227,10 +228,12 @@ impl Driver {
             rtc.add_local_candidate(c.clone());
         }
         info!(%room, %participant, "joined");
-        self.peers.insert(
-            participant.clone(),
-            Peer::new(participant.clone(), room, rtc, now),
+        let mut peer = Peer::new(participant.clone(), room, rtc, now);
+        peer.policer = Policer::new(
+            self.config.max_incoming_bitrate,
+            self.config.max_incoming_packet_rate,
         );
+        self.peers.insert(participant.clone(), peer);
         self.mark_dirty(&participant);
         Ok(())
     }

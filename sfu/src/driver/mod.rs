@@ -315,7 +315,7 @@ impl Driver {
         };
         let input = self.input(contents, source, Protocol::Udp, now);
         match self.route(&input, source) {
-            Route::Local(id) => self.deliver(&id, input, bytes.len()),
+            Route::Local(id) => self.deliver(&id, input, bytes),
             Route::Shard(shard) => {
                 let _ = self.hand_off(
                     shard,
@@ -416,11 +416,24 @@ impl Driver {
         Some(id)
     }
 
-    /// Gives a datagram to peer `id`.
-    fn deliver(&mut self, id: &ParticipantId, input: Input, len: usize) {
+    /// Gives `datagram`, read as `input`, to peer `id`, unless it comes over the peer's
+    /// incoming limits (STUN apart: RFC 7983's first byte 0-3).
+    fn deliver(&mut self, id: &ParticipantId, input: Input, datagram: &[u8]) {
         let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
+        let len = datagram.len();
+        if datagram.first().is_some_and(|&b| b > 3)
+            && let Input::Receive(now, _) = &input
+            && !peer.policer.admit(len, *now)
+        {
+            if peer.counters.packets_policed == 0 {
+                warn!(participant = %id, "sending over its incoming limits: the excess is dropped");
+            }
+            peer.counters.packets_policed += 1;
+            self.metrics.policed_dropped.inc();
+            return;
+        }
         peer.counters.packets_in += 1;
         peer.counters.bytes_in += len as u64;
         if let Err(e) = peer.rtc.handle_input(input) {

@@ -398,7 +398,7 @@ impl Driver {
                         let shard = self.shard.index;
                         let _ = self.hand_off(origin, Handoff::Owner { source, shard });
                     }
-                    self.deliver(&id, input, bytes.len());
+                    self.deliver(&id, input, &bytes);
                     return;
                 }
                 let next = (self.shard.index + 1) % self.shard.count;

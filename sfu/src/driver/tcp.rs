@@ -337,7 +337,7 @@ impl Driver {
         if let Some(id) = self.local_peer(&input, source) {
             debug!(participant = %id, %source, "ICE-TCP connection");
             self.tcp.register(stream, source, id.clone());
-            self.deliver(&id, input, frame.len());
+            self.deliver(&id, input, &frame);
             return;
         }
         if hops + 1 < self.shard.count
@@ -372,7 +372,7 @@ impl Driver {
         let owner = self.tcp.owner(source).cloned();
         match owner {
             Some(id) if self.peers.get(&id).is_some_and(|p| p.rtc.accepts(&input)) => {
-                self.deliver(&id, input, bytes.len());
+                self.deliver(&id, input, bytes);
             }
             _ => {
                 self.metrics.unrouted_dropped.inc();

@@ -122,6 +122,8 @@ pub enum ClientCmd {
     /// Renegotiate with our audio m-line inactive and a new one sending (the same
     /// microphone published again as a new track).
     RepublishAudio,
+    /// Send this many audio packets more every 20 ms (a flood of valid media).
+    Flood(u64),
     Stop,
 }
 
@@ -140,6 +142,11 @@ impl Client {
 
     pub fn stop(&self) {
         let _ = self.tx.send(ClientCmd::Stop);
+    }
+
+    /// Sends `extra` audio packets more every 20 ms from now on (0: back to normal).
+    pub fn flood(&self, extra: u64) {
+        let _ = self.tx.send(ClientCmd::Flood(extra));
     }
 
     pub fn stop_video(&self) {
@@ -551,6 +558,7 @@ async fn run_client(
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut n: u64 = 0;
     let mut resends_configured = false;
+    let mut flood = 0;
     // xorshift state for the loss shim: deterministic per client name.
     let mut rng: u64 = name.bytes().fold(0x9e37_79b9_7f4a_7c15, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
@@ -603,6 +611,7 @@ async fn run_client(
                         media.audio = audio;
                     }
                 }
+                Some(ClientCmd::Flood(extra)) => flood = extra,
                 Some(ClientCmd::Stop) | None => {
                     rtc.disconnect();
                     return;
@@ -652,6 +661,9 @@ async fn run_client(
                         asked && n.is_multiple_of(2)
                     };
                     send_media(&name, &mut rtc, &media, n, start, level.load(Ordering::Relaxed), force);
+                }
+                for extra in 1..=flood {
+                    send_audio(&name, &mut rtc, &media, n, extra, level.load(Ordering::Relaxed));
                 }
                 sent_at.lock().unwrap().insert((name.clone(), n), Instant::now());
                 let remb = remb_bps.load(Ordering::Relaxed);
@@ -777,6 +789,24 @@ fn pt_for(rtc: &mut Rtc, mid: Mid, codec: Codec) -> Option<str0m::media::Pt> {
 
 /// One 20 ms Opus-like audio frame, and a video frame every other tick (keyframe every
 /// 50th, or when `force`d), each carrying our name.
+/// Audio frame `extra` (0: the tick's own) of tick `n`: its RTP timestamps are `extra`
+/// samples apart.
+fn send_audio(name: &str, rtc: &mut Rtc, media: &Media, n: u64, extra: u64, level: u8) {
+    let Some(pt) = pt_for(rtc, media.audio, Codec::Opus) else {
+        return;
+    };
+    // TOC: config 11 (SILK WB 20 ms), mono, one frame (RFC 6716 §3.1).
+    let mut frame = vec![0x58];
+    frame.extend_from_slice(format!("from={name};n={n};").as_bytes());
+    frame.resize(60, 0x55);
+    let ts = MediaTime::new(n * 960 + extra, Frequency::FORTY_EIGHT_KHZ);
+    if let Some(w) = rtc.writer(media.audio) {
+        let _ = w
+            .audio_level(-(level.min(127) as i8), true)
+            .write(pt, Instant::now(), ts, frame);
+    }
+}
+
 fn send_media(
     name: &str,
     rtc: &mut Rtc,
@@ -788,18 +818,7 @@ fn send_media(
 ) {
     let now = Instant::now();
     let elapsed = now.duration_since(start);
-    if let Some(pt) = pt_for(rtc, media.audio, Codec::Opus) {
-        // TOC: config 11 (SILK WB 20 ms), mono, one frame (RFC 6716 §3.1).
-        let mut frame = vec![0x58];
-        frame.extend_from_slice(format!("from={name};n={n};").as_bytes());
-        frame.resize(60, 0x55);
-        let ts = MediaTime::new(n * 960, Frequency::FORTY_EIGHT_KHZ);
-        if let Some(w) = rtc.writer(media.audio) {
-            let _ = w
-                .audio_level(-(level.min(127) as i8), true)
-                .write(pt, now, ts, frame);
-        }
-    }
+    send_audio(name, rtc, media, n, 0, level);
     let Some(video) = media.video else {
         return;
     };
