@@ -269,6 +269,8 @@ pub(crate) struct Peer {
     pub hold_changes: Vec<(TrackId, bool)>,
     /// Its limits on what it may send us (none until the driver sets them).
     pub policer: Policer,
+    /// Our ICE ufrag the driver last filed it under.
+    pub ufrag: String,
 }
 
 impl Peer {
@@ -292,6 +294,7 @@ impl Peer {
             bandwidth: PeerBandwidth::default(),
             hold_changes: Vec::new(),
             policer: Policer::new(0, 0),
+            ufrag: String::new(),
         }
     }
 

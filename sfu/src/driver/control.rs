@@ -39,6 +39,8 @@ impl Driver {
                     Some(p) => p.accept_offer(&sdp),
                     None => Err(RouterError::UnknownParticipant(participant.clone()).into()),
                 };
+                // A client's ICE restart gives the session a new ufrag of ours.
+                self.index_ufrag(&participant);
                 if let Err(e) = &res {
                     debug!(%participant, "offer refused: {e}");
                 }
@@ -234,6 +236,7 @@ impl Driver {
             self.config.max_incoming_packet_rate,
         );
         self.peers.insert(participant.clone(), peer);
+        self.index_ufrag(&participant);
         self.mark_dirty(&participant);
         Ok(())
     }
@@ -356,6 +359,9 @@ impl Driver {
             }
         }
         self.by_addr.retain(|_, p| p != id);
+        if self.by_ufrag.get(&peer.ufrag) == Some(id) {
+            self.by_ufrag.remove(&peer.ufrag);
+        }
         self.tcp.close_peer(id);
         self.dirty.retain(|p| p != id);
         let _ = self.router.leave(id);

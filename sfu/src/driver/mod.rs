@@ -22,6 +22,7 @@ use crate::handle::Command;
 use crate::ids::{ParticipantId, TrackId};
 use crate::metrics::SfuMetrics;
 use crate::peer::{Drain, Peer};
+use crate::policer::Policer;
 use crate::router::Router;
 
 mod control;
@@ -62,6 +63,13 @@ pub(crate) struct Driver {
     /// Which peer a remote address belongs to, filled on first acceptance; saves
     /// asking every peer's `accepts` per datagram.
     by_addr: HashMap<SocketAddr, ParticipantId>,
+    /// Which peer an ICE ufrag of ours belongs to: a connectivity check from a new
+    /// source names its session, found with one lookup however many peers there are.
+    by_ufrag: HashMap<String, ParticipantId>,
+    /// Budget of scans over every peer's `accepts` for other datagrams from unknown
+    /// sources (`SCANS_PER_SECOND`), so that a flood of them from forged addresses
+    /// costs little more than its reads.
+    scans: Policer,
     /// Peers with output to poll.
     dirty: Vec<ParticipantId>,
     /// Requests from handles.
@@ -111,6 +119,12 @@ pub(crate) struct Driver {
 /// Cached address routes per peer on average before new ones stop being cached (a peer
 /// spraying STUN from many ports must not grow the map; uncached routes still work).
 const ROUTES_PER_PEER: usize = 4;
+
+/// Scans of every peer for a datagram from an unknown source that is not a STUN check
+/// naming a known ufrag (a check for another shard's peer, a route not cached) per
+/// second and shard; beyond it such datagrams go on as if no peer here accepted them.
+/// Joins need a few a second.
+const SCANS_PER_SECOND: u64 = 1000;
 
 /// Where a datagram goes.
 enum Route {
@@ -172,6 +186,8 @@ impl Driver {
             foreign: HashMap::new(),
             peers: HashMap::new(),
             by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            scans: Policer::new(0, SCANS_PER_SECOND),
             dirty: Vec::new(),
             commands,
             events,
@@ -314,7 +330,7 @@ impl Driver {
             return;
         };
         let input = self.input(contents, source, Protocol::Udp, now);
-        match self.route(&input, source) {
+        match self.route(&input, bytes, source) {
             Route::Local(id) => self.deliver(&id, input, bytes),
             Route::Shard(shard) => {
                 let _ = self.hand_off(
@@ -382,8 +398,8 @@ impl Driver {
 
     /// Where a datagram from `source` goes: a peer of this shard, the shard that holds
     /// its peer, or nobody known.
-    fn route(&mut self, input: &Input, source: SocketAddr) -> Route {
-        if let Some(id) = self.local_peer(input, source) {
+    fn route(&mut self, input: &Input, datagram: &[u8], source: SocketAddr) -> Route {
+        if let Some(id) = self.local_peer(input, datagram, source) {
             return Route::Local(id);
         }
         match self.foreign.get(&source) {
@@ -392,21 +408,40 @@ impl Driver {
         }
     }
 
-    /// This shard's peer that accepts `input`, remembered by source address.
-    fn local_peer(&mut self, input: &Input, source: SocketAddr) -> Option<ParticipantId> {
-        let cached = self
-            .by_addr
-            .get(&source)
-            .filter(|id| self.peers.get(*id).is_some_and(|p| p.rtc.accepts(input)))
-            .cloned();
-        if cached.is_some() {
-            return cached;
+    /// This shard's peer that accepts `input` (read from `datagram`), remembered by
+    /// source address: the one the source last reached, else the one a STUN check's
+    /// ufrag names, else (within the scan budget) the first that accepts it.
+    fn local_peer(
+        &mut self,
+        input: &Input,
+        datagram: &[u8],
+        source: SocketAddr,
+    ) -> Option<ParticipantId> {
+        let accepts =
+            |id: &&ParticipantId| self.peers.get(*id).is_some_and(|p| p.rtc.accepts(input));
+        if let Some(id) = self.by_addr.get(&source).filter(accepts) {
+            return Some(id.clone());
         }
-        let id = self
-            .peers
-            .iter()
-            .find(|(_, p)| p.rtc.accepts(input))
-            .map(|(id, _)| id.clone())?;
+        let named = stun_local_ufrag(datagram)
+            .and_then(|ufrag| self.by_ufrag.get(ufrag))
+            .filter(accepts)
+            .cloned();
+        let id = match named {
+            Some(id) => id,
+            None => {
+                let Input::Receive(now, _) = input else {
+                    return None;
+                };
+                if !self.scans.admit(0, *now) {
+                    trace!(%source, "scan budget spent: not looked for here");
+                    return None;
+                }
+                self.peers
+                    .iter()
+                    .find(|(_, p)| p.rtc.accepts(input))
+                    .map(|(id, _)| id.clone())?
+            }
+        };
         if self.by_addr.len() < ROUTES_PER_PEER * self.peers.len() + 16 {
             self.by_addr.insert(source, id.clone());
         }
@@ -414,6 +449,23 @@ impl Driver {
         // guess must not outlive the truth).
         self.foreign.remove(&source);
         Some(id)
+    }
+
+    /// Files peer `id` under its current ICE ufrag (set when its session is created,
+    /// new after an ICE restart).
+    fn index_ufrag(&mut self, id: &ParticipantId) {
+        let Some(peer) = self.peers.get_mut(id) else {
+            return;
+        };
+        let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag == peer.ufrag {
+            return;
+        }
+        if self.by_ufrag.get(&peer.ufrag) == Some(id) {
+            self.by_ufrag.remove(&peer.ufrag);
+        }
+        self.by_ufrag.insert(ufrag.clone(), id.clone());
+        peer.ufrag = ufrag;
     }
 
     /// Gives `datagram`, read as `input`, to peer `id`, unless it comes over the peer's
@@ -714,5 +766,86 @@ impl Driver {
             p.dirty = true;
             self.dirty.push(id.clone());
         }
+    }
+}
+
+/// The ufrag of ours that a STUN request names: the first part of its USERNAME
+/// ("ours:theirs", RFC 8445 §7.2.2), if `datagram` is a STUN message (RFC 8489 §5, first
+/// byte 0-3 and the magic cookie) that has one.
+fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
+    const USERNAME: u16 = 0x0006;
+    const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+    if datagram.len() < 20 || datagram[0] > 3 || datagram[4..8] != MAGIC_COOKIE {
+        return None;
+    }
+    let mut rest = &datagram[20..];
+    while rest.len() >= 4 {
+        let kind = u16::from_be_bytes([rest[0], rest[1]]);
+        let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
+        let value = rest.get(4..4 + len)?;
+        if kind == USERNAME {
+            let name = std::str::from_utf8(value).ok()?;
+            return name.split(':').next();
+        }
+        // Attributes are padded to 4 bytes.
+        rest = rest.get((4 + len).next_multiple_of(4)..)?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stun_local_ufrag;
+
+    /// A STUN message: header (Binding request) and these attributes (type, value),
+    /// each padded to 4 bytes.
+    fn stun(attributes: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (kind, value) in attributes {
+            body.extend_from_slice(&kind.to_be_bytes());
+            body.extend_from_slice(&(value.len() as u16).to_be_bytes());
+            body.extend_from_slice(value);
+            body.resize(body.len().next_multiple_of(4), 0);
+        }
+        let mut m = vec![0x00, 0x01];
+        m.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        m.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+        m.extend_from_slice(&[7; 12]);
+        m.extend_from_slice(&body);
+        m
+    }
+
+    #[test]
+    fn the_ufrag_of_ours_is_read_from_a_check_s_username() {
+        // PRIORITY before USERNAME, an odd-length name (padding), MESSAGE-INTEGRITY after.
+        let m = stun(&[
+            (0x0024, &[0, 0, 0, 1]),
+            (0x0006, b"sfuUfrag:abc"),
+            (0x0008, &[9; 20]),
+        ]);
+        assert_eq!(stun_local_ufrag(&m), Some("sfuUfrag"));
+        let m = stun(&[(0x8022, b"x"), (0x0006, b"odd:y")]);
+        assert_eq!(stun_local_ufrag(&m), Some("odd"));
+    }
+
+    #[test]
+    fn anything_else_names_no_ufrag() {
+        // No USERNAME (a binding indication, say).
+        assert_eq!(stun_local_ufrag(&stun(&[(0x8028, &[0; 4])])), None);
+        // Not STUN: RTP, DTLS, no magic cookie, too short.
+        let mut rtp = stun(&[(0x0006, b"a:b")]);
+        rtp[0] = 0x80;
+        assert_eq!(stun_local_ufrag(&rtp), None);
+        let mut cookie = stun(&[(0x0006, b"a:b")]);
+        cookie[5] = 0;
+        assert_eq!(stun_local_ufrag(&cookie), None);
+        assert_eq!(stun_local_ufrag(&[0; 19]), None);
+        // An attribute running past the end, a truncated header, a name not UTF-8.
+        let mut long = stun(&[(0x0006, b"a:b")]);
+        long[22..24].copy_from_slice(&200u16.to_be_bytes());
+        assert_eq!(stun_local_ufrag(&long), None);
+        let m = stun(&[(0x0006, b"a:b")]);
+        assert_eq!(stun_local_ufrag(&m[..22]), None);
+        assert_eq!(stun_local_ufrag(&stun(&[(0x0006, &[0xff, 0xfe])])), None);
     }
 }

@@ -393,7 +393,7 @@ impl Driver {
                     return;
                 };
                 let input = self.input(contents, source, Protocol::Udp, now);
-                if let Some(id) = self.local_peer(&input, source) {
+                if let Some(id) = self.local_peer(&input, &bytes, source) {
                     if probe {
                         let shard = self.shard.index;
                         let _ = self.hand_off(origin, Handoff::Owner { source, shard });

@@ -334,7 +334,7 @@ impl Driver {
             return;
         };
         let input = self.input(contents, source, Protocol::Tcp, now);
-        if let Some(id) = self.local_peer(&input, source) {
+        if let Some(id) = self.local_peer(&input, &frame, source) {
             debug!(participant = %id, %source, "ICE-TCP connection");
             self.tcp.register(stream, source, id.clone());
             self.deliver(&id, input, &frame);
