@@ -1,7 +1,7 @@
 //! bench/scripts/rtp_pair_delay.py, which times the SFU from a capture of its port, on a
 //! capture written here: forwarded RTP packets are paired with the received packet of
 //! the same RTP timestamp, over IPv4 and IPv6; RTCP, unpaired packets and retransmission
-//! streams are left out.
+//! streams are left out. And bench/scripts/udp_flood.py, the junk of `sfu-flood.sh`.
 
 use std::process::Command;
 
@@ -173,4 +173,55 @@ fn rtp_pair_delay_refuses_what_is_not_a_capture() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// bench/scripts/udp_flood.py, the junk `sfu-flood.sh` sends: the count it prints
+/// arrives, half STUN Binding requests with the attributes a STUN parser requires of an
+/// ICE check (USERNAME, PRIORITY, MESSAGE-INTEGRITY; RFC 8445 §7.1.2; so the SFU routes
+/// them rather than dropping them as malformed), half RTP, from several ports.
+#[test]
+fn udp_flood_sends_checks_that_parse_and_rtp() {
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sink.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let port = sink.local_addr().unwrap().port().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/scripts/udp_flood.py");
+    let out = Command::new("python3")
+        .args([script, "127.0.0.1", &port, "2000", "0.1", "4"])
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "{out:?}");
+    let sent: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!((150..=200).contains(&sent), "{sent} sent");
+    let (mut checks, mut rtps, mut sources) = (0, 0, std::collections::HashSet::new());
+    let mut buf = [0u8; 2048];
+    for _ in 0..sent {
+        let (n, from) = sink.recv_from(&mut buf).expect("every datagram arrives");
+        sources.insert(from);
+        let d = &buf[..n];
+        if d[0] == 0x80 {
+            rtps += 1;
+            continue;
+        }
+        // Binding request, length of what follows the header, magic cookie.
+        assert_eq!(&d[..2], &[0x00, 0x01]);
+        assert_eq!(usize::from(u16::from_be_bytes([d[2], d[3]])), n - 20);
+        assert_eq!(&d[4..8], &[0x21, 0x12, 0xa4, 0x42]);
+        let mut kinds = Vec::new();
+        let mut rest = &d[20..];
+        while !rest.is_empty() {
+            let kind = u16::from_be_bytes([rest[0], rest[1]]);
+            let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
+            kinds.push(kind);
+            rest = &rest[(4 + len).next_multiple_of(4)..];
+        }
+        assert_eq!(
+            kinds,
+            [0x0006, 0x0024, 0x0008],
+            "USERNAME, PRIORITY, MESSAGE-INTEGRITY"
+        );
+        checks += 1;
+    }
+    assert_eq!((checks, rtps), (sent.div_ceil(2), sent / 2));
+    assert_eq!(sources.len(), 4);
 }
