@@ -83,6 +83,9 @@ pub struct SfuSection {
     pub max_participants_per_room: usize,
     /// Tracks one participant may publish.
     pub max_tracks_per_participant: usize,
+    /// Members of one room who may publish (the others only receive); a track of a
+    /// member beyond it is refused (`media_track_refused`). 0: every member may.
+    pub max_publishers_per_room: usize,
     /// Rooms with media at once.
     pub max_rooms: usize,
     /// A client whose ICE has not connected this long after joining is dropped.
@@ -128,6 +131,7 @@ impl Default for SfuSection {
             public_ips: d.public_ips,
             max_participants_per_room: d.router.max_participants_per_room,
             max_tracks_per_participant: d.router.max_tracks_per_participant,
+            max_publishers_per_room: d.router.max_publishers_per_room,
             max_rooms: d.router.max_rooms,
             connect_timeout: d.connect_timeout,
             bandwidth_estimation: d.bandwidth.estimate,
@@ -168,6 +172,7 @@ impl SfuSection {
         };
         c.router.max_participants_per_room = self.max_participants_per_room;
         c.router.max_tracks_per_participant = self.max_tracks_per_participant;
+        c.router.max_publishers_per_room = self.max_publishers_per_room;
         c.router.max_rooms = self.max_rooms;
         c.router.last_n = (self.last_n > 0).then_some(self.last_n);
         c.bandwidth.estimate = self.bandwidth_estimation;

@@ -557,3 +557,72 @@ async fn a_moderators_mute_applies_to_media_sessions_started_later() {
         assert!(flowing, "unmuted audio does not flow");
     }
 }
+
+/// With `sfu.max_publishers_per_room = 1`, the second member to publish is told its
+/// microphone is refused (`media_track_refused`, through the SDK) and only receives:
+/// it hears the first, the first hears nothing of it, and the admin view shows one
+/// published track.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_beyond_the_room_s_publishers_is_told_and_only_receives() {
+    let server = Server::start("[sfu]\nlisten = \"127.0.0.1:0\"\nmax_publishers_per_room = 1\n");
+    let (_a, mut alice, mut alice_events, _) = join(&server, "alice", false, None).await;
+    let sending = tokio::spawn(
+        alice
+            .take_audio()
+            .expect("a microphone")
+            .send_looped(speech_like(4.0, 48_000, 16_000, 1)),
+    );
+    let alice_sid = alice.sid().to_owned();
+    let (_b, mut bob, mut bob_events, _) = join(&server, "bob", false, None).await;
+    let bob_sending = tokio::spawn(
+        bob.take_audio()
+            .expect("a microphone")
+            .send_looped(speech_like(4.0, 48_000, 16_000, 2)),
+    );
+    let refused = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match bob_events.recv().await {
+                Some(MediaEvent::TrackRefused { kind, code, .. }) => return (kind, code),
+                Some(_) => {}
+                None => std::future::pending().await,
+            }
+        }
+    })
+    .await
+    .expect("bob is told");
+    assert_eq!(refused, ("audio".into(), "too_many_publishers".into()));
+    // Bob hears Alice...
+    let heard = audio_of(&mut bob_events, &alice_sid).await;
+    let mut flowing = false;
+    for _ in 0..100 {
+        if heard.stats().packets_received >= 20 {
+            flowing = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(flowing, "alice's audio does not reach bob");
+    // ... and Alice gets no track of his.
+    let bob_sid = bob.sid().to_owned();
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), async {
+        loop {
+            match alice_events.recv().await {
+                Some(MediaEvent::Track(t)) if t.publisher == bob_sid => return t.kind,
+                Some(_) => {}
+                None => std::future::pending().await,
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "bob's {quiet:?} reaches alice");
+    let view = media(&server).await;
+    let published: Vec<u64> = view["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["tracks_published"].as_u64().unwrap())
+        .collect();
+    assert_eq!(published.iter().sum::<u64>(), 1, "{view}");
+    sending.abort();
+    bob_sending.abort();
+}

@@ -219,6 +219,12 @@ export class Room {
       case 'track_muted':
         if (m.sid === this.mySid) this.moderatedTrack(m.kind, m.muted);
         return true;
+      case 'media_track_refused':
+        // The room's publisher limit (or our track limit): we only receive.
+        this.notify(m.code === 'too_many_publishers'
+          ? `Your ${m.kind === 'video' ? 'camera' : 'microphone'} is not shared: this room has as many people sharing as it allows.`
+          : `Your ${m.kind === 'video' ? 'camera' : 'microphone'} is not shared: ${m.message}`);
+        return true;
       case 'participant_joined':
       case 'participant_updated':
         this.remember(m.participant);

@@ -74,6 +74,9 @@ async fn main() -> anyhow::Result<()> {
                         println!("{track} resumed");
                     }
                 }
+                MediaEvent::TrackRefused { kind, message, .. } => {
+                    println!("our {kind} is not forwarded: {message}");
+                }
                 MediaEvent::Left { reason } => {
                     println!("media session ended: {reason}");
                     break;

@@ -140,6 +140,10 @@ pub struct RouterConfig {
     pub max_participants_per_room: usize,
     /// Tracks one participant may publish (an m-line each).
     pub max_tracks_per_participant: usize,
+    /// Members of one room who may publish (a webinar: a few speakers, many
+    /// listeners); a track of a member beyond it is refused, the others still
+    /// receive. 0: every member may.
+    pub max_publishers_per_room: usize,
     /// At most one keyframe request per track toward its publisher in this interval;
     /// many subscribers losing the same keyframe must not make the encoder spin.
     pub keyframe_min_interval: Duration,
@@ -157,6 +161,7 @@ impl Default for RouterConfig {
             max_rooms: 1000,
             max_participants_per_room: 50,
             max_tracks_per_participant: 4,
+            max_publishers_per_room: 0,
             keyframe_min_interval: Duration::from_millis(500),
             speaker: SpeakerConfig::default(),
             last_n: None,

@@ -24,6 +24,9 @@ pub enum RouterError {
     /// The participant publishes `max_tracks_per_participant` already.
     #[error("participant {0} publishes too many tracks")]
     TooManyTracks(ParticipantId),
+    /// `max_publishers_per_room` other members of the room publish already.
+    #[error("room {0} has as many publishers as it may")]
+    TooManyPublishers(RoomId),
     /// Pinning someone who is not a member of the participant's room.
     #[error("{0} is not in the room")]
     NotInRoom(ParticipantId),

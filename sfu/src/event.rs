@@ -32,6 +32,25 @@ impl PauseReason {
     }
 }
 
+/// Why a track a participant offered is not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackRefusal {
+    /// It publishes `max_tracks_per_participant` tracks already.
+    TooManyTracks,
+    /// Its room has `max_publishers_per_room` other publishers already.
+    TooManyPublishers,
+}
+
+impl TrackRefusal {
+    /// The error code used in the signalling protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackRefusal::TooManyTracks => "too_many_tracks",
+            TrackRefusal::TooManyPublishers => "too_many_publishers",
+        }
+    }
+}
+
 /// Something signalling must know or relay to clients.
 #[derive(Debug, Clone)]
 pub enum SfuEvent {
@@ -94,6 +113,19 @@ pub enum SfuEvent {
         paused: bool,
         /// Why.
         reason: PauseReason,
+    },
+    /// A track `participant` offered (its m-line `mid`) is refused: its m-line stays
+    /// negotiated but nothing it carries is forwarded. Renegotiating it (a new m-line)
+    /// asks again.
+    TrackRefused {
+        /// Who offered it.
+        participant: ParticipantId,
+        /// Its m-line.
+        mid: String,
+        /// Audio or video.
+        kind: TrackKind,
+        /// Why.
+        reason: TrackRefusal,
     },
     /// ICE and DTLS are up: media flows.
     Connected {

@@ -121,7 +121,7 @@ pub use driver::ICE_TCP_MAX_WAITING_PER_ADDRESS;
 pub use error::{RouterError, SfuError};
 pub use event::{
     LayerStats, LeaveReason, ParticipantStats, PauseReason, PublishedTrackStats, SfuEvent,
-    SfuEvents, SubscribedTrackStats,
+    SfuEvents, SubscribedTrackStats, TrackRefusal,
 };
 pub use handle::{Sfu, SfuHandle};
 pub use ids::{ParticipantId, RoomId, TrackId, TrackKind, TrackKinds};

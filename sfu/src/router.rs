@@ -342,6 +342,25 @@ impl Router {
         if p.published.len() >= self.config.max_tracks_per_participant {
             return Err(RouterError::TooManyTracks(participant.clone()));
         }
+        // A member's first track makes it a publisher. A spread room's router holds the
+        // other shards' publishers as mirrors, so they count too (two shards admitting
+        // one each at the same moment can pass the limit by one).
+        let limit = self.config.max_publishers_per_room;
+        if limit > 0 && p.published.is_empty() {
+            let publishers = self.rooms.get(&p.room).map_or(0, |r| {
+                r.members
+                    .iter()
+                    .filter(|m| {
+                        self.participants
+                            .get(*m)
+                            .is_some_and(|m| !m.published.is_empty())
+                    })
+                    .count()
+            });
+            if publishers >= limit {
+                return Err(RouterError::TooManyPublishers(p.room.clone()));
+            }
+        }
         let track = TrackId(self.next_track);
         self.next_track += self.track_step;
         self.add_track(participant, kind, track)?;

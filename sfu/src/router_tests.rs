@@ -164,6 +164,38 @@ fn limits_are_enforced() {
 }
 
 #[test]
+fn publishers_per_room_are_limited_not_their_tracks_nor_listeners() {
+    let (room, a, b, c) = ids();
+    let mut r = Router::new(RouterConfig {
+        max_publishers_per_room: 1,
+        ..RouterConfig::default()
+    });
+    for p in [&a, &b, &c] {
+        r.join(&room, p).unwrap();
+    }
+    // The first member to publish may publish more tracks; the next may not start.
+    let audio = r.publish(&a, TrackKind::Audio).unwrap();
+    r.publish(&a, TrackKind::Video).unwrap();
+    assert_eq!(
+        r.publish(&b, TrackKind::Audio),
+        Err(RouterError::TooManyPublishers(room.clone()))
+    );
+    // Listeners still receive; another room has its own count.
+    assert!(r.subscribers(audio).contains(&b));
+    let (other, d) = (RoomId::from("other"), ParticipantId::from("d"));
+    r.join(&other, &d).unwrap();
+    r.publish(&d, TrackKind::Audio).unwrap();
+    // Once the publisher leaves, the next member may publish.
+    r.leave(&a).unwrap();
+    r.publish(&b, TrackKind::Audio).unwrap();
+    assert_eq!(
+        r.publish(&c, TrackKind::Video),
+        Err(RouterError::TooManyPublishers(room.clone()))
+    );
+    assert_eq!(r.census().tracks, 2);
+}
+
+#[test]
 fn selective_subscription() {
     let (room, a, b, _) = ids();
     let mut r = Router::new(RouterConfig::default());

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{Call, VideoCodec, eventually};
 use huddle_sfu::{
-    LeaveReason, RouterConfig, RouterError, SfuConfig, SfuError, SfuEvent, TrackKind,
+    LeaveReason, RouterConfig, RouterError, SfuConfig, SfuError, SfuEvent, TrackKind, TrackRefusal,
 };
 use tokio::net::UdpSocket;
 
@@ -264,6 +264,91 @@ async fn tracks_over_the_per_participant_limit_are_not_forwarded() {
         .await
     );
     assert_eq!(call.client("bob").frames_from("alice", TrackKind::Video), 0);
+    let (census, _) = call.sfu.census().await.unwrap();
+    assert_eq!((census.tracks, census.subscriptions), (2, 2));
+    // Each is told its video was refused, and why.
+    let refused = refusals(&call);
+    assert_eq!(
+        refused,
+        [
+            (
+                "alice".into(),
+                TrackKind::Video,
+                TrackRefusal::TooManyTracks
+            ),
+            ("bob".into(), TrackKind::Video, TrackRefusal::TooManyTracks),
+        ]
+    );
+}
+
+/// The `TrackRefused` events so far: (participant, kind, reason), sorted.
+fn refusals(call: &Call) -> Vec<(String, TrackKind, TrackRefusal)> {
+    let mut refused: Vec<_> = call
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            SfuEvent::TrackRefused {
+                participant,
+                kind,
+                reason,
+                ..
+            } => Some((participant.to_string(), kind, reason)),
+            _ => None,
+        })
+        .collect();
+    refused.sort_by_key(|(p, k, _)| (p.clone(), *k as u8));
+    refused
+}
+
+/// With `max_publishers_per_room`, a member beyond it is refused its tracks (and told)
+/// but receives the room. (After a publisher leaves, the next to publish may: the
+/// router's unit test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_beyond_the_room_s_limit_only_receive() {
+    let mut call = Call::start_with(SfuConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        router: RouterConfig {
+            max_publishers_per_room: 1,
+            ..RouterConfig::default()
+        },
+        ..SfuConfig::default()
+    })
+    .await;
+    call.join("room", "speaker", VideoCodec::H264).await;
+    call.join("room", "listener", VideoCodec::H264).await;
+    // The speaker's audio and video both go out (a publisher's second track counts
+    // against the tracks limit only); the listener's go nowhere.
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            call.client("listener")
+                .frames_from("speaker", TrackKind::Audio)
+                >= 25
+                && call
+                    .client("listener")
+                    .frames_from("speaker", TrackKind::Video)
+                    >= 5
+        })
+        .await
+    );
+    assert!(eventually(Duration::from_secs(5), || refusals(&call).len() == 2).await);
+    assert_eq!(
+        refusals(&call),
+        [
+            (
+                "listener".into(),
+                TrackKind::Audio,
+                TrackRefusal::TooManyPublishers
+            ),
+            (
+                "listener".into(),
+                TrackKind::Video,
+                TrackRefusal::TooManyPublishers
+            ),
+        ]
+    );
+    for kind in [TrackKind::Audio, TrackKind::Video] {
+        assert_eq!(call.client("speaker").frames_from("listener", kind), 0);
+    }
     let (census, _) = call.sfu.census().await.unwrap();
     assert_eq!((census.tracks, census.subscriptions), (2, 2));
 }

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use huddle_sfu::{
     LeaveReason, ParticipantStats, Quality, SfuError, SfuEvent, SfuEvents, SfuHandle, TrackId,
-    TrackKind, TrackKinds,
+    TrackKind, TrackKinds, TrackRefusal,
 };
 use tokio::sync::mpsc;
 
@@ -41,7 +41,7 @@ fn error(e: SfuError) -> ProtocolError {
         SfuError::Router(R::UnknownTrack(_) | R::NotSubscribable { .. }) => {
             ProtocolError::new(ErrorCode::NotFound, e.to_string())
         }
-        SfuError::Router(R::TooManyTracks(_) | R::TooManyPinned(_)) => {
+        SfuError::Router(R::TooManyTracks(_) | R::TooManyPublishers(_) | R::TooManyPinned(_)) => {
             ProtocolError::new(ErrorCode::InvalidMessage, e.to_string())
         }
         SfuError::Router(R::NotInRoom(_)) => ProtocolError::new(ErrorCode::NotFound, e.to_string()),
@@ -364,6 +364,29 @@ pub(crate) async fn relay_events(st: Arc<AppState>, mut events: SfuEvents) {
                 },
                 now,
             ),
+            SfuEvent::TrackRefused {
+                participant,
+                mid,
+                kind: k,
+                reason,
+            } => {
+                let message = match reason {
+                    TrackRefusal::TooManyTracks => {
+                        "this session publishes as many tracks as it may"
+                    }
+                    TrackRefusal::TooManyPublishers => "the room has as many publishers as it may",
+                };
+                hub.push_to_sid(
+                    participant.as_str(),
+                    &ServerMessage::MediaTrackRefused {
+                        mid,
+                        kind: kind(k),
+                        code: reason.as_str(),
+                        message: message.to_owned(),
+                    },
+                    now,
+                )
+            }
             SfuEvent::Connected { participant } => {
                 hub.push_to_sid(participant.as_str(), &ServerMessage::MediaConnected {}, now)
             }

@@ -470,6 +470,15 @@ pub enum ServerMessage {
         paused: bool,
         reason: &'static str,
     },
+    /// A track this session offered (its m-line `mid`) is not forwarded: `code`
+    /// `too_many_tracks` (it publishes `sfu.max_tracks_per_participant` already) or
+    /// `too_many_publishers` (the room has `sfu.max_publishers_per_room` publishers).
+    MediaTrackRefused {
+        mid: String,
+        kind: &'static str,
+        code: &'static str,
+        message: String,
+    },
     /// The media session ended (`disconnected`, `connect_timeout`, `protocol_error`,
     /// `shutdown`, or `left`).
     MediaLeft {

@@ -259,6 +259,12 @@ async fn consume_events(
             }
             // The bench's participants publish one layer: never paused.
             MediaEvent::TrackPaused { .. } => {}
+            // A server whose limits refuse it: its listeners' reports show the silence.
+            MediaEvent::TrackRefused {
+                kind,
+                code,
+                message,
+            } => tracing::warn!(kind, code, "the SFU refused a track: {message}"),
             MediaEvent::Track(mut track) => {
                 let media = track.media.take();
                 let publisher = track.publisher.clone();

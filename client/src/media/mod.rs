@@ -232,6 +232,14 @@ pub enum MediaEvent {
         paused: bool,
         reason: String,
     },
+    /// The SFU refused a track this session publishes (`kind` "audio" or "video"):
+    /// nothing of it is forwarded. `code` is `too_many_publishers` (the room has as many
+    /// publishers as it may: this session only receives) or `too_many_tracks`.
+    TrackRefused {
+        kind: String,
+        code: String,
+        message: String,
+    },
     /// The session ended (`media_left` reason, or the peer connection failed).
     Left { reason: String },
 }
@@ -565,6 +573,15 @@ async fn run(
                     }
                     "media_left" => {
                         break m["reason"].as_str().unwrap_or("left").to_owned();
+                    }
+                    "media_track_refused" => {
+                        let s = |k: &str| m[k].as_str().unwrap_or("").to_owned();
+                        let ev = MediaEvent::TrackRefused {
+                            kind: s("kind"),
+                            code: s("code"),
+                            message: s("message"),
+                        };
+                        let _ = events.send(ev).await;
                     }
                     "media_track_paused" => {
                         if let (Some(track), Some(paused)) =

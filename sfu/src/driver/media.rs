@@ -9,7 +9,7 @@ use tracing::{debug, info, trace, warn};
 
 use super::{Driver, Mirror};
 use crate::error::{RouterError, SfuError};
-use crate::event::{PauseReason, SfuEvent};
+use crate::event::{PauseReason, SfuEvent, TrackRefusal};
 use crate::ids::{ParticipantId, TrackId, TrackKind};
 use crate::peer::Forwarded;
 use crate::picture;
@@ -132,7 +132,21 @@ impl Driver {
                 debug!(participant = %id, %track, ?mid, layers, "track published");
             }
             // The m-line stays negotiated but nothing it carries is forwarded.
-            Err(e) => warn!(participant = %id, ?mid, "track refused: {e}"),
+            Err(e) => {
+                warn!(participant = %id, ?mid, "track refused: {e}");
+                let reason = match e {
+                    RouterError::TooManyTracks(_) => TrackRefusal::TooManyTracks,
+                    RouterError::TooManyPublishers(_) => TrackRefusal::TooManyPublishers,
+                    // Not a member (it is leaving): nobody to tell.
+                    _ => return,
+                };
+                self.events.send(SfuEvent::TrackRefused {
+                    participant: id.clone(),
+                    mid: mid.to_string(),
+                    kind,
+                    reason,
+                });
+            }
         }
     }
 
