@@ -460,6 +460,37 @@ async fn a_moderator_mutes_and_unmutes_a_participant_s_microphone() {
 }
 
 /// Waits up to 15 s for `publisher`'s microphone among a session's received tracks.
+/// The kind of a track of `publisher` that arrives within `wait` (the SDK shows a track
+/// at its first packet), if one does.
+async fn track_from(
+    events: &mut mpsc::Receiver<MediaEvent>,
+    publisher: &str,
+    wait: Duration,
+) -> Option<TrackKind> {
+    tokio::time::timeout(wait, async {
+        loop {
+            match events.recv().await {
+                Some(MediaEvent::Track(t)) if t.publisher == publisher => return t.kind,
+                Some(_) => {}
+                None => std::future::pending().await,
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+/// Whether `track` has received `packets` within 10 s.
+async fn receives(track: &huddle_client::media::RemoteTrack, packets: u64) -> bool {
+    for _ in 0..100 {
+        if track.stats().packets_received >= packets {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 async fn audio_of(
     events: &mut mpsc::Receiver<MediaEvent>,
     publisher: &str,
@@ -526,17 +557,8 @@ async fn a_moderators_mute_applies_to_media_sessions_started_later() {
         }
         let track = track.unwrap_or_else(|| panic!("round {round}: no track_muted for {sid}"));
         // ... and nothing of it reaches him (his SDK shows a track at its first packet).
-        let quiet = tokio::time::timeout(Duration::from_millis(1500), async {
-            loop {
-                match bob_events.recv().await {
-                    Some(MediaEvent::Track(t)) if t.publisher == sid => return t.kind,
-                    Some(_) => {}
-                    None => std::future::pending().await,
-                }
-            }
-        })
-        .await;
-        assert!(quiet.is_err(), "round {round}: her {quiet:?} arrives");
+        let quiet = track_from(&mut bob_events, &sid, Duration::from_millis(1500)).await;
+        assert!(quiet.is_none(), "round {round}: her {quiet:?} arrives");
         if round == 0 {
             sending.abort();
             alice.leave().await.expect("leaves the media session");
@@ -546,15 +568,7 @@ async fn a_moderators_mute_applies_to_media_sessions_started_later() {
         let (status, answer) = mute(&server, "alice", json!({"muted": false}), false).await;
         assert_eq!((status, answer["tracks"].clone()), (200, json!([track])));
         let heard = audio_of(&mut bob_events, &sid).await;
-        let mut flowing = false;
-        for _ in 0..100 {
-            if heard.stats().packets_received >= 20 {
-                flowing = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(flowing, "unmuted audio does not flow");
+        assert!(receives(&heard, 20).await, "unmuted audio does not flow");
     }
 }
 
@@ -593,28 +607,14 @@ async fn a_member_beyond_the_room_s_publishers_is_told_and_only_receives() {
     assert_eq!(refused, ("audio".into(), "too_many_publishers".into()));
     // Bob hears Alice...
     let heard = audio_of(&mut bob_events, &alice_sid).await;
-    let mut flowing = false;
-    for _ in 0..100 {
-        if heard.stats().packets_received >= 20 {
-            flowing = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(flowing, "alice's audio does not reach bob");
+    assert!(
+        receives(&heard, 20).await,
+        "alice's audio does not reach bob"
+    );
     // ... and Alice gets no track of his.
     let bob_sid = bob.sid().to_owned();
-    let quiet = tokio::time::timeout(Duration::from_millis(1500), async {
-        loop {
-            match alice_events.recv().await {
-                Some(MediaEvent::Track(t)) if t.publisher == bob_sid => return t.kind,
-                Some(_) => {}
-                None => std::future::pending().await,
-            }
-        }
-    })
-    .await;
-    assert!(quiet.is_err(), "bob's {quiet:?} reaches alice");
+    let quiet = track_from(&mut alice_events, &bob_sid, Duration::from_millis(1500)).await;
+    assert!(quiet.is_none(), "bob's {quiet:?} reaches alice");
     let view = media(&server).await;
     let published: Vec<u64> = view["participants"]
         .as_array()
