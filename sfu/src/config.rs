@@ -40,6 +40,11 @@ pub struct SfuConfig {
     pub max_incoming_bitrate: u64,
     /// Likewise in datagrams per second (small datagrams flood by count). 0: no limit.
     pub max_incoming_packet_rate: u64,
+    /// Per shard and second, how many datagrams from unknown source addresses that are
+    /// not a STUN check naming one of our ufrags (those are found by it) may be looked
+    /// for by asking every peer; the rest are treated as no peer's. Bounds what a flood
+    /// from forged addresses costs; joins need a few a second. At least 1.
+    pub unknown_source_scans: u64,
     /// Droppable events (stats, active speaker) are dropped once this many events wait
     /// unread, so a stalled consumer cannot grow memory; negotiation events never are.
     pub event_backlog: usize,
@@ -67,6 +72,7 @@ impl Default for SfuConfig {
             answer_timeout: Duration::from_secs(5),
             max_incoming_bitrate: 50_000_000,
             max_incoming_packet_rate: 10_000,
+            unknown_source_scans: 1000,
             event_backlog: 1024,
             shards: 0,
             spread_rooms_above: 16,

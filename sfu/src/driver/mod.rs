@@ -67,8 +67,8 @@ pub(crate) struct Driver {
     /// source names its session, found with one lookup however many peers there are.
     by_ufrag: HashMap<String, ParticipantId>,
     /// Budget of scans over every peer's `accepts` for other datagrams from unknown
-    /// sources (`SCANS_PER_SECOND`), so that a flood of them from forged addresses
-    /// costs little more than its reads.
+    /// sources (`SfuConfig::unknown_source_scans` a second), so that a flood of them
+    /// from forged addresses costs little more than its reads.
     scans: Policer,
     /// Peers with output to poll.
     dirty: Vec<ParticipantId>,
@@ -120,12 +120,6 @@ pub(crate) struct Driver {
 /// spraying STUN from many ports must not grow the map; uncached routes still work).
 const ROUTES_PER_PEER: usize = 4;
 
-/// Scans of every peer for a datagram from an unknown source that is not a STUN check
-/// naming a known ufrag (a check for another shard's peer, a route not cached) per
-/// second and shard; beyond it such datagrams go on as if no peer here accepted them.
-/// Joins need a few a second.
-const SCANS_PER_SECOND: u64 = 1000;
-
 /// Where a datagram goes.
 enum Route {
     /// To this shard's peer.
@@ -166,6 +160,8 @@ impl Driver {
         let (tcp, tcp_events) = tcp::TcpLinks::new(tcp, metrics.clone())?;
         let local_addr = socket.local_addr()?;
         let config_spread = config.spread_rooms_above > 0 && shard.count > 1;
+        // A datagram rate of 0 would mean no limit.
+        let scans = Policer::new(0, config.unknown_source_scans.max(1));
         let now = Instant::now();
         let router = Router::with_track_ids(
             config.router.clone(),
@@ -187,7 +183,7 @@ impl Driver {
             peers: HashMap::new(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
-            scans: Policer::new(0, SCANS_PER_SECOND),
+            scans,
             dirty: Vec::new(),
             commands,
             events,
@@ -832,7 +828,7 @@ mod tests {
     fn anything_else_names_no_ufrag() {
         // No USERNAME (a binding indication, say).
         assert_eq!(stun_local_ufrag(&stun(&[(0x8028, &[0; 4])])), None);
-        // Not STUN: RTP, DTLS, no magic cookie, too short.
+        // Not STUN: RTP, no magic cookie, too short.
         let mut rtp = stun(&[(0x0006, b"a:b")]);
         rtp[0] = 0x80;
         assert_eq!(stun_local_ufrag(&rtp), None);
