@@ -127,9 +127,10 @@ async fn joins_go_through_a_flood_from_unknown_sources() {
     flood.abort();
     let sent = sent.load(Ordering::Relaxed);
     assert!(heard, "joins made during the flood did not connect");
-    // The flood outran the scan budget (1,000 a second per shard) while they joined.
+    // The flood outran the scan budget (one a second) many times over while they
+    // joined (4,000 a second asked for; a loaded machine sends fewer).
     let rate = sent as f64 / (took.as_secs_f64() + 1.5);
-    assert!(rate > 2_500.0, "{sent} datagrams in {took:?}: not a flood");
+    assert!(rate > 500.0, "{sent} datagrams in {took:?}: not a flood");
     let m = call.sfu.metrics();
     assert!(
         eventually(Duration::from_secs(5), || m.unrouted_dropped.get()
@@ -412,7 +413,9 @@ async fn a_participant_flooding_the_sfu_is_held_to_its_incoming_limits() {
     );
     let stats = call.sfu.stats().await.unwrap();
     let policed = |who: &str| common::stats_of(&stats, who).packets_policed;
-    assert!(policed("flooder") >= 2_000, "{stats:?}");
+    // Thousands here (1,000 a second sent, 250 let through); only "plenty" is asserted,
+    // since a loaded machine's test client may send fewer.
+    assert!(policed("flooder") >= 500, "{stats:?}");
     assert_eq!((policed("steady"), policed("listener")), (0, 0));
     assert!(call.sfu.metrics().policed_dropped.get() >= policed("flooder"));
     // Back to normal: nothing more is dropped once the bucket has refilled.
@@ -423,7 +426,7 @@ async fn a_participant_flooding_the_sfu_is_held_to_its_incoming_limits() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stats = call.sfu.stats().await.unwrap();
     assert_eq!(common::stats_of(&stats, "flooder").packets_policed, before);
-    assert!(heard(&call, "flooder") - flooder1 >= 75);
+    assert!(heard(&call, "flooder") - flooder1 >= 50);
 }
 
 /// A request made just after `shutdown` returns is refused (`Closed`) by every shard,
