@@ -17,6 +17,8 @@ export class Room {
     this.room = room;
     this.name = name;
     this.notify = notify;
+    // Kinds of ours the SFU refused (media_track_refused) and has not admitted since.
+    this.refused = new Set();
     this.showError = showError;
     this.onRemoved = onRemoved; // (text) => void: the server took us out
     this.participants = new Map(); // sid -> participant
@@ -219,11 +221,20 @@ export class Room {
       case 'track_muted':
         if (m.sid === this.mySid) this.moderatedTrack(m.kind, m.muted);
         return true;
-      case 'media_track_refused':
-        // The room's publisher limit (or our track limit): we only receive.
+      case 'media_track_refused': {
+        // The room's publisher limit (or our track limit): we only receive until the
+        // SFU admits the track (a publisher left), which track_published then says.
+        const what = m.kind === 'video' ? 'camera' : 'microphone';
+        this.refused.add(m.kind);
         this.notify(m.code === 'too_many_publishers'
-          ? `Your ${m.kind === 'video' ? 'camera' : 'microphone'} is not shared: this room has as many people sharing as it allows.`
-          : `Your ${m.kind === 'video' ? 'camera' : 'microphone'} is not shared: ${m.message}`);
+          ? `Your ${what} is not shared: this room has as many people sharing as it allows.`
+          : `Your ${what} is not shared: ${m.message}`);
+        return true;
+      }
+      case 'track_published':
+        if (m.sid === this.mySid && this.refused.delete(m.kind)) {
+          this.notify(`Your ${m.kind === 'video' ? 'camera' : 'microphone'} is shared now.`);
+        }
         return true;
       case 'participant_joined':
       case 'participant_updated':

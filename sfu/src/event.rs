@@ -115,8 +115,8 @@ pub enum SfuEvent {
         reason: PauseReason,
     },
     /// A track `participant` offered (its m-line `mid`) is refused: its m-line stays
-    /// negotiated but nothing it carries is forwarded. Renegotiating it (a new m-line)
-    /// asks again.
+    /// negotiated but nothing it carries is forwarded. It waits: when a track goes away
+    /// it is tried again, and once admitted it is announced as `TrackPublished`.
     TrackRefused {
         /// Who offered it.
         participant: ParticipantId,

@@ -308,8 +308,7 @@ fn refusals(call: &Call) -> Vec<(String, TrackKind, TrackRefusal)> {
 }
 
 /// With `max_publishers_per_room`, a member beyond it is refused its tracks (and told)
-/// but receives the room. (After a publisher leaves, the next to publish may: the
-/// router's unit test.)
+/// but receives the room; when a publisher leaves, the waiting tracks are admitted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishers_beyond_the_room_s_limit_only_receive() {
     let mut call = Call::start_with(SfuConfig {
@@ -358,6 +357,53 @@ async fn publishers_beyond_the_room_s_limit_only_receive() {
     }
     let (census, _) = call.sfu.census().await.unwrap();
     assert_eq!((census.tracks, census.subscriptions), (2, 2));
+
+    // The speaker leaves: the listener's waiting tracks are admitted (announced as any
+    // new track), and a member who joins now hears and sees it, its own tracks refused.
+    call.sfu.leave("speaker").await.unwrap();
+    let published = |call: &Call, who: &str| {
+        call.events()
+            .iter()
+            .filter(|e| {
+                matches!(e, SfuEvent::TrackPublished { participant, .. }
+                    if participant.as_str() == who)
+            })
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || published(&call, "listener") == 2).await,
+        "the listener's tracks were not admitted"
+    );
+    call.join("room", "late", VideoCodec::H264).await;
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            call.client("late")
+                .frames_from("listener", TrackKind::Audio)
+                >= 25
+                && call
+                    .client("late")
+                    .frames_from("listener", TrackKind::Video)
+                    >= 5
+        })
+        .await,
+        "the admitted tracks do not reach a newcomer"
+    );
+    assert!(eventually(Duration::from_secs(5), || refusals(&call).len() == 4).await);
+    assert_eq!(
+        refusals(&call)[..2],
+        [
+            (
+                "late".into(),
+                TrackKind::Audio,
+                TrackRefusal::TooManyPublishers
+            ),
+            (
+                "late".into(),
+                TrackKind::Video,
+                TrackRefusal::TooManyPublishers
+            ),
+        ]
+    );
 }
 
 /// A participant flooding the SFU with valid media is held to its incoming limits: the

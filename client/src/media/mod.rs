@@ -234,7 +234,10 @@ pub enum MediaEvent {
     },
     /// The SFU refused a track this session publishes (`kind` "audio" or "video"):
     /// nothing of it is forwarded. `code` is `too_many_publishers` (the room has as many
-    /// publishers as it may: this session only receives) or `too_many_tracks`.
+    /// publishers as it may: this session only receives) or `too_many_tracks`. The
+    /// track waits: once a publisher leaves, the SFU may admit it, which the room's
+    /// `track_published` for this session's sid ([`Event::Other`](crate::Event::Other))
+    /// tells.
     TrackRefused {
         kind: String,
         code: String,

@@ -268,13 +268,15 @@ impl Driver {
                     track,
                     publisher,
                 } if !self.remote.contains_key(&publisher) => {
+                    self.retry_refused = true;
                     self.events.send(SfuEvent::TrackUnpublished {
                         room,
                         participant: publisher,
                         track,
                     })
                 }
-                RouterEvent::TrackPublished { .. } | RouterEvent::TrackUnpublished { .. } => {}
+                RouterEvent::TrackUnpublished { .. } => self.retry_refused = true,
+                RouterEvent::TrackPublished { .. } => {}
                 RouterEvent::Subscribed {
                     subscriber,
                     track,
@@ -359,6 +361,7 @@ impl Driver {
             }
         }
         self.by_addr.retain(|_, p| p != id);
+        self.refused.retain(|(p, _, _)| p != id);
         if self.by_ufrag.get(&peer.ufrag) == Some(id) {
             self.by_ufrag.remove(&peer.ufrag);
         }

@@ -104,48 +104,82 @@ impl Driver {
         self.scratch_keyframes = keyframes;
     }
 
-    /// Registers a track the peer sends on `mid`.
+    /// Registers a track the peer sends on `mid`. A refused one is reported once and
+    /// waits: it is tried again whenever a track of any room goes away, in the order
+    /// of refusal ([`Driver::retry_refused`]).
     pub(super) fn publish(
         &mut self,
         id: &ParticipantId,
         mid: str0m::media::Mid,
         kind: str0m::media::MediaKind,
     ) {
-        let kind = match kind {
-            str0m::media::MediaKind::Audio => TrackKind::Audio,
-            str0m::media::MediaKind::Video => TrackKind::Video,
+        if self.refused.iter().any(|(p, m, _)| p == id && *m == mid) {
+            return;
+        }
+        let Err(e) = self.try_publish(id, mid, kind) else {
+            return;
         };
-        match self.router.publish(id, kind) {
-            Ok(track) => {
-                let mut layers = 0;
-                if let Some(p) = self.peers.get_mut(id) {
-                    p.add_in(mid, track);
-                    // Simulcast (RFC 8853): the rids the publisher's SDP declared.
-                    if let Some(Rids::Specific(rids)) = p.rtc.media(mid).map(|m| m.rids_rx()) {
-                        let rids: Vec<&str> = rids.iter().map(|r| &**r).collect();
-                        layers = self.router.set_layers(track, &rids);
-                    }
-                }
-                if self.spread {
-                    self.mirror_publish(track);
-                }
-                debug!(participant = %id, %track, ?mid, layers, "track published");
+        // The m-line stays negotiated but nothing it carries is forwarded.
+        warn!(participant = %id, ?mid, "track refused: {e}");
+        let reason = match e {
+            RouterError::TooManyTracks(_) => TrackRefusal::TooManyTracks,
+            RouterError::TooManyPublishers(_) => TrackRefusal::TooManyPublishers,
+            // Not a member (it is leaving): nobody to tell.
+            _ => return,
+        };
+        self.refused.push((id.clone(), mid, kind));
+        self.events.send(SfuEvent::TrackRefused {
+            participant: id.clone(),
+            mid: mid.to_string(),
+            kind: track_kind(kind),
+            reason,
+        });
+    }
+
+    /// Publishes the track on `mid`, if the router admits it.
+    fn try_publish(
+        &mut self,
+        id: &ParticipantId,
+        mid: str0m::media::Mid,
+        kind: str0m::media::MediaKind,
+    ) -> Result<(), RouterError> {
+        let track = self.router.publish(id, track_kind(kind))?;
+        let mut layers = 0;
+        if let Some(p) = self.peers.get_mut(id) {
+            p.add_in(mid, track);
+            // Simulcast (RFC 8853): the rids the publisher's SDP declared.
+            if let Some(Rids::Specific(rids)) = p.rtc.media(mid).map(|m| m.rids_rx()) {
+                let rids: Vec<&str> = rids.iter().map(|r| &**r).collect();
+                layers = self.router.set_layers(track, &rids);
             }
-            // The m-line stays negotiated but nothing it carries is forwarded.
-            Err(e) => {
-                warn!(participant = %id, ?mid, "track refused: {e}");
-                let reason = match e {
-                    RouterError::TooManyTracks(_) => TrackRefusal::TooManyTracks,
-                    RouterError::TooManyPublishers(_) => TrackRefusal::TooManyPublishers,
-                    // Not a member (it is leaving): nobody to tell.
-                    _ => return,
-                };
-                self.events.send(SfuEvent::TrackRefused {
-                    participant: id.clone(),
-                    mid: mid.to_string(),
-                    kind,
-                    reason,
-                });
+        }
+        if self.spread {
+            self.mirror_publish(track);
+        }
+        debug!(participant = %id, %track, ?mid, layers, "track published");
+        Ok(())
+    }
+
+    /// Tries the refused tracks again, oldest first, after a track went away (a
+    /// publisher left or unpublished, so a room may have room for another): those
+    /// admitted now are published as any new track (the room is told), the others
+    /// wait on. A refused m-line that no longer sends is forgotten.
+    pub(super) fn retry_refused(&mut self) {
+        for (id, mid, kind) in std::mem::take(&mut self.refused) {
+            let sending = self
+                .peers
+                .get(&id)
+                .and_then(|p| p.rtc.media(mid))
+                .is_some_and(|m| m.direction().is_receiving());
+            if !sending {
+                continue;
+            }
+            match self.try_publish(&id, mid, kind) {
+                Ok(()) => debug!(participant = %id, ?mid, "refused track admitted"),
+                Err(RouterError::TooManyTracks(_) | RouterError::TooManyPublishers(_)) => {
+                    self.refused.push((id, mid, kind));
+                }
+                Err(_) => {}
             }
         }
     }
@@ -359,5 +393,12 @@ impl Driver {
             self.metrics.keyframe_requests_sent.inc();
             self.mark_dirty(&publisher);
         }
+    }
+}
+
+fn track_kind(kind: str0m::media::MediaKind) -> TrackKind {
+    match kind {
+        str0m::media::MediaKind::Audio => TrackKind::Audio,
+        str0m::media::MediaKind::Video => TrackKind::Video,
     }
 }

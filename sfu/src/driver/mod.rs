@@ -70,6 +70,11 @@ pub(crate) struct Driver {
     /// sources (`SfuConfig::unknown_source_scans` a second), so that a flood of them
     /// from forged addresses costs little more than its reads.
     scans: Policer,
+    /// Tracks refused by a room limit, in the order refused, waiting for room
+    /// (see `publish`); a track gone or a participant removed leaves it.
+    refused: Vec<(ParticipantId, str0m::media::Mid, str0m::media::MediaKind)>,
+    /// A track went away since the refused ones were last tried.
+    retry_refused: bool,
     /// Peers with output to poll.
     dirty: Vec<ParticipantId>,
     /// Requests from handles.
@@ -184,6 +189,8 @@ impl Driver {
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
             scans,
+            refused: Vec::new(),
+            retry_refused: false,
             dirty: Vec::new(),
             commands,
             events,
@@ -599,6 +606,10 @@ impl Driver {
                 self.scratch_events = events;
             }
             self.apply_router_events();
+            if std::mem::take(&mut self.retry_refused) && !self.refused.is_empty() {
+                self.retry_refused();
+                self.apply_router_events();
+            }
             self.negotiate_all(now);
             self.reap_dead();
             if self.dirty.is_empty() {
