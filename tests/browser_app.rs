@@ -257,13 +257,16 @@ fn errors_are_shown_in_plain_words() {
         return;
     }
     let mut server = Server::start_with(
-        &format!("{SFU}[rooms]\nmax_participants = 2\n"),
+        &format!("{SFU}max_publishers_per_room = 1\n[rooms]\nmax_participants = 2\n"),
         &["--dev"],
         &[],
     );
     let r = run(&mut server, "errors.mjs");
     assert!(r["room_full"].as_str().unwrap().contains("is full"), "{r}");
     assert_eq!(r["others_unaffected"], 2, "{r}");
+    // The second member's camera and microphone, refused and later admitted.
+    let notices = |k: &str| r[k].as_array().map_or(0, |a| a.len());
+    assert_eq!((notices("refused"), notices("admitted")), (2, 2), "{r}");
     assert!(
         r["garbled_token"]
             .as_str()

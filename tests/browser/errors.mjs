@@ -1,5 +1,6 @@
 // Errors in the web demo are shown in plain words, in headless Chromium: a full room
-// (the Rust test runs the server with rooms.max_participants = 2), a garbled, an expired
+// (the Rust test runs the server with rooms.max_participants = 2), a member beyond the
+// room's publishers (sfu.max_publishers_per_room = 1) told and then admitted, a garbled, an expired
 // and a forged access token in the link, and a browser that denies camera and microphone
 // (no fake-UI flag: headless Chromium then refuses) — that page can still join to watch.
 // Usage: node errors.mjs <base-url>. Prints one JSON line last; exits non-zero on failure.
@@ -25,6 +26,23 @@ await run(browser, async (report) => {
   report.room_full = await text(c, '#error');
   await shot(c, 'error-room-full');
   report.others_unaffected = await a.$$eval('#participants li', (l) => l.length);
+
+  // One publisher per room (sfu.max_publishers_per_room = 1): B, the second, is told its
+  // camera and microphone are not shared and still sees A; once A leaves, they are.
+  const noticed = (page, part) => page.waitForFunction(
+    (part) => window.huddleEvents.some((e) => e.includes(part)), part, { timeout: 20000 },
+  ).catch(async () => {
+    throw new Error(`expected a notice with "${part}", got ${JSON.stringify(await page.evaluate(() => window.huddleEvents))}`);
+  });
+  await noticed(b, 'is not shared');
+  await b.waitForFunction(() => {
+    const v = document.querySelector('.tile:not([data-sid="local"]) video');
+    return v && v.videoWidth > 0;
+  }, null, { timeout: 15000 });
+  report.refused = await b.evaluate(() => window.huddleEvents.filter((e) => e.includes('not shared')));
+  await a.click('#leave');
+  await noticed(b, 'shared now');
+  report.admitted = await b.evaluate(() => window.huddleEvents.filter((e) => e.includes('shared now')));
 
   // Tokens in the link.
   const garbled = await open(browser, `${base}/?room=t&name=X&autojoin=1&token=not-a-token`);
