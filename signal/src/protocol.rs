@@ -473,6 +473,7 @@ pub enum ServerMessage {
     /// A track this session offered (its m-line `mid`) is not forwarded: `code`
     /// `too_many_tracks` (it publishes `sfu.max_tracks_per_participant` already) or
     /// `too_many_publishers` (the room has `sfu.max_publishers_per_room` publishers).
+    /// It waits: once admitted (a publisher left), the room's `track_published` says so.
     MediaTrackRefused {
         mid: String,
         kind: &'static str,
