@@ -98,10 +98,10 @@ pub(crate) enum Command {
 /// single-threaded runtime, its own socket bound to the same address (SO_REUSEPORT), its
 /// own router and its own sessions: no lock on the packet path. A room's first
 /// [`SfuConfig::spread_rooms_above`] members join its home shard (the one with the fewest
-/// sessions when the room opened), so a small room's forwarding never crosses shards; later ones fill other shards
-/// as many at a time, the shards holding a room mirror each other's
-/// members and tracks, and frames cross to the shards of their subscribers through
-/// bounded channels (docs/sfu.md, "Shards"). The kernel spreads
+/// sessions when the room opened), so a small room's forwarding never crosses shards;
+/// later ones fill other shards as many at a time, the shards holding a room mirror each
+/// other's members and tracks, and frames cross to the shards of their subscribers
+/// through bounded channels (docs/sfu.md, "Shards"). The kernel spreads
 /// incoming datagrams over the sockets by their source address, so a datagram may arrive
 /// at a shard that does not hold its peer: that shard hands it to the owner through a
 /// bounded channel (and learns the owner of a new source by passing its first datagram

@@ -413,9 +413,12 @@ impl Peer {
     /// back to that layer's rate only slowly (about 20 s measured with Chromium).
     ///
     /// An estimate can also stop moving altogether: after a subscriber took little for
-    /// a while (a small tile), str0m's estimate settles at about 1.5 times what it was
-    /// sent and then neither padding nor a rise of the desired rate lifts it (seen:
-    /// 156 kbit/s, not one new value in 10 s, three runs in four; why is not known). So when an upgrade (`minimum` > 0) has waited
+    /// a while (a small tile), str0m's estimate freezes and neither padding nor a rise
+    /// of the desired rate lifts it (seen: 157 kbit/s, not one new value in 10 s). A
+    /// probe str0m sent while the subscriber took little set its link capacity, and its
+    /// loss controller then holds the estimate there with no loss and sends no probes
+    /// (docs/sfu.md, "Why it sticks"); only a reset clears that state. So when an
+    /// upgrade (`minimum` > 0) has waited
     /// [`RESTART_ESTIMATE_AFTER`] with the estimate under the desired rate and not
     /// rising, the estimator is restarted from that estimate: it probes again from
     /// there (3 and 6 times the estimate, as at the session's start). On a link that

@@ -472,13 +472,13 @@ impl Driver {
     }
 
     /// Gives `datagram`, read as `input`, to peer `id`, unless it comes over the peer's
-    /// incoming limits (STUN apart: RFC 7983's first byte 0-3).
+    /// incoming limits (STUN apart).
     fn deliver(&mut self, id: &ParticipantId, input: Input, datagram: &[u8]) {
         let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
         let len = datagram.len();
-        if datagram.first().is_some_and(|&b| b > 3)
+        if !is_stun(datagram)
             && let Input::Receive(now, _) = &input
             && !peer.policer.admit(len, *now)
         {
@@ -776,13 +776,18 @@ impl Driver {
     }
 }
 
+/// Whether `datagram` is STUN by its first byte (0-3, RFC 7983 §7).
+fn is_stun(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|&b| b <= 3)
+}
+
 /// The ufrag of ours that a STUN request names: the first part of its USERNAME
-/// ("ours:theirs", RFC 8445 §7.2.2), if `datagram` is a STUN message (RFC 8489 §5, first
-/// byte 0-3 and the magic cookie) that has one.
+/// ("ours:theirs", RFC 8445 §7.2.2), if `datagram` is a STUN message (RFC 8489 §5: its
+/// first byte and the magic cookie) that has one.
 fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
     const USERNAME: u16 = 0x0006;
     const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
-    if datagram.len() < 20 || datagram[0] > 3 || datagram[4..8] != MAGIC_COOKIE {
+    if datagram.len() < 20 || !is_stun(datagram) || datagram[4..8] != MAGIC_COOKIE {
         return None;
     }
     let mut rest = &datagram[20..];
