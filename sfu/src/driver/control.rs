@@ -244,6 +244,10 @@ impl Driver {
     /// Turns router changes into m-line changes and signalling events.
     pub(super) fn apply_router_events(&mut self) {
         while let Some(ev) = self.router.poll_event() {
+            // A track gone here or on another shard: a refused one may fit now.
+            if matches!(ev, RouterEvent::TrackUnpublished { .. }) {
+                self.retry_refused = true;
+            }
             match ev {
                 // A mirrored track is reported by its publisher's shard.
                 RouterEvent::TrackPublished {
@@ -268,15 +272,13 @@ impl Driver {
                     track,
                     publisher,
                 } if !self.remote.contains_key(&publisher) => {
-                    self.retry_refused = true;
                     self.events.send(SfuEvent::TrackUnpublished {
                         room,
                         participant: publisher,
                         track,
                     })
                 }
-                RouterEvent::TrackUnpublished { .. } => self.retry_refused = true,
-                RouterEvent::TrackPublished { .. } => {}
+                RouterEvent::TrackPublished { .. } | RouterEvent::TrackUnpublished { .. } => {}
                 RouterEvent::Subscribed {
                     subscriber,
                     track,
