@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind};
 use crate::picture::Size;
+use crate::quality::ConnectionQuality;
 use crate::simulcast::Quality;
 
 /// Why a video track is paused for one subscriber.
@@ -248,6 +249,9 @@ pub struct ParticipantStats {
     pub published: Vec<PublishedTrackStats>,
     /// What it is sent of each track it receives (negotiated).
     pub subscribed: Vec<SubscribedTrackStats>,
+    /// Its connection quality as of the last stats interval (`crate::quality`);
+    /// `None` before it is connected and a loss figure exists.
+    pub quality: Option<ConnectionQuality>,
 }
 
 /// A track as its publisher sends it.

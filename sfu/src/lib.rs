@@ -26,6 +26,8 @@
 //!   limits, cleanup. Plain calls with `now`; tested with simulated time.
 //! - [`simulcast`]: sans-IO layer choice: layer rates, the split of a subscriber's
 //!   budget, keyframe-gated switches with upgrade hysteresis, timestamp rewriting.
+//! - [`quality`]: sans-IO connection quality of each participant (loss both ways,
+//!   jitter, round trip, paused video) as an E-model score and a level with hysteresis.
 //! - `peer` (private): one participant's str0m `Rtc`, the negotiation state of its
 //!   m-lines and its bandwidth state.
 //! - `driver` (private): one per shard, on its own thread, owning its socket (all
@@ -110,6 +112,7 @@ pub mod metrics;
 mod peer;
 pub mod picture;
 mod policer;
+pub mod quality;
 pub mod router;
 pub mod simulcast;
 pub mod speaker;
@@ -126,4 +129,5 @@ pub use event::{
 pub use handle::{Sfu, SfuHandle};
 pub use ids::{ParticipantId, RoomId, TrackId, TrackKind, TrackKinds};
 pub use metrics::SfuMetrics;
+pub use quality::{ConnectionQuality, QualityLevel};
 pub use simulcast::Quality;

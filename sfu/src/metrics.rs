@@ -2,7 +2,9 @@
 //! and registered into the binary's registry. Per-participant figures go out as
 //! `SfuEvent::Stats` instead: one label per participant would explode cardinality.
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -75,6 +77,16 @@ pub struct SfuMetrics {
     /// Open ICE-TCP connections (RFC 6544), those that reached a peer and those
     /// waiting for their first frame.
     pub tcp_connections: Gauge,
+    /// Connected participants by connection quality (`crate::quality`), as of the
+    /// last stats interval; those not yet scored are in none.
+    pub connection_quality: Family<QualityLabel, Gauge>,
+}
+
+/// The `quality` label of [`SfuMetrics::connection_quality`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QualityLabel {
+    /// `excellent`, `good`, `poor` or `lost`.
+    pub quality: &'static str,
 }
 
 impl Default for SfuMetrics {
@@ -108,6 +120,7 @@ impl Default for SfuMetrics {
             participants: Gauge::default(),
             tracks: Gauge::default(),
             tcp_connections: Gauge::default(),
+            connection_quality: Family::default(),
         }
     }
 }
@@ -230,6 +243,11 @@ impl SfuMetrics {
             "tcp_connections",
             "open ICE-TCP connections",
             self.tcp_connections.clone(),
+        );
+        r.register(
+            "connection_quality_participants",
+            "connected participants by connection quality",
+            self.connection_quality.clone(),
         );
         r.register(
             "subscriber_bandwidth_estimate_bps",

@@ -14,6 +14,7 @@ use crate::event::{LayerStats, ParticipantStats, PublishedTrackStats, Subscribed
 use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind};
 use crate::picture::Size;
 use crate::policer::Policer;
+use crate::quality::{ConnectionQuality, QualityMeter};
 use crate::router::Router;
 use crate::simulcast::{FrameAction, LayerSelector, Quality, TimestampRewriter};
 
@@ -269,11 +270,24 @@ pub(crate) struct Peer {
     pub hold_changes: Vec<(TrackId, bool)>,
     /// Its limits on what it may send us (none until the driver sets them).
     pub policer: Policer,
+    /// Its connection quality, fed from str0m's stats and ticked with ours.
+    pub quality_meter: QualityMeter,
+    /// What the meter said at the last stats tick.
+    pub quality: Option<ConnectionQuality>,
     /// Our ICE ufrag the driver last filed it under.
     pub ufrag: String,
 }
 
 impl Peer {
+    /// Video tracks it receives that are paused because not even their lowest layer
+    /// fits its bandwidth.
+    pub fn tracks_paused(&self) -> usize {
+        self.tracks_out
+            .iter()
+            .filter(|t| t.selector.as_ref().is_some_and(|s| s.paused()))
+            .count()
+    }
+
     /// A peer with no session yet (the client offers first).
     pub fn new(id: ParticipantId, room: RoomId, rtc: Rtc, now: Instant) -> Self {
         Self {
@@ -294,6 +308,8 @@ impl Peer {
             bandwidth: PeerBandwidth::default(),
             hold_changes: Vec::new(),
             policer: Policer::new(0, 0),
+            quality_meter: QualityMeter::new(now),
+            quality: None,
             ufrag: String::new(),
         }
     }
@@ -832,11 +848,7 @@ impl Peer {
             desired_bitrate_bps: self.bandwidth.desired,
             minimum_bitrate_bps: self.bandwidth.minimum,
             layer_switches: c.layer_switches,
-            tracks_paused: self
-                .tracks_out
-                .iter()
-                .filter(|t| t.selector.as_ref().is_some_and(|s| s.paused()))
-                .count(),
+            tracks_paused: self.tracks_paused(),
             tracks_published: self.tracks_in.len(),
             tracks_subscribed: self
                 .tracks_out
@@ -845,6 +857,7 @@ impl Peer {
                 .count(),
             published,
             subscribed,
+            quality: self.quality,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Call, VideoCodec, eventually};
-use huddle_sfu::{LeaveReason, SfuConfig, SfuError, SfuEvent, TrackKind};
+use huddle_sfu::{LeaveReason, QualityLevel, SfuConfig, SfuError, SfuEvent, TrackKind};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -243,4 +243,97 @@ async fn sessions_share_one_dtls_certificate() {
     })
     .await;
     assert!(flowing, "media flows with the shared certificate");
+}
+
+/// Polls the SFU's stats until `cond` holds of them or `limit` passes; returns the last.
+async fn stats_until(
+    call: &Call,
+    limit: Duration,
+    cond: impl Fn(&[huddle_sfu::ParticipantStats]) -> bool,
+) -> (bool, Vec<huddle_sfu::ParticipantStats>) {
+    let end = Instant::now() + limit;
+    loop {
+        let stats = call.sfu.stats().await.unwrap();
+        if cond(&stats) {
+            return (true, stats);
+        }
+        if Instant::now() >= end {
+            return (false, stats);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The connection-quality levels of `who`, in order.
+fn levels(stats: &[huddle_sfu::ParticipantStats], who: &[&str]) -> Vec<Option<QualityLevel>> {
+    who.iter()
+        .map(|w| common::stats_of(stats, w).quality.map(|q| q.level))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_quality_follows_loss_on_each_participant_s_own_link() {
+    // Three members; then 15% of what the SFU sends bob is lost, and 15% of what carol
+    // sends the SFU. Each is scored from its own link: bob's loss downstream, carol's
+    // upstream; alice, whose link is clean, stays excellent (carol's lost audio is not
+    // forwarded to her as a gap: str0m numbers what it sends her itself).
+    let mut call = Call::start().await;
+    for who in ["alice", "bob", "carol"] {
+        call.join("room", who, VideoCodec::H264).await;
+    }
+    let who = ["alice", "bob", "carol"];
+    let excellent = Some(QualityLevel::Excellent);
+    let (clean, stats) = stats_until(&call, WAIT, |s| {
+        levels(s, &who).iter().all(|l| *l == excellent)
+    })
+    .await;
+    assert!(clean, "a clean call: {:?}", levels(&stats, &who));
+
+    call.client("bob")
+        .loss_permille
+        .store(150, Ordering::Relaxed);
+    call.client("carol")
+        .send_loss_permille
+        .store(150, Ordering::Relaxed);
+    let poor = Some(QualityLevel::Poor);
+    let (lossy, stats) = stats_until(&call, WAIT, |s| levels(s, &who)[1..] == [poor, poor]).await;
+    let q = |who| common::stats_of(&stats, who).quality.unwrap();
+    println!("lossy: {:?}", who.map(q));
+    assert!(lossy, "bob and carol poor: {:?}", levels(&stats, &who));
+    assert!(
+        q("bob").loss_down > 0.08 && q("bob").loss_up < 0.02,
+        "{:?}",
+        q("bob")
+    );
+    assert!(
+        q("carol").loss_up > 0.08 && q("carol").loss_down < 0.02,
+        "{:?}",
+        q("carol")
+    );
+    assert_eq!(
+        q("alice").level,
+        QualityLevel::Excellent,
+        "{:?}",
+        q("alice")
+    );
+    let gauge = |level: &'static str| {
+        call.sfu
+            .metrics()
+            .connection_quality
+            .get_or_create(&huddle_sfu::metrics::QualityLabel { quality: level })
+            .get()
+    };
+    assert_eq!((gauge("excellent"), gauge("poor")), (1, 2));
+
+    // The loss ends: all excellent again, once the smoothing lets go of it.
+    call.client("bob").loss_permille.store(0, Ordering::Relaxed);
+    call.client("carol")
+        .send_loss_permille
+        .store(0, Ordering::Relaxed);
+    let (recovered, stats) = stats_until(&call, Duration::from_secs(30), |s| {
+        levels(s, &who).iter().all(|l| *l == excellent)
+    })
+    .await;
+    assert!(recovered, "recovered: {:?}", levels(&stats, &who));
+    assert_eq!((gauge("excellent"), gauge("poor")), (3, 0));
 }

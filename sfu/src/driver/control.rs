@@ -12,8 +12,10 @@ use crate::error::{RouterError, SfuError};
 use crate::event::{LeaveReason, SfuEvent};
 use crate::handle::Command;
 use crate::ids::{ParticipantId, RoomId};
+use crate::metrics::QualityLabel;
 use crate::peer::Peer;
 use crate::policer::Policer;
+use crate::quality::QualityLevel;
 use crate::router::RouterEvent;
 
 /// Audio packets str0m may hold back waiting for a missing one (see `join`).
@@ -401,5 +403,28 @@ impl Driver {
         self.metrics.participants.inc_by(now.1 - participants);
         self.metrics.tracks.inc_by(now.2 - tracks);
         self.gauges = now;
+    }
+
+    /// Refreshes this shard's part of the connection-quality gauges from its peers'
+    /// last levels.
+    pub(super) fn update_quality_gauges(&mut self) {
+        let mut now = [0i64; 4];
+        for p in self.peers.values() {
+            if let Some(q) = p.quality {
+                // `ALL` lists the levels in declaration order.
+                now[q.level as usize] += 1;
+            }
+        }
+        for ((level, before), after) in QualityLevel::ALL.iter().zip(self.quality_gauges).zip(now) {
+            if after != before {
+                self.metrics
+                    .connection_quality
+                    .get_or_create(&QualityLabel {
+                        quality: level.as_str(),
+                    })
+                    .inc_by(after - before);
+            }
+        }
+        self.quality_gauges = now;
     }
 }

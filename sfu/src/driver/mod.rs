@@ -6,9 +6,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::bwe::BweKind;
+use str0m::media::MediaKind;
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output};
 use tokio::net::UdpSocket;
@@ -23,6 +24,7 @@ use crate::ids::{ParticipantId, TrackId};
 use crate::metrics::SfuMetrics;
 use crate::peer::{Drain, Peer};
 use crate::policer::Policer;
+use crate::quality;
 use crate::router::Router;
 
 mod control;
@@ -86,6 +88,9 @@ pub(crate) struct Driver {
     /// What this shard last added to the room/participant/track gauges (shards add
     /// their own counts).
     gauges: (i64, i64, i64),
+    /// What this shard last added to the connection-quality gauges, per level
+    /// (`QualityLevel::ALL`'s order).
+    quality_gauges: [i64; 4],
     /// Next offer id; ids are unique across peers and shards.
     next_offer_id: u64,
     /// When stats are gathered next.
@@ -196,6 +201,7 @@ impl Driver {
             events,
             metrics,
             gauges: (0, 0, 0),
+            quality_gauges: [0; 4],
             next_offer_id: shard.index as u64 + 1,
             shard,
             scratch_subscribers: Vec::new(),
@@ -561,6 +567,14 @@ impl Driver {
         // Gauges are refreshed here and after commands, not per datagram: the census
         // walks every track.
         self.update_gauges();
+        for p in self.peers.values_mut().filter(|p| p.connected) {
+            let limited = p.tracks_paused() > 0;
+            let rtt = p.counters.rtt;
+            p.quality = p
+                .quality_meter
+                .tick(now, p.counters.packets_in, rtt, limited);
+        }
+        self.update_quality_gauges();
         let router = &self.router;
         let stats: Vec<_> = self
             .peers
@@ -725,6 +739,9 @@ impl Driver {
             }
             Event::MediaEgressStats(s) => {
                 if let Some(p) = self.peers.get_mut(id) {
+                    let kind = quality_kind(p.rtc.media(s.mid).map(|m| m.kind()));
+                    p.quality_meter
+                        .observe_down((s.mid, s.rid), kind, s.packets, s.loss);
                     let old = p
                         .counters
                         .nacks_received
@@ -740,6 +757,15 @@ impl Driver {
             }
             Event::MediaIngressStats(s) => {
                 if let Some(p) = self.peers.get_mut(id) {
+                    let kind = quality_kind(p.rtc.media(s.mid).map(|m| m.kind()));
+                    // RTP clocks: Opus 48 kHz, video 90 kHz (RFC 7587, RFC 6184/7741).
+                    let clock = match kind {
+                        quality::Kind::Audio => 48_000.0,
+                        quality::Kind::Video => 90_000.0,
+                    };
+                    let jitter = Duration::from_secs_f64(f64::from(s.jitter) / clock);
+                    p.quality_meter
+                        .observe_up((s.mid, s.rid), kind, s.packets, s.loss, jitter);
                     let old = p.counters.nacks_sent.insert(s.mid, s.nacks).unwrap_or(0);
                     self.metrics.nacks_sent.inc_by(s.nacks.saturating_sub(old));
                 }
@@ -773,6 +799,14 @@ impl Driver {
             p.dirty = true;
             self.dirty.push(id.clone());
         }
+    }
+}
+
+/// The connection-quality meter's kind of a stream of media `kind`.
+fn quality_kind(kind: Option<MediaKind>) -> quality::Kind {
+    match kind {
+        Some(MediaKind::Audio) => quality::Kind::Audio,
+        _ => quality::Kind::Video,
     }
 }
 
