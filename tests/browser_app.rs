@@ -114,8 +114,20 @@ fn prejoin_devices_and_in_call_controls() {
         num(&later[k]);
     }
     assert!(num(&r["stats"]["you"]["audio-packets"]) > 0.0, "{r}");
+    // Both links are loopback: the server scores them excellent, and says so on both
+    // tiles and in the panel (with the score).
+    assert_eq!(r["quality"]["remote"], "excellent", "{r}");
+    assert_eq!(r["quality"]["local"], "excellent", "{r}");
     assert!(
-        ["good", "fair", "poor"].contains(&r["quality"].as_str().unwrap()),
+        r["quality"]["title"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Connection: excellent (MOS 4.")),
+        "{r}"
+    );
+    assert!(
+        r["quality"]["panel"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("excellent (4.")),
         "{r}"
     );
     // Screen share replaces the camera and back.

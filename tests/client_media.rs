@@ -10,16 +10,17 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{API_SECRET, Server, token};
-use huddle_bench::shim::{ImpairmentConfig, Relay};
+use huddle_bench::shim::{ImpairmentConfig, Loss, Relay};
 use huddle_client::media::{
     MediaEvent, MediaOptions, MediaSession, Quality, TrackKind, TrackLimits, VideoOptions,
 };
-use huddle_client::{Client, ClientError, Config, Event};
+use huddle_client::{Client, ClientError, Config, Event, ParticipantQuality};
 use huddle_media::codec::i420::I420Frame;
 use huddle_media::quality::signal::{moving_pattern, speech_like};
 use serde_json::{Value, json};
@@ -27,8 +28,15 @@ use tokio::sync::mpsc;
 
 const ROOM: &str = "limits";
 
-/// The `track_muted` pushes a client got: (sid, track, kind, muted).
-type Pushes = Arc<Mutex<Vec<(String, String, String, bool)>>>;
+/// Pushes a client got: `track_muted` as (sid, track, kind, muted), and
+/// `connection_quality` entries in the order they came.
+#[derive(Default)]
+struct Pushed {
+    muted: Vec<(String, String, String, bool)>,
+    quality: Vec<ParticipantQuality>,
+}
+
+type Pushes = Arc<Mutex<Pushed>>;
 
 async fn join(
     server: &Server,
@@ -42,14 +50,15 @@ async fn join(
     let seen = pushes.clone();
     tokio::spawn(async move {
         while let Some(ev) = signalling.recv().await {
-            if let Event::TrackMuted {
-                sid,
-                track,
-                kind,
-                muted,
-            } = ev
-            {
-                seen.lock().unwrap().push((sid, track, kind, muted));
+            match ev {
+                Event::TrackMuted {
+                    sid,
+                    track,
+                    kind,
+                    muted,
+                } => seen.lock().unwrap().muted.push((sid, track, kind, muted)),
+                Event::ConnectionQuality(q) => seen.lock().unwrap().quality.extend(q),
+                _ => {}
             }
         }
     });
@@ -435,7 +444,7 @@ async fn a_moderator_mutes_and_unmutes_a_participant_s_microphone() {
         "audio".to_owned(),
         true,
     );
-    let pushes = bob_pushes.lock().unwrap().clone();
+    let pushes = bob_pushes.lock().unwrap().muted.clone();
     assert_eq!(pushes, [told], "bob is told, once");
     let mut shown = false;
     for _ in 0..30 {
@@ -533,7 +542,7 @@ async fn a_moderators_mute_applies_to_media_sessions_started_later() {
         ..MediaOptions::default()
     };
     for round in 0..2 {
-        let earlier = bob_pushes.lock().unwrap().len();
+        let earlier = bob_pushes.lock().unwrap().muted.len();
         let (mut alice, _) = MediaSession::start(&alice_client, opts())
             .await
             .expect("media session");
@@ -546,6 +555,7 @@ async fn a_moderators_mute_applies_to_media_sessions_started_later() {
             track = bob_pushes
                 .lock()
                 .unwrap()
+                .muted
                 .iter()
                 .skip(earlier)
                 .find(|(s, _, kind, muted)| *s == sid && kind == "audio" && *muted)
@@ -625,4 +635,96 @@ async fn a_member_beyond_the_room_s_publishers_is_told_and_only_receives() {
     assert_eq!(published.iter().sum::<u64>(), 1, "{view}");
     sending.abort();
     bob_sending.abort();
+}
+
+/// The latest level of each member in a client's `connection_quality` pushes.
+fn levels(pushes: &Pushes) -> HashMap<String, String> {
+    let mut latest = HashMap::new();
+    for q in &pushes.lock().unwrap().quality {
+        latest.insert(q.sid.clone(), q.quality.clone());
+    }
+    latest
+}
+
+/// Connection quality: the SFU scores each member's link, and every member is told the
+/// others' levels. Bob's link loses 15% of what the SFU sends him; alice's is clean.
+/// Both hear that bob's link is poor and alice's excellent, and the admin API shows
+/// the loss on bob's downlink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_told_each_other_s_connection_quality_and_a_lossy_link_shows() {
+    let port = free_udp_port();
+    let server = Server::start(&format!("[sfu]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let (_alice_client, mut alice, _, alice_pushes) = join(&server, "alice", false, None).await;
+    let lossy = ImpairmentConfig {
+        loss: Loss::Random(0.15),
+        seed: 7,
+        ..ImpairmentConfig::default()
+    };
+    let relay = Relay::start(
+        ([127, 0, 0, 1], port).into(),
+        ImpairmentConfig::default(),
+        lossy,
+    )
+    .await
+    .expect("relay");
+    let (_bob_client, mut bob, _, bob_pushes) =
+        join(&server, "bob", false, Some(relay.local_addr())).await;
+    for session in [&mut alice, &mut bob] {
+        let microphone = session.take_audio().expect("a microphone");
+        tokio::spawn(microphone.send_looped(speech_like(4.0, 48_000, 16_000, 1)));
+    }
+    let want: HashMap<String, String> = [
+        (alice.sid().to_owned(), "excellent".to_owned()),
+        (bob.sid().to_owned(), "poor".to_owned()),
+    ]
+    .into();
+    let mut told = false;
+    for _ in 0..300 {
+        if levels(&alice_pushes) == want && levels(&bob_pushes) == want {
+            told = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        told,
+        "alice was told {:?}, bob {:?}; want {want:?}",
+        levels(&alice_pushes),
+        levels(&bob_pushes)
+    );
+    // Each entry names its member.
+    for q in &bob_pushes.lock().unwrap().quality {
+        let identity = if q.sid == alice.sid() { "alice" } else { "bob" };
+        assert_eq!(q.identity, identity, "{q:?}");
+        assert!((1.0..=4.5).contains(&q.score), "{q:?}");
+    }
+    // Bob's downlink loss as the SFU reads it from his receiver reports (smoothed over
+    // a few seconds) against what the relay dropped (15% drawn; over a few hundred
+    // datagrams the draw itself varies by points).
+    let mut last = (Value::Null, 0.0);
+    let mut close = false;
+    for _ in 0..100 {
+        let view = media(&server).await;
+        let bob_q = participant(&view, bob.sid())["quality"].clone();
+        let (_, toward_bob) = relay.stats();
+        let dropped = 100.0 * toward_bob.lost as f64 / toward_bob.received.max(1) as f64;
+        let down = bob_q["loss_down_percent"].as_f64().unwrap_or(-100.0);
+        last = (bob_q.clone(), dropped);
+        if (down - dropped).abs() < 4.0 && bob_q["level"] == "poor" {
+            close = true;
+            assert!(
+                bob_q["loss_up_percent"].as_f64().unwrap_or(1.0) < 2.0,
+                "{bob_q}"
+            );
+            let alice_q = participant(&view, alice.sid())["quality"].clone();
+            assert_eq!(alice_q["level"], "excellent", "{alice_q}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        close,
+        "bob's quality {} against {:.1}% dropped",
+        last.0, last.1
+    );
 }

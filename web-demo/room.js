@@ -215,6 +215,12 @@ export class Room {
       case 'active_speaker':
         this.media.speaker(m.sid);
         return true;
+      case 'connection_quality':
+        // The server's score of each member's own link (ours on the local tile).
+        for (const p of m.participants || []) {
+          this.tiles.setQuality(p.sid === this.mySid ? 'local' : p.sid, p.quality, p.score ?? null);
+        }
+        return true;
       case 'media_track_paused':
         this.media.trackPaused(m.track, m.paused, m.reason || 'bandwidth');
         return true;
@@ -243,6 +249,7 @@ export class Room {
         return true;
       case 'participant_left':
         this.participants.delete(m.sid);
+        this.tiles.forget(m.sid);
         this.media.participantLeft(m.sid);
         this.render();
         return true;

@@ -1,8 +1,8 @@
 // Call statistics from RTCPeerConnection.getStats, sampled every second: per remote
 // participant the RTT (to the SFU, one transport carries everything), packet loss and
 // jitter over the last second, receive bitrate, resolution, frames decoded and concealed
-// audio; for this page what it sends. They drive each tile's quality indicator and fill
-// the stats panel.
+// audio; for this page what it sends. They fill the stats panel, beside the server's
+// level of each participant's own connection (the tiles' indicator, `connection_quality`).
 
 const PERIOD_MS = 1000;
 
@@ -94,13 +94,11 @@ export class CallStats {
       f.quality = qualityOf(f);
       seen.add(sid);
       this.latest.set(sid, f);
-      this.tiles.setQuality(sid, f.quality);
       rows.push(this.row(this.nameOfSid(sid), f));
     }
     for (const sid of [...this.latest.keys()]) if (sid !== 'local' && !seen.has(sid)) this.latest.delete(sid);
     const mine = this.outbound(all, rtt, now);
     this.latest.set('local', mine);
-    this.tiles.setQuality('local', mine.quality);
     rows.unshift(this.row('You (sending)', mine));
     this.table.replaceChildren(...rows);
   }
@@ -129,12 +127,19 @@ export class CallStats {
     return f;
   }
 
+  // The server's level of a participant's own connection, with its estimated MOS.
+  connection(sid) {
+    const l = this.tiles.link(sid);
+    return l ? `${l.quality}${l.score === null ? '' : ` (${l.score.toFixed(1)})`}` : 'measuring';
+  }
+
   row(name, f) {
     const tr = document.createElement('tr');
     tr.dataset.sid = f.sid;
     const cells = [
       ['name', name],
       ['quality', f.quality === 'unknown' ? 'measuring' : f.quality],
+      ['connection', this.connection(f.sid)],
       ['rtt', fmt.ms(f.rtt)],
       ['loss', fmt.pct(f.loss)],
       ['jitter', fmt.ms(f.jitter)],

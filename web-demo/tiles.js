@@ -1,6 +1,7 @@
 // The video grid: one tile per participant (keyed by sid, "local" for this page) with
-// its name, muted-microphone and camera-off marks, a connection-quality indicator and
-// the active-speaker highlight. The grid picks the column count that makes tiles
+// its name, muted-microphone and camera-off marks, a connection-quality indicator (the
+// server's score of that participant's own link: `connection_quality`) and the
+// active-speaker highlight. The grid picks the column count that makes tiles
 // largest in the space it has, for 1 to 16 and more tiles.
 
 function icon(id) {
@@ -13,12 +14,13 @@ function icon(id) {
   return svg;
 }
 
-const QUALITY_TEXT = { good: 'good', fair: 'fair', poor: 'poor', unknown: 'measuring' };
+const QUALITY_TEXT = { excellent: 'excellent', good: 'good', poor: 'poor', lost: 'lost', unknown: 'measuring' };
 
 export class Tiles {
   constructor(grid) {
     this.grid = grid;
     this.tiles = new Map(); // sid -> tile
+    this.links = new Map(); // sid ("local" for this page) -> {quality, score} from the server
     this.observer = new ResizeObserver(() => this.layout());
     this.observer.observe(grid);
   }
@@ -79,7 +81,8 @@ export class Tiles {
     t = { sid, el, video, avatar, caption, label, mic, quality, local, pin };
     this.tiles.set(sid, t);
     this.rename(sid, name);
-    this.setQuality(sid, 'unknown');
+    const known = this.links.get(sid);
+    this.setQuality(sid, known?.quality || 'unknown', known?.score ?? null);
     this.layout();
     return t;
   }
@@ -130,12 +133,21 @@ export class Tiles {
     if (t.local) t.video.classList.toggle('mirror', !on);
   }
 
-  setQuality(sid, level) {
+  // The server's level of this participant's connection (excellent, good, poor, lost;
+  // `unknown` until the first) and its estimated MOS.
+  setQuality(sid, level, score = null) {
+    if (level !== 'unknown') this.links.set(sid, { quality: level, score });
     const t = this.tiles.get(sid);
     if (!t) return;
+    const text = QUALITY_TEXT[level] || level;
     t.quality.dataset.level = level;
-    t.quality.setAttribute('aria-label', `connection ${QUALITY_TEXT[level] || level}`);
-    t.quality.title = `Connection: ${QUALITY_TEXT[level] || level}`;
+    t.quality.setAttribute('aria-label', `connection ${text}`);
+    t.quality.title = `Connection: ${text}${score === null ? '' : ` (MOS ${score.toFixed(1)})`}`;
+  }
+
+  // What the server last said of this participant's connection, if anything.
+  link(sid) {
+    return this.links.get(sid) || null;
   }
 
   speaker(sid) {
@@ -152,6 +164,12 @@ export class Tiles {
 
   clear({ keepLocal = false } = {}) {
     for (const sid of [...this.tiles.keys()]) if (!(keepLocal && sid === 'local')) this.remove(sid);
+    if (!keepLocal) this.links.clear();
+  }
+
+  // A participant left the room: its level no longer applies.
+  forget(sid) {
+    this.links.delete(sid);
   }
 
   // Chooses the column count that gives the largest 16:9 tiles in the grid's box; past

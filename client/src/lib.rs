@@ -53,7 +53,9 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use config::Config;
 use driver::{Command, Driver};
-pub use wire::{ChatAck, ChatEntry, Conversation, HistoryPage, Participant, ServerError};
+pub use wire::{
+    ChatAck, ChatEntry, Conversation, HistoryPage, Participant, ParticipantQuality, ServerError,
+};
 
 /// Events queued for the app, in arrival order.
 const EVENT_QUEUE: usize = 1024;
@@ -120,6 +122,10 @@ pub enum Event {
         kind: String,
         muted: bool,
     },
+    /// Connection quality of members of the room, as the SFU scores each one's link
+    /// (`connection_quality`): those whose level changed, or, once this session's own
+    /// media is first scored, every scored member.
+    ConnectionQuality(Vec<ParticipantQuality>),
     /// An error the server pushed outside a request.
     Error(ServerError),
     /// Any other push (calls, shutdown, …), as sent.
@@ -159,6 +165,9 @@ impl Event {
                 kind: s("kind"),
                 muted: m["muted"] == true,
             },
+            "connection_quality" => serde_json::from_value(m["participants"].clone())
+                .map(Event::ConnectionQuality)
+                .unwrap_or(Event::Other(m)),
             "error" => Event::Error(ServerError {
                 code: s("code"),
                 message: s("message"),

@@ -82,3 +82,15 @@ pub struct ServerError {
     pub code: String,
     pub message: String,
 }
+
+/// One member's connection quality ([`Event::ConnectionQuality`](crate::Event::ConnectionQuality)).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ParticipantQuality {
+    /// Its media session (as in [`MediaSession::sid`](crate::media::MediaSession::sid)).
+    pub sid: String,
+    pub identity: String,
+    /// `excellent`, `good`, `poor` or `lost`.
+    pub quality: String,
+    /// Estimated MOS (1-4.5) of a call over its link.
+    pub score: f64,
+}

@@ -356,6 +356,7 @@ async fn room_media(
                 "tracks_subscribed": p.tracks_subscribed,
                 "published": p.published.iter().map(published_json).collect::<Vec<_>>(),
                 "subscribed": p.subscribed.iter().map(subscribed_json).collect::<Vec<_>>(),
+                "quality": p.quality.as_ref().map(quality_json),
             })
         })
         .collect();
@@ -374,6 +375,19 @@ async fn room_media(
             "tracks": stats.iter().map(|p| p.tracks_published).sum::<usize>(),
         },
     })))
+}
+
+/// A participant's connection quality and the figures behind it.
+fn quality_json(q: &huddle_sfu::ConnectionQuality) -> serde_json::Value {
+    json!({
+        "level": q.level.as_str(),
+        "score": (q.mos * 100.0).round() / 100.0,
+        "loss_up_percent": q.loss_up * 100.0,
+        "loss_down_percent": q.loss_down * 100.0,
+        "jitter_ms": q.jitter.as_secs_f64() * 1000.0,
+        "rtt_ms": q.rtt.map(|d| d.as_secs_f64() * 1000.0),
+        "bandwidth_limited": q.bandwidth_limited,
+    })
 }
 
 /// A picture size as `{"width","height"}`, or null.

@@ -512,6 +512,23 @@ pub enum ServerMessage {
         sid: Option<String>,
         identity: Option<String>,
     },
+    /// Members of the room whose connection quality changed (to the room), or every
+    /// scored member's (to a member whose media session is scored for the first time).
+    ConnectionQuality {
+        room: String,
+        participants: Vec<QualityUpdate>,
+    },
+}
+
+/// One member's connection quality, as the SFU scores its link (`huddle_sfu::quality`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QualityUpdate {
+    pub sid: String,
+    pub identity: String,
+    /// `excellent`, `good`, `poor` or `lost`.
+    pub quality: &'static str,
+    /// Estimated MOS (1-4.5), one decimal.
+    pub score: f64,
 }
 
 #[derive(Serialize)]

@@ -1,8 +1,8 @@
 // The web demo as a product, in headless Chromium with fake camera, microphone and
 // screen: the pre-join screen (prefill from the link, device pickers, live preview, mic
 // level meter, keyboard-only join), then in the call names on tiles, mute and camera-off
-// seen by the other side, the stats panel refreshing from getStats with a quality
-// indicator, screen share by replaceTrack, the grid with 16 and 25 tiles, and leave.
+// seen by the other side, the stats panel refreshing from getStats, the server's
+// connection-quality level on each tile and in the panel, screen share by replaceTrack, the grid with 16 and 25 tiles, and leave.
 // Usage: node app.mjs <base-url>. Prints one JSON line last; exits non-zero on failure.
 import { launch, open, playing, run, shot, text } from './lib.mjs';
 
@@ -127,7 +127,16 @@ await run(browser, async (report) => {
   await alice.waitForTimeout(2500);
   const later = await statsRow(alice, 'Bob');
   report.stats = { first, later, you: await statsRow(alice, 'You (sending)') };
-  report.quality = (await remote(alice)).quality;
+  // The tiles' indicator: the server's level of each member's own connection.
+  await alice.waitForFunction(() => [...document.querySelectorAll('.tile .quality')]
+    .every((q) => q.dataset.level !== 'unknown'), null, { timeout: 15000 })
+    .catch(async () => { throw new Error(`no connection level: ${JSON.stringify(await remote(alice))}`); });
+  report.quality = {
+    remote: (await remote(alice)).quality,
+    local: await alice.$eval('.tile[data-sid="local"] .quality', (q) => q.dataset.level),
+    title: await alice.$eval('.tile:not([data-sid="local"]) .quality', (q) => q.title),
+    panel: (await statsRow(alice, 'Bob')).connection,
+  };
   await shot(alice, 'call-stats');
 
   // Screen share: Bob's camera sender now carries the screen (16:9; the camera is set to
