@@ -120,7 +120,9 @@ export class CallStats {
         }
       } else if (s.type === 'remote-inbound-rtp') {
         if (s.fractionLost !== undefined) f.loss = Math.max(f.loss ?? 0, s.fractionLost);
-        if (s.jitter !== undefined) f.jitter = Math.max(f.jitter ?? 0, s.jitter);
+        // Audio's only: the SFU's reports on video count RTX resends, Chrome's probes
+        // among them, and read seconds of jitter on the layer that carries the probes.
+        if (s.jitter !== undefined && s.kind === 'audio') f.jitter = Math.max(f.jitter ?? 0, s.jitter);
       }
     });
     f.quality = qualityOf(f);

@@ -2,7 +2,7 @@
 //!
 //! Inputs, once per stats interval: the loss on what it sends us (the fraction our
 //! receiver reports give, per stream), the loss on what we send it (the fraction its
-//! receiver reports give), the interarrival jitter of what it sends us, the RTCP
+//! receiver reports give), the interarrival jitter of the audio it sends us, the RTCP
 //! round-trip time, whether video it receives is paused because its bandwidth cannot
 //! carry even the lowest layer, and whether anything arrived from it at all.
 //!
@@ -85,7 +85,8 @@ pub struct ConnectionQuality {
     pub loss_up: f64,
     /// Smoothed loss fraction (0–1) of what we send it.
     pub loss_down: f64,
-    /// Smoothed interarrival jitter of what it sends us (the worst stream's).
+    /// Smoothed interarrival jitter of the audio it sends us (the worst stream's;
+    /// zero without audio).
     pub jitter: Duration,
     /// Latest RTCP round-trip time, when known.
     pub rtt: Option<Duration>,
@@ -169,7 +170,7 @@ fn smoothing(dt: Duration) -> f64 {
 /// The kind of media of a stream, for [`QualityMeter`]'s samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// Audio: its jitter, when there is audio, is the one scored.
+    /// Audio: its jitter is the one scored.
     Audio = 0,
     /// Video.
     Video = 1,
@@ -180,8 +181,8 @@ pub enum Kind {
 pub struct QualityMeter {
     up: LossSamples,
     down: LossSamples,
-    /// The worst jitter sampled this interval, per kind (audio, video).
-    jitter_sample: [Option<Duration>; 2],
+    /// The worst audio jitter sampled this interval.
+    jitter_sample: Option<Duration>,
     /// Smoothed jitter, seconds.
     jitter: Option<f64>,
     /// Datagrams received at the last tick, and when that count last moved.
@@ -196,7 +197,7 @@ impl QualityMeter {
         Self {
             up: LossSamples::default(),
             down: LossSamples::default(),
-            jitter_sample: [None; 2],
+            jitter_sample: None,
             jitter: None,
             heard: (0, now),
             last_tick: now,
@@ -215,8 +216,13 @@ impl QualityMeter {
         jitter: Duration,
     ) {
         self.up.observe(stream, kind, packets, loss);
-        let j = &mut self.jitter_sample[kind as usize];
-        *j = Some(j.map_or(jitter, |j| j.max(jitter)));
+        // Only audio's jitter: str0m 0.25 feeds a stream's jitter with the packets RTX
+        // repairs too, old timestamps arriving late, and Chrome probes by resending old
+        // packets over RTX, so its lowest simulcast layer, which carries the probes,
+        // reads seconds of jitter. Audio is not resent.
+        if kind == Kind::Audio {
+            self.jitter_sample = Some(self.jitter_sample.map_or(jitter, |j| j.max(jitter)));
+        }
     }
 
     /// A stream we send it: cumulative packets and the loss fraction its receiver
@@ -250,10 +256,7 @@ impl QualityMeter {
         self.last_tick = now;
         let up = self.up.fold(now);
         let down = self.down.fold(now);
-        // Audio's jitter when there is audio: a video frame's packets leave in a burst
-        // and share a timestamp, which RFC 3550's jitter reads as variation.
-        let [audio, video] = std::mem::take(&mut self.jitter_sample);
-        if let Some(j) = audio.or(video) {
+        if let Some(j) = self.jitter_sample.take() {
             let j = j.as_secs_f64();
             self.jitter = Some(self.jitter.map_or(j, |s| s + alpha * (j - s)));
         }
@@ -455,7 +458,8 @@ mod tests {
             .tick(t + Duration::from_secs(1), 1000, None, false)
             .unwrap();
         assert!((q.loss_up - 0.10).abs() < 1e-6, "{q:?}");
-        // Audio's jitter is the one scored when there is audio.
+        // Video's jitter is not scored (and this audio had no new packets, but its
+        // jitter is current).
         assert_eq!(q.jitter, Duration::from_millis(2));
         // Audio at 20% beside many clean (repaired) video packets: 20%, not their mean.
         let mut m = QualityMeter::new(t);
