@@ -183,6 +183,7 @@ pub async fn sfu_load(args: SfuLoadArgs) -> anyhow::Result<()> {
         media: huddle_bench::sfu_load::MediaSpec {
             audio_bytes: args.audio_bytes,
             video,
+            red: args.red,
         },
         client_threads: args.client_threads.max(1),
         max_loss_percent: args.max_loss_percent,

@@ -295,6 +295,11 @@ pub struct SfuLoadArgs {
     /// taken when a frame is read.
     #[arg(long)]
     pub tcp: bool,
+    /// Participants accept redundant audio (RFC 2198 RED) as browsers do, so the SFU
+    /// sends and receives each audio frame with the previous one inside (when its
+    /// `sfu.audio_red` is on, the default).
+    #[arg(long)]
+    pub red: bool,
     /// Benchmark a running server at this URL instead of starting one (its SFU must be
     /// reachable from here); its CPU and memory are then not measured.
     #[arg(long, requires = "api_secret")]

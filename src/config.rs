@@ -118,6 +118,10 @@ pub struct SfuSection {
     /// shard (later members fill other shards as many at a time; frames cross
     /// between shards); 0: a room stays on one shard.
     pub spread_rooms_above: usize,
+    /// Offer redundant audio (RFC 2198 RED, before Opus): peers that accept it send and
+    /// get each audio frame with the previous one inside, so a single lost packet is
+    /// rebuilt without a retransmission, at about the audio's bitrate again.
+    pub audio_red: bool,
 }
 
 impl Default for SfuSection {
@@ -143,6 +147,7 @@ impl Default for SfuSection {
             last_n: d.router.last_n.unwrap_or(0),
             shards: d.shards,
             spread_rooms_above: d.spread_rooms_above,
+            audio_red: d.audio_red,
         }
     }
 }
@@ -168,6 +173,7 @@ impl SfuSection {
             max_incoming_packet_rate: self.max_incoming_packet_rate,
             shards: self.shards,
             spread_rooms_above: self.spread_rooms_above,
+            audio_red: self.audio_red,
             ..Default::default()
         };
         c.router.max_participants_per_room = self.max_participants_per_room;

@@ -4,7 +4,7 @@
 //! others' grids; and the same with relay-only ICE through huddle's TURN server, with a
 //! publisher cap the pages' send budgets come down to; the same over the SFU's ICE-TCP
 //! candidate alone; a camera held back by "last N"; a single-stream camera that follows
-//! its one subscriber's room.
+//! its one subscriber's room; redundant audio (RED) both ways.
 //!
 //! Needs node, chromium and `npm ci` in tests/browser; CI provides them and sets
 //! HUDDLE_REQUIRE_BROWSER=1 so that their absence fails instead of skipping.
@@ -168,6 +168,45 @@ fn browsers_call_over_tcp_through_huddle_turn() {
         return;
     }
     relay_only_call(34793, "tcp", 46000);
+}
+
+/// Redundant audio (`sfu.audio_red`, RFC 2198): the SFU offers RED before Opus,
+/// Chromium accepts it and sends its microphone wrapped in RED, and the SFU sends it
+/// RED too. Chromium's stats name Opus either way (the primary codec), so the evidence
+/// is the payload: about twice the bytes per audio packet, each way, against the same
+/// call with `audio_red = false`.
+#[test]
+fn chromium_sends_and_receives_redundant_audio() {
+    if !browser_available() {
+        return;
+    }
+    let payload = |red: bool| {
+        let server = Server::start_with(
+            &format!("[sfu]\nlisten = \"127.0.0.1:0\"\naudio_red = {red}\n"),
+            &["--dev"],
+            &[],
+        );
+        let base = format!("http://{}", server.addr);
+        let _browsers = one_at_a_time();
+        let report = run_browser_script("red.mjs", &[&base], None);
+        eprintln!("red.mjs (audio_red = {red}): {report}");
+        for way in ["in", "out"] {
+            assert_eq!(report[way]["codec"], "audio/opus", "{report}");
+            assert!(
+                report[way]["packets"].as_u64().unwrap_or(0) >= 50,
+                "{report}"
+            );
+        }
+        let bytes = |way: &str| report[way]["bytes_per_packet"].as_f64().unwrap_or(0.0);
+        (bytes("in"), bytes("out"))
+    };
+    let (red_in, red_out) = payload(true);
+    let (plain_in, plain_out) = payload(false);
+    assert!(
+        red_out > 1.6 * plain_out && red_in > 1.6 * plain_in,
+        "bytes per audio packet with RED in {red_in:.0} / out {red_out:.0}, \
+         without in {plain_in:.0} / out {plain_out:.0}"
+    );
 }
 
 /// `sfu.last_n = 1`: a third participant sees one camera; the other tile shows the

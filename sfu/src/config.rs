@@ -57,6 +57,13 @@ pub struct SfuConfig {
     /// crosses to the shards of its subscribers. 0: a room stays on its home shard. See
     /// [`crate::Sfu`].
     pub spread_rooms_above: usize,
+    /// Offer RFC 2198 redundant audio (RED) on every audio m-line, listed before Opus:
+    /// a peer that accepts it (browsers do) sends each Opus frame with the previous one
+    /// inside, and is sent likewise, so a lost packet is rebuilt from the next one, by
+    /// the SFU (str0m) from a publisher and by the browser from the SFU, without a
+    /// retransmission. Costs about the audio's bitrate again on those links; peers that
+    /// do not accept it get plain Opus.
+    pub audio_red: bool,
 }
 
 impl Default for SfuConfig {
@@ -76,6 +83,7 @@ impl Default for SfuConfig {
             event_backlog: 1024,
             shards: 0,
             spread_rooms_above: 16,
+            audio_red: true,
         }
     }
 }

@@ -337,3 +337,92 @@ async fn connection_quality_follows_loss_on_each_participant_s_own_link() {
     assert!(recovered, "recovered: {:?}", levels(&stats, &who));
     assert_eq!((gauge("excellent"), gauge("poor")), (3, 0));
 }
+
+/// Alice's audio reaches bob through a window of 10% loss that `shim` picks (one of
+/// `who`'s, per mille) for 5 s; the SFU offers redundant audio when `sfu_red`, the
+/// clients accept it when `clients_red`. Returns how many of alice's audio frames in
+/// the span bob got are missing, of how many, and how many datagrams the shim dropped.
+async fn audio_through_loss(
+    sfu_red: bool,
+    clients_red: bool,
+    shim: impl Fn(&common::Client) -> Arc<AtomicU64>,
+    who: &str,
+) -> (usize, usize, u64) {
+    let mut call = Call::start_with(SfuConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        audio_red: sfu_red,
+        ..SfuConfig::default()
+    })
+    .await;
+    call.red = clients_red;
+    call.join_with("room", "alice", None).await;
+    call.join_with("room", "bob", None).await;
+    let heard = |call: &Call| {
+        call.client("bob")
+            .seen
+            .lock()
+            .unwrap()
+            .audio_frames
+            .get("alice")
+            .map_or(0, Vec::len)
+    };
+    assert!(eventually(WAIT, || heard(&call) >= 25).await, "no audio");
+    let first = heard(&call);
+    let loss = shim(call.client(who));
+    loss.store(100, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    loss.store(0, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seen = call.client(who).seen.lock().unwrap();
+    let dropped = seen.dropped + seen.dropped_sent;
+    drop(seen);
+    let frames = call.client("bob").seen.lock().unwrap().audio_frames["alice"][first..].to_vec();
+    let (lo, hi) = (*frames.iter().min().unwrap(), *frames.iter().max().unwrap());
+    let got: HashSet<u64> = frames.iter().copied().collect();
+    let missing = (lo..=hi).filter(|n| !got.contains(n)).count();
+    (missing, (hi - lo + 1) as usize, dropped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redundant_audio_rebuilds_what_a_lossy_subscriber_misses() {
+    // 10% of what the SFU sends bob is lost. With RED each packet also carries the
+    // frame before it, so only two losses in a row cost a frame (about 1%); without,
+    // every loss does (audio is not retransmitted).
+    let (missing, span, dropped) =
+        audio_through_loss(true, true, |c| c.loss_permille.clone(), "bob").await;
+    println!("RED: bob misses {missing} of {span} audio frames; {dropped} datagrams dropped");
+    assert!(dropped >= 10, "the shim dropped too little to test");
+    assert!(
+        missing * 100 <= span * 4,
+        "{missing} of {span} missing with RED"
+    );
+    let (plain_missing, plain_span, _) =
+        audio_through_loss(false, true, |c| c.loss_permille.clone(), "bob").await;
+    println!("plain: bob misses {plain_missing} of {plain_span} audio frames");
+    assert!(
+        plain_missing * 100 >= plain_span * 5,
+        "without RED only {plain_missing} of {plain_span} missing: the loss is not seen"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redundant_audio_from_a_lossy_publisher_is_rebuilt_by_the_sfu() {
+    // 10% of what alice sends the SFU is lost. Her packets carry RED: the SFU (str0m)
+    // rebuilds a lost frame from the next packet and forwards it to bob. In the
+    // control run the clients do not accept RED.
+    let (missing, span, dropped) =
+        audio_through_loss(true, true, |c| c.send_loss_permille.clone(), "alice").await;
+    println!("RED: bob misses {missing} of {span} audio frames; alice lost {dropped} datagrams");
+    assert!(dropped >= 10, "the shim dropped too little to test");
+    assert!(
+        missing * 100 <= span * 4,
+        "{missing} of {span} missing with RED"
+    );
+    let (plain_missing, plain_span, _) =
+        audio_through_loss(true, false, |c| c.send_loss_permille.clone(), "alice").await;
+    println!("plain: bob misses {plain_missing} of {plain_span} audio frames");
+    assert!(
+        plain_missing * 100 >= plain_span * 5,
+        "without RED only {plain_missing} of {plain_span} missing: the loss is not seen"
+    );
+}

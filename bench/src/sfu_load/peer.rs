@@ -46,6 +46,9 @@ pub struct MediaSpec {
     pub audio_bytes: usize,
     /// The video track, if any.
     pub video: Option<VideoSpec>,
+    /// Accept redundant audio (RFC 2198 RED) when the SFU offers it, as browsers do:
+    /// each audio packet each way then carries the previous frame too.
+    pub red: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -122,10 +125,11 @@ impl Peer {
         video: bool,
         local: std::net::IpAddr,
         tcp: bool,
+        red: bool,
     ) -> Result<(Self, String, SdpPendingOffer)> {
         let mut rtc = Rtc::builder()
             .clear_codecs()
-            .enable_opus(true, false)
+            .enable_opus(true, red)
             .enable_h264(true)
             .build(Instant::now());
         let socket = if tcp {

@@ -156,6 +156,7 @@ pub async fn connect(
         p.spec.video.is_some(),
         p.route.local,
         p.tcp,
+        p.spec.red,
     )?;
     let answer = request(
         &mut ws,

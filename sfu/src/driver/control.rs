@@ -208,7 +208,7 @@ impl Driver {
             .set_ice_lite(true)
             .set_crypto_provider(self.shared.crypto.clone())
             .clear_codecs()
-            .enable_opus(true, false)
+            .enable_opus(true, self.config.audio_red)
             .enable_h264(true)
             .enable_vp8(true)
             .set_stats_interval(Some(self.config.stats_interval))

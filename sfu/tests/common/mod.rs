@@ -48,6 +48,8 @@ pub struct Seen {
     pub recv_mids: Vec<(Mid, MediaKind)>,
     /// Frame numbers of the video frames received, per publisher.
     pub video_frames: HashMap<String, Vec<u64>>,
+    /// Frame numbers of the audio frames received, per publisher.
+    pub audio_frames: HashMap<String, Vec<u64>>,
     /// RTP/RTCP datagrams dropped by the loss shim on the way in.
     pub dropped: u64,
     /// RTP/RTCP datagrams dropped by the loss shim on the way out.
@@ -179,6 +181,8 @@ pub struct Call {
     /// Clients joined from now on have no UDP: they connect to the SFU's ICE-TCP
     /// candidate (RFC 6544, as the active side) and nothing else.
     pub tcp: bool,
+    /// Clients joined from now on accept redundant audio (RFC 2198 RED), as browsers do.
+    pub red: bool,
 }
 
 /// Send instants of audio frames by (publisher, frame number).
@@ -215,6 +219,7 @@ impl Call {
             silent_for: Duration::ZERO,
             twcc: true,
             tcp: false,
+            red: false,
         }
     }
 
@@ -243,7 +248,7 @@ impl Call {
         }
         let mut builder = Rtc::builder()
             .clear_codecs()
-            .enable_opus(true, false)
+            .enable_opus(true, self.red)
             .enable_h264(true)
             .enable_vp8(true);
         if !self.twcc {
@@ -724,8 +729,11 @@ fn on_event(name: &str, rtc: &mut Rtc, e: Event, seen: &Mutex<Seen>, sent_at: &S
                             .get(&(from.clone(), n))
                             .map(|t| t.elapsed()),
                     });
-                } else if let Some(t) = sent_at.lock().unwrap().get(&(from.clone(), n)) {
-                    seen.audio_latency.push(t.elapsed());
+                } else {
+                    seen.audio_frames.entry(from.clone()).or_default().push(n);
+                    if let Some(t) = sent_at.lock().unwrap().get(&(from.clone(), n)) {
+                        seen.audio_latency.push(t.elapsed());
+                    }
                 }
                 *seen.frames.entry((from, kind)).or_default() += 1;
                 // As a browser does: a stream that begins with a frame it cannot decode
