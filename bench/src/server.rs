@@ -125,6 +125,18 @@ impl Target {
             .ok_or_else(|| BenchError::Protocol(format!("no token in {resp}")))
     }
 
+    /// The SFU's view of `room` (admin API `/v1/rooms/{room}/media`).
+    pub async fn room_media(&self, room: &str) -> Result<serde_json::Value> {
+        Ok(reqwest::Client::new()
+            .get(format!("{}/v1/rooms/{room}/media", self.base))
+            .bearer_auth(&self.api_secret)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
     /// Process id of the server, when it is our child.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -184,6 +184,14 @@ pub async fn run(target: &CallTarget<'_>, cfg: &CallConfig) -> Result<CallReport
     tokio::time::sleep(cfg.duration).await;
     let end = report::snapshot(&joined);
     let ended_at = std::time::Instant::now();
+    // The server's view of each link over the same window (it smooths over seconds).
+    let server_quality = match target.server.room_media(&room).await {
+        Ok(media) => report::ServerQuality::from_room_media(&media),
+        Err(e) => {
+            tracing::debug!(error = %e, "no admin view of the call's room");
+            Vec::new()
+        }
+    };
     let mut sent = Vec::new();
     for p in &mut joined {
         sent.push(p.stop_sending().await);
@@ -193,7 +201,7 @@ pub async fn run(target: &CallTarget<'_>, cfg: &CallConfig) -> Result<CallReport
     // at the end, before the senders' silence would count as concealment).
     tokio::time::sleep(Duration::from_secs(1)).await;
     let settled = report::snapshot(&joined);
-    let report = report::build(
+    let mut report = report::build(
         cfg,
         &joined,
         &sent,
@@ -201,6 +209,7 @@ pub async fn run(target: &CallTarget<'_>, cfg: &CallConfig) -> Result<CallReport
         (&baseline, &end, &settled),
         ended_at,
     );
+    report.server_quality = server_quality;
     for p in joined {
         p.leave().await;
     }

@@ -28,6 +28,46 @@ pub struct CallReport {
     pub joins: Vec<JoinReport>,
     pub pairs: Vec<PairReport>,
     pub summary: Summary,
+    /// What the server's SFU made of each participant's link at the end of the
+    /// measured window (its admin API), to set beside what the listeners measured.
+    pub server_quality: Vec<ServerQuality>,
+}
+
+/// The SFU's connection quality of one participant (`quality` in the admin API's
+/// `/v1/rooms/{room}/media`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerQuality {
+    pub name: String,
+    /// `excellent`, `good`, `poor` or `lost`; empty when the server had not scored it.
+    pub level: String,
+    /// Estimated MOS.
+    pub score: f64,
+    pub loss_up_pct: f64,
+    pub loss_down_pct: f64,
+}
+
+impl ServerQuality {
+    /// The entries of an admin API room view (`/v1/rooms/{room}/media`).
+    pub fn from_room_media(media: &serde_json::Value) -> Vec<ServerQuality> {
+        let mut out: Vec<ServerQuality> = media["participants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let q = &p["quality"];
+                let f = |k: &str| q[k].as_f64().unwrap_or(f64::NAN);
+                ServerQuality {
+                    name: p["identity"].as_str().unwrap_or_default().to_owned(),
+                    level: q["level"].as_str().unwrap_or_default().to_owned(),
+                    score: f("score"),
+                    loss_up_pct: f("loss_up_percent"),
+                    loss_down_pct: f("loss_down_percent"),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -424,6 +464,7 @@ pub(super) fn build(
         joins,
         pairs,
         summary,
+        server_quality: Vec::new(),
     }
 }
 
@@ -502,4 +543,17 @@ pub fn print_summary(r: &CallReport) {
         s.snr_db_mean,
         s.join_ms_max
     );
+    if !r.server_quality.is_empty() {
+        let each: Vec<String> = r
+            .server_quality
+            .iter()
+            .map(|q| {
+                format!(
+                    "{} {} {:.1} (loss up {:.1}%, down {:.1}%)",
+                    q.name, q.level, q.score, q.loss_up_pct, q.loss_down_pct
+                )
+            })
+            .collect();
+        println!("server's connection quality: {}", each.join(", "));
+    }
 }
