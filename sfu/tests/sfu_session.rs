@@ -1,5 +1,6 @@
 //! Session changes over real UDP: a client unpublishing its video by renegotiation,
-//! selective subscription, and a client that vanishes without leaving.
+//! selective subscription, a client that vanishes without leaving (read as lost, then
+//! removed), connection quality under loss and redundant audio.
 
 mod common;
 
@@ -91,6 +92,28 @@ async fn a_client_that_vanishes_is_removed_and_freed() {
     // bob's process dies: no leave, no more packets.
     let t0 = Instant::now();
     call.client("bob").stop();
+    // Before his session times out, his link reads as lost (nothing for 3 s), and the
+    // gauge counts him there.
+    let (lost, stats) = stats_until(&call, WAIT, |s| {
+        s.iter().any(|p| {
+            p.participant.as_str() == "bob"
+                && p.quality.is_some_and(|q| q.level == QualityLevel::Lost)
+        })
+    })
+    .await;
+    assert!(
+        lost,
+        "bob never read as lost: {:?}",
+        levels(&stats, &["alice"])
+    );
+    println!("vanished peer read as lost after {:?}", t0.elapsed());
+    let lost_gauge = call
+        .sfu
+        .metrics()
+        .connection_quality
+        .get_or_create(&huddle_sfu::metrics::QualityLabel { quality: "lost" })
+        .get();
+    assert_eq!(lost_gauge, 1);
     let gone = eventually(Duration::from_secs(60), || {
         call.events().iter().any(|e| {
             matches!(e,
@@ -103,6 +126,15 @@ async fn a_client_that_vanishes_is_removed_and_freed() {
     println!("vanished peer removed after {:?}", t0.elapsed());
     let (census, peers) = call.sfu.census().await.unwrap();
     assert_eq!((census.participants, census.tracks, peers), (1, 2, 1));
+    // Removed, he leaves the gauge at the next stats tick.
+    let metrics = call.sfu.metrics();
+    let lost = metrics
+        .connection_quality
+        .get_or_create(&huddle_sfu::metrics::QualityLabel { quality: "lost" });
+    assert!(
+        eventually(WAIT, || lost.get() == 0).await,
+        "still counted lost"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
