@@ -415,21 +415,22 @@ async fn audio_through_loss(
     (missing, (hi - lo + 1) as usize, dropped)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redundant_audio_rebuilds_what_a_lossy_subscriber_misses() {
-    // 10% of what the SFU sends bob is lost. With RED each packet also carries the
-    // frame before it, so only two losses in a row cost a frame (about 1%); without,
-    // every loss does (audio is not retransmitted).
-    let (missing, span, dropped) =
-        audio_through_loss(true, true, |c| c.loss_permille.clone(), "bob").await;
-    println!("RED: bob misses {missing} of {span} audio frames; {dropped} datagrams dropped");
+/// Runs `audio_through_loss` with RED on both sides, then with `plain` (sfu_red,
+/// clients_red): at most 4% of the frames may be missing with RED, at least 5% without
+/// (so that the loss is seen at all).
+async fn red_against_plain(
+    shim: impl Fn(&common::Client) -> Arc<AtomicU64> + Copy,
+    who: &str,
+    plain: (bool, bool),
+) {
+    let (missing, span, dropped) = audio_through_loss(true, true, shim, who).await;
+    println!("RED: bob misses {missing} of {span} audio frames; {who} lost {dropped} datagrams");
     assert!(dropped >= 10, "the shim dropped too little to test");
     assert!(
         missing * 100 <= span * 4,
         "{missing} of {span} missing with RED"
     );
-    let (plain_missing, plain_span, _) =
-        audio_through_loss(false, true, |c| c.loss_permille.clone(), "bob").await;
+    let (plain_missing, plain_span, _) = audio_through_loss(plain.0, plain.1, shim, who).await;
     println!("plain: bob misses {plain_missing} of {plain_span} audio frames");
     assert!(
         plain_missing * 100 >= plain_span * 5,
@@ -438,23 +439,17 @@ async fn redundant_audio_rebuilds_what_a_lossy_subscriber_misses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redundant_audio_rebuilds_what_a_lossy_subscriber_misses() {
+    // 10% of what the SFU sends bob is lost. With RED each packet also carries the
+    // frame before it, so only two losses in a row cost a frame (about 1%); without
+    // (the SFU's `audio_red` off), every loss does (audio is not retransmitted).
+    red_against_plain(|c| c.loss_permille.clone(), "bob", (false, true)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redundant_audio_from_a_lossy_publisher_is_rebuilt_by_the_sfu() {
     // 10% of what alice sends the SFU is lost. Her packets carry RED: the SFU (str0m)
     // rebuilds a lost frame from the next packet and forwards it to bob. In the
     // control run the clients do not accept RED.
-    let (missing, span, dropped) =
-        audio_through_loss(true, true, |c| c.send_loss_permille.clone(), "alice").await;
-    println!("RED: bob misses {missing} of {span} audio frames; alice lost {dropped} datagrams");
-    assert!(dropped >= 10, "the shim dropped too little to test");
-    assert!(
-        missing * 100 <= span * 4,
-        "{missing} of {span} missing with RED"
-    );
-    let (plain_missing, plain_span, _) =
-        audio_through_loss(true, false, |c| c.send_loss_permille.clone(), "alice").await;
-    println!("plain: bob misses {plain_missing} of {plain_span} audio frames");
-    assert!(
-        plain_missing * 100 >= plain_span * 5,
-        "without RED only {plain_missing} of {plain_span} missing: the loss is not seen"
-    );
+    red_against_plain(|c| c.send_loss_permille.clone(), "alice", (true, false)).await;
 }
