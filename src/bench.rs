@@ -280,6 +280,7 @@ pub async fn call(args: CallArgs) -> anyhow::Result<()> {
         speech,
         nack: !args.no_nack,
         fec: !args.no_fec,
+        red: !args.no_red,
         seed: args.seed,
         audio_bitrate: args.audio_kbps.clamp(6, 510) * 1000,
         progress: true,
@@ -332,6 +333,7 @@ pub async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
             }),
             nack: !args.no_nack,
             fec: !args.no_fec,
+            red: !args.no_red,
             seed: args.seed,
             audio_bitrate: args.audio_kbps.clamp(6, 510) * 1000,
             ..CallConfig::default()

@@ -375,6 +375,9 @@ pub struct CallArgs {
     /// Send Opus without in-band FEC.
     #[arg(long)]
     pub no_fec: bool,
+    /// Do not offer redundant audio (RED, RFC 2198): plain Opus each way.
+    #[arg(long)]
+    pub no_red: bool,
     /// Seed of the impairments and the test signal.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -439,6 +442,9 @@ pub struct SweepArgs {
     /// Send Opus without in-band FEC.
     #[arg(long)]
     pub no_fec: bool,
+    /// Do not offer redundant audio (RED, RFC 2198): plain Opus each way.
+    #[arg(long)]
+    pub no_red: bool,
     /// Seed of the impairments and the test signal (the same at every point).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

@@ -35,6 +35,7 @@ const TARGETS: &[Target] = &[
         frame_buffer,
         huddle_media::video::fuzz::frame_buffer
     ),
+    target!("media", red, huddle_media::rtp::fuzz::red),
     target!("turn", wire, huddle_turn::fuzz::wire),
     target!("turn", server, huddle_turn::fuzz::server),
 ];

@@ -84,6 +84,8 @@ pub struct CallConfig {
     pub speech: Option<Arc<Vec<i16>>>,
     pub nack: bool,
     pub fec: bool,
+    /// Offer redundant audio (RED); the SFU sends and takes it when it accepts it.
+    pub red: bool,
     pub seed: u64,
     /// Opus bitrate.
     pub audio_bitrate: u32,
@@ -104,6 +106,7 @@ impl Default for CallConfig {
             speech: None,
             nack: true,
             fec: true,
+            red: true,
             seed: 1,
             audio_bitrate: 32_000,
             warmup: Duration::from_secs(1),
@@ -161,6 +164,7 @@ pub async fn run(target: &CallTarget<'_>, cfg: &CallConfig) -> Result<CallReport
             },
             jitter: JitterConfig::default(),
             nack: cfg.nack,
+            red: cfg.red,
         };
         let p = Participant::join(setup).await?;
         if cfg.progress {

@@ -48,6 +48,7 @@ pub struct ParticipantSetup {
     pub opus: OpusEncoderConfig,
     pub jitter: JitterConfig,
     pub nack: bool,
+    pub red: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -137,6 +138,7 @@ impl Participant {
             bind_ip: setup.sfu_addr.ip(),
             sfu_address: relay.as_ref().map(Relay::local_addr),
             nack: setup.nack,
+            red: setup.red,
             jitter: setup.jitter.clone(),
             ice_servers: Vec::new(),
             relay_only: false,

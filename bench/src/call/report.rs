@@ -23,6 +23,7 @@ pub struct CallReport {
     pub down: Impairments,
     pub nack: bool,
     pub fec: bool,
+    pub red: bool,
     pub video: bool,
     pub seed: u64,
     pub joins: Vec<JoinReport>,
@@ -113,6 +114,8 @@ pub struct AudioReport {
     /// listener).
     pub effective_loss_pct: f64,
     pub fec_recovered: u64,
+    /// Packets rebuilt from the redundant copy the next packet carried (RED).
+    pub red_recovered: u64,
     /// Played samples that were concealment, percent.
     pub concealed_pct: f64,
     pub jitter_buffer_delay_ms: f64,
@@ -220,6 +223,9 @@ fn since(now: TrackStats, base: Option<&TrackStats>) -> TrackStats {
     let mut d = now;
     d.packets_expected = d.packets_expected.saturating_sub(b.packets_expected);
     d.packets_received = d.packets_received.saturating_sub(b.packets_received);
+    d.packets_recovered_red = d
+        .packets_recovered_red
+        .saturating_sub(b.packets_recovered_red);
     d.frames_decoded = d.frames_decoded.saturating_sub(b.frames_decoded);
     d.decode_errors = d.decode_errors.saturating_sub(b.decode_errors);
     if let (Some(a), Some(ba)) = (d.audio.as_mut(), b.audio.as_ref()) {
@@ -366,6 +372,7 @@ pub(super) fn build(
                     loss_after_repair_pct: after,
                     effective_loss_pct: effective,
                     fec_recovered: js.fec_recovered_packets,
+                    red_recovered: st.packets_recovered_red,
                     concealed_pct: js.concealed_percent(),
                     jitter_buffer_delay_ms: js.mean_delay_ms(),
                     jitter_buffer_target_ms: js.target_delay_ms,
@@ -459,6 +466,7 @@ pub(super) fn build(
         down: cfg.down,
         nack: cfg.nack,
         fec: cfg.fec,
+        red: cfg.red,
         video: cfg.video.is_some(),
         seed: cfg.seed,
         joins,

@@ -171,6 +171,11 @@ pub struct MediaOptions {
     pub sfu_address: Option<SocketAddr>,
     /// Ask for and answer retransmissions (RFC 4585 generic NACK).
     pub nack: bool,
+    /// Offer redundant audio (RFC 2198 RED, as browsers do): when the SFU accepts it,
+    /// the microphone's packets carry the previous frame too, and so do the packets the
+    /// SFU sends, so a single lost packet is rebuilt from the next without a
+    /// retransmission, at about the audio's bitrate again.
+    pub red: bool,
     /// Jitter buffer of every received audio track.
     pub jitter: JitterConfig,
     /// STUN/TURN servers ([`crate::Client::ice_servers`] fetches the server's).
@@ -188,6 +193,7 @@ impl Default for MediaOptions {
             bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             sfu_address: None,
             nack: true,
+            red: true,
             jitter: JitterConfig::default(),
             ice_servers: Vec::new(),
             relay_only: false,
@@ -310,13 +316,14 @@ impl MediaSession {
 
         let (mut audio, mut video) = (None, None);
         for (kind, track, sender, ssrc) in outs {
-            let pt = negotiated_payload_type(&sender).await?;
+            let (pt, red_pt) = negotiated_payload_types(&sender).await?;
             let out = send::RtpOut::new(track, ssrc, pt);
             match kind {
                 RtpCodecKind::Audio => {
                     audio = Some(AudioSender::new(
                         out,
                         opts.audio.clone().unwrap_or_default(),
+                        red_pt.filter(|_| opts.red),
                     )?)
                 }
                 _ => {
@@ -502,14 +509,24 @@ async fn add_track(
     Ok((kind, track, sender, ssrc))
 }
 
-async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>) -> Result<u8, MediaError> {
+/// The payload type a published track's media goes out with (the first negotiated
+/// codec that is not RED), and RED's, if it was negotiated too.
+async fn negotiated_payload_types(
+    sender: &Arc<dyn RtpSender>,
+) -> Result<(u8, Option<u8>), MediaError> {
     let params = sender.get_parameters().await.map_err(peer::webrtc_error)?;
-    params
-        .rtp_parameters
-        .codecs
-        .first()
+    let codecs = &params.rtp_parameters.codecs;
+    let is_red = |mime: &str| mime.eq_ignore_ascii_case(peer::MIME_TYPE_RED);
+    let pt = codecs
+        .iter()
+        .find(|c| !is_red(&c.rtp_codec.mime_type))
         .map(|c| c.payload_type)
-        .ok_or_else(|| MediaError::WebRtc("no codec negotiated for a published track".into()))
+        .ok_or_else(|| MediaError::WebRtc("no codec negotiated for a published track".into()))?;
+    let red = codecs
+        .iter()
+        .find(|c| is_red(&c.rtp_codec.mime_type))
+        .map(|c| c.payload_type);
+    Ok((pt, red))
 }
 
 /// Sends our offer (`media_offer`) and applies the SFU's answer, its candidates
@@ -554,6 +571,7 @@ async fn run(
     let receive = receive::ReceiveConfig {
         jitter: opts.jitter.clone(),
         nack: opts.nack,
+        red_pt: opts.red.then_some(peer::RED_PT),
     };
     let (mut server_up, mut client_up, mut announced) = (false, false, false);
     let reason = loop {

@@ -37,8 +37,11 @@ use super::{MediaError, MediaOptions};
 
 /// RFC 6464 client-to-mixer audio level, which the SFU reads for active speaker.
 pub(crate) const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
-/// Payload types offered; the SFU answers with the same numbers.
+/// Payload types offered; the SFU answers with the same numbers, and offers them too.
 const OPUS_PT: u8 = 111;
+/// RFC 2198 redundant audio around Opus.
+pub(crate) const RED_PT: u8 = 63;
+pub(crate) const MIME_TYPE_RED: &str = "audio/red";
 const H264_PT: u8 = 102;
 const H264_RTX_PT: u8 = 103;
 
@@ -48,6 +51,17 @@ pub(crate) fn opus_codec() -> RTCRtpCodec {
         clock_rate: 48_000,
         channels: 2,
         sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// RED (RFC 2198) whose blocks are all Opus, as WebRTC offers it.
+fn red_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_RED.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: format!("{OPUS_PT}/{OPUS_PT}"),
         rtcp_feedback: vec![],
     }
 }
@@ -148,6 +162,18 @@ pub(crate) async fn build(
     opts: &MediaOptions,
 ) -> Result<(Arc<dyn PeerConnection>, PeerEvents), MediaError> {
     let mut engine = MediaEngine::default();
+    if opts.red {
+        // Listed before Opus, as libwebrtc does, so that it is preferred.
+        engine
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: red_codec(),
+                    payload_type: RED_PT,
+                },
+                RtpCodecKind::Audio,
+            )
+            .map_err(webrtc_error)?;
+    }
     engine
         .register_codec(
             RTCRtpCodecParameters {

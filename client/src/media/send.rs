@@ -1,5 +1,6 @@
 //! Publishing: PCM and I420 pictures in, Opus and H.264 RTP out, packetized by the media
-//! crate (RFC 7587, RFC 6184) with the RFC 6464 audio level on every audio packet.
+//! crate (RFC 7587, RFC 6184) with the RFC 6464 audio level on every audio packet, and
+//! each Opus packet wrapped with the previous one (RED, RFC 2198) when it is negotiated.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,6 +14,7 @@ use huddle_media::rtp::PayloadPacket;
 use huddle_media::rtp::audio_level::AudioLevel;
 use huddle_media::rtp::h264::H264Packetizer;
 use huddle_media::rtp::opus::OpusPacketizer;
+use huddle_media::rtp::red;
 use rtc::rtp;
 use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
@@ -66,11 +68,21 @@ impl RtpOut {
         p: PayloadPacket,
         extensions: &[HeaderExtension],
     ) -> Result<(), MediaError> {
+        self.write_as(self.payload_type, p, extensions).await
+    }
+
+    /// Writes `p` with payload type `pt` (another negotiated format of the track).
+    async fn write_as(
+        &mut self,
+        pt: u8,
+        p: PayloadPacket,
+        extensions: &[HeaderExtension],
+    ) -> Result<(), MediaError> {
         let packet = rtp::Packet {
             header: rtp::header::Header {
                 version: 2,
                 marker: p.marker,
-                payload_type: self.payload_type,
+                payload_type: pt,
                 sequence_number: self.seq,
                 timestamp: p.timestamp,
                 ssrc: self.ssrc,
@@ -99,16 +111,29 @@ pub struct AudioSender {
     encoder: OpusEncoder,
     packetizer: OpusPacketizer,
     buf: Vec<u8>,
+    /// RED's payload type when it was negotiated: each packet then carries the
+    /// previous one's frame too.
+    red_pt: Option<u8>,
+    /// The last packet sent (timestamp, Opus payload), the next one's redundancy.
+    previous: Option<(u32, Bytes)>,
+    red_buf: Vec<u8>,
 }
 
 impl AudioSender {
-    pub(crate) fn new(out: RtpOut, config: OpusEncoderConfig) -> Result<Self, MediaError> {
+    pub(crate) fn new(
+        out: RtpOut,
+        config: OpusEncoderConfig,
+        red_pt: Option<u8>,
+    ) -> Result<Self, MediaError> {
         let encoder = OpusEncoder::new(config).map_err(|e| MediaError::Codec(e.to_string()))?;
         Ok(Self {
             out,
             encoder,
             packetizer: OpusPacketizer::new(rand::random()),
             buf: vec![0; MAX_OPUS_PACKET],
+            red_pt,
+            previous: None,
+            red_buf: Vec::new(),
         })
     }
 
@@ -138,7 +163,28 @@ impl AudioSender {
             level: level.level(),
             voice: !encoded.dtx,
         });
-        self.out.write(p, &[ext]).await
+        let Some(red_pt) = self.red_pt else {
+            return self.out.write(p, &[ext]).await;
+        };
+        // The previous packet's frame rides along when its offset and size fit a RED
+        // block header (not after a DTX pause of more than about 340 ms).
+        let previous = self.previous.replace((p.timestamp, p.payload.clone()));
+        let block = previous.as_ref().and_then(|(ts, data)| {
+            let offset = p.timestamp.wrapping_sub(*ts);
+            (offset > 0 && offset <= red::MAX_TIMESTAMP_OFFSET && data.len() <= red::MAX_BLOCK_LEN)
+                .then_some((offset, &data[..]))
+        });
+        let blocks: &[(u32, &[u8])] = match &block {
+            Some(b) => std::slice::from_ref(b),
+            None => &[],
+        };
+        red::build(self.out.payload_type, &p.payload, blocks, &mut self.red_buf)
+            .map_err(|e| MediaError::Codec(e.to_string()))?;
+        let wrapped = PayloadPacket {
+            payload: Bytes::copy_from_slice(&self.red_buf),
+            ..p
+        };
+        self.out.write_as(red_pt, wrapped, &[ext]).await
     }
 
     pub fn stats(&self) -> SendStats {

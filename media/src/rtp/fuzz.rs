@@ -7,6 +7,7 @@ use super::h264::{
     H264Depacketizer, H264Error, H264Packetizer, Output, inspect_payload, nal_units,
 };
 use super::opus::{MAX_PACKET_SAMPLES, OpusDepacketizer, parse_packet};
+use super::red;
 
 /// Splits fuzz input into records: a length byte, a flags byte, then that many bytes.
 fn records(mut data: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
@@ -93,6 +94,28 @@ pub fn audio_level(data: &[u8]) {
     }
 }
 
+/// RED (RFC 2198): a payload either fails or splits into blocks that lie inside it,
+/// at most `MAX_REDUNDANT_BLOCKS` of them, and building them again gives the same bytes.
+pub fn red(data: &[u8]) {
+    let Ok(parsed) = red::parse(data) else {
+        return;
+    };
+    assert!(parsed.redundant.len() <= red::MAX_REDUNDANT_BLOCKS);
+    // The headers carry each block's PT; `build` writes the primary's for all of them,
+    // so only payloads that use one PT throughout round-trip byte for byte.
+    if parsed.redundant.iter().all(|b| b.pt == parsed.primary_pt) {
+        let blocks: Vec<(u32, &[u8])> = parsed
+            .redundant
+            .iter()
+            .map(|b| (u32::from(b.timestamp_offset), b.data))
+            .collect();
+        let mut out = Vec::new();
+        red::build(parsed.primary_pt, parsed.primary, &blocks, &mut out)
+            .expect("parsed blocks are within the header's bounds");
+        assert_eq!(out, data, "RED round trip");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +164,11 @@ mod tests {
         #[test]
         fn audio_level_target(data in proptest::collection::vec(any::<u8>(), 0..64)) {
             audio_level(&data);
+        }
+
+        #[test]
+        fn red_target(data in proptest::collection::vec(any::<u8>(), 0..64)) {
+            red(&data);
         }
     }
 }

@@ -1,5 +1,5 @@
-//! RTP payload formats: Opus (RFC 7587), H.264 packetization-mode 1 (RFC 6184) and the
-//! audio level header extension (RFC 6464).
+//! RTP payload formats: Opus (RFC 7587), H.264 packetization-mode 1 (RFC 6184),
+//! redundant audio (RED, RFC 2198) and the audio level header extension (RFC 6464).
 //!
 //! RTP headers themselves are parsed and written by the `rtp` crate (or the SFU's WebRTC
 //! stack); this module starts where they stop: it turns codec output into RTP payloads
@@ -32,6 +32,7 @@ pub mod audio_level;
 pub mod fuzz;
 pub mod h264;
 pub mod opus;
+pub mod red;
 mod seq;
 
 pub use seq::SeqUnwrapper;
