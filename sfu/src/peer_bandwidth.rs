@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use str0m::bwe::Bitrate;
-use str0m::media::Rid;
+use str0m::media::{Mid, Rid};
 use str0m::rtp::Extension;
 
 use super::{OutState, Peer};
@@ -220,6 +220,21 @@ impl Peer {
             .and_then(|s| s.current())
     }
 
+    /// Whether what we send it on `mid` is wrapped in RED (RFC 2198): one of the
+    /// m-line's codecs has a RED payload type, which str0m keeps only when the client
+    /// negotiated it (its `remote_pts` list primary codecs only).
+    pub(crate) fn sends_red(&self, mid: Mid) -> bool {
+        let Some(media) = self.rtc.media(mid) else {
+            return false;
+        };
+        let accepted = media.remote_pts();
+        self.rtc
+            .codec_config()
+            .params()
+            .iter()
+            .any(|p| accepted.contains(&p.pt()) && p.red().is_some())
+    }
+
     /// Chooses the layer of every video track this subscriber receives (an unlayered
     /// one is a single layer: sent or paused): the budget is the estimate (or the
     /// initial bitrate before one; the cap alone for a subscriber that sends no
@@ -245,7 +260,13 @@ impl Peer {
                 continue;
             }
             if !t.kind.is_video() {
-                fixed = fixed.saturating_add(router.track_bitrate(t.track));
+                // Audio sent as RED (RFC 2198) carries each frame twice; the publisher's
+                // rate is measured on the frames it sent, once.
+                let copies = match t.state {
+                    OutState::Open(mid) if self.sends_red(mid) => 2,
+                    _ => 1,
+                };
+                fixed = fixed.saturating_add(router.track_bitrate(t.track).saturating_mul(copies));
             } else {
                 let mut infos = Vec::new();
                 router.layer_infos(t.track, now, &mut infos);

@@ -502,3 +502,37 @@ fn a_single_stream_camera_is_paused_by_the_estimate_only_once_it_has_fallen() {
     let paused = run(&mut pair, &mut now, 5);
     assert_eq!(paused, [(track, true)], "once the estimate fell");
 }
+
+/// The SFU sends a subscriber's audio as RED only when it offered RED and the client
+/// accepted it: the allocation then counts that audio twice. (str0m narrows its codecs
+/// to what the client's first offer had, so the SFU's own offers carry RED only then.)
+#[test]
+fn audio_goes_out_as_red_only_when_the_client_accepted_it() {
+    for (sfu_red, client_red) in [(true, true), (true, false), (false, true)] {
+        let now = Instant::now();
+        let rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, sfu_red)
+            .build(now);
+        let mut peer = Peer::new(ParticipantId::from("p"), RoomId::from("r"), rtc, now);
+        let mut client = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, client_red)
+            .build(now);
+        let (offer, pending) = client_offer(&mut client, MediaKind::Audio);
+        client_accepts_answer(&mut client, pending, &peer.accept_offer(&offer).unwrap());
+        peer.add_out(TrackId(3), TrackKind::Audio, ParticipantId::from("x"));
+        let sdp = peer.negotiate(1, now).unwrap();
+        let both = sfu_red && client_red;
+        assert_eq!(sdp.contains("red/48000"), both, "{sdp}");
+        let answer = client_answers(&mut client, &sdp);
+        peer.accept_answer(1, &answer).unwrap();
+        let mid = peer_mid_of(&peer, TrackId(3));
+        assert_eq!(
+            peer.sends_red(mid),
+            both,
+            "SFU offers RED: {sfu_red}, client takes it: {client_red}"
+        );
+    }
+}

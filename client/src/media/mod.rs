@@ -315,25 +315,31 @@ impl MediaSession {
         offer_to_sfu(client, &pc, local.sdp, opts.sfu_address).await?;
 
         let (mut audio, mut video) = (None, None);
+        // Whether the microphone goes out as RED (it is added, and so handled, first).
+        let mut audio_red = false;
         for (kind, track, sender, ssrc) in outs {
             let (pt, red_pt) = negotiated_payload_types(&sender).await?;
             let out = send::RtpOut::new(track, ssrc, pt);
             match kind {
                 RtpCodecKind::Audio => {
+                    let red_pt = red_pt.filter(|_| opts.red);
+                    audio_red = red_pt.is_some();
                     audio = Some(AudioSender::new(
                         out,
                         opts.audio.clone().unwrap_or_default(),
-                        red_pt.filter(|_| opts.red),
+                        red_pt,
                     )?)
                 }
                 _ => {
                     let v = opts.video.clone().unwrap_or_default();
-                    // The microphone's share of a REMB: its bitrate and about 24 kb/s of
-                    // packet headers at 50 packets a second.
+                    // The microphone's share of a REMB: its bitrate (twice, as RED
+                    // carries each frame twice) and about 24 kb/s of packet headers at
+                    // 50 packets a second.
+                    let copies = if audio_red { 2 } else { 1 };
                     let audio_bps = opts
                         .audio
                         .as_ref()
-                        .map_or(0, |a| u64::from(a.bitrate_bps) + 24_000);
+                        .map_or(0, |a| u64::from(a.bitrate_bps) * copies + 24_000);
                     video = Some(VideoSender::new(
                         out,
                         v.encoder,
