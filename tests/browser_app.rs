@@ -276,7 +276,8 @@ fn errors_are_shown_in_plain_words() {
     let r = run(&mut server, "errors.mjs");
     assert!(r["room_full"].as_str().unwrap().contains("is full"), "{r}");
     assert_eq!(r["others_unaffected"], 2, "{r}");
-    // The second member's camera and microphone, refused and later admitted.
+    // The camera and microphone of the member who offered second, refused and later
+    // admitted.
     let notices = |k: &str| r[k].as_array().map_or(0, |a| a.len());
     assert_eq!((notices("refused"), notices("admitted")), (2, 2), "{r}");
     assert!(

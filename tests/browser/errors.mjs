@@ -27,22 +27,35 @@ await run(browser, async (report) => {
   await shot(c, 'error-room-full');
   report.others_unaffected = await a.$$eval('#participants li', (l) => l.length);
 
-  // One publisher per room (sfu.max_publishers_per_room = 1): B, the second, is told its
-  // camera and microphone are not shared and still sees A; once A leaves, they are.
+  // One publisher per room (sfu.max_publishers_per_room = 1): whichever of A and B
+  // offered its tracks second (the pages join at once, so either may) is told its camera
+  // and microphone are not shared and still sees the other; once the other leaves, they
+  // are.
+  const notices = (page) => page.evaluate(() => window.huddleEvents);
   const noticed = (page, part) => page.waitForFunction(
     (part) => window.huddleEvents.some((e) => e.includes(part)), part, { timeout: 20000 },
   ).catch(async () => {
-    throw new Error(`expected a notice with "${part}", got ${JSON.stringify(await page.evaluate(() => window.huddleEvents))}`);
+    throw new Error(`expected a notice with "${part}", got ${JSON.stringify(await notices(page))}`);
   });
-  await noticed(b, 'is not shared');
-  await b.waitForFunction(() => {
+  let listener = null;
+  let speaker = null;
+  for (let i = 0; i < 80 && !listener; i++) {
+    if ((await notices(b)).some((e) => e.includes('is not shared'))) [listener, speaker] = [b, a];
+    else if ((await notices(a)).some((e) => e.includes('is not shared'))) [listener, speaker] = [a, b];
+    else await b.waitForTimeout(250);
+  }
+  if (!listener) {
+    throw new Error(`expected a notice with "is not shared" on A or B, got ${JSON.stringify({ a: await notices(a), b: await notices(b) })}`);
+  }
+  report.refused_page = listener === a ? 'A' : 'B';
+  await listener.waitForFunction(() => {
     const v = document.querySelector('.tile:not([data-sid="local"]) video');
     return v && v.videoWidth > 0;
   }, null, { timeout: 15000 });
-  report.refused = await b.evaluate(() => window.huddleEvents.filter((e) => e.includes('not shared')));
-  await a.click('#leave');
-  await noticed(b, 'shared now');
-  report.admitted = await b.evaluate(() => window.huddleEvents.filter((e) => e.includes('shared now')));
+  report.refused = await listener.evaluate(() => window.huddleEvents.filter((e) => e.includes('not shared')));
+  await speaker.click('#leave');
+  await noticed(listener, 'shared now');
+  report.admitted = await listener.evaluate(() => window.huddleEvents.filter((e) => e.includes('shared now')));
 
   // Tokens in the link.
   const garbled = await open(browser, `${base}/?room=t&name=X&autojoin=1&token=not-a-token`);
