@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 use huddle_media::quality::emodel::{EModelInput, GilbertLoss, OPUS_PROVISIONAL};
 use str0m::media::{Mid, Rid};
 
+use crate::ids::TrackKind;
+
 /// MOS from which a link is `excellent`.
 pub const EXCELLENT_FROM: f64 = 4.0;
 /// MOS from which a link is `good`.
@@ -107,6 +109,7 @@ pub struct ConnectionQuality {
 struct LossSamples {
     /// Packets per stream at its last sample (str0m's counts are cumulative).
     packets: HashMap<(Mid, Option<Rid>), u64>,
+    /// Audio's, then video's.
     kinds: [KindLoss; 2],
 }
 
@@ -120,13 +123,19 @@ struct KindLoss {
 }
 
 impl LossSamples {
-    fn observe(&mut self, stream: (Mid, Option<Rid>), kind: Kind, packets: u64, loss: Option<f32>) {
+    fn observe(
+        &mut self,
+        stream: (Mid, Option<Rid>),
+        kind: TrackKind,
+        packets: u64,
+        loss: Option<f32>,
+    ) {
         let before = self.packets.insert(stream, packets).unwrap_or(0);
         let new = packets.saturating_sub(before);
         if let Some(loss) = loss.filter(|l| l.is_finite())
             && new > 0
         {
-            let k = &mut self.kinds[kind as usize];
+            let k = &mut self.kinds[usize::from(kind.is_video())];
             k.weighted += f64::from(loss.clamp(0.0, 1.0)) * new as f64;
             k.weight += new;
         }
@@ -167,15 +176,6 @@ fn smoothing(dt: Duration) -> f64 {
     1.0 - (-dt.as_secs_f64() / SMOOTHING.as_secs_f64()).exp()
 }
 
-/// The kind of media of a stream, for [`QualityMeter`]'s samples.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Audio: its jitter is the one scored.
-    Audio = 0,
-    /// Video.
-    Video = 1,
-}
-
 /// Turns one participant's stats into a [`ConnectionQuality`] once per interval.
 #[derive(Debug)]
 pub struct QualityMeter {
@@ -210,7 +210,7 @@ impl QualityMeter {
     pub fn observe_up(
         &mut self,
         stream: (Mid, Option<Rid>),
-        kind: Kind,
+        kind: TrackKind,
         packets: u64,
         loss: Option<f32>,
         jitter: Duration,
@@ -220,7 +220,7 @@ impl QualityMeter {
         // repairs too, old timestamps arriving late, and Chrome probes by resending old
         // packets over RTX, so its lowest simulcast layer, which carries the probes,
         // reads seconds of jitter. Audio is not resent.
-        if kind == Kind::Audio {
+        if kind == TrackKind::Audio {
             self.jitter_sample = Some(self.jitter_sample.map_or(jitter, |j| j.max(jitter)));
         }
     }
@@ -230,7 +230,7 @@ impl QualityMeter {
     pub fn observe_down(
         &mut self,
         stream: (Mid, Option<Rid>),
-        kind: Kind,
+        kind: TrackKind,
         packets: u64,
         loss: Option<f32>,
     ) {
@@ -350,12 +350,12 @@ mod tests {
             *packets += 50;
             m.observe_up(
                 audio(),
-                Kind::Audio,
+                TrackKind::Audio,
                 *packets,
                 Some(loss_up),
                 Duration::from_millis(5),
             );
-            m.observe_down(audio(), Kind::Audio, *packets, Some(loss_down));
+            m.observe_down(audio(), TrackKind::Audio, *packets, Some(loss_down));
             last = m.tick(*t, *packets, Some(Duration::from_millis(40)), false);
         }
         last
@@ -400,7 +400,7 @@ mod tests {
     fn nothing_is_scored_before_a_loss_figure() {
         let t = Instant::now();
         let mut m = QualityMeter::new(t);
-        m.observe_up(audio(), Kind::Audio, 10, None, Duration::ZERO);
+        m.observe_up(audio(), TrackKind::Audio, 10, None, Duration::ZERO);
         assert_eq!(m.tick(t + Duration::from_secs(1), 10, None, false), None);
         assert_eq!(m.level(), None);
     }
@@ -440,20 +440,26 @@ mod tests {
         // Video: 900 packets at 1% and 100 at 91%: 10%.
         m.observe_up(
             video("h"),
-            Kind::Video,
+            TrackKind::Video,
             900,
             Some(0.01),
             Duration::from_millis(30),
         );
         m.observe_up(
             video("l"),
-            Kind::Video,
+            TrackKind::Video,
             100,
             Some(0.91),
             Duration::from_millis(30),
         );
         // A stream without new packets does not count, whatever its figure.
-        m.observe_up(audio(), Kind::Audio, 0, Some(1.0), Duration::from_millis(2));
+        m.observe_up(
+            audio(),
+            TrackKind::Audio,
+            0,
+            Some(1.0),
+            Duration::from_millis(2),
+        );
         let q = m
             .tick(t + Duration::from_secs(1), 1000, None, false)
             .unwrap();
@@ -463,14 +469,14 @@ mod tests {
         assert_eq!(q.jitter, Duration::from_millis(2));
         // Audio at 20% beside many clean (repaired) video packets: 20%, not their mean.
         let mut m = QualityMeter::new(t);
-        m.observe_down(audio(), Kind::Audio, 50, Some(0.2));
-        m.observe_down(video("h"), Kind::Video, 5000, Some(0.0));
+        m.observe_down(audio(), TrackKind::Audio, 50, Some(0.2));
+        m.observe_down(video("h"), TrackKind::Video, 5000, Some(0.0));
         let q = m.tick(t + Duration::from_secs(1), 1, None, false).unwrap();
         assert!((q.loss_down - 0.2).abs() < 1e-6, "{q:?}");
         assert_eq!(q.jitter, Duration::ZERO, "no stream of its own: no jitter");
         // Non-finite or out-of-range fractions are bounded.
-        m.observe_down(audio(), Kind::Audio, 60, Some(f32::NAN));
-        m.observe_down(video("h"), Kind::Video, 5010, Some(7.0));
+        m.observe_down(audio(), TrackKind::Audio, 60, Some(f32::NAN));
+        m.observe_down(video("h"), TrackKind::Video, 5010, Some(7.0));
         let q = m.tick(t + Duration::from_secs(2), 2, None, false).unwrap();
         assert!(q.loss_down <= 1.0, "{q:?}");
     }
@@ -485,9 +491,9 @@ mod tests {
         let mut q = None;
         for s in 1..=20u64 {
             t += Duration::from_secs(1);
-            m.observe_down(video, Kind::Video, s * 100, Some(0.0));
+            m.observe_down(video, TrackKind::Video, s * 100, Some(0.0));
             if s % 5 == 0 {
-                m.observe_down(audio(), Kind::Audio, s * 50, Some(0.15));
+                m.observe_down(audio(), TrackKind::Audio, s * 50, Some(0.15));
             }
             q = m.tick(t, s * 10, None, false);
         }
@@ -498,7 +504,7 @@ mod tests {
         let mut q = None;
         for s in 21..=(21 + STALE_AFTER.as_secs()) {
             t += Duration::from_secs(1);
-            m.observe_down(video, Kind::Video, s * 100, Some(0.0));
+            m.observe_down(video, TrackKind::Video, s * 100, Some(0.0));
             q = m.tick(t, s * 10, None, false);
         }
         let q = q.unwrap();

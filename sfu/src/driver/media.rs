@@ -396,7 +396,8 @@ impl Driver {
     }
 }
 
-fn track_kind(kind: str0m::media::MediaKind) -> TrackKind {
+/// The router's kind of a str0m m-line of `kind`.
+pub(super) fn track_kind(kind: str0m::media::MediaKind) -> TrackKind {
     match kind {
         str0m::media::MediaKind::Audio => TrackKind::Audio,
         str0m::media::MediaKind::Video => TrackKind::Video,

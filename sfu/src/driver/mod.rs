@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::bwe::BweKind;
-use str0m::media::MediaKind;
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output};
 use tokio::net::UdpSocket;
@@ -20,11 +19,10 @@ use crate::config::SfuConfig;
 use crate::error::SfuError;
 use crate::event::{EventSink, LeaveReason, SfuEvent};
 use crate::handle::Command;
-use crate::ids::{ParticipantId, TrackId};
+use crate::ids::{ParticipantId, TrackId, TrackKind};
 use crate::metrics::SfuMetrics;
 use crate::peer::{Drain, Peer};
 use crate::policer::Policer;
-use crate::quality;
 use crate::router::Router;
 
 mod control;
@@ -739,7 +737,7 @@ impl Driver {
             }
             Event::MediaEgressStats(s) => {
                 if let Some(p) = self.peers.get_mut(id) {
-                    let kind = quality_kind(p.rtc.media(s.mid).map(|m| m.kind()));
+                    let kind = kind_of(p, s.mid);
                     p.quality_meter
                         .observe_down((s.mid, s.rid), kind, s.packets, s.loss);
                     let old = p
@@ -757,11 +755,11 @@ impl Driver {
             }
             Event::MediaIngressStats(s) => {
                 if let Some(p) = self.peers.get_mut(id) {
-                    let kind = quality_kind(p.rtc.media(s.mid).map(|m| m.kind()));
+                    let kind = kind_of(p, s.mid);
                     // RTP clocks: Opus 48 kHz, video 90 kHz (RFC 7587, RFC 6184/7741).
                     let clock = match kind {
-                        quality::Kind::Audio => 48_000.0,
-                        quality::Kind::Video => 90_000.0,
+                        TrackKind::Audio => 48_000.0,
+                        TrackKind::Video => 90_000.0,
                     };
                     let jitter = Duration::from_secs_f64(f64::from(s.jitter) / clock);
                     p.quality_meter
@@ -802,12 +800,11 @@ impl Driver {
     }
 }
 
-/// The connection-quality meter's kind of a stream of media `kind`.
-fn quality_kind(kind: Option<MediaKind>) -> quality::Kind {
-    match kind {
-        Some(MediaKind::Audio) => quality::Kind::Audio,
-        _ => quality::Kind::Video,
-    }
+/// The kind of what `peer` carries on `mid` (video if it has no such m-line).
+fn kind_of(peer: &Peer, mid: str0m::media::Mid) -> TrackKind {
+    peer.rtc
+        .media(mid)
+        .map_or(TrackKind::Video, |m| media::track_kind(m.kind()))
 }
 
 /// Whether `datagram` is STUN by its first byte (0-3, RFC 7983 §7).
