@@ -563,6 +563,11 @@ impl Peer {
         self.tracks_in.push(TrackIn { mid, track });
     }
 
+    /// Whether a track it sends is admitted (it counts as a publisher of its room).
+    pub fn publishes(&self) -> bool {
+        !self.tracks_in.is_empty()
+    }
+
     /// Forgets the published track on `mid`, returning it.
     pub fn remove_in(&mut self, mid: Mid) -> Option<TrackId> {
         let i = self.tracks_in.iter().position(|t| t.mid == mid)?;

@@ -343,8 +343,8 @@ impl Router {
             return Err(RouterError::TooManyTracks(participant.clone()));
         }
         // A member's first track makes it a publisher. A spread room's router holds the
-        // other shards' publishers as mirrors, so they count too (two shards admitting
-        // one each at the same moment can pass the limit by one).
+        // other shards' publishers as mirrors, so they count too; the driver also counts
+        // the room's publishers across shards, which admitting at once would not see here.
         let limit = self.config.max_publishers_per_room;
         if limit > 0 && p.published.is_empty() {
             let publishers = self.rooms.get(&p.room).map_or(0, |r| {

@@ -428,3 +428,82 @@ async fn concurrent_joins_and_leaves_of_a_spread_room_stay_consistent() {
     }
     census((0, 0, 0, 0)).await;
 }
+
+/// `max_publishers_per_room` holds for a room spread over shards. When its publisher
+/// leaves, every shard holding a waiting member tries it at once (each router sees
+/// the others' publishers only once mirrored), and still one is admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publisher_limit_holds_across_shards_when_every_shard_retries_at_once() {
+    let mut config = sharded(3, 100);
+    config.spread_rooms_above = 1;
+    config.router.max_publishers_per_room = 1;
+    let mut call = Call::start_with(config).await;
+    // Two members on each shard, all with a microphone.
+    let names: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
+    for n in &names {
+        call.join_with("stage", n, None).await;
+    }
+    let publishers = |call: &Call| -> Vec<String> {
+        call.events()
+            .iter()
+            .filter_map(|e| match e {
+                SfuEvent::TrackPublished { participant, .. } => Some(participant.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    let refused = |call: &Call| {
+        call.events()
+            .iter()
+            .filter(|e| matches!(e, SfuEvent::TrackRefused { .. }))
+            .count()
+    };
+    assert!(
+        eventually(WAIT, || refused(&call) == 5).await,
+        "refused {}",
+        refused(&call)
+    );
+    let first = publishers(&call);
+    assert_eq!(first.len(), 1, "admitted: {first:?}");
+    let first = first[0].clone();
+    let heard = |call: &Call, publisher: &str| {
+        names
+            .iter()
+            .filter(|n| n.as_str() != publisher)
+            .all(|n| call.client(n).frames_from(publisher, TrackKind::Audio) > 10)
+    };
+    assert!(eventually(WAIT, || heard(&call, &first)).await);
+
+    // The publisher leaves: one of the five waiting is admitted, and it is heard.
+    call.sfu.leave(first.as_str()).await.unwrap();
+    assert!(eventually(WAIT, || publishers(&call).len() >= 2).await);
+    // Time for the other shards' retries to admit another, were they to.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let now = publishers(&call);
+    assert_eq!(now.len(), 2, "admitted: {now:?}");
+    let (census, _) = call.sfu.census().await.unwrap();
+    assert_eq!((census.participants, census.tracks), (5, 1));
+    let second = now[1].clone();
+    assert!(
+        eventually(WAIT, || call
+            .client(
+                names
+                    .iter()
+                    .find(|n| **n != first && **n != second)
+                    .unwrap()
+            )
+            .frames_from(&second, TrackKind::Audio)
+            > 10)
+        .await
+    );
+
+    // It stops sending (unpublishes its one track, staying in the room): the slot is
+    // free again, and again one waiting member takes it.
+    call.client(&second).stop_audio();
+    assert!(eventually(WAIT, || publishers(&call).len() >= 3).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let now = publishers(&call);
+    assert_eq!(now.len(), 3, "admitted: {now:?}");
+    let (census, _) = call.sfu.census().await.unwrap();
+    assert_eq!((census.participants, census.tracks), (5, 1));
+}

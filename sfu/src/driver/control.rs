@@ -372,6 +372,9 @@ impl Driver {
         self.tcp.close_peer(id);
         self.dirty.retain(|p| p != id);
         let _ = self.router.leave(id);
+        if peer.publishes() {
+            self.shared.release_publisher(&peer.room);
+        }
         self.shared.release(&peer.room, self.shard.index);
         if self.spread {
             self.mirror_leave(&peer.room, id);

@@ -143,7 +143,30 @@ impl Driver {
         mid: str0m::media::Mid,
         kind: str0m::media::MediaKind,
     ) -> Result<(), RouterError> {
-        let track = self.router.publish(id, track_kind(kind))?;
+        // A member's first admitted track makes it a publisher. The room's publishers
+        // are counted across shards before its router (which sees other shards'
+        // publishers only once mirrored) is asked.
+        let first = self
+            .peers
+            .get(id)
+            .filter(|p| !p.publishes())
+            .map(|p| p.room.clone());
+        if let Some(room) = &first
+            && !self
+                .shared
+                .claim_publisher(room, self.config.router.max_publishers_per_room)
+        {
+            return Err(RouterError::TooManyPublishers(room.clone()));
+        }
+        let track = match self.router.publish(id, track_kind(kind)) {
+            Ok(track) => track,
+            Err(e) => {
+                if let Some(room) = &first {
+                    self.shared.release_publisher(room);
+                }
+                return Err(e);
+            }
+        };
         let mut layers = 0;
         if let Some(p) = self.peers.get_mut(id) {
             p.add_in(mid, track);

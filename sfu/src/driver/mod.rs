@@ -695,8 +695,15 @@ impl Driver {
                 let known = self.peers.get(id).and_then(|p| p.track_in(m.mid));
                 match (known, m.direction.is_receiving()) {
                     (Some(_), false) => {
-                        if let Some(track) = self.peers.get_mut(id).and_then(|p| p.remove_in(m.mid))
+                        if let Some(peer) = self.peers.get_mut(id)
+                            && let Some(track) = peer.remove_in(m.mid)
                         {
+                            // Its last track gone, it no longer counts as a publisher
+                            // (released before the other shards hear of it, so that
+                            // their waiting tracks can take its place).
+                            if !peer.publishes() {
+                                self.shared.release_publisher(&peer.room);
+                            }
                             let room = self.router.track(track).map(|t| t.room.clone());
                             let _ = self.router.unpublish(track);
                             if self.spread

@@ -37,6 +37,10 @@ struct RoomCount {
     home: usize,
     /// Its members on each shard.
     members: Vec<usize>,
+    /// Its members on any shard with a track admitted, for
+    /// `max_publishers_per_room`: two shards admitting a first track at once each
+    /// see the other's here, not yet in their routers' mirrors.
+    publishers: usize,
 }
 
 /// What every shard uses alike: candidates, crypto, the DTLS certificate.
@@ -168,6 +172,7 @@ impl Shared {
         let r = rooms.entry(room.clone()).or_insert_with(|| RoomCount {
             home: shard,
             members: vec![0; self.shards],
+            publishers: 0,
         });
         r.members[shard] += 1;
         Ok(())
@@ -181,6 +186,27 @@ impl Shared {
             if r.members.iter().all(|&n| n == 0) {
                 rooms.remove(room);
             }
+        }
+    }
+
+    /// Counts a new publisher of `room` unless it has `limit` already (0: no limit).
+    /// False when refused, or when the room is not open.
+    pub(super) fn claim_publisher(&self, room: &RoomId, limit: usize) -> bool {
+        let mut rooms = self.rooms.lock();
+        let Some(r) = rooms.get_mut(room) else {
+            return false;
+        };
+        if limit > 0 && r.publishers >= limit {
+            return false;
+        }
+        r.publishers += 1;
+        true
+    }
+
+    /// Uncounts a publisher of `room` (its last track went, or it left).
+    pub(super) fn release_publisher(&self, room: &RoomId) {
+        if let Some(r) = self.rooms.lock().get_mut(room) {
+            r.publishers = r.publishers.saturating_sub(1);
         }
     }
 
@@ -217,6 +243,7 @@ impl Shared {
         let Some(RoomCount {
             home,
             members: counts,
+            ..
         }) = rooms.get(room)
         else {
             return shards

@@ -121,6 +121,8 @@ pub enum ClientCmd {
     },
     /// Renegotiate with our video m-line inactive (unpublish it).
     StopVideo,
+    /// Renegotiate with our audio m-line inactive (unpublish it).
+    StopAudio,
     /// Renegotiate with our audio m-line inactive and a new one sending (the same
     /// microphone published again as a new track).
     RepublishAudio,
@@ -153,6 +155,10 @@ impl Client {
 
     pub fn stop_video(&self) {
         let _ = self.tx.send(ClientCmd::StopVideo);
+    }
+
+    pub fn stop_audio(&self) {
+        let _ = self.tx.send(ClientCmd::StopAudio);
     }
 
     pub fn republish_audio(&self) {
@@ -599,10 +605,14 @@ async fn run_client(
                     // the newer offer follows.
                     let _ = sfu.answer(name.as_str(), offer_id, answer.to_sdp_string()).await;
                 }
-                Some(ClientCmd::StopVideo) => {
-                    let Some(video) = media.video else { continue };
+                Some(cmd @ (ClientCmd::StopVideo | ClientCmd::StopAudio)) => {
+                    let mid = match cmd {
+                        ClientCmd::StopVideo => media.video,
+                        _ => Some(media.audio),
+                    };
+                    let Some(mid) = mid else { continue };
                     let mut api = rtc.sdp_api();
-                    api.set_direction(video, Direction::Inactive);
+                    api.set_direction(mid, Direction::Inactive);
                     if let Some(change) = api.apply() {
                         offer_change(&mut rtc, &sfu, &name, change).await;
                     }
