@@ -522,17 +522,12 @@ async fn negotiated_payload_types(
 ) -> Result<(u8, Option<u8>), MediaError> {
     let params = sender.get_parameters().await.map_err(peer::webrtc_error)?;
     let codecs = &params.rtp_parameters.codecs;
-    let is_red = |mime: &str| mime.eq_ignore_ascii_case(peer::MIME_TYPE_RED);
     let pt = codecs
         .iter()
-        .find(|c| !is_red(&c.rtp_codec.mime_type))
+        .find(|c| !peer::is_red(c))
         .map(|c| c.payload_type)
         .ok_or_else(|| MediaError::WebRtc("no codec negotiated for a published track".into()))?;
-    let red = codecs
-        .iter()
-        .find(|c| is_red(&c.rtp_codec.mime_type))
-        .map(|c| c.payload_type);
-    Ok((pt, red))
+    Ok((pt, peer::red_payload_type(codecs)))
 }
 
 /// Sends our offer (`media_offer`) and applies the SFU's answer, its candidates
@@ -577,7 +572,7 @@ async fn run(
     let receive = receive::ReceiveConfig {
         jitter: opts.jitter.clone(),
         nack: opts.nack,
-        red_pt: opts.red.then_some(peer::RED_PT),
+        red: opts.red,
     };
     let (mut server_up, mut client_up, mut announced) = (false, false, false);
     let reason = loop {
@@ -631,8 +626,9 @@ async fn run(
                 let Some(track) = track else { continue };
                 let events = events.clone();
                 let receive = receive.clone();
+                let pc = pc.clone();
                 tokio::spawn(async move {
-                    if let Some(t) = receive::open(track, receive).await {
+                    if let Some(t) = receive::open(track, &pc, receive).await {
                         let _ = events.send(MediaEvent::Track(t)).await;
                     }
                 });

@@ -40,8 +40,8 @@ pub(crate) const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-
 /// Payload types offered; the SFU answers with the same numbers, and offers them too.
 const OPUS_PT: u8 = 111;
 /// RFC 2198 redundant audio around Opus.
-pub(crate) const RED_PT: u8 = 63;
-pub(crate) const MIME_TYPE_RED: &str = "audio/red";
+const RED_PT: u8 = 63;
+const MIME_TYPE_RED: &str = "audio/red";
 const H264_PT: u8 = 102;
 const H264_RTX_PT: u8 = 103;
 
@@ -56,6 +56,19 @@ pub(crate) fn opus_codec() -> RTCRtpCodec {
 }
 
 /// RED (RFC 2198) whose blocks are all Opus, as WebRTC offers it.
+/// Whether a negotiated codec is RED (RFC 2198).
+pub(crate) fn is_red(codec: &RTCRtpCodecParameters) -> bool {
+    codec
+        .rtp_codec
+        .mime_type
+        .eq_ignore_ascii_case(MIME_TYPE_RED)
+}
+
+/// RED's payload type among an m-line's negotiated codecs.
+pub(crate) fn red_payload_type(codecs: &[RTCRtpCodecParameters]) -> Option<u8> {
+    codecs.iter().find(|c| is_red(c)).map(|c| c.payload_type)
+}
+
 fn red_codec() -> RTCRtpCodec {
     RTCRtpCodec {
         mime_type: MIME_TYPE_RED.to_owned(),

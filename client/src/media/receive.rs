@@ -21,10 +21,12 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     TransportLayerNack, nack_pairs_from_sequence_numbers,
 };
 use rtc::rtp;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::PeerConnection;
 
 /// Decoded frames waiting for the application, per track; older ones are dropped (and
 /// counted) when it does not keep up.
@@ -139,22 +141,39 @@ impl RemoteTrack {
 pub(crate) struct ReceiveConfig {
     pub jitter: JitterConfig,
     pub nack: bool,
-    /// RED's payload type, when it is offered: audio packets of this type are unwrapped.
-    pub red_pt: Option<u8>,
+    /// Whether RED is offered: audio packets of the payload type the server gave it
+    /// are unwrapped.
+    pub red: bool,
+}
+
+/// RED's payload type on `receiver`'s m-line, as negotiated.
+async fn red_payload_type_of(
+    pc: &Arc<dyn PeerConnection>,
+    receiver: RTCRtpReceiverId,
+) -> Option<u8> {
+    for r in pc.get_receivers().await {
+        if r.id() == receiver {
+            let params = r.get_parameters().await.ok()?;
+            return super::peer::red_payload_type(&params.rtp_parameters.codecs);
+        }
+    }
+    None
 }
 
 /// Waits for the track's first packet (which says who publishes it), then starts its
 /// receive pipeline and returns it.
 pub(crate) async fn open(
     track: Arc<dyn TrackRemote>,
+    pc: &Arc<dyn PeerConnection>,
     config: ReceiveConfig,
 ) -> Option<RemoteTrack> {
-    let (publisher, ssrc) = loop {
+    let (publisher, ssrc, receiver) = loop {
         match track.poll().await? {
             TrackRemoteEvent::OnOpen(init) => {
                 break (
                     init.stream_ids.first().cloned().unwrap_or_default(),
                     init.ssrc,
+                    init.receiver_id,
                 );
             }
             TrackRemoteEvent::OnEnded => return None,
@@ -185,16 +204,17 @@ pub(crate) async fn open(
     });
     let media = match kind {
         TrackKind::Audio => {
+            // RED's payload type is the one the sender's offer gave it (not
+            // necessarily the one this side offered first).
+            let red_pt = if config.red {
+                red_payload_type_of(pc, receiver).await
+            } else {
+                None
+            };
             let decoder = OpusDecoder::new(OpusChannels::Mono).ok()?;
             let jb = JitterBuffer::new(decoder, config.jitter.clone()).ok()?;
             let (tx, rx) = mpsc::channel(FRAME_QUEUE);
-            tokio::spawn(audio_pipeline(
-                packets,
-                jb,
-                config.red_pt,
-                tx,
-                stats.clone(),
-            ));
+            tokio::spawn(audio_pipeline(packets, jb, red_pt, tx, stats.clone()));
             RemoteMedia::Audio(rx)
         }
         TrackKind::Video => {
