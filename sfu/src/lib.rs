@@ -101,6 +101,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod capture;
 pub mod config;
 mod driver;
 pub mod error;

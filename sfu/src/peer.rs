@@ -9,6 +9,7 @@ use str0m::Rtc;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
 
+use crate::capture::CaptureClock;
 use crate::error::SfuError;
 use crate::event::{LayerStats, ParticipantStats, PublishedTrackStats, SubscribedTrackStats};
 use crate::ids::{ParticipantId, RoomId, TrackId, TrackKind};
@@ -253,6 +254,9 @@ pub(crate) struct Peer {
     pub protocol_error: bool,
     /// Tracks it publishes.
     tracks_in: Vec<TrackIn>,
+    /// When its frames were captured, in local time (the wallclock they are forwarded
+    /// with).
+    pub capture: CaptureClock,
     /// Tracks it receives.
     tracks_out: Vec<TrackOut>,
     /// Our offer awaiting its answer.
@@ -300,6 +304,7 @@ impl Peer {
             dirty: false,
             protocol_error: false,
             tracks_in: Vec::new(),
+            capture: CaptureClock::new(now),
             tracks_out: Vec::new(),
             pending: None,
             has_session: false,
@@ -725,13 +730,16 @@ impl Peer {
             (Some(level), voice) => writer.audio_level(level, voice.unwrap_or(false)),
             _ => writer,
         };
-        // str0m queues written frames by their wallclock until it packetizes them, so
-        // frames written while another waits go out in wallclock order. A frame's
-        // arrival time is not monotonic in the order frames are released: a packet
-        // that was overtaken (reordering, or lost and resent) is released together
-        // with the ones behind it, which arrived earlier; a large keyframe of one
-        // simulcast layer starts arriving before a small frame of another completes.
-        // The write order is the order to send in: the wallclock never goes back.
+        // The wallclock is the frame's capture time in local time (`network_time` as
+        // the driver set it, capture.rs; its arrival until the publisher's first
+        // sender report). str0m queues written frames by their wallclock until it
+        // packetizes them, so frames written while another waits go out in wallclock
+        // order, and that is not always the release order: a frame stamped by arrival
+        // that was overtaken (reordering, or lost and resent) is released together with
+        // the ones behind it, which arrived earlier; a large keyframe of one simulcast
+        // layer starts arriving before a small frame of another completes; a new
+        // publisher on a "last N" slot has its own capture clock. The write order is
+        // the order to send in: the wallclock never goes back.
         let wallclock = out
             .last_wallclock
             .map_or(data.network_time, |last| last.max(data.network_time));

@@ -211,7 +211,7 @@ impl Driver {
     pub(super) fn forward(
         &mut self,
         from: &ParticipantId,
-        data: str0m::media::MediaData,
+        mut data: str0m::media::MediaData,
         now: Instant,
     ) {
         let Some(publisher) = self.peers.get_mut(from) else {
@@ -221,6 +221,15 @@ impl Driver {
             return;
         };
         publisher.counters.frames_in += 1;
+        // From here on the frame's `network_time` is when it was captured, in local time
+        // (the publisher's sender reports, capture.rs): the wallclock it is written with
+        // toward every subscriber, whose sender reports then keep the publisher's
+        // audio/video alignment.
+        data.network_time = publisher.capture.wallclock(
+            data.time,
+            data.last_sender_info.as_ref(),
+            data.network_time,
+        );
         // The server's mute, before anything else sees the frame (other shards, speaker
         // detection, subscribers).
         let layer = data.rid.and_then(|rid| self.router.layer_of(track, &rid));

@@ -73,6 +73,10 @@ pub struct Seen {
     pub start_plis: u64,
     /// An ICE-TCP client's connection was closed by the SFU.
     pub tcp_closed: bool,
+    /// When each received frame (publisher, kind, frame number) was captured, by the
+    /// latest sender report of its stream from the SFU (what a receiver lines audio
+    /// and video up by).
+    pub reported_capture: HashMap<(String, TrackKind, u64), std::time::SystemTime>,
 }
 
 /// One video frame as a subscriber received it.
@@ -189,6 +193,9 @@ pub struct Call {
     pub tcp: bool,
     /// Clients joined from now on accept redundant audio (RFC 2198 RED), as browsers do.
     pub red: bool,
+    /// Clients joined from now on write each video frame this many 20 ms ticks after
+    /// its capture (the audio of the same tick goes at once).
+    pub video_delay_ticks: u64,
 }
 
 /// Send instants of audio frames by (publisher, frame number).
@@ -226,6 +233,7 @@ impl Call {
             twcc: true,
             tcp: false,
             red: false,
+            video_delay_ticks: 0,
         }
     }
 
@@ -318,6 +326,8 @@ impl Call {
             audio,
             video,
             codec,
+            video_delay: self.video_delay_ticks,
+            held: Default::default(),
         };
         tokio::spawn(run_client(
             name.to_string(),
@@ -421,6 +431,11 @@ struct Media {
     audio: Mid,
     video: Option<Mid>,
     codec: VideoCodec,
+    /// Ticks each video frame waits before it is written (as an encoder and a pacer
+    /// delay it), written then with its capture time as the wallclock.
+    video_delay: u64,
+    /// Video frames waiting: (tick to write at, captured, RTP time, payload).
+    held: std::collections::VecDeque<(u64, Instant, MediaTime, Vec<u8>)>,
 }
 
 /// Offers a client's own change of its m-lines to the SFU and applies the answer.
@@ -675,7 +690,7 @@ async fn run_client(
                         }
                         asked && n.is_multiple_of(2)
                     };
-                    send_media(&name, &mut rtc, &media, n, start, level.load(Ordering::Relaxed), force);
+                    send_media(&name, &mut rtc, &mut media, n, start, level.load(Ordering::Relaxed), force);
                 }
                 for extra in 1..=flood {
                     send_audio(&name, &mut rtc, &media, n, extra, level.load(Ordering::Relaxed));
@@ -723,6 +738,20 @@ fn on_event(name: &str, rtc: &mut Rtc, e: Event, seen: &Mutex<Seen>, sent_at: &S
             if let Some((from, n)) = marker(&d.data) {
                 assert_ne!(from, name, "{name} got its own media back");
                 let mut seen = seen.lock().unwrap();
+                if let Some(sr) = &d.last_sender_info {
+                    // RFC 3550 §6.4.1: the report pairs an NTP time with an RTP time.
+                    let ticks =
+                        (d.time.numer() as u32).wrapping_sub(sr.rtp_time.numer() as u32) as i32;
+                    let offset = Duration::from_secs_f64(
+                        f64::from(ticks.unsigned_abs()) / f64::from(d.time.frequency().get()),
+                    );
+                    let at = if ticks >= 0 {
+                        sr.ntp_time + offset
+                    } else {
+                        sr.ntp_time - offset
+                    };
+                    seen.reported_capture.insert((from.clone(), kind, n), at);
+                }
                 if kind == TrackKind::Video {
                     seen.video_frames.entry(from.clone()).or_default().push(n);
                     seen.video_log.push(VideoRx {
@@ -828,7 +857,7 @@ fn send_audio(name: &str, rtc: &mut Rtc, media: &Media, n: u64, extra: u64, leve
 fn send_media(
     name: &str,
     rtc: &mut Rtc,
-    media: &Media,
+    media: &mut Media,
     n: u64,
     start: Instant,
     level: u8,
@@ -840,15 +869,12 @@ fn send_media(
     let Some(video) = media.video else {
         return;
     };
+    let codec = match media.codec {
+        VideoCodec::H264 | VideoCodec::H264Simulcast => Codec::H264,
+        VideoCodec::Vp8 => Codec::Vp8,
+    };
     if n.is_multiple_of(2) {
         let key = n % 100 == 2 || force;
-        let codec = match media.codec {
-            VideoCodec::H264 | VideoCodec::H264Simulcast => Codec::H264,
-            VideoCodec::Vp8 => Codec::Vp8,
-        };
-        let Some(pt) = pt_for(rtc, video, codec) else {
-            return;
-        };
         let mut frame = match (media.codec, key) {
             // Annex B IDR slice / non-IDR slice NAL (RFC 6184 §1.3 header byte).
             (VideoCodec::H264 | VideoCodec::H264Simulcast, true) => vec![0, 0, 0, 1, 0x65],
@@ -862,8 +888,18 @@ fn send_media(
         frame.extend_from_slice(format!("from={name};n={n};").as_bytes());
         frame.resize(if key { 3000 } else { 800 }, 0x42);
         let ts = MediaTime::new(elapsed.as_micros() as u64 * 9 / 100, Frequency::NINETY_KHZ);
-        if let Some(w) = rtc.writer(video) {
-            let _ = w.write(pt, now, ts, frame);
+        media
+            .held
+            .push_back((n + media.video_delay, now, ts, frame));
+    }
+    while media.held.front().is_some_and(|(due, ..)| *due <= n) {
+        let Some((_, captured, ts, frame)) = media.held.pop_front() else {
+            break;
+        };
+        if let Some(pt) = pt_for(rtc, video, codec)
+            && let Some(w) = rtc.writer(video)
+        {
+            let _ = w.write(pt, captured, ts, frame);
         }
     }
 }

@@ -55,12 +55,14 @@ pub(super) fn send_simulcast(
     level: u8,
     seen: &Mutex<Seen>,
 ) {
-    let audio_only = Media {
+    let mut audio_only = Media {
         audio: media.audio,
         video: None,
         codec: media.codec,
+        video_delay: 0,
+        held: Default::default(),
     };
-    send_media(name, rtc, &audio_only, n, start, level, false);
+    send_media(name, rtc, &mut audio_only, n, start, level, false);
     let Some(video) = media.video else { return };
     if !n.is_multiple_of(2) {
         return;
