@@ -44,6 +44,21 @@ async fn join(
     video: bool,
     sfu_address: Option<std::net::SocketAddr>,
 ) -> (Client, MediaSession, mpsc::Receiver<MediaEvent>, Pushes) {
+    let opts = MediaOptions {
+        video: video.then(VideoOptions::default),
+        bind_ip: "127.0.0.1".parse().unwrap(),
+        sfu_address,
+        ..MediaOptions::default()
+    };
+    join_opts(server, identity, opts).await
+}
+
+/// [`join`] with the media options given.
+async fn join_opts(
+    server: &Server,
+    identity: &str,
+    opts: MediaOptions,
+) -> (Client, MediaSession, mpsc::Receiver<MediaEvent>, Pushes) {
     let config = Config::new(format!("ws://{}/v1/ws", server.addr), token(identity, ROOM));
     let (client, mut signalling) = Client::connect(config).await.expect("connects");
     let pushes = Pushes::default();
@@ -63,12 +78,6 @@ async fn join(
         }
     });
     client.join(Some(ROOM)).await.expect("joins");
-    let opts = MediaOptions {
-        video: video.then(VideoOptions::default),
-        bind_ip: "127.0.0.1".parse().unwrap(),
-        sfu_address,
-        ..MediaOptions::default()
-    };
     let (session, events) = MediaSession::start(&client, opts)
         .await
         .expect("media session");
@@ -647,35 +656,49 @@ fn levels(pushes: &Pushes) -> HashMap<String, String> {
 }
 
 /// Connection quality: the SFU scores each member's link, and every member is told the
-/// others' levels. Bob's link loses 15% of what the SFU sends him; alice's is clean.
-/// Both hear that bob's link is poor and alice's excellent, and the admin API shows
-/// the loss on bob's downlink.
+/// others' levels. Bob's and carol's links lose 15% of what the SFU sends them; alice's
+/// is clean. Bob takes plain Opus: everyone hears that his link is poor. Carol takes
+/// redundant audio (RED, the SDK's default), which repairs a single lost packet: her
+/// link shows the same loss, but what is scored is what RED leaves (about 2%), and she
+/// is excellent, as alice is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_are_told_each_other_s_connection_quality_and_a_lossy_link_shows() {
     let port = free_udp_port();
     let server = Server::start(&format!("[sfu]\nlisten = \"127.0.0.1:{port}\"\n"));
     let (_alice_client, mut alice, _, alice_pushes) = join(&server, "alice", false, None).await;
-    let lossy = ImpairmentConfig {
-        loss: Loss::Random(0.15),
-        seed: 7,
-        ..ImpairmentConfig::default()
+    let lossy_relay = |seed| async move {
+        let lossy = ImpairmentConfig {
+            loss: Loss::Random(0.15),
+            seed,
+            ..ImpairmentConfig::default()
+        };
+        Relay::start(
+            ([127, 0, 0, 1], port).into(),
+            ImpairmentConfig::default(),
+            lossy,
+        )
+        .await
+        .expect("relay")
     };
-    let relay = Relay::start(
-        ([127, 0, 0, 1], port).into(),
-        ImpairmentConfig::default(),
-        lossy,
-    )
-    .await
-    .expect("relay");
+    let (relay, carol_relay) = (lossy_relay(7).await, lossy_relay(8).await);
+    let lossy_opts = |relay: &Relay, red| MediaOptions {
+        bind_ip: "127.0.0.1".parse().unwrap(),
+        sfu_address: Some(relay.local_addr()),
+        red,
+        ..MediaOptions::default()
+    };
     let (_bob_client, mut bob, _, bob_pushes) =
-        join(&server, "bob", false, Some(relay.local_addr())).await;
-    for session in [&mut alice, &mut bob] {
+        join_opts(&server, "bob", lossy_opts(&relay, false)).await;
+    let (_carol_client, mut carol, _, _) =
+        join_opts(&server, "carol", lossy_opts(&carol_relay, true)).await;
+    for session in [&mut alice, &mut bob, &mut carol] {
         let microphone = session.take_audio().expect("a microphone");
         tokio::spawn(microphone.send_looped(speech_like(4.0, 48_000, 16_000, 1)));
     }
     let want: HashMap<String, String> = [
         (alice.sid().to_owned(), "excellent".to_owned()),
         (bob.sid().to_owned(), "poor".to_owned()),
+        (carol.sid().to_owned(), "excellent".to_owned()),
     ]
     .into();
     let mut told = false;
@@ -694,7 +717,10 @@ async fn members_are_told_each_other_s_connection_quality_and_a_lossy_link_shows
     );
     // Each entry names its member.
     for q in &bob_pushes.lock().unwrap().quality {
-        let identity = if q.sid == alice.sid() { "alice" } else { "bob" };
+        let identity = [(&alice, "alice"), (&bob, "bob"), (&carol, "carol")]
+            .into_iter()
+            .find(|(s, _)| s.sid() == q.sid)
+            .map_or("?", |(_, name)| name);
         assert_eq!(q.identity, identity, "{q:?}");
         assert!((1.0..=4.5).contains(&q.score), "{q:?}");
     }
@@ -716,6 +742,8 @@ async fn members_are_told_each_other_s_connection_quality_and_a_lossy_link_shows
                 bob_q["loss_up_percent"].as_f64().unwrap_or(1.0) < 2.0,
                 "{bob_q}"
             );
+            // Plain Opus: what is lost is scored.
+            assert_eq!(bob_q["loss_scored_percent"], bob_q["loss_down_percent"]);
             let alice_q = participant(&view, alice.sid())["quality"].clone();
             assert_eq!(alice_q["level"], "excellent", "{alice_q}");
             break;
@@ -727,4 +755,21 @@ async fn members_are_told_each_other_s_connection_quality_and_a_lossy_link_shows
         "bob's quality {} against {:.1}% dropped",
         last.0, last.1
     );
+    // Carol's link loses as much, and RED repairs most of it: she is excellent, and the
+    // loss scored is about the square of her link's.
+    let mut last = Value::Null;
+    let mut repaired = false;
+    for _ in 0..100 {
+        let carol_q = participant(&media(&server).await, carol.sid())["quality"].clone();
+        let down = carol_q["loss_down_percent"].as_f64().unwrap_or(0.0) / 100.0;
+        let scored = carol_q["loss_scored_percent"].as_f64().unwrap_or(100.0) / 100.0;
+        last = carol_q.clone();
+        if down > 0.08 && (scored - down * down).abs() < 0.02 {
+            assert_eq!(carol_q["level"], "excellent", "{carol_q}");
+            repaired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(repaired, "carol's quality {last}");
 }

@@ -220,9 +220,10 @@ impl Peer {
             .and_then(|s| s.current())
     }
 
-    /// Whether what we send it on `mid` is wrapped in RED (RFC 2198): one of the
-    /// m-line's codecs has a RED payload type, which str0m keeps only when the client
-    /// negotiated it (its `remote_pts` list primary codecs only).
+    /// Whether what we send it on `mid` is wrapped in RED (RFC 2198), and what it may
+    /// send us there is: one of the m-line's codecs has a RED payload type, which
+    /// str0m keeps only when the client negotiated it (its `remote_pts` list primary
+    /// codecs only).
     pub(crate) fn sends_red(&self, mid: Mid) -> bool {
         let Some(media) = self.rtc.media(mid) else {
             return false;

@@ -9,10 +9,13 @@
 //! Loss and jitter are smoothed (exponentially, time constant [`SMOOTHING`]) and scored
 //! with the ITU-T G.107 E-model (`huddle_media::quality`): one-way delay taken as half
 //! the round trip plus a jitter buffer of twice the jitter plus one 20 ms audio frame,
-//! and the worse direction's loss as random loss on Opus. The score is an estimate of
-//! how a call over this participant's link sounds, not a measurement of it: the other
-//! end's link counts too, and what concealment and retransmission repair is not known
-//! here.
+//! and the worse direction's loss as random loss on Opus, less what redundant audio
+//! repairs: on a stream carrying RED (RFC 2198, each packet with the previous frame
+//! inside) a frame is lost only when its packet and the next are both lost, so a loss
+//! fraction `p` is scored as `p²` (random loss; bursts repair less). The score is an
+//! estimate of how a call over this participant's link sounds, not a measurement of it:
+//! the other end's link counts too, and what concealment and Opus FEC repair is not
+//! known here.
 //!
 //! The score becomes a level (`excellent` from MOS [`EXCELLENT_FROM`], `good` from
 //! [`GOOD_FROM`], `poor` below) with hysteresis: a level is left downward as soon as the
@@ -83,10 +86,13 @@ pub struct ConnectionQuality {
     pub level: QualityLevel,
     /// Estimated MOS (1–4.5) from the smoothed figures below.
     pub mos: f64,
-    /// Smoothed loss fraction (0–1) of what it sends us.
+    /// Smoothed loss fraction (0–1) of what it sends us, as its link loses it (before
+    /// any repair by redundant audio).
     pub loss_up: f64,
-    /// Smoothed loss fraction (0–1) of what we send it.
+    /// Smoothed loss fraction (0–1) of what we send it, likewise.
     pub loss_down: f64,
+    /// The worse direction's loss after what redundant audio repairs: what is scored.
+    pub loss_scored: f64,
     /// Smoothed interarrival jitter of the audio it sends us (the worst stream's;
     /// zero without audio).
     pub jitter: Duration,
@@ -115,11 +121,20 @@ struct LossSamples {
 
 #[derive(Debug, Default, Clone, Copy)]
 struct KindLoss {
-    /// Sum of loss × new packets and sum of new packets since the last tick.
-    weighted: f64,
+    /// Sums of loss × new packets (as lost, and as left after redundant audio's
+    /// repair) and the sum of new packets since the last tick.
+    weighted: Loss,
     weight: u64,
     /// Smoothed loss, and the tick that last sampled it.
-    smoothed: Option<(f64, Instant)>,
+    smoothed: Option<(Loss, Instant)>,
+}
+
+/// A loss fraction as the link loses packets, and as frames stay lost after redundant
+/// audio's repair.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Loss {
+    lost: f64,
+    unrepaired: f64,
 }
 
 impl LossSamples {
@@ -127,6 +142,7 @@ impl LossSamples {
         &mut self,
         stream: (Mid, Option<Rid>),
         kind: TrackKind,
+        red: bool,
         packets: u64,
         loss: Option<f32>,
     ) {
@@ -135,22 +151,38 @@ impl LossSamples {
         if let Some(loss) = loss.filter(|l| l.is_finite())
             && new > 0
         {
+            let lost = f64::from(loss.clamp(0.0, 1.0));
+            let unrepaired = if red && kind == TrackKind::Audio {
+                lost * lost
+            } else {
+                lost
+            };
             let k = &mut self.kinds[usize::from(kind.is_video())];
-            k.weighted += f64::from(loss.clamp(0.0, 1.0)) * new as f64;
+            k.weighted.lost += lost * new as f64;
+            k.weighted.unrepaired += unrepaired * new as f64;
             k.weight += new;
         }
     }
 
     /// Folds what was sampled since the last tick into each kind's smoothed loss;
-    /// returns the worse kind's, if any is known. A kind not sampled for
-    /// [`STALE_AFTER`] (its stream ended, or its reports stopped) no longer counts.
-    fn fold(&mut self, now: Instant) -> Option<f64> {
+    /// returns the worse kind's, if any is known (each figure the worse of its own). A
+    /// kind not sampled for [`STALE_AFTER`] (its stream ended, or its reports stopped)
+    /// no longer counts.
+    fn fold(&mut self, now: Instant) -> Option<Loss> {
         for k in &mut self.kinds {
             if k.weight > 0 {
-                let sample = k.weighted / k.weight as f64;
+                let n = k.weight as f64;
+                let sample = Loss {
+                    lost: k.weighted.lost / n,
+                    unrepaired: k.weighted.unrepaired / n,
+                };
                 let smoothed = match k.smoothed {
                     Some((s, at)) => {
-                        s + smoothing(now.saturating_duration_since(at)) * (sample - s)
+                        let a = smoothing(now.saturating_duration_since(at));
+                        Loss {
+                            lost: s.lost + a * (sample.lost - s.lost),
+                            unrepaired: s.unrepaired + a * (sample.unrepaired - s.unrepaired),
+                        }
                     }
                     None => sample,
                 };
@@ -161,13 +193,16 @@ impl LossSamples {
             {
                 k.smoothed = None;
             }
-            k.weighted = 0.0;
+            k.weighted = Loss::default();
             k.weight = 0;
         }
         self.kinds
             .iter()
             .filter_map(|k| k.smoothed.map(|(s, _)| s))
-            .reduce(f64::max)
+            .reduce(|a, b| Loss {
+                lost: a.lost.max(b.lost),
+                unrepaired: a.unrepaired.max(b.unrepaired),
+            })
     }
 }
 
@@ -205,17 +240,19 @@ impl QualityMeter {
         }
     }
 
-    /// A stream it sends us: cumulative packets, the loss fraction of our last
-    /// receiver report on it, and its interarrival jitter.
+    /// A stream it sends us (`red`: audio with redundancy negotiated): cumulative
+    /// packets, the loss fraction of our last receiver report on it, and its
+    /// interarrival jitter.
     pub fn observe_up(
         &mut self,
         stream: (Mid, Option<Rid>),
         kind: TrackKind,
+        red: bool,
         packets: u64,
         loss: Option<f32>,
         jitter: Duration,
     ) {
-        self.up.observe(stream, kind, packets, loss);
+        self.up.observe(stream, kind, red, packets, loss);
         // Only audio's jitter: str0m 0.25 feeds a stream's jitter with the packets RTX
         // repairs too, old timestamps arriving late, and Chrome probes by resending old
         // packets over RTX, so its lowest simulcast layer, which carries the probes,
@@ -225,16 +262,18 @@ impl QualityMeter {
         }
     }
 
-    /// A stream we send it: cumulative packets and the loss fraction its receiver
-    /// reports gave since the last sample (`None`: no report came).
+    /// A stream we send it (`red`: audio sent with redundancy): cumulative packets and
+    /// the loss fraction its receiver reports gave since the last sample (`None`: no
+    /// report came).
     pub fn observe_down(
         &mut self,
         stream: (Mid, Option<Rid>),
         kind: TrackKind,
+        red: bool,
         packets: u64,
         loss: Option<f32>,
     ) {
-        self.down.observe(stream, kind, packets, loss);
+        self.down.observe(stream, kind, red, packets, loss);
     }
 
     /// The latest level, if a tick has given one.
@@ -267,11 +306,11 @@ impl QualityMeter {
         if up.is_none() && down.is_none() && !silent {
             return None;
         }
-        let loss_up = up.unwrap_or(0.0);
-        let loss_down = down.unwrap_or(0.0);
+        let (up, down) = (up.unwrap_or_default(), down.unwrap_or_default());
+        let loss_scored = up.unrepaired.max(down.unrepaired);
         let jitter = Duration::from_secs_f64(self.jitter.unwrap_or(0.0).clamp(0.0, 10.0));
         let one_way = rtt.unwrap_or_default().min(Duration::from_secs(10)) / 2 + jitter * 2 + FRAME;
-        let mos = score(one_way, loss_up.max(loss_down));
+        let mos = score(one_way, loss_scored);
         let level = if silent {
             QualityLevel::Lost
         } else {
@@ -286,8 +325,9 @@ impl QualityMeter {
         Some(ConnectionQuality {
             level,
             mos,
-            loss_up,
-            loss_down,
+            loss_up: up.lost,
+            loss_down: down.lost,
+            loss_scored,
             jitter,
             rtt,
             bandwidth_limited,
@@ -351,11 +391,12 @@ mod tests {
             m.observe_up(
                 audio(),
                 TrackKind::Audio,
+                false,
                 *packets,
                 Some(loss_up),
                 Duration::from_millis(5),
             );
-            m.observe_down(audio(), TrackKind::Audio, *packets, Some(loss_down));
+            m.observe_down(audio(), TrackKind::Audio, false, *packets, Some(loss_down));
             last = m.tick(*t, *packets, Some(Duration::from_millis(40)), false);
         }
         last
@@ -382,6 +423,34 @@ mod tests {
         assert!(score(Duration::from_secs(3600), 7.0) >= 1.0);
     }
 
+    /// Redundant audio repairs a single lost packet: 10% random loss leaves about 1%
+    /// of frames lost, which is scored, while the loss figures stay what the link
+    /// lost. Video's loss is taken as reported (NACK's repairs are already in it).
+    #[test]
+    fn redundant_audio_is_scored_by_what_it_leaves_lost() {
+        let t0 = Instant::now();
+        let feed = |red: bool, kind: TrackKind| {
+            let mut m = QualityMeter::new(t0);
+            let mut last = None;
+            for s in 1..=10u64 {
+                let t = t0 + Duration::from_secs(s);
+                m.observe_down(audio(), kind, red, s * 50, Some(0.10));
+                last = m.tick(t, s * 50, Some(Duration::from_millis(40)), false);
+            }
+            last.unwrap()
+        };
+        let plain = feed(false, TrackKind::Audio);
+        let red = feed(true, TrackKind::Audio);
+        assert_eq!(plain.level, QualityLevel::Poor, "{plain:?}");
+        assert_eq!(red.level, QualityLevel::Excellent, "{red:?}");
+        assert!((red.loss_down - 0.10).abs() < 1e-6, "{red:?}");
+        assert!((red.loss_scored - 0.01).abs() < 1e-6, "{red:?}");
+        assert!((plain.loss_scored - 0.10).abs() < 1e-6, "{plain:?}");
+        // RED means nothing on a video stream.
+        let video = feed(true, TrackKind::Video);
+        assert!((video.loss_scored - 0.10).abs() < 1e-6, "{video:?}");
+    }
+
     #[test]
     fn levels_move_down_at_the_threshold_and_up_past_the_hysteresis() {
         use QualityLevel::*;
@@ -400,7 +469,7 @@ mod tests {
     fn nothing_is_scored_before_a_loss_figure() {
         let t = Instant::now();
         let mut m = QualityMeter::new(t);
-        m.observe_up(audio(), TrackKind::Audio, 10, None, Duration::ZERO);
+        m.observe_up(audio(), TrackKind::Audio, false, 10, None, Duration::ZERO);
         assert_eq!(m.tick(t + Duration::from_secs(1), 10, None, false), None);
         assert_eq!(m.level(), None);
     }
@@ -441,6 +510,7 @@ mod tests {
         m.observe_up(
             video("h"),
             TrackKind::Video,
+            false,
             900,
             Some(0.01),
             Duration::from_millis(30),
@@ -448,6 +518,7 @@ mod tests {
         m.observe_up(
             video("l"),
             TrackKind::Video,
+            false,
             100,
             Some(0.91),
             Duration::from_millis(30),
@@ -456,6 +527,7 @@ mod tests {
         m.observe_up(
             audio(),
             TrackKind::Audio,
+            false,
             0,
             Some(1.0),
             Duration::from_millis(2),
@@ -469,14 +541,14 @@ mod tests {
         assert_eq!(q.jitter, Duration::from_millis(2));
         // Audio at 20% beside many clean (repaired) video packets: 20%, not their mean.
         let mut m = QualityMeter::new(t);
-        m.observe_down(audio(), TrackKind::Audio, 50, Some(0.2));
-        m.observe_down(video("h"), TrackKind::Video, 5000, Some(0.0));
+        m.observe_down(audio(), TrackKind::Audio, false, 50, Some(0.2));
+        m.observe_down(video("h"), TrackKind::Video, false, 5000, Some(0.0));
         let q = m.tick(t + Duration::from_secs(1), 1, None, false).unwrap();
         assert!((q.loss_down - 0.2).abs() < 1e-6, "{q:?}");
         assert_eq!(q.jitter, Duration::ZERO, "no stream of its own: no jitter");
         // Non-finite or out-of-range fractions are bounded.
-        m.observe_down(audio(), TrackKind::Audio, 60, Some(f32::NAN));
-        m.observe_down(video("h"), TrackKind::Video, 5010, Some(7.0));
+        m.observe_down(audio(), TrackKind::Audio, false, 60, Some(f32::NAN));
+        m.observe_down(video("h"), TrackKind::Video, false, 5010, Some(7.0));
         let q = m.tick(t + Duration::from_secs(2), 2, None, false).unwrap();
         assert!(q.loss_down <= 1.0, "{q:?}");
     }
@@ -491,9 +563,9 @@ mod tests {
         let mut q = None;
         for s in 1..=20u64 {
             t += Duration::from_secs(1);
-            m.observe_down(video, TrackKind::Video, s * 100, Some(0.0));
+            m.observe_down(video, TrackKind::Video, false, s * 100, Some(0.0));
             if s % 5 == 0 {
-                m.observe_down(audio(), TrackKind::Audio, s * 50, Some(0.15));
+                m.observe_down(audio(), TrackKind::Audio, false, s * 50, Some(0.15));
             }
             q = m.tick(t, s * 10, None, false);
         }
@@ -504,7 +576,7 @@ mod tests {
         let mut q = None;
         for s in 21..=(21 + STALE_AFTER.as_secs()) {
             t += Duration::from_secs(1);
-            m.observe_down(video, TrackKind::Video, s * 100, Some(0.0));
+            m.observe_down(video, TrackKind::Video, false, s * 100, Some(0.0));
             q = m.tick(t, s * 10, None, false);
         }
         let q = q.unwrap();

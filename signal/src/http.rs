@@ -384,6 +384,7 @@ fn quality_json(q: &huddle_sfu::ConnectionQuality) -> serde_json::Value {
         "score": (q.mos * 100.0).round() / 100.0,
         "loss_up_percent": q.loss_up * 100.0,
         "loss_down_percent": q.loss_down * 100.0,
+        "loss_scored_percent": q.loss_scored * 100.0,
         "jitter_ms": q.jitter.as_secs_f64() * 1000.0,
         "rtt_ms": q.rtt.map(|d| d.as_secs_f64() * 1000.0),
         "bandwidth_limited": q.bandwidth_limited,

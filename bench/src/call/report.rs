@@ -45,6 +45,8 @@ pub struct ServerQuality {
     pub score: f64,
     pub loss_up_pct: f64,
     pub loss_down_pct: f64,
+    /// The worse direction's loss after what redundant audio repairs: what it scored.
+    pub loss_scored_pct: f64,
 }
 
 impl ServerQuality {
@@ -63,6 +65,7 @@ impl ServerQuality {
                     score: f("score"),
                     loss_up_pct: f("loss_up_percent"),
                     loss_down_pct: f("loss_down_percent"),
+                    loss_scored_pct: f("loss_scored_percent"),
                 }
             })
             .collect();
@@ -557,8 +560,8 @@ pub fn print_summary(r: &CallReport) {
             .iter()
             .map(|q| {
                 format!(
-                    "{} {} {:.1} (loss up {:.1}%, down {:.1}%)",
-                    q.name, q.level, q.score, q.loss_up_pct, q.loss_down_pct
+                    "{} {} {:.1} (loss up {:.1}%, down {:.1}%, scored {:.1}%)",
+                    q.name, q.level, q.score, q.loss_up_pct, q.loss_down_pct, q.loss_scored_pct
                 )
             })
             .collect();

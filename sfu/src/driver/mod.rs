@@ -745,8 +745,9 @@ impl Driver {
             Event::MediaEgressStats(s) => {
                 if let Some(p) = self.peers.get_mut(id) {
                     let kind = kind_of(p, s.mid);
+                    let red = p.sends_red(s.mid);
                     p.quality_meter
-                        .observe_down((s.mid, s.rid), kind, s.packets, s.loss);
+                        .observe_down((s.mid, s.rid), kind, red, s.packets, s.loss);
                     let old = p
                         .counters
                         .nacks_received
@@ -769,8 +770,17 @@ impl Driver {
                         TrackKind::Video => 90_000.0,
                     };
                     let jitter = Duration::from_secs_f64(f64::from(s.jitter) / clock);
-                    p.quality_meter
-                        .observe_up((s.mid, s.rid), kind, s.packets, s.loss, jitter);
+                    // RED negotiated on the m-line: the publisher sends it (browsers
+                    // and the SDK do when it is negotiated) and str0m rebuilds from it.
+                    let red = p.sends_red(s.mid);
+                    p.quality_meter.observe_up(
+                        (s.mid, s.rid),
+                        kind,
+                        red,
+                        s.packets,
+                        s.loss,
+                        jitter,
+                    );
                     let old = p.counters.nacks_sent.insert(s.mid, s.nacks).unwrap_or(0);
                     self.metrics.nacks_sent.inc_by(s.nacks.saturating_sub(old));
                 }
