@@ -276,14 +276,22 @@ fn start_camera(session: &mut MediaSession) -> Arc<AtomicU32> {
 
 /// A relay toward the SFU on `port` that carries `bytes_per_sec` toward the client.
 async fn slow_link(port: u16, bytes_per_sec: u64) -> Relay {
-    let slow = ImpairmentConfig {
-        bandwidth: bytes_per_sec,
-        ..ImpairmentConfig::default()
-    };
+    impaired_link(
+        port,
+        ImpairmentConfig {
+            bandwidth: bytes_per_sec,
+            ..ImpairmentConfig::default()
+        },
+    )
+    .await
+}
+
+/// A relay toward the SFU on `port` that impairs what goes toward the client.
+async fn impaired_link(port: u16, toward_client: ImpairmentConfig) -> Relay {
     Relay::start(
         ([127, 0, 0, 1], port).into(),
         ImpairmentConfig::default(),
-        slow,
+        toward_client,
     )
     .await
     .expect("relay")
@@ -666,19 +674,15 @@ async fn members_are_told_each_other_s_connection_quality_and_a_lossy_link_shows
     let port = free_udp_port();
     let server = Server::start(&format!("[sfu]\nlisten = \"127.0.0.1:{port}\"\n"));
     let (_alice_client, mut alice, _, alice_pushes) = join(&server, "alice", false, None).await;
-    let lossy_relay = |seed| async move {
-        let lossy = ImpairmentConfig {
-            loss: Loss::Random(0.15),
-            seed,
-            ..ImpairmentConfig::default()
-        };
-        Relay::start(
-            ([127, 0, 0, 1], port).into(),
-            ImpairmentConfig::default(),
-            lossy,
+    let lossy_relay = |seed| {
+        impaired_link(
+            port,
+            ImpairmentConfig {
+                loss: Loss::Random(0.15),
+                seed,
+                ..ImpairmentConfig::default()
+            },
         )
-        .await
-        .expect("relay")
     };
     let (relay, carol_relay) = (lossy_relay(7).await, lossy_relay(8).await);
     let lossy_opts = |relay: &Relay, red| MediaOptions {

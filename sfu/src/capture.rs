@@ -140,6 +140,20 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A clock started now, and a report that the publisher's RTP time 0 was captured
+    /// at that moment (its clock agrees with ours).
+    fn clock_and_report() -> (Instant, CaptureClock, SenderInfo) {
+        let t0 = Instant::now();
+        let clock = CaptureClock::new(t0);
+        let sr = report(clock.anchor.1, 0);
+        (t0, clock, sr)
+    }
+
+    /// The RTP time of the `n`th 20 ms Opus frame.
+    fn opus_frame(n: u64) -> MediaTime {
+        MediaTime::new(960 * n, Frequency::FORTY_EIGHT_KHZ)
+    }
+
     /// Audio and video captured together keep their alignment whatever each one's
     /// delay before the SFU; the result is never after the arrival.
     #[test]
@@ -197,10 +211,8 @@ mod tests {
     /// clock that jumps is followed rather than leaving every frame far in the past.
     #[test]
     fn late_frames_map_to_their_capture_and_jumps_restart_the_lag() {
-        let t0 = Instant::now();
-        let mut clock = CaptureClock::new(t0);
-        let sr = report(clock.anchor.1, 0);
-        let frame = |n: u64| MediaTime::new(960 * n, Frequency::FORTY_EIGHT_KHZ);
+        let (t0, mut clock, sr) = clock_and_report();
+        let frame = opus_frame;
         for n in 0..10 {
             clock.wallclock(frame(n), Some(&sr), t0 + ms(20 * n + 5));
         }
@@ -220,10 +232,8 @@ mod tests {
     /// drifting slower than ours does not leave the wallclock ever further behind.
     #[test]
     fn the_smallest_lag_follows_drift() {
-        let t0 = Instant::now();
-        let mut clock = CaptureClock::new(t0);
-        let sr = report(clock.anchor.1, 0);
-        let frame = |n: u64| MediaTime::new(960 * n, Frequency::FORTY_EIGHT_KHZ);
+        let (t0, mut clock, sr) = clock_and_report();
+        let frame = opus_frame;
         // One quick frame (1 ms lag), then 20 ms lags for 12 s.
         clock.wallclock(frame(0), Some(&sr), t0 + ms(1));
         let mut last = Duration::ZERO;

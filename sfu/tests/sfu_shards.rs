@@ -474,16 +474,24 @@ async fn the_publisher_limit_holds_across_shards_when_every_shard_retries_at_onc
     };
     assert!(eventually(WAIT, || heard(&call, &first)).await);
 
+    // After the `n`th admission, no other within the time the other shards' retries
+    // would take to admit one, were they to; one track in a room of five. The admitted.
+    let admitted_alone = |n: usize| {
+        let call = &call;
+        async move {
+            assert!(eventually(WAIT, || publishers(call).len() >= n).await);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = publishers(call);
+            assert_eq!(now.len(), n, "admitted: {now:?}");
+            let (census, _) = call.sfu.census().await.unwrap();
+            assert_eq!((census.participants, census.tracks), (5, 1));
+            now[n - 1].clone()
+        }
+    };
+
     // The publisher leaves: one of the five waiting is admitted, and it is heard.
     call.sfu.leave(first.as_str()).await.unwrap();
-    assert!(eventually(WAIT, || publishers(&call).len() >= 2).await);
-    // Time for the other shards' retries to admit another, were they to.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let now = publishers(&call);
-    assert_eq!(now.len(), 2, "admitted: {now:?}");
-    let (census, _) = call.sfu.census().await.unwrap();
-    assert_eq!((census.participants, census.tracks), (5, 1));
-    let second = now[1].clone();
+    let second = admitted_alone(2).await;
     assert!(
         eventually(WAIT, || call
             .client(
@@ -500,10 +508,5 @@ async fn the_publisher_limit_holds_across_shards_when_every_shard_retries_at_onc
     // It stops sending (unpublishes its one track, staying in the room): the slot is
     // free again, and again one waiting member takes it.
     call.client(&second).stop_audio();
-    assert!(eventually(WAIT, || publishers(&call).len() >= 3).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let now = publishers(&call);
-    assert_eq!(now.len(), 3, "admitted: {now:?}");
-    let (census, _) = call.sfu.census().await.unwrap();
-    assert_eq!((census.participants, census.tracks), (5, 1));
+    admitted_alone(3).await;
 }
