@@ -123,8 +123,8 @@ pub enum Event {
         muted: bool,
     },
     /// Connection quality of members of the room, as the SFU scores each one's link
-    /// (`connection_quality`): those whose level changed, or, once this session's own
-    /// media is first scored, every scored member.
+    /// (`connection_quality`): those whose level changed, or, right after this session
+    /// joined the room, every scored member.
     ConnectionQuality(Vec<ParticipantQuality>),
     /// An error the server pushed outside a request.
     Error(ServerError),

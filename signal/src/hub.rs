@@ -22,7 +22,7 @@ use crate::ice;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::protocol::{
     CallEndReason, ClientMessage, ErrorCode, IceServer, LeaveReason, ParticipantInfo, Permissions,
-    ProtocolError, RequestId, ServerMessage, encode,
+    ProtocolError, QualityUpdate, RequestId, ServerMessage, encode,
 };
 
 /// Internal handle of a session.
@@ -86,6 +86,9 @@ struct Room {
     /// media sessions, those it starts later included, while the room lasts or until
     /// unmuted.
     moderated: BTreeMap<Arc<str>, TrackKinds>,
+    /// Each scored member's connection quality (its last level and score) by sid: a
+    /// member who joins is told them all, the room each level change.
+    quality: BTreeMap<Arc<str>, QualityUpdate>,
 }
 
 /// What the media side needs to know of a session.
@@ -180,6 +183,29 @@ impl Hub {
     pub(crate) fn identity_of_sid(&self, sid: &str) -> Option<Arc<str>> {
         let key = self.by_sid.get(sid)?;
         Some(self.sessions.get(key)?.identity.clone())
+    }
+
+    /// Keeps the connection quality of a member of `room` (`update.sid`) for members
+    /// who join later. True when its level is new or changed, for the room to be told;
+    /// false too when the session is not (or no longer) a member of `room`.
+    pub(crate) fn note_quality(&mut self, room: &str, update: &QualityUpdate) -> bool {
+        let member = self
+            .by_sid
+            .get(update.sid.as_str())
+            .and_then(|k| self.sessions.get(k))
+            .is_some_and(|s| s.room.as_deref() == Some(room));
+        let Some(r) = self.rooms.get_mut(room).filter(|_| member) else {
+            return false;
+        };
+        let before = r.quality.insert(update.sid.as_str().into(), update.clone());
+        before.is_none_or(|b| b.quality != update.quality)
+    }
+
+    /// Forgets the connection quality of `sid` in `room` (its media session ended).
+    pub(crate) fn forget_quality(&mut self, room: &str, sid: &str) {
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.quality.remove(sid);
+        }
     }
 
     /// Sends a push to the session with this sid, if it still exists.
@@ -615,6 +641,7 @@ impl Hub {
                         created_at,
                         empty_since: None,
                         moderated: BTreeMap::new(),
+                        quality: BTreeMap::new(),
                     },
                 );
                 tracing::info!(room = %room_key, "room created");
@@ -671,6 +698,22 @@ impl Hub {
             },
             Some(key),
         );
+        // The members' connection quality so far; changes follow as they come.
+        let scored: Vec<QualityUpdate> = self
+            .rooms
+            .get(&room_key)
+            .map(|r| r.quality.values().cloned().collect())
+            .unwrap_or_default();
+        if !scored.is_empty() {
+            self.respond(
+                key,
+                None,
+                &ServerMessage::ConnectionQuality {
+                    room: room.clone(),
+                    participants: scored,
+                },
+            );
+        }
         self.update_room_gauges();
         Ok(())
     }
@@ -711,6 +754,7 @@ impl Hub {
             if r.members.get(&identity) == Some(&key) {
                 r.members.remove(&identity);
             }
+            r.quality.remove(sid.as_str());
             if r.members.is_empty() {
                 r.empty_since = Some(now);
                 let at = now + self.cfg.rooms.idle_timeout;

@@ -672,3 +672,64 @@ fn moderated_mutes_outlast_sessions_until_lifted() {
     let bob = join(&mut h, "bob");
     assert_eq!(kinds(&h, &bob), []);
 }
+
+/// Connection quality: the hub keeps each member's latest level; the SFU's changes go
+/// to the room, a member who joins is told them all right after `joined` (whether or
+/// not it has a media session), and a member who leaves the room is forgotten.
+#[test]
+fn connection_quality_is_told_to_joiners_and_forgotten_on_leave() {
+    use crate::protocol::QualityUpdate;
+    let t0 = Instant::now();
+    let mut h = hub(t0);
+    let mut a = connect(&mut h, "alice", Some("r"), None, 64, t0);
+    let mut b = connect(&mut h, "bob", Some("r"), None, 64, t0);
+    send(&mut h, &a, json!({"type":"join","id":1}), t0);
+    let alice = a.drain()[1]["participant"]["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let level = |quality: &'static str| QualityUpdate {
+        sid: alice.clone(),
+        identity: "alice".into(),
+        quality,
+        score: 4.3,
+    };
+    assert!(h.note_quality("r", &level("excellent")), "first level");
+    assert!(!h.note_quality("r", &level("excellent")), "no change");
+    assert!(h.note_quality("r", &level("poor")), "a change");
+    assert!(
+        !h.note_quality("elsewhere", &level("good")),
+        "not a member there"
+    );
+
+    b.drain();
+    send(&mut h, &b, json!({"type":"join","id":2}), t0);
+    let msgs = b.drain();
+    let types: Vec<&str> = msgs.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["joined", "connection_quality"]);
+    assert_eq!(msgs[1]["room"], "r");
+    assert_eq!(msgs[1]["participants"][0]["sid"], alice.as_str());
+    assert_eq!(msgs[1]["participants"][0]["quality"], "poor");
+    assert!(msgs[1].get("id").is_none(), "a push");
+
+    // Alice leaves the room: she is forgotten, and no longer noted.
+    send(&mut h, &a, json!({"type":"leave","id":3}), t0);
+    assert!(
+        !h.note_quality("r", &level("good")),
+        "alice is not a member"
+    );
+    // Bob's media session ends (the SFU's leave) while he stays: forgotten too.
+    let bob = msgs[0]["participant"]["sid"].as_str().unwrap().to_owned();
+    let bob_level = QualityUpdate {
+        sid: bob.clone(),
+        identity: "bob".into(),
+        quality: "good",
+        score: 3.8,
+    };
+    assert!(h.note_quality("r", &bob_level));
+    h.forget_quality("r", &bob);
+    let mut c = connect(&mut h, "carol", Some("r"), None, 64, t0);
+    c.drain();
+    send(&mut h, &c, json!({"type":"join","id":4}), t0);
+    assert_eq!(c.types(), ["joined"]);
+}

@@ -339,7 +339,6 @@ pub(crate) fn parse_kind(name: &str) -> Option<TrackKind> {
 pub(crate) async fn relay_events(st: Arc<AppState>, mut events: SfuEvents) {
     // The rooms each SFU shard reported last: its next snapshot replaces them.
     let mut shard_rooms: HashMap<usize, Vec<String>> = HashMap::new();
-    let mut qualities = Qualities::default();
     while let Some(ev) = events.recv().await {
         let now = Instant::now();
         let mut hub = st.hub.lock();
@@ -394,11 +393,11 @@ pub(crate) async fn relay_events(st: Arc<AppState>, mut events: SfuEvents) {
                 hub.push_to_sid(participant.as_str(), &ServerMessage::MediaConnected {}, now)
             }
             SfuEvent::ParticipantLeft {
+                room,
                 participant,
                 reason: r,
-                ..
             } => {
-                qualities.by_sid.remove(participant.as_str());
+                hub.forget_quality(room.as_str(), participant.as_str());
                 hub.push_to_sid(
                     participant.as_str(),
                     &ServerMessage::MediaLeft { reason: reason(r) },
@@ -476,7 +475,7 @@ pub(crate) async fn relay_events(st: Arc<AppState>, mut events: SfuEvents) {
                 shard,
                 participants,
             } => {
-                qualities.announce(&mut hub, &participants, now);
+                announce_qualities(&mut hub, &participants, now);
                 let mut by_room: HashMap<String, Vec<ParticipantStats>> = HashMap::new();
                 for s in participants {
                     by_room.entry(s.room.to_string()).or_default().push(s);
@@ -501,67 +500,33 @@ pub(crate) async fn relay_events(st: Arc<AppState>, mut events: SfuEvents) {
     }
 }
 
-/// The connection-quality level last announced of each scored media session.
-#[derive(Default)]
-struct Qualities {
-    /// By sid: its room and its last announced update.
-    by_sid: HashMap<String, (String, QualityUpdate)>,
-}
-
-impl Qualities {
-    /// Tells each room which of its members' levels changed in `stats`, and each member
-    /// scored for the first time every other scored member's level.
-    fn announce(&mut self, hub: &mut Hub, stats: &[ParticipantStats], now: Instant) {
-        let mut changed: HashMap<&str, Vec<QualityUpdate>> = HashMap::new();
-        let mut first: Vec<(&str, &str)> = Vec::new();
-        for s in stats {
-            let Some(q) = s.quality else { continue };
-            let sid = s.participant.as_str();
-            let update = QualityUpdate {
-                sid: sid.to_owned(),
-                identity: hub
-                    .identity_of_sid(sid)
-                    .map(|i| i.to_string())
-                    .unwrap_or_default(),
-                quality: q.level.as_str(),
-                score: (q.mos * 10.0).round() / 10.0,
-            };
-            let room = s.room.as_str();
-            let before = self
-                .by_sid
-                .insert(sid.to_owned(), (room.to_owned(), update.clone()));
-            match before {
-                Some((_, b)) if b.quality == update.quality => {}
-                before => {
-                    if before.is_none() {
-                        first.push((sid, room));
-                    }
-                    changed.entry(room).or_default().push(update);
-                }
-            }
+/// Tells each room which of its members' connection-quality levels changed in `stats`
+/// (the hub keeps every member's latest, which a member who joins is told).
+fn announce_qualities(hub: &mut Hub, stats: &[ParticipantStats], now: Instant) {
+    let mut changed: HashMap<&str, Vec<QualityUpdate>> = HashMap::new();
+    for s in stats {
+        let Some(q) = s.quality else { continue };
+        let sid = s.participant.as_str();
+        let update = QualityUpdate {
+            sid: sid.to_owned(),
+            identity: hub
+                .identity_of_sid(sid)
+                .map(|i| i.to_string())
+                .unwrap_or_default(),
+            quality: q.level.as_str(),
+            score: (q.mos * 10.0).round() / 10.0,
+        };
+        let room = s.room.as_str();
+        if hub.note_quality(room, &update) {
+            changed.entry(room).or_default().push(update);
         }
-        for (room, participants) in changed {
-            let msg = ServerMessage::ConnectionQuality {
-                room: room.to_owned(),
-                participants,
-            };
-            hub.push_to_room(room, &msg, now);
-        }
-        for (sid, room) in first {
-            let participants: Vec<QualityUpdate> = self
-                .by_sid
-                .iter()
-                .filter(|(other, (r, _))| r == room && other.as_str() != sid)
-                .map(|(_, (_, u))| u.clone())
-                .collect();
-            if !participants.is_empty() {
-                let msg = ServerMessage::ConnectionQuality {
-                    room: room.to_owned(),
-                    participants,
-                };
-                hub.push_to_sid(sid, &msg, now);
-            }
-        }
+    }
+    for (room, participants) in changed {
+        let msg = ServerMessage::ConnectionQuality {
+            room: room.to_owned(),
+            participants,
+        };
+        hub.push_to_room(room, &msg, now);
     }
 }
 

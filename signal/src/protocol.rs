@@ -513,7 +513,7 @@ pub enum ServerMessage {
         identity: Option<String>,
     },
     /// Members of the room whose connection quality changed (to the room), or every
-    /// scored member's (to a member whose media session is scored for the first time).
+    /// scored member's (to a member who just joined the room).
     ConnectionQuality {
         room: String,
         participants: Vec<QualityUpdate>,
