@@ -190,10 +190,10 @@ impl Peer {
         };
         match limit {
             LayerLimit::Quality(quality) => {
-                out.max_quality = quality;
                 if let Some(s) = out.selector.as_mut() {
-                    s.set_max_quality(quality);
+                    s.quality_limit_changed(out.max_quality, quality);
                 }
+                out.max_quality = quality;
             }
             LayerLimit::Size(size) => {
                 let raised = match (out.max_size, size) {
@@ -355,7 +355,7 @@ impl Peer {
                 if router.layers(out.track).is_empty() {
                     LayerSelector::single()
                 } else {
-                    LayerSelector::new(quality)
+                    LayerSelector::new()
                 }
             });
             let current_active = selector

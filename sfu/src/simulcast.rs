@@ -256,7 +256,7 @@ pub enum FrameAction {
 }
 
 /// Layer state of one (subscriber, simulcast track) pair.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LayerSelector {
     /// Layer being forwarded; `None` until the first keyframe.
     current: Option<usize>,
@@ -272,25 +272,14 @@ pub struct LayerSelector {
     paused: bool,
     /// Since when not even the lowest layer has fitted, while not paused yet.
     short_since: Option<Instant>,
-    /// The subscriber's request.
-    max_quality: Quality,
     /// It stands for an unlayered video track (its one stream is layer 0).
     single: bool,
 }
 
 impl LayerSelector {
     /// A selector that waits for its first allocation.
-    pub fn new(max_quality: Quality) -> Self {
-        Self {
-            current: None,
-            target: None,
-            upgrade_since: None,
-            requested: false,
-            paused: false,
-            short_since: None,
-            max_quality,
-            single: false,
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// A selector for an unlayered video track, which the allocation treats as one
@@ -302,7 +291,7 @@ impl LayerSelector {
             current: Some(0),
             target: Some(0),
             single: true,
-            ..Self::new(Quality::default())
+            ..Self::new()
         }
     }
 
@@ -311,18 +300,14 @@ impl LayerSelector {
         self.single
     }
 
-    /// The subscriber's request.
-    pub fn max_quality(&self) -> Quality {
-        self.max_quality
-    }
-
-    /// The subscriber asked for another quality: a higher one is granted without
-    /// waiting out the hysteresis (the allocation still has to allow it).
-    pub fn set_max_quality(&mut self, q: Quality) {
-        if q > self.max_quality {
+    /// The subscriber changed its quality limit from `before` to `after` (the limit
+    /// itself is the subscription's, `Peer::set_limit`): a better one is granted
+    /// without waiting out the hysteresis (the allocation still has to allow it); a
+    /// worse one needs nothing, the allocation's lower target is taken at once.
+    pub fn quality_limit_changed(&mut self, before: Quality, after: Quality) {
+        if after > before {
             self.request_upgrade();
         }
-        self.max_quality = q;
     }
 
     /// The subscriber raised another limit (a larger picture): the next allocation's

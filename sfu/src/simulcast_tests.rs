@@ -140,7 +140,7 @@ fn run_frames(sel: &mut LayerSelector, frames: std::ops::Range<u64>, gop: u64) -
 #[test]
 fn first_layer_starts_at_its_keyframe() {
     let t0 = Instant::now();
-    let mut sel = LayerSelector::new(Quality::High);
+    let mut sel = LayerSelector::new();
     assert_eq!(sel.update(at(1), at(1), true, HOLD, t0), Some(1));
     // Delta frames of every layer before the keyframe are dropped.
     assert!(run_frames(&mut sel, 1..10, 10).is_empty());
@@ -153,7 +153,7 @@ fn first_layer_starts_at_its_keyframe() {
 #[test]
 fn downgrade_is_immediate_and_waits_for_the_lower_keyframe() {
     let t0 = Instant::now();
-    let mut sel = LayerSelector::new(Quality::High);
+    let mut sel = LayerSelector::new();
     sel.update(at(2), at(2), true, HOLD, t0);
     run_frames(&mut sel, 0..5, 10);
     assert_eq!(sel.current(), Some(2));
@@ -169,7 +169,7 @@ fn downgrade_is_immediate_and_waits_for_the_lower_keyframe() {
 #[test]
 fn upgrade_waits_for_the_hold_time() {
     let t0 = Instant::now();
-    let mut sel = LayerSelector::new(Quality::High);
+    let mut sel = LayerSelector::new();
     sel.update(at(0), at(0), true, HOLD, t0);
     run_frames(&mut sel, 0..1, 10);
     assert_eq!(sel.current(), Some(0));
@@ -186,7 +186,7 @@ fn upgrade_waits_for_the_hold_time() {
 #[test]
 fn a_dip_restarts_the_upgrade_hold() {
     let t0 = Instant::now();
-    let mut sel = LayerSelector::new(Quality::High);
+    let mut sel = LayerSelector::new();
     sel.update(at(0), at(0), true, HOLD, t0);
     run_frames(&mut sel, 0..1, 10);
     let ms = |n| t0 + Duration::from_millis(n);
@@ -201,17 +201,34 @@ fn a_dip_restarts_the_upgrade_hold() {
 #[test]
 fn a_requested_quality_is_granted_without_hold_and_lowered_at_once() {
     let t0 = Instant::now();
-    let mut sel = LayerSelector::new(Quality::Low);
+    let mut sel = LayerSelector::new();
     sel.update(at(0), at(0), true, HOLD, t0);
     run_frames(&mut sel, 0..1, 10);
-    sel.set_max_quality(Quality::High);
+    // Asking for the same or a worse quality grants nothing early.
+    sel.quality_limit_changed(Quality::Low, Quality::Low);
+    assert_eq!(
+        sel.update(at(2), at(2), true, HOLD, t0 + Duration::from_micros(500)),
+        None,
+        "held"
+    );
+    assert_eq!(sel.target(), Some(0));
+    sel.quality_limit_changed(Quality::High, Quality::Low);
+    assert_eq!(
+        sel.update(at(2), at(2), true, HOLD, t0 + Duration::from_micros(700)),
+        None,
+        "held"
+    );
+    assert_eq!(sel.target(), Some(0));
+    // A better one is granted without the hold.
+    sel.quality_limit_changed(Quality::Low, Quality::High);
     assert_eq!(
         sel.update(at(2), at(2), true, HOLD, t0 + Duration::from_millis(1)),
         Some(2)
     );
     run_frames(&mut sel, 1..11, 10);
     assert_eq!(sel.current(), Some(2));
-    sel.set_max_quality(Quality::Low);
+    // Asked for less: the allocation's lower target is taken at once.
+    sel.quality_limit_changed(Quality::High, Quality::Low);
     assert_eq!(
         sel.update(at(0), at(0), true, HOLD, t0 + Duration::from_millis(2)),
         Some(0)
@@ -221,7 +238,7 @@ fn a_requested_quality_is_granted_without_hold_and_lowered_at_once() {
 #[test]
 fn a_stopped_current_layer_is_left_at_once() {
     let t0 = Instant::now();
-    let mut sel = LayerSelector::new(Quality::High);
+    let mut sel = LayerSelector::new();
     sel.update(at(2), at(2), true, HOLD, t0);
     run_frames(&mut sel, 0..1, 10);
     // The publisher stopped its top layer; the allocation falls back to layer 1.
@@ -272,7 +289,7 @@ fn timestamps_stay_continuous_across_switches() {
 fn a_track_is_paused_at_once_and_resumed_after_the_hold_at_a_keyframe() {
     let t0 = Instant::now();
     let ms = |m: u64| t0 + Duration::from_millis(m);
-    let mut sel = LayerSelector::new(Quality::High);
+    let mut sel = LayerSelector::new();
     sel.update(at(0), at(0), true, HOLD, t0);
     assert_eq!(sel.on_frame(0, true), FrameAction::Switch);
     // The budget falls below the lowest layer: paused at once, nothing forwarded.
@@ -328,7 +345,7 @@ fn an_estimate_dip_keeps_the_lowest_layer_and_only_a_lasting_one_pauses() {
     };
     let t0 = Instant::now();
     let ms = |m: u64| t0 + Duration::from_millis(m);
-    let mut sel = LayerSelector::new(Quality::High);
+    let mut sel = LayerSelector::new();
     sel.update(at(2), at(2), true, holds, t0);
     assert_eq!(sel.on_frame(2, true), FrameAction::Switch);
     // The estimate leaves no room even for q: down to q at once, not paused.
@@ -350,7 +367,7 @@ fn an_estimate_dip_keeps_the_lowest_layer_and_only_a_lasting_one_pauses() {
     assert!(sel.paused());
     assert_eq!(sel.on_frame(0, true), FrameAction::Drop);
     // A new subscriber whose first estimate is short starts on the lowest layer.
-    let mut fresh = LayerSelector::new(Quality::High);
+    let mut fresh = LayerSelector::new();
     assert_eq!(fresh.update(short, short, true, holds, t0), Some(0));
     assert_eq!(fresh.on_frame(0, true), FrameAction::Switch);
     assert!(!fresh.paused());
@@ -392,7 +409,7 @@ fn an_unlayered_track_flows_from_the_start_and_pauses_only_when_it_does_not_fit(
     let t0 = Instant::now();
     let ms = |m: u64| t0 + Duration::from_millis(m);
     let mut sel = LayerSelector::single();
-    assert!(sel.is_single() && !LayerSelector::new(Quality::High).is_single());
+    assert!(sel.is_single() && !LayerSelector::new().is_single());
     // Already flowing: delta frames go on, no keyframe is awaited, before and after
     // allocations that cannot tell yet (rate not measured) or that fit it.
     assert_eq!(sel.on_frame(0, false), FrameAction::Forward);
