@@ -205,20 +205,19 @@ fn a_requested_quality_is_granted_without_hold_and_lowered_at_once() {
     sel.update(at(0), at(0), true, HOLD, t0);
     run_frames(&mut sel, 0..1, 10);
     // Asking for the same or a worse quality grants nothing early.
-    sel.quality_limit_changed(Quality::Low, Quality::Low);
-    assert_eq!(
-        sel.update(at(2), at(2), true, HOLD, t0 + Duration::from_micros(500)),
-        None,
-        "held"
-    );
-    assert_eq!(sel.target(), Some(0));
-    sel.quality_limit_changed(Quality::High, Quality::Low);
-    assert_eq!(
-        sel.update(at(2), at(2), true, HOLD, t0 + Duration::from_micros(700)),
-        None,
-        "held"
-    );
-    assert_eq!(sel.target(), Some(0));
+    for (n, (before, after)) in [(Quality::Low, Quality::Low), (Quality::High, Quality::Low)]
+        .into_iter()
+        .enumerate()
+    {
+        sel.quality_limit_changed(before, after);
+        let now = t0 + Duration::from_micros(500 + 200 * n as u64);
+        let switch = sel.update(at(2), at(2), true, HOLD, now);
+        assert_eq!(
+            (switch, sel.target()),
+            (None, Some(0)),
+            "{before:?} -> {after:?}"
+        );
+    }
     // A better one is granted without the hold.
     sel.quality_limit_changed(Quality::Low, Quality::High);
     assert_eq!(
