@@ -666,9 +666,9 @@ fn levels(pushes: &Pushes) -> HashMap<String, String> {
 /// Connection quality: the SFU scores each member's link, and every member is told the
 /// others' levels. Bob's and carol's links lose 15% of what the SFU sends them; alice's
 /// is clean. Bob takes plain Opus: everyone hears that his link is poor. Carol takes
-/// redundant audio (RED, the SDK's default), which repairs a single lost packet: her
-/// link shows the same loss, but what is scored is what RED leaves (about 2%), and she
-/// is excellent, as alice is.
+/// redundant audio (RED, the SDK's default), which repairs a lost packet whose next one
+/// arrives: her link shows the same loss, but half of it is scored, and her score is
+/// above bob's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_are_told_each_other_s_connection_quality_and_a_lossy_link_shows() {
     let port = free_udp_port();
@@ -699,15 +699,19 @@ async fn members_are_told_each_other_s_connection_quality_and_a_lossy_link_shows
         let microphone = session.take_audio().expect("a microphone");
         tokio::spawn(microphone.send_looped(speech_like(4.0, 48_000, 16_000, 1)));
     }
+    // Carol's level is near a border (below); that she is told of is enough here.
     let want: HashMap<String, String> = [
         (alice.sid().to_owned(), "excellent".to_owned()),
         (bob.sid().to_owned(), "poor".to_owned()),
-        (carol.sid().to_owned(), "excellent".to_owned()),
     ]
     .into();
+    let as_wanted = |pushes: &Pushes| {
+        let got = levels(pushes);
+        got.contains_key(carol.sid()) && want.iter().all(|(sid, l)| got.get(sid) == Some(l))
+    };
     let mut told = false;
     for _ in 0..300 {
-        if levels(&alice_pushes) == want && levels(&bob_pushes) == want {
+        if as_wanted(&alice_pushes) && as_wanted(&bob_pushes) {
             told = true;
             break;
         }
@@ -759,21 +763,25 @@ async fn members_are_told_each_other_s_connection_quality_and_a_lossy_link_shows
         "bob's quality {} against {:.1}% dropped",
         last.0, last.1
     );
-    // Carol's link loses as much, and RED repairs most of it: she is excellent, and the
-    // loss scored is about the square of her link's.
+    // Carol's link loses as much, and RED repairs part of it: the loss scored is half
+    // her link's (bursts of two assumed, `huddle_sfu::quality::RED_NEXT_LOST`), and
+    // her score is above bob's.
     let mut last = Value::Null;
     let mut repaired = false;
     for _ in 0..100 {
-        let carol_q = participant(&media(&server).await, carol.sid())["quality"].clone();
-        let down = carol_q["loss_down_percent"].as_f64().unwrap_or(0.0) / 100.0;
-        let scored = carol_q["loss_scored_percent"].as_f64().unwrap_or(100.0) / 100.0;
-        last = carol_q.clone();
-        if down > 0.08 && (scored - down * down).abs() < 0.02 {
-            assert_eq!(carol_q["level"], "excellent", "{carol_q}");
+        let view = media(&server).await;
+        let carol_q = participant(&view, carol.sid())["quality"].clone();
+        let bob_q = participant(&view, bob.sid())["quality"].clone();
+        let down = carol_q["loss_down_percent"].as_f64().unwrap_or(0.0);
+        let scored = carol_q["loss_scored_percent"].as_f64().unwrap_or(100.0);
+        let score = |q: &Value| q["score"].as_f64().unwrap_or(f64::NAN);
+        last = json!({"carol": carol_q, "bob": bob_q});
+        if down > 8.0 && (scored - down / 2.0).abs() < 0.5 && score(&carol_q) > score(&bob_q) + 0.2
+        {
             repaired = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(repaired, "carol's quality {last}");
+    assert!(repaired, "quality {last}");
 }
