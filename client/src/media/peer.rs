@@ -55,7 +55,6 @@ pub(crate) fn opus_codec() -> RTCRtpCodec {
     }
 }
 
-/// RED (RFC 2198) whose blocks are all Opus, as WebRTC offers it.
 /// Whether a negotiated codec is RED (RFC 2198).
 pub(crate) fn is_red(codec: &RTCRtpCodecParameters) -> bool {
     codec
@@ -69,6 +68,7 @@ pub(crate) fn red_payload_type(codecs: &[RTCRtpCodecParameters]) -> Option<u8> {
     codecs.iter().find(|c| is_red(c)).map(|c| c.payload_type)
 }
 
+/// RED (RFC 2198) whose blocks are all Opus, as WebRTC offers it.
 fn red_codec() -> RTCRtpCodec {
     RTCRtpCodec {
         mime_type: MIME_TYPE_RED.to_owned(),
