@@ -145,6 +145,21 @@ struct Loss {
     unrepaired: f64,
 }
 
+impl Loss {
+    /// Each figure through `f`.
+    fn map(self, f: impl Fn(f64) -> f64) -> Loss {
+        self.zip(self, |x, _| f(x))
+    }
+
+    /// Each figure of `self` combined with the same figure of `other` by `f`.
+    fn zip(self, other: Loss, f: impl Fn(f64, f64) -> f64) -> Loss {
+        Loss {
+            lost: f(self.lost, other.lost),
+            unrepaired: f(self.unrepaired, other.unrepaired),
+        }
+    }
+}
+
 impl LossSamples {
     fn observe(
         &mut self,
@@ -166,8 +181,8 @@ impl LossSamples {
                 lost
             };
             let k = &mut self.kinds[usize::from(kind.is_video())];
-            k.weighted.lost += lost * new as f64;
-            k.weighted.unrepaired += unrepaired * new as f64;
+            let sample = Loss { lost, unrepaired };
+            k.weighted = k.weighted.zip(sample, |sum, l| sum + l * new as f64);
             k.weight += new;
         }
     }
@@ -180,17 +195,11 @@ impl LossSamples {
         for k in &mut self.kinds {
             if k.weight > 0 {
                 let n = k.weight as f64;
-                let sample = Loss {
-                    lost: k.weighted.lost / n,
-                    unrepaired: k.weighted.unrepaired / n,
-                };
+                let sample = k.weighted.map(|sum| sum / n);
                 let smoothed = match k.smoothed {
                     Some((s, at)) => {
                         let a = smoothing(now.saturating_duration_since(at));
-                        Loss {
-                            lost: s.lost + a * (sample.lost - s.lost),
-                            unrepaired: s.unrepaired + a * (sample.unrepaired - s.unrepaired),
-                        }
+                        s.zip(sample, |s, x| s + a * (x - s))
                     }
                     None => sample,
                 };
@@ -207,10 +216,7 @@ impl LossSamples {
         self.kinds
             .iter()
             .filter_map(|k| k.smoothed.map(|(s, _)| s))
-            .reduce(|a, b| Loss {
-                lost: a.lost.max(b.lost),
-                unrepaired: a.unrepaired.max(b.unrepaired),
-            })
+            .reduce(|a, b| a.zip(b, f64::max))
     }
 }
 
